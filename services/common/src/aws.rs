@@ -1,0 +1,219 @@
+//! AWS access for every service: one `SdkConfig` per (account, region), reached by STS
+//! AssumeRole when the account is not the caller's, and the classification of AWS errors into
+//! retry / fail-the-task / reject.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use tokio::sync::{Mutex, OnceCell};
+
+/// Default name of the role Lifeboat assumes in every other account.
+pub const DEFAULT_ROLE_NAME: &str = "LifeboatRestoreRole";
+
+/// What to do about a failed AWS call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Throttling, 5xx, timeouts, a quota that frees up: try again later with backoff.
+    Retryable,
+    /// The task cannot succeed as asked (bad target, access denied, not found): fail it.
+    TaskFailure,
+}
+
+/// A classified AWS error that keeps the AWS error code.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{operation} failed ({code}): {message}")]
+pub struct AwsError {
+    pub class: ErrorClass,
+    pub operation: &'static str,
+    pub code: String,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn task_failure(operation: &'static str, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::TaskFailure, operation, code: code.into(), message: message.into() }
+    }
+
+    pub fn retryable(operation: &'static str, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::Retryable, operation, code: code.into(), message: message.into() }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.class == ErrorClass::Retryable
+    }
+}
+
+/// Error codes that mean "slow down" across AWS services.
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "RequestThrottled",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+    "EC2ThrottledException",
+];
+
+/// Quotas on operations in flight: they free up as other operations finish.
+const IN_FLIGHT_QUOTA_CODES: &[&str] = &[
+    "ResourceLimitExceeded",
+    "SnapshotCreationPerVolumeRateExceeded",
+    "ConcurrentSnapshotLimitExceeded",
+    "SnapshotQuotaExceeded",
+    "IncorrectState",
+];
+
+const TRANSIENT_CODES: &[&str] = &["InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "InsufficientInstanceCapacity"];
+
+/// Classifies by AWS error code and HTTP status.
+pub fn classify_code(code: Option<&str>, status: u16) -> ErrorClass {
+    let code = code.unwrap_or_default();
+    if status >= 500
+        || status == 429
+        || THROTTLING_CODES.contains(&code)
+        || IN_FLIGHT_QUOTA_CODES.contains(&code)
+        || TRANSIENT_CODES.contains(&code)
+    {
+        ErrorClass::Retryable
+    } else {
+        ErrorClass::TaskFailure
+    }
+}
+
+/// Classifies an SDK error from `operation`.
+pub fn classify<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let code = context.err().code();
+            let message = context.err().message().unwrap_or_default().to_string();
+            AwsError {
+                class: classify_code(code, status),
+                operation,
+                code: code.map(str::to_string).unwrap_or_else(|| format!("HTTP{status}")),
+                message,
+            }
+        }
+        SdkError::TimeoutError(_) => AwsError::retryable(operation, "Timeout", display_chain(&err)),
+        SdkError::DispatchFailure(_) => AwsError::retryable(operation, "DispatchFailure", display_chain(&err)),
+        SdkError::ResponseError(_) => AwsError::retryable(operation, "ResponseError", display_chain(&err)),
+        SdkError::ConstructionFailure(_) => AwsError::task_failure(operation, "ConstructionFailure", display_chain(&err)),
+        _ => AwsError::retryable(operation, "Unknown", display_chain(&err)),
+    }
+}
+
+fn display_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The standard credential chain and `AWS_ENDPOINT_URL`, so the same code runs against real
+/// AWS and against moto.
+pub async fn load_base_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// `SdkConfig`s per account and region, cached.
+pub struct Accounts {
+    base: SdkConfig,
+    role_name: String,
+    caller_account: OnceCell<String>,
+    configs: Mutex<HashMap<(String, String), SdkConfig>>,
+}
+
+impl Accounts {
+    pub fn new(base: SdkConfig, role_name: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self { base, role_name: role_name.into(), caller_account: OnceCell::new(), configs: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn base(&self) -> &SdkConfig {
+        &self.base
+    }
+
+    /// The account of the credentials Lifeboat runs with (STS GetCallerIdentity).
+    pub async fn caller_account(&self) -> Result<String, AwsError> {
+        self.caller_account
+            .get_or_try_init(|| async {
+                let sts = aws_sdk_sts::Client::new(&self.base);
+                let identity = sts.get_caller_identity().send().await.map_err(|e| classify("sts:GetCallerIdentity", e))?;
+                identity
+                    .account()
+                    .map(str::to_string)
+                    .ok_or_else(|| AwsError::task_failure("sts:GetCallerIdentity", "MissingAccount", "GetCallerIdentity returned no account"))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Resolves an empty account id to the caller's.
+    pub async fn resolve_account(&self, account_id: &str) -> Result<String, AwsError> {
+        if account_id.is_empty() {
+            self.caller_account().await
+        } else {
+            Ok(account_id.to_string())
+        }
+    }
+
+    /// Config for `account_id` (empty: the caller's) in `region`. Another account is reached by
+    /// assuming `arn:aws:iam::<account>:role/<role_name>`; the credentials are fetched once here
+    /// so that a denied AssumeRole fails clearly instead of on the first call.
+    pub async fn config_for(&self, account_id: &str, region: &str) -> Result<SdkConfig, AwsError> {
+        let caller = self.caller_account().await?;
+        let account = if account_id.is_empty() { caller.clone() } else { account_id.to_string() };
+        let key = (account.clone(), region.to_string());
+        let mut configs = self.configs.lock().await;
+        if let Some(config) = configs.get(&key) {
+            return Ok(config.clone());
+        }
+        let regional = self.base.to_builder().region(Region::new(region.to_string())).build();
+        let config = if account == caller {
+            regional
+        } else {
+            let role_arn = format!("arn:aws:iam::{account}:role/{}", self.role_name);
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
+                .session_name("lifeboat")
+                .session_length(Duration::from_secs(3600))
+                .region(Region::new(region.to_string()))
+                .configure(&self.base)
+                .build()
+                .await;
+            provider.provide_credentials().await.map_err(|e| {
+                AwsError::task_failure("sts:AssumeRole", "AssumeRoleFailed", format!("cannot assume {role_arn}: {}", display_chain(&e)))
+            })?;
+            regional.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
+        };
+        configs.insert(key, config.clone());
+        Ok(config)
+    }
+}
+
+/// Exponential backoff with a cap: attempt 1 waits `initial`, each next one twice as long.
+pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+    initial.saturating_mul(factor).min(max)
+}

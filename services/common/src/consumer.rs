@@ -1,0 +1,148 @@
+//! The one consumer loop: receives deliveries, runs the handler, and settles each delivery
+//! (ack, delayed retry, dead letter) from the outcome the handler returns. Business code never
+//! acks or sleeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::bus::{Bus, Delivery, OutgoingMessage, Queue, QueueOptions, Result};
+use crate::subjects;
+
+/// What a handler decided about a delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fully handled, effects durable: acknowledge.
+    Done,
+    /// Deliver again after the delay: an AWS operation is still running, or a retryable error.
+    RetryAfter(Duration),
+    /// Can never succeed (undecodable, poison): move to the dead-letter subject with the reason.
+    DeadLetter { reason: String },
+}
+
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, delivery: &Delivery) -> Outcome;
+
+    /// Called after a delivery was dead-lettered (by the handler's outcome or because it ran
+    /// out of deliveries), so the handler can report the affected task as FAILED.
+    async fn dead_lettered(&self, _delivery: &Delivery, _reason: &str) {}
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsumerOptions {
+    pub queue: QueueOptions,
+    /// Deliveries handled at the same time by this process.
+    pub concurrency: usize,
+    /// A delivery that still asks for a retry on this attempt is dead-lettered instead.
+    pub max_deliveries: u32,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self { queue: QueueOptions::default(), concurrency: 32, max_deliveries: 200 }
+    }
+}
+
+/// Consumes `queue` until `shutdown` is cancelled, then waits for in-flight handlers to settle.
+pub async fn run_consumer<B, H>(bus: Arc<B>, queue: Queue, handler: Arc<H>, options: ConsumerOptions, shutdown: CancellationToken) -> Result<()>
+where
+    B: Bus + ?Sized,
+    H: Handler,
+{
+    let mut source = bus.consume(&queue, &options.queue).await?;
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let tracker = TaskTracker::new();
+    info!(queue = %queue.consumer_name(), concurrency = options.concurrency, "consumer started");
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+        };
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = source.next() => match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => {
+                    warn!(error = %e, "receive failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                None => break,
+            },
+        };
+        let (bus, handler, queue, options) = (bus.clone(), handler.clone(), queue.clone(), options.clone());
+        let span = tracing::info_span!("messaging.process", messaging.destination = %delivery.subject, messaging.delivery_attempt = delivery.attempt);
+        tracker.spawn(
+            async move {
+                settle(bus.as_ref(), &queue, handler.as_ref(), &options, delivery).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    tracker.close();
+    tracker.wait().await;
+    info!(queue = %queue.consumer_name(), "consumer stopped");
+    Ok(())
+}
+
+async fn settle<B: Bus + ?Sized, H: Handler>(bus: &B, queue: &Queue, handler: &H, options: &ConsumerOptions, delivery: Delivery) {
+    let outcome = with_progress(&delivery, options.queue.ack_wait, handler.handle(&delivery)).await;
+    let outcome = match outcome {
+        Outcome::RetryAfter(_) if delivery.attempt >= options.max_deliveries => {
+            Outcome::DeadLetter { reason: format!("still not done after {} deliveries", delivery.attempt) }
+        }
+        other => other,
+    };
+    let settled = match &outcome {
+        Outcome::Done => delivery.settle.ack().await,
+        Outcome::RetryAfter(delay) => {
+            debug!(delay_ms = delay.as_millis() as u64, "will check again");
+            delivery.settle.retry_after(*delay).await
+        }
+        Outcome::DeadLetter { reason } => dead_letter(bus, queue, handler, &delivery, reason).await,
+    };
+    if let Err(e) = settled {
+        // The message comes back after the ack deadline; handlers are idempotent.
+        error!(error = %e, ?outcome, "could not settle delivery; it will be redelivered");
+    }
+}
+
+/// Runs the handler, telling the bus every third of the ack deadline that work goes on.
+async fn with_progress(delivery: &Delivery, ack_wait: Duration, work: impl std::future::Future<Output = Outcome>) -> Outcome {
+    tokio::pin!(work);
+    let period = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            _ = ticker.tick() => {
+                if let Err(e) = delivery.settle.in_progress().await {
+                    warn!(error = %e, "could not extend the ack deadline");
+                }
+            }
+        }
+    }
+}
+
+async fn dead_letter<B: Bus + ?Sized, H: Handler>(bus: &B, queue: &Queue, handler: &H, delivery: &Delivery, reason: &str) -> Result<()> {
+    warn!(reason, "dead-lettering message");
+    let mut message = OutgoingMessage::new(queue.deadletter_subject(), delivery.payload.clone())
+        .header(subjects::HEADER_DEADLETTER_REASON, reason.replace(['\r', '\n'], " "))
+        .header(subjects::HEADER_DEADLETTER_SUBJECT, delivery.subject.clone());
+    for (name, value) in &delivery.headers {
+        if !name.starts_with("Nats-") {
+            message = message.header(name.clone(), value.clone());
+        }
+    }
+    // Keep it until it is stored elsewhere: on failure the delivery is not terminated and comes back.
+    bus.publish(message).await?;
+    handler.dead_lettered(delivery, reason).await;
+    delivery.settle.terminate().await
+}

@@ -1,0 +1,33 @@
+//! Request and task identifiers.
+
+use sha2::{Digest, Sha256};
+
+/// The longest request id accepted; it appears in subjects, KV keys and tags.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Request ids become NATS subject tokens and KV keys, so only `[A-Za-z0-9_-]` is allowed.
+pub fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Deterministic task id: the same request, set and backup always give the same id, so a
+/// replanned request (after a crash of discovery) re-publishes identical tasks, and the id can
+/// serve as the EC2 ClientToken (at most 64 ASCII characters).
+pub fn task_id(request_id: &str, set_name: &str, backup_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [request_id, set_name, backup_id] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("t-{hex}")
+}
+
+/// A task id for a set that produced no work (no matching backups, or discovery failed for it),
+/// so that the set still shows up in the status with its reason.
+pub fn set_task_id(request_id: &str, set_name: &str) -> String {
+    task_id(request_id, set_name, "")
+}

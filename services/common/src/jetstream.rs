@@ -1,0 +1,224 @@
+//! The [`Bus`] over NATS JetStream: work-queue streams for requests and work, a limits stream
+//! for events, durable pull consumers, `Nats-Msg-Id` dedupe and delayed naks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use crate::bus::{Bus, BusError, Delivery, OutgoingMessage, Queue, QueueOptions, Result, Settle, WorkSource};
+use crate::subjects;
+
+/// Publishes awaiting their storage acknowledgement at once in [`Bus::publish_all`].
+const MAX_PUBLISHES_IN_FLIGHT: usize = 512;
+/// Messages fetched per pull request; small so that fetched-but-waiting messages do not run
+/// out their ack deadline in the client's buffer.
+const PULL_BATCH: usize = 32;
+
+#[derive(Clone)]
+pub struct JetStreamBus {
+    client: async_nats::Client,
+    context: jetstream::Context,
+}
+
+impl JetStreamBus {
+    /// Connects and makes sure every stream exists.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name("lifeboat")
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Connect { url: url.to_string(), message: e.to_string() })?;
+        Self::from_client(client).await
+    }
+
+    pub async fn from_client(client: async_nats::Client) -> Result<Self> {
+        let context = jetstream::new(client.clone());
+        let bus = Self { client, context };
+        bus.ensure_streams().await?;
+        Ok(bus)
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn context(&self) -> &jetstream::Context {
+        &self.context
+    }
+
+    /// Creates the streams if they are missing (idempotent; safe from every service).
+    pub async fn ensure_streams(&self) -> Result<()> {
+        let streams = [
+            (subjects::REQUESTS_STREAM, vec![subjects::RESTORE_REQUESTS.to_string()], stream::RetentionPolicy::WorkQueue, Duration::ZERO),
+            (subjects::WORK_STREAM, vec![format!("{}.>", subjects::WORK_PREFIX)], stream::RetentionPolicy::WorkQueue, Duration::ZERO),
+            (
+                subjects::EVENTS_STREAM,
+                vec![format!("{}.>", subjects::STATUS_PREFIX), format!("{}.>", subjects::SUMMARY_PREFIX)],
+                stream::RetentionPolicy::Limits,
+                subjects::EVENTS_MAX_AGE,
+            ),
+            (subjects::DEADLETTER_STREAM, vec![format!("{}.>", subjects::DEADLETTER_PREFIX)], stream::RetentionPolicy::Limits, subjects::EVENTS_MAX_AGE * 2),
+        ];
+        for (name, stream_subjects, retention, max_age) in streams {
+            self.context
+                .get_or_create_stream(stream::Config {
+                    name: name.to_string(),
+                    subjects: stream_subjects,
+                    retention,
+                    max_age,
+                    storage: stream::StorageType::File,
+                    duplicate_window: subjects::DUPLICATE_WINDOW,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| BusError::Setup { what: format!("stream {name}"), message: e.to_string() })?;
+        }
+        Ok(())
+    }
+
+    fn stream_of(queue: &Queue) -> &'static str {
+        match queue {
+            Queue::Requests => subjects::REQUESTS_STREAM,
+            Queue::Work(_) => subjects::WORK_STREAM,
+            Queue::StatusEvents => subjects::EVENTS_STREAM,
+        }
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<jetstream::context::PublishAckFuture> {
+        let mut publish = jetstream::message::PublishMessage::build().payload(message.payload);
+        if let Some(id) = &message.dedupe_id {
+            publish = publish.message_id(id);
+        }
+        for (name, value) in &message.headers {
+            publish = publish.header(name.as_str(), value.as_str());
+        }
+        self.context
+            .send_publish(message.subject.clone(), publish)
+            .await
+            .map_err(|e| BusError::Publish { subject: message.subject, message: e.to_string() })
+    }
+}
+
+#[async_trait]
+impl Bus for JetStreamBus {
+    async fn publish(&self, message: OutgoingMessage) -> Result<()> {
+        let subject = message.subject.clone();
+        self.send(message)
+            .await?
+            .await
+            .map_err(|e| BusError::Publish { subject, message: e.to_string() })?;
+        Ok(())
+    }
+
+    async fn publish_all(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        for message in messages {
+            if in_flight.len() >= MAX_PUBLISHES_IN_FLIGHT {
+                if let Some(stored) = in_flight.next().await {
+                    stored?;
+                }
+            }
+            let subject = message.subject.clone();
+            let ack = self.send(message).await?;
+            in_flight.push_back(async move {
+                ack.await.map(|_| ()).map_err(|e| BusError::Publish { subject, message: e.to_string() })
+            });
+        }
+        while let Some(stored) = in_flight.next().await {
+            stored?;
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>> {
+        let stream_name = Self::stream_of(queue);
+        let name = queue.consumer_name();
+        let setup = |e: &dyn std::fmt::Display| BusError::Setup { what: format!("consumer {name}"), message: e.to_string() };
+        let stream = self.context.get_stream(stream_name).await.map_err(|e| setup(&e))?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: queue.filter_subject(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: options.ack_wait,
+                    // Lifeboat's consumer loop bounds deliveries itself and dead-letters.
+                    max_deliver: -1,
+                    max_ack_pending: options.max_ack_pending,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| setup(&e))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| setup(&e))?;
+        Ok(Box::new(JetStreamSource { messages }))
+    }
+}
+
+struct JetStreamSource {
+    messages: pull::Stream,
+}
+
+#[async_trait]
+impl WorkSource for JetStreamSource {
+    async fn next(&mut self) -> Option<Result<Delivery>> {
+        let message = match self.messages.next().await? {
+            Ok(message) => message,
+            Err(e) => return Some(Err(BusError::Receive(e.to_string()))),
+        };
+        let attempt = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
+        let mut headers = BTreeMap::new();
+        if let Some(map) = &message.headers {
+            for (name, values) in map.iter() {
+                if let Some(value) = values.first() {
+                    headers.insert(name.to_string(), value.to_string());
+                }
+            }
+        }
+        let subject = message.subject.to_string();
+        let payload = message.payload.clone();
+        Some(Ok(Delivery::new(subject, payload, headers, attempt, Box::new(JetStreamSettle { message }))))
+    }
+}
+
+struct JetStreamSettle {
+    message: jetstream::Message,
+}
+
+impl JetStreamSettle {
+    async fn send(&self, kind: AckKind) -> Result<()> {
+        self.message.ack_with(kind).await.map_err(|e| BusError::Ack(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Settle for JetStreamSettle {
+    async fn ack(&self) -> Result<()> {
+        // A double ack waits for the server's confirmation: "ack only after the effect is
+        // durable" must hold for the ack itself too, or a crash right after could redeliver.
+        self.message.double_ack().await.map_err(|e| BusError::Ack(e.to_string()))
+    }
+
+    async fn retry_after(&self, delay: Duration) -> Result<()> {
+        self.send(AckKind::Nak(Some(delay))).await
+    }
+
+    async fn in_progress(&self) -> Result<()> {
+        self.send(AckKind::Progress).await
+    }
+
+    async fn terminate(&self) -> Result<()> {
+        self.send(AckKind::Term).await
+    }
+}

@@ -1,0 +1,16 @@
+//! Shared by every Lifeboat service: the bus (trait, JetStream implementation, consumer loop),
+//! AWS clients per account and region, error classes, request validation, ids and telemetry.
+
+pub mod aws;
+pub mod bus;
+pub mod consumer;
+pub mod events;
+pub mod ids;
+pub mod jetstream;
+pub mod subjects;
+pub mod telemetry;
+pub mod time;
+pub mod validate;
+
+pub use bus::{Bus, BusError, Delivery, OutgoingMessage, Queue};
+pub use consumer::{run_consumer, ConsumerOptions, Handler, Outcome};

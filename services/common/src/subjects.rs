@@ -1,0 +1,55 @@
+//! Subjects, stream, consumer and bucket names, headers and limits, in one place.
+
+use std::time::Duration;
+
+/// Clients publish RestoreRequests here.
+pub const RESTORE_REQUESTS: &str = "lifeboat.restore.requests";
+/// `lifeboat.work.<kind>`: one subject per resource service.
+pub const WORK_PREFIX: &str = "lifeboat.work";
+/// `lifeboat.events.status.<request_id>`: every StatusEvent.
+pub const STATUS_PREFIX: &str = "lifeboat.events.status";
+/// `lifeboat.events.summary.<request_id>`: RequestSummary after every change.
+pub const SUMMARY_PREFIX: &str = "lifeboat.events.summary";
+/// `lifeboat.deadletter.<queue>`: messages that could not be processed, with the reason.
+pub const DEADLETTER_PREFIX: &str = "lifeboat.deadletter";
+/// Request/reply: StatusQuery -> StatusReply.
+pub const STATUS_QUERY: &str = "lifeboat.status.query";
+
+pub const REQUESTS_STREAM: &str = "LIFEBOAT_REQUESTS";
+pub const WORK_STREAM: &str = "LIFEBOAT_WORK";
+pub const EVENTS_STREAM: &str = "LIFEBOAT_EVENTS";
+pub const DEADLETTER_STREAM: &str = "LIFEBOAT_DEADLETTER";
+/// JetStream KV bucket with the aggregator's per-request state.
+pub const STATE_BUCKET: &str = "lifeboat_restores";
+
+/// Set by clients on published requests so that even an undecodable request can be answered.
+pub const HEADER_REQUEST_ID: &str = "Lifeboat-Request-Id";
+/// On dead-lettered messages: why, and from which subject.
+pub const HEADER_DEADLETTER_REASON: &str = "Lifeboat-Deadletter-Reason";
+pub const HEADER_DEADLETTER_SUBJECT: &str = "Lifeboat-Deadletter-Subject";
+
+/// JetStream dedupe window for `Nats-Msg-Id`.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Status events and summaries are kept this long.
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// AWS allows 20 concurrent cross-region snapshot copies per destination region.
+pub const MAX_SNAPSHOT_COPIES_PER_REGION: usize = 20;
+
+/// Tags Lifeboat puts on everything it creates; the task-id tag is the idempotency key.
+pub const TAG_TASK_ID: &str = "lifeboat:task-id";
+pub const TAG_REQUEST_ID: &str = "lifeboat:request-id";
+pub const TAG_SOURCE_BACKUP: &str = "lifeboat:source-backup-id";
+pub const TAG_SOURCE_RESOURCE: &str = "lifeboat:source-resource-id";
+
+pub fn work_subject(kind: &str) -> String {
+    format!("{WORK_PREFIX}.{kind}")
+}
+
+pub fn status_subject(request_id: &str) -> String {
+    format!("{STATUS_PREFIX}.{request_id}")
+}
+
+pub fn summary_subject(request_id: &str) -> String {
+    format!("{SUMMARY_PREFIX}.{request_id}")
+}

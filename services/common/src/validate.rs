@@ -1,0 +1,207 @@
+//! Validation of RestoreRequests. Every problem is reported with the path of its field, e.g.
+//! `restore_sets[1].target.ebs.availability_zone`, so a user can fix them all in one go.
+
+use std::collections::HashSet;
+
+use lifeboat_proto::{source, FieldError, ResourceType, RestoreRequest, RestoreSet, SearchDirection};
+
+use crate::ids;
+
+const VOLUME_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
+const MAX_WAIT_CHECKS: u32 = 10_000;
+
+/// What this deployment accepts.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Resource types that have a discovery and a restore service.
+    pub supported_types: Vec<ResourceType>,
+    /// When not empty, only these accounts may be named as source or target.
+    pub allowed_accounts: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { supported_types: vec![ResourceType::EbsVolume], allowed_accounts: Vec::new() }
+    }
+}
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+}
+
+/// Checks a whole request; returns every problem found.
+pub fn validate_request(request: &RestoreRequest, policy: &Policy) -> Result<(), Vec<FieldError>> {
+    let mut errors = Errors(Vec::new());
+    if request.request_id.is_empty() {
+        errors.add("request_id", "is required");
+    } else if !ids::is_valid_request_id(&request.request_id) {
+        errors.add("request_id", format!("must be 1 to {} characters of A-Z, a-z, 0-9, '-' and '_'", ids::MAX_REQUEST_ID_LEN));
+    }
+    if request.restore_sets.is_empty() {
+        errors.add("restore_sets", "at least one restore set is required");
+    }
+    if let Some(options) = &request.options {
+        if options.max_wait_checks > MAX_WAIT_CHECKS {
+            errors.add("options.max_wait_checks", format!("must be at most {MAX_WAIT_CHECKS}"));
+        }
+    }
+    let mut names = HashSet::new();
+    for (index, set) in request.restore_sets.iter().enumerate() {
+        let path = format!("restore_sets[{index}]");
+        if set.name.is_empty() {
+            errors.add(format!("{path}.name"), "is required");
+        } else if !names.insert(set.name.as_str()) {
+            errors.add(format!("{path}.name"), format!("'{}' is used by another restore set", set.name));
+        }
+        validate_set(&path, set, policy, &mut errors);
+    }
+    if errors.0.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.0)
+    }
+}
+
+fn validate_set(path: &str, set: &RestoreSet, policy: &Policy, errors: &mut Errors) {
+    let source_region = match &set.source {
+        None => {
+            errors.add(format!("{path}.source"), "is required");
+            String::new()
+        }
+        Some(source) => {
+            check_account(&format!("{path}.source.account_id"), &source.account_id, policy, errors);
+            if source.region.is_empty() {
+                errors.add(format!("{path}.source.region"), "is required");
+            } else if !is_region(&source.region) {
+                errors.add(format!("{path}.source.region"), format!("'{}' is not an AWS region name", source.region));
+            }
+            for key in source.tags.keys() {
+                if key.is_empty() {
+                    errors.add(format!("{path}.source.tags"), "tag keys must not be empty");
+                }
+            }
+            match &source.selection {
+                Some(source::Selection::PointInTime(point)) => {
+                    if point.time.is_none() {
+                        errors.add(format!("{path}.source.point_in_time.time"), "is required");
+                    }
+                    if point.direction == SearchDirection::Unspecified as i32 || SearchDirection::try_from(point.direction).is_err() {
+                        errors.add(format!("{path}.source.point_in_time.direction"), "must be BEFORE or AFTER");
+                    }
+                }
+                Some(source::Selection::Window(window)) => match (&window.start, &window.end) {
+                    (None, _) => errors.add(format!("{path}.source.window.start"), "is required"),
+                    (_, None) => errors.add(format!("{path}.source.window.end"), "is required"),
+                    (Some(start), Some(end)) if (end.seconds, end.nanos) < (start.seconds, start.nanos) => {
+                        errors.add(format!("{path}.source.window.end"), "is before window.start")
+                    }
+                    _ => {}
+                },
+                None => {}
+            }
+            source.region.clone()
+        }
+    };
+    if set.resource_types.is_empty() {
+        errors.add(format!("{path}.resource_types"), "at least one resource type is required");
+    }
+    let mut seen = HashSet::new();
+    for (index, &value) in set.resource_types.iter().enumerate() {
+        let field = format!("{path}.resource_types[{index}]");
+        match ResourceType::try_from(value) {
+            Err(_) | Ok(ResourceType::Unspecified) => errors.add(field, format!("unknown resource type {value}")),
+            Ok(kind) if !policy.supported_types.contains(&kind) => {
+                errors.add(field, format!("{} restores are not supported by this deployment", kind.short_name()))
+            }
+            Ok(kind) => {
+                if !seen.insert(kind) {
+                    errors.add(field, format!("{} is listed twice", kind.short_name()));
+                }
+                validate_target(path, kind, set, &source_region, policy, errors);
+            }
+        }
+    }
+}
+
+fn validate_target(path: &str, kind: ResourceType, set: &RestoreSet, source_region: &str, policy: &Policy, errors: &mut Errors) {
+    let targets = set.target.clone().unwrap_or_default();
+    match kind {
+        ResourceType::EbsVolume => {
+            let path = format!("{path}.target.ebs");
+            let Some(target) = targets.ebs else {
+                errors.add(path, "is required to restore EBS volumes");
+                return;
+            };
+            check_account(&format!("{path}.account_id"), &target.account_id, policy, errors);
+            let region = if target.region.is_empty() { source_region } else { target.region.as_str() };
+            if !target.region.is_empty() && !is_region(&target.region) {
+                errors.add(format!("{path}.region"), format!("'{}' is not an AWS region name", target.region));
+            }
+            if target.availability_zone.is_empty() {
+                errors.add(format!("{path}.availability_zone"), "is required");
+            } else if !region.is_empty() && !is_zone_of(&target.availability_zone, region) {
+                errors.add(format!("{path}.availability_zone"), format!("'{}' is not a zone of {region}", target.availability_zone));
+            }
+            let volume_type = target.volume_type.as_str();
+            if !volume_type.is_empty() && !VOLUME_TYPES.contains(&volume_type) {
+                errors.add(format!("{path}.volume_type"), format!("'{volume_type}' is not one of {}", VOLUME_TYPES.join(", ")));
+            }
+            if let Some(iops) = target.iops {
+                if !matches!(volume_type, "io1" | "io2" | "gp3") {
+                    errors.add(format!("{path}.iops"), "only io1, io2 and gp3 volumes take iops");
+                } else if iops <= 0 {
+                    errors.add(format!("{path}.iops"), "must be positive");
+                }
+            }
+            if let Some(throughput) = target.throughput {
+                if volume_type != "gp3" {
+                    errors.add(format!("{path}.throughput"), "only gp3 volumes take throughput");
+                } else if throughput <= 0 {
+                    errors.add(format!("{path}.throughput"), "must be positive");
+                }
+            }
+            check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
+        }
+        other => errors.add(format!("{path}.resource_types"), format!("{} has no target validation yet", other.short_name())),
+    }
+}
+
+fn check_account(field: &str, account_id: &str, policy: &Policy, errors: &mut Errors) {
+    if account_id.is_empty() {
+        return;
+    }
+    if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+        errors.add(field, format!("'{account_id}' is not a 12-digit AWS account id"));
+    } else if !policy.allowed_accounts.is_empty() && !policy.allowed_accounts.iter().any(|a| a == account_id) {
+        errors.add(field, format!("account {account_id} is not one Lifeboat is configured for"));
+    }
+}
+
+fn check_tags<'a>(field: &str, keys: impl Iterator<Item = &'a String>, errors: &mut Errors) {
+    for key in keys {
+        if key.is_empty() {
+            errors.add(field, "tag keys must not be empty");
+        } else if key.starts_with("aws:") {
+            errors.add(field, format!("tag key '{key}' uses the reserved aws: prefix"));
+        } else if key.starts_with("lifeboat:") {
+            errors.add(field, format!("tag key '{key}' uses the lifeboat: prefix Lifeboat sets itself"));
+        }
+    }
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-4`...
+pub fn is_region(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
+}
+
+/// `us-east-1a` is a zone of `us-east-1` (also local zones such as `us-west-2-lax-1a`).
+pub fn is_zone_of(zone: &str, region: &str) -> bool {
+    zone.len() > region.len() && zone.starts_with(region) && zone.as_bytes()[region.len()].is_ascii_lowercase() || zone.starts_with(&format!("{region}-"))
+}
