@@ -24,6 +24,8 @@ pub const STATE_BUCKET: &str = "lifeboat_restores";
 
 /// Set by clients on published requests so that even an undecodable request can be answered.
 pub const HEADER_REQUEST_ID: &str = "Lifeboat-Request-Id";
+/// Set by discovery on work messages, so that even an undecodable task can be reported.
+pub const HEADER_TASK_ID: &str = "Lifeboat-Task-Id";
 /// On dead-lettered messages: why, and from which subject.
 pub const HEADER_DEADLETTER_REASON: &str = "Lifeboat-Deadletter-Reason";
 pub const HEADER_DEADLETTER_SUBJECT: &str = "Lifeboat-Deadletter-Subject";

@@ -1,1 +1,8 @@
-//! placeholder
+//! Discovery: validates restore requests, finds the backups each restore set selects, and fans
+//! the request out into one RestoreTask per backup.
+
+pub mod ebs;
+pub mod select;
+pub mod service;
+
+pub use service::{Discovery, DiscoveryConfig};

@@ -1,0 +1,76 @@
+//! Which backups a restore set selects: per source resource, the newest at or before a point in
+//! time, the oldest at or after it, or every backup in a window.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use lifeboat_proto::{source, SearchDirection, Source};
+
+/// The time rule of a restore set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeRule {
+    Before(DateTime<Utc>),
+    After(DateTime<Utc>),
+    Window(DateTime<Utc>, DateTime<Utc>),
+}
+
+impl TimeRule {
+    /// The set's rule; without one, the newest backup at or before `default_time` (the request's
+    /// submission time, so that a replanned request picks the same backups).
+    pub fn of(source: &Source, default_time: DateTime<Utc>) -> Self {
+        let time = |ts: &Option<prost_types::Timestamp>| ts.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or(default_time);
+        match &source.selection {
+            Some(source::Selection::PointInTime(point)) if point.direction == SearchDirection::After as i32 => TimeRule::After(time(&point.time)),
+            Some(source::Selection::PointInTime(point)) => TimeRule::Before(time(&point.time)),
+            Some(source::Selection::Window(window)) => TimeRule::Window(time(&window.start), time(&window.end)),
+            None => TimeRule::Before(default_time),
+        }
+    }
+}
+
+/// A backup as far as selection is concerned.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub backup_id: String,
+    pub source_resource_id: String,
+    pub created_at: DateTime<Utc>,
+    pub tags: HashMap<String, String>,
+}
+
+/// True when every wanted tag is on the backup with the same value.
+pub fn tags_match(wanted: &HashMap<String, String>, actual: &HashMap<String, String>) -> bool {
+    wanted.iter().all(|(key, value)| actual.get(key) == Some(value))
+}
+
+/// Picks backups per source resource. Returns (index into `candidates`, why) in a stable order:
+/// by source resource, then by creation time.
+pub fn pick(candidates: &[Candidate], rule: TimeRule) -> Vec<(usize, String)> {
+    let mut by_resource: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, candidate) in candidates.iter().enumerate() {
+        by_resource.entry(candidate.source_resource_id.as_str()).or_default().push(index);
+    }
+    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let mut picked = Vec::new();
+    for (resource, mut indices) in by_resource {
+        // Ties on time are broken by id so the pick is deterministic.
+        indices.sort_by(|&a, &b| (candidates[a].created_at, &candidates[a].backup_id).cmp(&(candidates[b].created_at, &candidates[b].backup_id)));
+        match rule {
+            TimeRule::Before(at) => {
+                if let Some(&index) = indices.iter().rev().find(|&&i| candidates[i].created_at <= at) {
+                    picked.push((index, format!("newest backup of {resource} at or before {}, taken {}", fmt(at), fmt(candidates[index].created_at))));
+                }
+            }
+            TimeRule::After(at) => {
+                if let Some(&index) = indices.iter().find(|&&i| candidates[i].created_at >= at) {
+                    picked.push((index, format!("oldest backup of {resource} at or after {}, taken {}", fmt(at), fmt(candidates[index].created_at))));
+                }
+            }
+            TimeRule::Window(start, end) => {
+                for &index in indices.iter().filter(|&&i| candidates[i].created_at >= start && candidates[i].created_at <= end) {
+                    picked.push((index, format!("backup of {resource} taken {}, inside {} .. {}", fmt(candidates[index].created_at), fmt(start), fmt(end))));
+                }
+            }
+        }
+    }
+    picked
+}

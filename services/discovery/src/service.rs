@@ -1,0 +1,253 @@
+//! The discovery service: consumes RestoreRequests and publishes the plan and the tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use lifeboat_common::aws::{backoff, Accounts, AwsError};
+use lifeboat_common::bus::{Bus, Delivery, OutgoingMessage, Queue};
+use lifeboat_common::events::{self, Reporter};
+use lifeboat_common::validate::{validate_request, Policy};
+use lifeboat_common::{ids, subjects, ConsumerOptions, Handler, Outcome};
+use lifeboat_proto::{
+    restore_task, status_event, FieldError, RequestRejected, ResourceType, RestorePlanned, RestoreRequest, RestoreSet, RestoreTask, SetPlan, StatusEvent,
+    TaskPhase,
+};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::select::{pick, TimeRule};
+
+/// Reason codes discovery reports.
+pub mod reason {
+    pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
+    pub const UNDECODABLE_REQUEST: &str = "UNDECODABLE_REQUEST";
+    pub const NO_MATCHING_BACKUPS: &str = "NO_MATCHING_BACKUPS";
+}
+
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    pub policy: Policy,
+    pub consumer: ConsumerOptions,
+    /// First delay before re-planning after a retryable AWS error (doubles per attempt).
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            consumer: ConsumerOptions { concurrency: 4, ..Default::default() },
+            retry_initial: Duration::from_secs(2),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct Discovery {
+    accounts: Arc<Accounts>,
+    bus: Arc<dyn Bus>,
+    reporter: Reporter,
+    config: DiscoveryConfig,
+}
+
+/// The planned work of one restore set.
+enum SetOutcome {
+    Tasks(Vec<RestoreTask>),
+    /// Nothing to restore, with the reason code and message.
+    Nothing { phase: TaskPhase, code: String, message: String },
+}
+
+impl Discovery {
+    pub fn new(accounts: Arc<Accounts>, bus: Arc<dyn Bus>, config: DiscoveryConfig) -> Arc<Self> {
+        let reporter = Reporter::new(bus.clone(), "discovery");
+        Arc::new(Self { accounts, bus, reporter, config })
+    }
+
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> lifeboat_common::bus::Result<()> {
+        let (bus, options) = (self.bus.clone(), self.config.consumer.clone());
+        lifeboat_common::run_consumer(bus, Queue::Requests, self, options, shutdown).await
+    }
+
+    async fn reject(&self, request_id: &str, errors: Vec<FieldError>) -> Outcome {
+        let first = errors.first().cloned().unwrap_or_default();
+        warn!(request_id, field = %first.field, message = %first.message, "request rejected");
+        let event = StatusEvent {
+            request_id: request_id.to_string(),
+            phase: TaskPhase::Unspecified as i32,
+            reason_code: reason::INVALID_REQUEST.to_string(),
+            message: format!("{}: {}", first.field, first.message),
+            detail: Some(status_event::Detail::Rejected(RequestRejected { field: first.field, message: first.message, errors })),
+            ..Default::default()
+        };
+        match self.reporter.report(event).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => {
+                warn!(error = %e, "could not publish the rejection; will retry");
+                Outcome::RetryAfter(self.config.retry_initial)
+            }
+        }
+    }
+
+    /// Finds the backups of one set. Retryable AWS errors bubble up (the whole request is
+    /// replanned later); anything else becomes the set's reason.
+    async fn plan_set(&self, request: &RestoreRequest, set: &RestoreSet) -> Result<SetOutcome, AwsError> {
+        let source = set.source.clone().unwrap_or_default();
+        let submitted = request.submitted_at.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or_else(Utc::now);
+        let rule = TimeRule::of(&source, submitted);
+        let mut tasks = Vec::new();
+        for &kind in &set.resource_types {
+            if kind != ResourceType::EbsVolume as i32 {
+                continue;
+            }
+            let failed = |e: AwsError| SetOutcome::Nothing { phase: TaskPhase::Failed, code: e.code.clone(), message: e.to_string() };
+            let account_id = match self.accounts.resolve_account(&source.account_id).await {
+                Ok(account) => account,
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => return Ok(failed(e)),
+            };
+            let config = match self.accounts.config_for(&account_id, &source.region).await {
+                Ok(config) => config,
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => return Ok(failed(e)),
+            };
+            let ec2 = aws_sdk_ec2::Client::new(&config);
+            let found = match crate::ebs::list_snapshots(&ec2, &account_id, &source.region, &source.tags).await {
+                Ok(found) => found,
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => return Ok(failed(e)),
+            };
+            let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+            let target = set.target.clone().unwrap_or_default().ebs.unwrap_or_default();
+            for (index, why) in pick(&candidates, rule) {
+                let backup = found[index].1.clone();
+                let mut target = target.clone();
+                if target.account_id.is_empty() {
+                    target.account_id = account_id.clone();
+                }
+                if target.region.is_empty() {
+                    target.region = source.region.clone();
+                }
+                tasks.push(RestoreTask {
+                    request_id: request.request_id.clone(),
+                    task_id: ids::task_id(&request.request_id, &set.name, &backup.backup_id),
+                    set_name: set.name.clone(),
+                    resource_type: kind,
+                    backup: Some(backup),
+                    target: Some(restore_task::Target::Ebs(target)),
+                    options: request.options.clone(),
+                    selection_reason: why,
+                });
+            }
+        }
+        if tasks.is_empty() {
+            let tags: Vec<String> = source.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            return Ok(SetOutcome::Nothing {
+                phase: TaskPhase::Skipped,
+                code: reason::NO_MATCHING_BACKUPS.to_string(),
+                message: format!("no backup in {} matches tags [{}] and {:?}", source.region, tags.join(", "), rule),
+            });
+        }
+        Ok(SetOutcome::Tasks(tasks))
+    }
+
+    async fn plan(&self, request: &RestoreRequest, attempt: u32) -> Outcome {
+        let mut outcomes = Vec::new();
+        for set in &request.restore_sets {
+            match self.plan_set(request, set).await {
+                Ok(outcome) => outcomes.push((set, outcome)),
+                Err(e) => {
+                    warn!(request_id = %request.request_id, set = %set.name, error = %e, "discovery will retry");
+                    return Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max));
+                }
+            }
+        }
+        let dry_run = request.dry_run;
+        let mut work = Vec::new();
+        let mut events = Vec::new();
+        let mut set_plans = Vec::new();
+        for (set, outcome) in outcomes {
+            match outcome {
+                SetOutcome::Tasks(tasks) => {
+                    set_plans.push(SetPlan { set_name: set.name.clone(), tasks: tasks.len() as u32 });
+                    for task in tasks {
+                        let phase = if dry_run { TaskPhase::Planned } else { TaskPhase::Queued };
+                        events.push(events::task_event(&task, phase, 0));
+                        if !dry_run {
+                            let kind = ResourceType::try_from(task.resource_type).ok().and_then(ResourceType::work_kind).unwrap_or("unknown");
+                            work.push(
+                                OutgoingMessage::proto(subjects::work_subject(kind), &task)
+                                    .dedupe_id(task.task_id.clone())
+                                    .header(subjects::HEADER_REQUEST_ID, task.request_id.clone())
+                                    .header(subjects::HEADER_TASK_ID, task.task_id.clone()),
+                            );
+                        }
+                    }
+                }
+                SetOutcome::Nothing { phase, code, message } => {
+                    set_plans.push(SetPlan { set_name: set.name.clone(), tasks: 1 });
+                    events.push(StatusEvent {
+                        request_id: request.request_id.clone(),
+                        set_name: set.name.clone(),
+                        task_id: ids::set_task_id(&request.request_id, &set.name),
+                        phase: phase as i32,
+                        reason_code: code,
+                        message,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let total_tasks = events.len() as u32;
+        let planned = StatusEvent {
+            request_id: request.request_id.clone(),
+            message: format!("{total_tasks} tasks planned"),
+            detail: Some(status_event::Detail::Planned(RestorePlanned { total_tasks, dry_run, sets: set_plans })),
+            ..Default::default()
+        };
+        // The plan first, so watchers know the total; then the work, then the queued events.
+        // Everything carries a dedupe id, so a replan after a crash publishes nothing twice.
+        let published = async {
+            self.reporter.report(planned).await?;
+            self.bus.publish_all(work).await?;
+            self.reporter.report_all(events).await
+        };
+        match published.await {
+            Ok(()) => {
+                info!(request_id = %request.request_id, total_tasks, dry_run, "request planned");
+                Outcome::Done
+            }
+            Err(e) => {
+                warn!(request_id = %request.request_id, error = %e, "publishing the plan failed; will retry");
+                Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for Discovery {
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let header_id = delivery.header(subjects::HEADER_REQUEST_ID).filter(|id| ids::is_valid_request_id(id)).unwrap_or("unknown").to_string();
+        let request = match RestoreRequest::decode(delivery.payload.as_ref()) {
+            Ok(request) => request,
+            Err(e) => {
+                let errors = vec![FieldError { field: "<message>".to_string(), message: format!("not a lifeboat.v1.RestoreRequest: {e}") }];
+                // Tell the requester, then keep the bytes in the dead-letter stream for inspection.
+                return match self.reject(&header_id, errors).await {
+                    Outcome::Done => Outcome::DeadLetter { reason: format!("{}: {e}", reason::UNDECODABLE_REQUEST) },
+                    other => other,
+                };
+            }
+        };
+        if let Err(errors) = validate_request(&request, &self.config.policy) {
+            let request_id = if ids::is_valid_request_id(&request.request_id) { request.request_id.clone() } else { header_id };
+            return self.reject(&request_id, errors).await;
+        }
+        let span = tracing::info_span!("discovery.plan", request_id = %request.request_id, sets = request.restore_sets.len());
+        tracing::Instrument::instrument(self.plan(&request, delivery.attempt), span).await
+    }
+}

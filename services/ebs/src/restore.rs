@@ -1,0 +1,232 @@
+//! One step of an EBS restore. Every call looks at what exists in AWS first (found by the
+//! `lifeboat:task-id` tag), so a step can run any number of times, after a crash or a duplicate
+//! delivery, and still create each resource once.
+
+use std::collections::HashMap;
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Snapshot, SnapshotState, Tag, TagSpecification, Volume, VolumeState, VolumeType};
+use lifeboat_common::aws::{classify, AwsError};
+use lifeboat_common::subjects::{TAG_REQUEST_ID, TAG_SOURCE_BACKUP, TAG_SOURCE_RESOURCE, TAG_TASK_ID};
+use lifeboat_proto::{Backup, EbsTarget, RestoreTask};
+use tokio::sync::Mutex;
+
+/// The EC2 clients a step needs.
+pub struct Clients {
+    /// In the target account and region: volumes and copies are created here.
+    pub target: aws_sdk_ec2::Client,
+    /// In the source account and region: only used to share a snapshot with another account.
+    pub source: aws_sdk_ec2::Client,
+}
+
+/// Where a restore stands after a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The volume is available.
+    Done { volume_id: String, created: Vec<String> },
+    /// An operation is under way; check again later.
+    Waiting { what: String, created: Vec<String> },
+    /// It cannot succeed.
+    Failed { code: String, message: String },
+}
+
+/// Limits shared by every task of this process.
+pub struct Limits {
+    /// At most this many copies in flight per destination region.
+    pub max_copies_per_region: usize,
+    /// Serialises the count-then-copy of one destination region in this process.
+    pub copy_locks: Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
+}
+
+impl Limits {
+    pub fn new(max_copies_per_region: usize) -> Self {
+        Self { max_copies_per_region, copy_locks: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// Advances the restore of `task` by one step.
+pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &EbsTarget, limits: &Limits) -> Result<Step, AwsError> {
+    let backup = task.backup.clone().unwrap_or_default();
+    if let Some(volume) = find_volume(&clients.target, &task.task_id).await? {
+        let volume_id = volume.volume_id().unwrap_or_default().to_string();
+        let mut created = vec![volume_id.clone()];
+        created.extend(volume.tags().iter().filter(|t| t.key() == Some(TAG_COPY_ID)).filter_map(|t| t.value().map(str::to_string)));
+        return Ok(match volume.state() {
+            Some(VolumeState::Available) | Some(VolumeState::InUse) => Step::Done { volume_id, created },
+            Some(VolumeState::Creating) | None => Step::Waiting { what: format!("volume {volume_id} is being created"), created },
+            Some(VolumeState::Error) => Step::Failed { code: "VolumeCreationFailed".into(), message: format!("volume {volume_id} went into the error state") },
+            Some(other) => Step::Failed { code: "VolumeDeleted".into(), message: format!("volume {volume_id} is {}", other.as_str()) },
+        });
+    }
+    let cross_account = target.account_id != backup.account_id;
+    if cross_account {
+        share_snapshot(&clients.source, &backup.backup_id, &target.account_id).await?;
+    }
+    let mut copy_id = None;
+    let snapshot_id = if target.region == backup.region {
+        backup.backup_id.clone()
+    } else {
+        match find_copy(&clients.target, &task.task_id).await? {
+            Some(copy) => {
+                let id = copy.snapshot_id().unwrap_or_default().to_string();
+                match copy.state() {
+                    Some(SnapshotState::Completed) => {
+                        copy_id = Some(id.clone());
+                        id
+                    }
+                    Some(SnapshotState::Error) | Some(SnapshotState::Recoverable) => {
+                        return Ok(Step::Failed {
+                            code: "SnapshotCopyFailed".into(),
+                            message: format!("copy {id} of {} failed: {}", backup.backup_id, copy.state_message().unwrap_or("no reason given")),
+                        })
+                    }
+                    _ => return Ok(Step::Waiting { what: format!("snapshot copy {id} to {} is {}", target.region, copy.progress().unwrap_or("pending")), created: vec![id] }),
+                }
+            }
+            None => {
+                let id = start_copy(&clients.target, task, &backup, target, limits).await?;
+                return Ok(Step::Waiting { what: format!("copying {} to {} as {id}", backup.backup_id, target.region), created: vec![id] });
+            }
+        }
+    };
+    let volume = create_volume(&clients.target, task, &backup, target, &snapshot_id, copy_id.as_deref()).await?;
+    let volume_id = volume.volume_id().unwrap_or_default().to_string();
+    let mut created = vec![volume_id.clone()];
+    created.extend(copy_id);
+    Ok(match volume.state() {
+        Some(VolumeState::Available) => Step::Done { volume_id, created },
+        _ => Step::Waiting { what: format!("volume {volume_id} is being created from {snapshot_id}"), created },
+    })
+}
+
+/// On a volume created from a copy: the copy's id, so a later step can report it.
+const TAG_COPY_ID: &str = "lifeboat:copy-snapshot-id";
+
+fn task_filter(task_id: &str) -> Filter {
+    Filter::builder().name(format!("tag:{TAG_TASK_ID}")).values(task_id).build()
+}
+
+/// Our volume for this task, if an earlier delivery created it.
+pub async fn find_volume(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Option<Volume>, AwsError> {
+    let output = ec2.describe_volumes().filters(task_filter(task_id)).send().await.map_err(|e| classify("ec2:DescribeVolumes", e))?;
+    Ok(output.volumes().iter().find(|v| !matches!(v.state(), Some(VolumeState::Deleted) | Some(VolumeState::Deleting))).cloned())
+}
+
+async fn find_copy(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Option<Snapshot>, AwsError> {
+    let output = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(task_filter(task_id))
+        .send()
+        .await
+        .map_err(|e| classify("ec2:DescribeSnapshots", e))?;
+    Ok(output.snapshots().first().cloned())
+}
+
+async fn share_snapshot(source: &aws_sdk_ec2::Client, snapshot_id: &str, account_id: &str) -> Result<(), AwsError> {
+    use aws_sdk_ec2::types::{CreateVolumePermission, CreateVolumePermissionModifications};
+    source
+        .modify_snapshot_attribute()
+        .snapshot_id(snapshot_id)
+        .create_volume_permission(CreateVolumePermissionModifications::builder().add(CreateVolumePermission::builder().user_id(account_id).build()).build())
+        .send()
+        .await
+        .map_err(|e| classify("ec2:ModifySnapshotAttribute", e))?;
+    Ok(())
+}
+
+/// Starts a cross-region copy if fewer than the limit are in flight to the region; otherwise a
+/// retryable error, so the task waits for a slot without holding a worker.
+async fn start_copy(ec2: &aws_sdk_ec2::Client, task: &RestoreTask, backup: &Backup, target: &EbsTarget, limits: &Limits) -> Result<String, AwsError> {
+    let lock = limits.copy_locks.lock().await.entry(target.region.clone()).or_default().clone();
+    let _guard = lock.lock().await;
+    // Counted in AWS, not in memory, so that every replica and every restart sees the same number.
+    let pending = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(Filter::builder().name("status").values("pending").build())
+        .filters(Filter::builder().name("tag-key").values(TAG_TASK_ID).build())
+        .send()
+        .await
+        .map_err(|e| classify("ec2:DescribeSnapshots", e))?
+        .snapshots()
+        .len();
+    if pending >= limits.max_copies_per_region {
+        return Err(AwsError::retryable(
+            "ec2:CopySnapshot",
+            "CopyLimitInFlight",
+            format!("{pending} snapshot copies already in flight to {} (limit {})", target.region, limits.max_copies_per_region),
+        ));
+    }
+    let mut copy = ec2
+        .copy_snapshot()
+        .source_region(&backup.region)
+        .source_snapshot_id(&backup.backup_id)
+        .description(format!("Lifeboat restore {} of {}", task.task_id, backup.backup_id))
+        .tag_specifications(tag_spec(ResourceType::Snapshot, lifeboat_tags(task, backup)));
+    if !target.kms_key_id.is_empty() {
+        copy = copy.encrypted(true).kms_key_id(&target.kms_key_id);
+    }
+    let output = copy.send().await.map_err(|e| classify("ec2:CopySnapshot", e))?;
+    output
+        .snapshot_id()
+        .map(str::to_string)
+        .ok_or_else(|| AwsError::retryable("ec2:CopySnapshot", "MissingSnapshotId", "CopySnapshot returned no snapshot id"))
+}
+
+async fn create_volume(ec2: &aws_sdk_ec2::Client, task: &RestoreTask, backup: &Backup, target: &EbsTarget, snapshot_id: &str, copy_id: Option<&str>) -> Result<Volume, AwsError> {
+    let mut tags = volume_tags(task, backup, target);
+    if let Some(copy_id) = copy_id {
+        tags.push((TAG_COPY_ID.to_string(), copy_id.to_string()));
+    }
+    let mut create = ec2
+        .create_volume()
+        .availability_zone(&target.availability_zone)
+        .snapshot_id(snapshot_id)
+        // The task id is the idempotency token: AWS returns the same volume for a repeated call.
+        .client_token(&task.task_id)
+        .tag_specifications(tag_spec(ResourceType::Volume, tags));
+    if !target.volume_type.is_empty() {
+        create = create.volume_type(VolumeType::from(target.volume_type.as_str()));
+    }
+    if let Some(iops) = target.iops {
+        create = create.iops(iops);
+    }
+    if let Some(throughput) = target.throughput {
+        create = create.throughput(throughput);
+    }
+    if !target.kms_key_id.is_empty() {
+        create = create.encrypted(true).kms_key_id(&target.kms_key_id);
+    }
+    let output = create.send().await.map_err(|e| classify("ec2:CreateVolume", e))?;
+    let volume_id = output.volume_id().ok_or_else(|| AwsError::retryable("ec2:CreateVolume", "MissingVolumeId", "CreateVolume returned no volume id"))?;
+    Ok(Volume::builder().volume_id(volume_id).set_state(output.state().cloned()).build())
+}
+
+fn lifeboat_tags(task: &RestoreTask, backup: &Backup) -> Vec<(String, String)> {
+    vec![
+        (TAG_REQUEST_ID.to_string(), task.request_id.clone()),
+        (TAG_TASK_ID.to_string(), task.task_id.clone()),
+        (TAG_SOURCE_BACKUP.to_string(), backup.backup_id.clone()),
+        (TAG_SOURCE_RESOURCE.to_string(), backup.source_resource_id.clone()),
+    ]
+}
+
+/// The source snapshot's tags (unless the request opts out), then the target's extra tags, then
+/// Lifeboat's own; later ones win. Reserved `aws:` keys cannot be set and are dropped.
+pub fn volume_tags(task: &RestoreTask, backup: &Backup, target: &EbsTarget) -> Vec<(String, String)> {
+    let skip_source = task.options.as_ref().is_some_and(|o| o.skip_source_tags);
+    let mut tags: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    if !skip_source {
+        tags.extend(backup.tags.iter().filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("lifeboat:")).map(|(k, v)| (k.clone(), v.clone())));
+    }
+    tags.extend(target.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    tags.extend(lifeboat_tags(task, backup));
+    tags.into_iter().collect()
+}
+
+fn tag_spec(resource_type: ResourceType, tags: Vec<(String, String)>) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource_type)
+        .set_tags(Some(tags.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+        .build()
+}
