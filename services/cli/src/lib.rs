@@ -1,1 +1,7 @@
-//! placeholder
+//! The `lifeboat` command as a library: request files, the client side of the bus (submit,
+//! status, watch), rendering, and running the services.
+
+pub mod client;
+pub mod render;
+pub mod request_file;
+pub mod serve;

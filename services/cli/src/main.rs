@@ -1,1 +1,194 @@
-fn main() {}
+//! `lifeboat`: submit, watch and inspect bulk restores; run the services.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use lifeboat_cli::client::LifeboatClient;
+use lifeboat_cli::render::{self, Progress};
+use lifeboat_cli::request_file;
+use lifeboat_cli::serve::{serve, ServeOptions, ServiceName};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "lifeboat", version, about = "Bulk restores of AWS resources across accounts and regions")]
+struct Cli {
+    /// NATS server with JetStream.
+    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// How results are printed.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit, follow and inspect restore requests.
+    Restore {
+        #[command(subcommand)]
+        command: RestoreCommand,
+    },
+    /// Run services (all of them, or some) in this process.
+    Serve {
+        #[arg(value_enum, required = true)]
+        services: Vec<ServiceName>,
+        /// Role assumed in accounts other than the caller's.
+        #[arg(long, env = "LIFEBOAT_ROLE_NAME", default_value = lifeboat_common::aws::DEFAULT_ROLE_NAME)]
+        role_name: String,
+        /// Comma-separated account ids requests may name; empty allows any.
+        #[arg(long, env = "LIFEBOAT_ALLOWED_ACCOUNTS", value_delimiter = ',')]
+        allowed_accounts: Vec<String>,
+        /// Seconds before the first re-check of a volume or copy being created.
+        #[arg(long, env = "LIFEBOAT_CHECK_INTERVAL", default_value_t = 2.0)]
+        check_interval: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum RestoreCommand {
+    /// Submit a request from a YAML or JSON file.
+    Submit {
+        file: String,
+        /// Only plan: show what would be restored, from which backup, to where.
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the request until it finishes.
+        #[arg(long)]
+        watch: bool,
+        /// Use this request id instead of the file's or a generated one.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Give up watching after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Follow a request with a progress bar; end with its tasks and verdict.
+    Watch {
+        request_id: String,
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Show a request's current status and tasks.
+    Status { request_id: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    lifeboat_common::telemetry::init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve { services, role_name, allowed_accounts, check_interval } => {
+            let mut options = ServeOptions::new(cli.nats_url, services);
+            options.role_name = role_name;
+            options.allowed_accounts = allowed_accounts.into_iter().filter(|a| !a.is_empty()).collect();
+            options.ebs.check_initial = Duration::from_secs_f64(check_interval.max(0.05));
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            serve(options, shutdown).await?;
+            Ok(0)
+        }
+        Command::Restore { command } => {
+            let client = LifeboatClient::connect(&cli.nats_url).await.context("connecting to NATS")?;
+            match command {
+                RestoreCommand::Submit { file, dry_run, watch, request_id, timeout } => {
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+                    let mut parsed = request_file::parse(&file, &text)?;
+                    if let Some(id) = request_id {
+                        parsed.request_id = Some(id);
+                    }
+                    parsed.dry_run |= dry_run;
+                    let generated = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                    let request = parsed.into_request(generated)?;
+                    client.submit(&request).await?;
+                    if cli.output == Output::Text {
+                        eprintln!("submitted {} ({} restore sets{})", request.request_id, request.restore_sets.len(), if request.dry_run { ", dry run" } else { "" });
+                    }
+                    // A dry run is only useful with its plan, so it is always followed.
+                    if watch || request.dry_run {
+                        follow(&client, &request.request_id, timeout, cli.output).await
+                    } else {
+                        if cli.output == Output::Json {
+                            println!("{}", serde_json::json!({"request_id": request.request_id}));
+                        } else {
+                            println!("{}", request.request_id);
+                        }
+                        Ok(0)
+                    }
+                }
+                RestoreCommand::Watch { request_id, timeout } => follow(&client, &request_id, timeout, cli.output).await,
+                RestoreCommand::Status { request_id } => {
+                    let reply = client.status(&request_id, true).await?;
+                    if !reply.error.is_empty() && !reply.found {
+                        anyhow::bail!("{}", reply.error);
+                    }
+                    let summary = reply.summary.unwrap_or_default();
+                    match cli.output {
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&render::summary_json(&summary))?),
+                        Output::Text => print!("{}", render::table(&summary)),
+                    }
+                    Ok(if summary.r#final { render::exit_code(render::verdict(&summary)) } else { 0 })
+                }
+            }
+        }
+    }
+}
+
+async fn follow(client: &LifeboatClient, request_id: &str, timeout: Option<u64>, output: Output) -> anyhow::Result<i32> {
+    let mut progress = (output == Output::Text).then(|| Progress::new(request_id));
+    let summary = client
+        .watch(request_id, timeout.map(Duration::from_secs), |summary| {
+            if let Some(progress) = progress.as_mut() {
+                progress.update(summary);
+            }
+        })
+        .await;
+    if let Some(progress) = &progress {
+        progress.finish();
+    }
+    let summary = summary?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&render::summary_json(&summary))?),
+        Output::Text => print!("{}", render::table(&summary)),
+    }
+    Ok(render::exit_code(render::verdict(&summary)))
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

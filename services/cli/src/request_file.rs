@@ -1,0 +1,193 @@
+//! The restore request file (YAML or JSON) and its conversion to a `RestoreRequest`. Every
+//! problem names its field, e.g. `restore_sets[0].source.point_in_time.time`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use lifeboat_proto as pb;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestFileError {
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestFile {
+    /// Generated when absent.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub options: Options,
+    pub restore_sets: Vec<SetFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    #[serde(default)]
+    pub skip_source_tags: bool,
+    #[serde(default)]
+    pub max_wait_checks: u32,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetFile {
+    pub name: String,
+    pub source: SourceFile,
+    pub resource_types: Vec<String>,
+    #[serde(default)]
+    pub target: TargetsFile,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    #[serde(default)]
+    pub account_id: String,
+    pub region: String,
+    #[serde(default)]
+    pub tags: HashMap<String, String>,
+    #[serde(default)]
+    pub point_in_time: Option<PointInTimeFile>,
+    #[serde(default)]
+    pub window: Option<WindowFile>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointInTimeFile {
+    /// RFC 3339, e.g. `2026-11-20T12:00:00Z`.
+    pub time: String,
+    /// `before` (default) or `after`.
+    #[serde(default)]
+    pub direction: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowFile {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsFile {
+    #[serde(default)]
+    pub ebs: Option<EbsTargetFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EbsTargetFile {
+    #[serde(default)]
+    pub account_id: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub availability_zone: String,
+    #[serde(default)]
+    pub volume_type: String,
+    #[serde(default)]
+    pub iops: Option<i32>,
+    #[serde(default)]
+    pub throughput: Option<i32>,
+    #[serde(default)]
+    pub kms_key_id: String,
+    #[serde(default)]
+    pub tags: HashMap<String, String>,
+}
+
+/// Parses YAML (JSON is YAML too, but a `.json` file gets JSON's error messages).
+pub fn parse(path: &str, text: &str) -> Result<RequestFile, RequestFileError> {
+    let syntax = |message: String| RequestFileError::Syntax { path: path.to_string(), message };
+    if path.ends_with(".json") {
+        serde_json::from_str(text).map_err(|e| syntax(e.to_string()))
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| syntax(e.to_string()))
+    }
+}
+
+fn field_error(field: String, message: impl Into<String>) -> RequestFileError {
+    RequestFileError::Field { field, message: message.into() }
+}
+
+fn parse_time(field: String, text: &str) -> Result<prost_types::Timestamp, RequestFileError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| lifeboat_common::time::to_timestamp(t.with_timezone(&Utc)))
+        .map_err(|e| field_error(field, format!("'{text}' is not an RFC 3339 time ({e})")))
+}
+
+impl RequestFile {
+    /// Converts to the wire message. `request_id` is used when the file has none.
+    pub fn into_request(self, request_id: String) -> Result<pb::RestoreRequest, RequestFileError> {
+        let mut sets = Vec::new();
+        for (index, set) in self.restore_sets.into_iter().enumerate() {
+            sets.push(set.into_proto(&format!("restore_sets[{index}]"))?);
+        }
+        Ok(pb::RestoreRequest {
+            request_id: self.request_id.unwrap_or(request_id),
+            restore_sets: sets,
+            dry_run: self.dry_run,
+            options: Some(pb::RestoreOptions { skip_source_tags: self.options.skip_source_tags, max_wait_checks: self.options.max_wait_checks }),
+            submitted_at: Some(lifeboat_common::time::now()),
+            requested_by: std::env::var("USER").unwrap_or_default(),
+        })
+    }
+}
+
+impl SetFile {
+    fn into_proto(self, path: &str) -> Result<pb::RestoreSet, RequestFileError> {
+        let source = self.source;
+        let selection = match (source.point_in_time, source.window) {
+            (Some(_), Some(_)) => return Err(field_error(format!("{path}.source"), "give point_in_time or window, not both")),
+            (Some(point), None) => {
+                let direction = match point.direction.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                    None | Some("before") => pb::SearchDirection::Before,
+                    Some("after") => pb::SearchDirection::After,
+                    Some(other) => return Err(field_error(format!("{path}.source.point_in_time.direction"), format!("'{other}' is not before or after"))),
+                };
+                Some(pb::source::Selection::PointInTime(pb::PointInTime {
+                    time: Some(parse_time(format!("{path}.source.point_in_time.time"), &point.time)?),
+                    direction: direction as i32,
+                }))
+            }
+            (None, Some(window)) => Some(pb::source::Selection::Window(pb::TimeWindow {
+                start: Some(parse_time(format!("{path}.source.window.start"), &window.start)?),
+                end: Some(parse_time(format!("{path}.source.window.end"), &window.end)?),
+            })),
+            (None, None) => None,
+        };
+        let mut resource_types = Vec::new();
+        for (index, name) in self.resource_types.iter().enumerate() {
+            let kind = pb::ResourceType::from_short_name(name).ok_or_else(|| {
+                field_error(format!("{path}.resource_types[{index}]"), format!("unknown resource type '{name}' (known: ebs, rds-instance, rds-cluster, dynamodb, ec2, s3, route53, elbv2)"))
+            })?;
+            resource_types.push(kind as i32);
+        }
+        let ebs = self.target.ebs.map(|t| pb::EbsTarget {
+            account_id: t.account_id,
+            region: t.region,
+            availability_zone: t.availability_zone,
+            volume_type: t.volume_type,
+            iops: t.iops,
+            throughput: t.throughput,
+            kms_key_id: t.kms_key_id,
+            tags: t.tags,
+        });
+        Ok(pb::RestoreSet {
+            name: self.name,
+            source: Some(pb::Source { account_id: source.account_id, region: source.region, tags: source.tags, selection }),
+            resource_types,
+            target: Some(pb::Targets { ebs, ..Default::default() }),
+        })
+    }
+}
