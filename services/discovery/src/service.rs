@@ -208,12 +208,12 @@ impl Discovery {
             detail: Some(status_event::Detail::Planned(RestorePlanned { total_tasks, dry_run, sets: set_plans })),
             ..Default::default()
         };
-        // The plan first, so watchers know the total; then the work, then the queued events.
+        // The plan first, so watchers know the total; then the queued tasks, then the work.
         // Everything carries a dedupe id, so a replan after a crash publishes nothing twice.
         let published = async {
             self.reporter.report(planned).await?;
-            self.bus.publish_all(work).await?;
-            self.reporter.report_all(events).await
+            self.reporter.report_all(events).await?;
+            self.bus.publish_all(work).await
         };
         match published.await {
             Ok(()) => {

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# README command one: builds Lifeboat, starts nats-server and moto_server on free loopback
+# ports, runs every service, seeds volumes and snapshots in two regions, shows the plan of a
+# restore request with two sets (one cross-region), runs it and lists what was restored.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+
+work=.local/demo
+rm -rf "$work" && mkdir -p "$work"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "== building"
+cargo build --locked --bin lifeboat
+lifeboat=target/debug/lifeboat
+
+nats_port=$(python3 scripts/free-port.py)
+moto_port=$(python3 scripts/free-port.py)
+export NATS_URL="nats://127.0.0.1:${nats_port}"
+export AWS_ENDPOINT_URL="http://127.0.0.1:${moto_port}"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+
+echo "== starting nats-server (${NATS_URL}) and moto_server (${AWS_ENDPOINT_URL})"
+nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 & pids+=($!)
+moto_server -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do
+  if python3 - "$nats_port" "$moto_port" <<'PY' 2>/dev/null
+import socket, sys
+for port in sys.argv[1:]:
+    socket.create_connection(("127.0.0.1", int(port)), timeout=0.2).close()
+PY
+  then break; fi
+  sleep 0.1
+done
+
+echo "== starting the services (logs in $work/services.log)"
+"$lifeboat" serve all --check-interval 0.5 >"$work/services.log" 2>&1 & pids+=($!)
+
+echo "== seeding moto"
+.venv/bin/python scripts/seed_demo.py "$work/request.yaml"
+echo
+cat "$work/request.yaml"
+
+echo
+echo "== dry run: what would be restored, from which snapshot, to where"
+"$lifeboat" restore submit "$work/request.yaml" --dry-run --request-id demo-plan --timeout 60
+
+echo
+echo "== restore"
+status=0
+"$lifeboat" restore submit "$work/request.yaml" --watch --request-id demo-restore --timeout 120 || status=$?
+
+echo
+echo "== volumes in moto tagged lifeboat:request-id=demo-restore"
+.venv/bin/python scripts/show_restored.py demo-restore
+exit "$status"
