@@ -1,1 +1,8 @@
-//! e2e
+//! Every Lifeboat test in one binary (the AWS SDKs are linked once): end-to-end restores over
+//! real nats-server and moto_server, resilience, bad input, and the logic behind them.
+
+mod invalid;
+mod logic;
+mod mocks;
+mod resilience;
+mod restore;

@@ -1,1 +1,370 @@
-//! placeholder
+//! Test support: real `nats-server` and `moto_server` on free loopback ports (killed on drop),
+//! Lifeboat services built in-process against them, and helpers to seed and inspect moto.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_sdk_ec2::types::{Filter, ResourceType as Ec2ResourceType, Tag, TagSpecification, Volume};
+use lifeboat_aggregator::{Aggregator, AggregatorConfig, KvStore};
+use lifeboat_cli::client::LifeboatClient;
+use lifeboat_common::aws::Accounts;
+use lifeboat_common::bus::{Bus, QueueOptions};
+use lifeboat_common::jetstream::JetStreamBus;
+use lifeboat_common::validate::Policy;
+use lifeboat_common::ConsumerOptions;
+use lifeboat_discovery::{Discovery, DiscoveryConfig};
+use lifeboat_ebs::{EbsConfig, EbsService};
+use lifeboat_proto as pb;
+use tokio_util::sync::CancellationToken;
+
+/// The account moto serves for the test credentials.
+pub const ACCOUNT: &str = "123456789012";
+
+/// A server binary: `$LIFEBOAT_<NAME>` if set, else the project's `.venv/bin`, else `PATH`.
+pub fn server_binary(name: &str, env: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin").join(name);
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+async fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening on {port}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not listen on port {port} within 15s");
+}
+
+/// A running nats-server (JetStream) and moto_server, stopped when dropped.
+pub struct Servers {
+    nats: Child,
+    moto: Child,
+    pub nats_url: String,
+    pub moto_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Servers {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (nats_port, moto_port) = (free_port(), free_port());
+        let mut nats = Command::new(server_binary("nats-server", "LIFEBOAT_NATS_SERVER"))
+            .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string(), "-sd"])
+            .arg(dir.path().join("jetstream"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server: run scripts/setup.sh to install it into .venv");
+        let mut moto = Command::new(server_binary("moto_server", "LIFEBOAT_MOTO_SERVER"))
+            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server: run scripts/setup.sh to install it into .venv");
+        wait_for_port(nats_port, "nats-server", &mut nats).await;
+        wait_for_port(moto_port, "moto_server", &mut moto).await;
+        Self {
+            nats,
+            moto,
+            nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            moto_url: format!("http://127.0.0.1:{moto_port}"),
+            _dir: dir,
+        }
+    }
+
+    /// An SDK config for moto in `region`, with the credentials moto maps to [`ACCOUNT`].
+    pub fn aws(&self, region: &str) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .endpoint_url(&self.moto_url)
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                "testing", "testing", None, None, "tests",
+            )))
+            .build()
+    }
+
+    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.aws(region))
+    }
+
+    pub async fn bus(&self) -> JetStreamBus {
+        JetStreamBus::connect(&self.nats_url).await.expect("connect to nats")
+    }
+
+    pub async fn client(&self) -> LifeboatClient {
+        LifeboatClient::from_bus(self.bus().await)
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in [&mut self.nats, &mut self.moto] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Settings that make the services quick against moto, where everything is created at once.
+pub fn fast_ebs_config() -> EbsConfig {
+    EbsConfig {
+        check_initial: Duration::from_millis(100),
+        check_max: Duration::from_millis(500),
+        retry_initial: Duration::from_millis(100),
+        retry_max: Duration::from_millis(500),
+        ..EbsConfig::default()
+    }
+}
+
+pub fn fast_discovery_config(policy: Policy) -> DiscoveryConfig {
+    DiscoveryConfig {
+        policy,
+        retry_initial: Duration::from_millis(100),
+        retry_max: Duration::from_millis(500),
+        ..DiscoveryConfig::default()
+    }
+}
+
+/// Which services to run, and how.
+pub struct ServiceSet {
+    pub discovery: Option<DiscoveryConfig>,
+    pub ebs: Option<EbsConfig>,
+    pub aggregator: bool,
+}
+
+impl Default for ServiceSet {
+    fn default() -> Self {
+        Self {
+            discovery: Some(fast_discovery_config(Policy::default())),
+            ebs: Some(fast_ebs_config()),
+            aggregator: true,
+        }
+    }
+}
+
+/// Services running in this process until dropped or stopped.
+pub struct Running {
+    shutdown: CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn start(servers: &Servers, set: ServiceSet) -> Self {
+        let bus = servers.bus().await;
+        let shared: Arc<dyn Bus> = Arc::new(bus.clone());
+        let accounts = Accounts::new(servers.aws("us-east-1"), lifeboat_common::aws::DEFAULT_ROLE_NAME);
+        let shutdown = CancellationToken::new();
+        let mut handles = Vec::new();
+        let spawn = |f: std::pin::Pin<
+            Box<dyn std::future::Future<Output = lifeboat_common::bus::Result<()>> + Send>,
+        >| { tokio::spawn(async move { f.await.expect("service failed") }) };
+        if let Some(config) = set.discovery {
+            handles
+                .push(spawn(Box::pin(Discovery::new(accounts.clone(), shared.clone(), config).run(shutdown.clone()))));
+        }
+        if let Some(config) = set.ebs {
+            handles
+                .push(spawn(Box::pin(EbsService::new(accounts.clone(), shared.clone(), config).run(shutdown.clone()))));
+        }
+        if set.aggregator {
+            let store = Arc::new(KvStore::open(bus.client().clone()).await.expect("open state bucket"));
+            let aggregator = Aggregator::new(shared.clone(), store, bus.client().clone(), AggregatorConfig::default());
+            handles.push(spawn(Box::pin(aggregator.run(shutdown.clone()))));
+        }
+        Self { shutdown, handles }
+    }
+
+    /// Graceful stop: in-flight messages are settled.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for handle in std::mem::take(&mut self.handles) {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An EBS consumer options set with a short ack deadline, so a crashed worker's message returns fast.
+pub fn short_ack_wait(mut config: EbsConfig, ack_wait: Duration) -> EbsConfig {
+    config.consumer =
+        ConsumerOptions { queue: QueueOptions { ack_wait, ..QueueOptions::default() }, ..config.consumer };
+    config
+}
+
+fn tag_spec(kind: Ec2ResourceType, tags: &[(&str, &str)]) -> Option<Vec<TagSpecification>> {
+    (!tags.is_empty()).then(|| {
+        vec![TagSpecification::builder()
+            .resource_type(kind)
+            .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect()))
+            .build()]
+    })
+}
+
+pub async fn create_volume(ec2: &aws_sdk_ec2::Client, zone: &str, size: i32, tags: &[(&str, &str)]) -> String {
+    ec2.create_volume()
+        .availability_zone(zone)
+        .size(size)
+        .set_tag_specifications(tag_spec(Ec2ResourceType::Volume, tags))
+        .send()
+        .await
+        .expect("create volume")
+        .volume_id()
+        .expect("volume id")
+        .to_string()
+}
+
+pub async fn create_snapshot(ec2: &aws_sdk_ec2::Client, volume_id: &str, tags: &[(&str, &str)]) -> String {
+    ec2.create_snapshot()
+        .volume_id(volume_id)
+        .set_tag_specifications(tag_spec(Ec2ResourceType::Snapshot, tags))
+        .send()
+        .await
+        .expect("create snapshot")
+        .snapshot_id()
+        .expect("snapshot id")
+        .to_string()
+}
+
+/// Snapshots carrying `tag:key=value`.
+pub async fn snapshots_tagged(ec2: &aws_sdk_ec2::Client, key: &str, value: &str) -> Vec<aws_sdk_ec2::types::Snapshot> {
+    ec2.describe_snapshots()
+        .filters(Filter::builder().name(format!("tag:{key}")).values(value).build())
+        .send()
+        .await
+        .expect("describe snapshots")
+        .snapshots()
+        .to_vec()
+}
+
+/// Volumes carrying `tag:key=value`.
+pub async fn volumes_tagged(ec2: &aws_sdk_ec2::Client, key: &str, value: &str) -> Vec<Volume> {
+    ec2.describe_volumes()
+        .filters(Filter::builder().name(format!("tag:{key}")).values(value).build())
+        .send()
+        .await
+        .expect("describe volumes")
+        .volumes()
+        .to_vec()
+}
+
+pub fn tags_of(volume: &Volume) -> HashMap<String, String> {
+    volume
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+        .collect()
+}
+
+/// moto stamps snapshots with the current second; this puts a clear second between two sides.
+pub async fn tick() -> chrono::DateTime<chrono::Utc> {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let at = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    at
+}
+
+pub fn ts(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    lifeboat_common::time::to_timestamp(at)
+}
+
+/// An EBS restore set.
+pub fn ebs_set(
+    name: &str,
+    region: &str,
+    tags: &[(&str, &str)],
+    selection: Option<pb::source::Selection>,
+    target: pb::EbsTarget,
+) -> pb::RestoreSet {
+    pb::RestoreSet {
+        name: name.to_string(),
+        source: Some(pb::Source {
+            account_id: String::new(),
+            region: region.to_string(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            selection,
+        }),
+        resource_types: vec![pb::ResourceType::EbsVolume as i32],
+        target: Some(pb::Targets { ebs: Some(target), ..Default::default() }),
+    }
+}
+
+pub fn before(at: chrono::DateTime<chrono::Utc>) -> Option<pb::source::Selection> {
+    Some(pb::source::Selection::PointInTime(pb::PointInTime {
+        time: Some(ts(at)),
+        direction: pb::SearchDirection::Before as i32,
+    }))
+}
+
+pub fn after(at: chrono::DateTime<chrono::Utc>) -> Option<pb::source::Selection> {
+    Some(pb::source::Selection::PointInTime(pb::PointInTime {
+        time: Some(ts(at)),
+        direction: pb::SearchDirection::After as i32,
+    }))
+}
+
+pub fn request(id: &str, sets: Vec<pb::RestoreSet>) -> pb::RestoreRequest {
+    pb::RestoreRequest {
+        request_id: id.to_string(),
+        restore_sets: sets,
+        submitted_at: Some(lifeboat_common::time::now()),
+        ..Default::default()
+    }
+}
+
+/// Waits for the final summary (with tasks) of `request_id`.
+pub async fn final_summary(client: &LifeboatClient, request_id: &str) -> pb::RequestSummary {
+    client.watch(request_id, Some(Duration::from_secs(60)), |_| {}).await.expect("final summary within 60s")
+}
+
+pub fn verdict(summary: &pb::RequestSummary) -> pb::Verdict {
+    pb::Verdict::try_from(summary.verdict).unwrap_or_default()
+}
+
+/// Waits until every message of the `kind` work queue has been handled and acknowledged.
+pub async fn work_drained(bus: &JetStreamBus, kind: &str) {
+    let stream = bus.context().get_stream(lifeboat_common::subjects::WORK_STREAM).await.expect("work stream");
+    for _ in 0..200 {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&format!("work-{kind}")).await.expect("consumer");
+        let info = consumer.info().await.expect("consumer info");
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("work queue {kind} not drained within 10s");
+}
+
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}

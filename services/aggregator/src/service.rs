@@ -28,7 +28,11 @@ pub struct AggregatorConfig {
 
 impl Default for AggregatorConfig {
     fn default() -> Self {
-        Self { consumer: ConsumerOptions { concurrency: 16, ..Default::default() }, max_tasks_in_reply: 2000, max_cached_requests: 1000 }
+        Self {
+            consumer: ConsumerOptions { concurrency: 16, ..Default::default() },
+            max_tasks_in_reply: 2000,
+            max_cached_requests: 1000,
+        }
     }
 }
 
@@ -44,7 +48,12 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(bus: Arc<dyn Bus>, store: Arc<dyn StateStore>, client: async_nats::Client, config: AggregatorConfig) -> Arc<Self> {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        store: Arc<dyn StateStore>,
+        client: async_nats::Client,
+        config: AggregatorConfig,
+    ) -> Arc<Self> {
         Arc::new(Self { bus, store, client, config, requests: Mutex::new(HashMap::new()) })
     }
 
@@ -72,8 +81,11 @@ impl Aggregator {
     async fn cache(&self, request_id: &str, state: Shared) -> Shared {
         let mut requests = self.requests.lock().await;
         if requests.len() >= self.config.max_cached_requests {
-            let finished: Vec<String> =
-                requests.iter().filter(|(_, s)| s.try_lock().map(|s| s.is_final()).unwrap_or(false)).map(|(id, _)| id.clone()).collect();
+            let finished: Vec<String> = requests
+                .iter()
+                .filter(|(_, s)| s.try_lock().map(|s| s.is_final()).unwrap_or(false))
+                .map(|(id, _)| id.clone())
+                .collect();
             for id in finished {
                 requests.remove(&id);
             }
@@ -107,17 +119,21 @@ impl Aggregator {
     }
 
     async fn serve_queries(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
-        let mut queries = self
-            .client
-            .queue_subscribe(subjects::STATUS_QUERY, "status-aggregator".to_string())
-            .await
-            .map_err(|e| lifeboat_common::BusError::Setup { what: "status query subscription".into(), message: e.to_string() })?;
+        let mut queries =
+            self.client.queue_subscribe(subjects::STATUS_QUERY, "status-aggregator".to_string()).await.map_err(
+                |e| lifeboat_common::BusError::Setup {
+                    what: "status query subscription".into(),
+                    message: e.to_string(),
+                },
+            )?;
         loop {
             let query = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 next = queries.next() => match next { Some(query) => query, None => return Ok(()) },
             };
-            let Some(reply_to) = query.reply.clone() else { continue };
+            let Some(reply_to) = query.reply.clone() else {
+                continue;
+            };
             let reply = self.answer(&query.payload).await;
             if let Err(e) = self.client.publish(reply_to, reply.encode_to_vec().into()).await {
                 warn!(error = %e, "cannot answer a status query");
@@ -128,14 +144,18 @@ impl Aggregator {
     pub async fn answer(&self, payload: &[u8]) -> StatusReply {
         let query = match StatusQuery::decode(payload) {
             Ok(query) => query,
-            Err(e) => return StatusReply { error: format!("not a lifeboat.v1.StatusQuery: {e}"), ..Default::default() },
+            Err(e) => {
+                return StatusReply { error: format!("not a lifeboat.v1.StatusQuery: {e}"), ..Default::default() }
+            }
         };
         match self.state(&query.request_id).await {
             Ok(Some(state)) => {
                 let max_tasks = if query.include_tasks { self.config.max_tasks_in_reply } else { 0 };
                 StatusReply { found: true, summary: Some(state.lock().await.summary(max_tasks)), error: String::new() }
             }
-            Ok(None) => StatusReply { found: false, error: format!("no request {}", query.request_id), ..Default::default() },
+            Ok(None) => {
+                StatusReply { found: false, error: format!("no request {}", query.request_id), ..Default::default() }
+            }
             Err(e) => StatusReply { error: e.to_string(), ..Default::default() },
         }
     }
@@ -145,8 +165,16 @@ impl Aggregator {
 impl Handler for Aggregator {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
         let event = match StatusEvent::decode(delivery.payload.as_ref()) {
-            Ok(event) if lifeboat_common::ids::is_valid_request_id(&event.request_id) || event.request_id == "unknown" => event,
-            Ok(event) => return Outcome::DeadLetter { reason: format!("status event with invalid request id '{}'", event.request_id) },
+            Ok(event)
+                if lifeboat_common::ids::is_valid_request_id(&event.request_id) || event.request_id == "unknown" =>
+            {
+                event
+            }
+            Ok(event) => {
+                return Outcome::DeadLetter {
+                    reason: format!("status event with invalid request id '{}'", event.request_id),
+                }
+            }
             Err(e) => return Outcome::DeadLetter { reason: format!("not a lifeboat.v1.StatusEvent: {e}") },
         };
         match self.apply(&event).await {

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lifeboat_proto::{status_event, PhaseCounts, RequestSummary, SetSummary, StatusEvent, TaskPhase, TaskState, Verdict};
+use lifeboat_proto::{
+    status_event, PhaseCounts, RequestSummary, SetSummary, StatusEvent, TaskPhase, TaskState, Verdict,
+};
 
 /// What changed when an event was applied, so only that is written back.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -93,7 +95,11 @@ impl RequestState {
                     self.meta.planned = true;
                     self.meta.total_tasks = planned.total_tasks;
                     self.meta.dry_run = planned.dry_run;
-                    self.meta.sets = planned.sets.iter().map(|s| SetSummary { set_name: s.set_name.clone(), counts: None }).collect();
+                    self.meta.sets = planned
+                        .sets
+                        .iter()
+                        .map(|s| SetSummary { set_name: s.set_name.clone(), counts: None })
+                        .collect();
                     change.meta = true;
                 }
             }
@@ -125,13 +131,20 @@ impl RequestState {
         let previous = self.tasks.get(&event.task_id).cloned();
         if let Some(old) = &previous {
             let old_phase = phase_of(old);
-            let newer = phase.rank() > old_phase.rank() || (phase.rank() == old_phase.rank() && !old_phase.is_terminal() && event.attempt >= old.attempt);
+            let newer = phase.rank() > old_phase.rank()
+                || (phase.rank() == old_phase.rank() && !old_phase.is_terminal() && event.attempt >= old.attempt);
             if !newer {
                 return false;
             }
         }
         let old = previous.clone().unwrap_or_default();
-        let pick = |new: &str, old: &str| if new.is_empty() { old.to_string() } else { new.to_string() };
+        let pick = |new: &str, old: &str| {
+            if new.is_empty() {
+                old.to_string()
+            } else {
+                new.to_string()
+            }
+        };
         let task = TaskState {
             task_id: event.task_id.clone(),
             set_name: pick(&event.set_name, &old.set_name),
@@ -139,7 +152,11 @@ impl RequestState {
             phase: phase as i32,
             source_backup_id: pick(&event.source_backup_id, &old.source_backup_id),
             source_resource_id: pick(&event.source_resource_id, &old.source_resource_id),
-            created_resource_ids: if event.created_resource_ids.is_empty() { old.created_resource_ids.clone() } else { event.created_resource_ids.clone() },
+            created_resource_ids: if event.created_resource_ids.is_empty() {
+                old.created_resource_ids.clone()
+            } else {
+                event.created_resource_ids.clone()
+            },
             reason_code: event.reason_code.clone(),
             message: event.message.clone(),
             updated_at: event.at,
@@ -184,7 +201,11 @@ impl RequestState {
         summary.verdict = self.verdict() as i32;
         summary.r#final = self.is_final();
         summary.counts = Some(self.counts);
-        let mut sets: Vec<SetSummary> = self.set_counts.iter().map(|(name, counts)| SetSummary { set_name: name.clone(), counts: Some(*counts) }).collect();
+        let mut sets: Vec<SetSummary> = self
+            .set_counts
+            .iter()
+            .map(|(name, counts)| SetSummary { set_name: name.clone(), counts: Some(*counts) })
+            .collect();
         // Sets that were planned but have no events yet still show, in plan order.
         for planned in &self.meta.sets {
             if !self.set_counts.contains_key(&planned.set_name) {
@@ -194,7 +215,9 @@ impl RequestState {
         summary.sets = sets;
         if max_tasks > 0 {
             let mut tasks: Vec<&TaskState> = self.tasks.values().collect();
-            tasks.sort_by(|a, b| (&a.set_name, &a.source_resource_id, &a.task_id).cmp(&(&b.set_name, &b.source_resource_id, &b.task_id)));
+            tasks.sort_by(|a, b| {
+                (&a.set_name, &a.source_resource_id, &a.task_id).cmp(&(&b.set_name, &b.source_resource_id, &b.task_id))
+            });
             summary.tasks_truncated = tasks.len() > max_tasks;
             summary.tasks = tasks.into_iter().take(max_tasks).cloned().collect();
         }

@@ -100,7 +100,10 @@ impl StateStore for KvStore {
     }
 
     async fn put_task(&self, request_id: &str, task: &TaskState) -> Result<()> {
-        self.store.put(format!("{request_id}.task.{}", task.task_id), task.encode_to_vec().into()).await.map_err(store_error)?;
+        self.store
+            .put(format!("{request_id}.task.{}", task.task_id), task.encode_to_vec().into())
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 }

@@ -37,19 +37,43 @@ impl LifeboatClient {
             .await
     }
 
+    /// Asks the status aggregator. While no aggregator is subscribed yet (services starting), the
+    /// query is repeated for up to 10 seconds.
     pub async fn status(&self, request_id: &str, include_tasks: bool) -> Result<StatusReply, BusError> {
-        let query = StatusQuery { request_id: request_id.to_string(), include_tasks };
-        let request_error = |message: String| BusError::Request { subject: subjects::STATUS_QUERY.to_string(), message };
-        let reply = tokio::time::timeout(Duration::from_secs(10), self.bus.client().request(subjects::STATUS_QUERY, query.encode_to_vec().into()))
+        let query = StatusQuery { request_id: request_id.to_string(), include_tasks }.encode_to_vec();
+        let request_error =
+            |message: String| BusError::Request { subject: subjects::STATUS_QUERY.to_string(), message };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let asked = tokio::time::timeout_at(
+                deadline,
+                self.bus.client().request(subjects::STATUS_QUERY, query.clone().into()),
+            )
             .await
-            .map_err(|_| request_error("no answer within 10s: is the status aggregator running?".into()))?
-            .map_err(|e| request_error(e.to_string()))?;
-        StatusReply::decode(reply.payload.as_ref()).map_err(|e| request_error(e.to_string()))
+            .map_err(|_| request_error("no answer within 10s: is the status aggregator running?".into()))?;
+            match asked {
+                Ok(reply) => {
+                    return StatusReply::decode(reply.payload.as_ref()).map_err(|e| request_error(e.to_string()))
+                }
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(request_error("no status aggregator is running".into()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(request_error(e.to_string())),
+            }
+        }
     }
 
     /// Follows a request until its final summary, calling `on_update` for every summary seen.
     /// Returns the final summary with its tasks.
-    pub async fn watch(&self, request_id: &str, timeout: Option<Duration>, mut on_update: impl FnMut(&RequestSummary)) -> Result<RequestSummary, BusError> {
+    pub async fn watch(
+        &self,
+        request_id: &str,
+        timeout: Option<Duration>,
+        mut on_update: impl FnMut(&RequestSummary),
+    ) -> Result<RequestSummary, BusError> {
         let mut summaries = self
             .bus
             .client()
@@ -60,7 +84,10 @@ impl LifeboatClient {
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         loop {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                return Err(BusError::Request { subject: subjects::summary_subject(request_id), message: "timed out waiting for the final summary".into() });
+                return Err(BusError::Request {
+                    subject: subjects::summary_subject(request_id),
+                    message: "timed out waiting for the final summary".into(),
+                });
             }
             let summary = tokio::select! {
                 message = summaries.next() => match message {

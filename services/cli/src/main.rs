@@ -120,7 +120,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     let request = parsed.into_request(generated)?;
                     client.submit(&request).await?;
                     if cli.output == Output::Text {
-                        eprintln!("submitted {} ({} restore sets{})", request.request_id, request.restore_sets.len(), if request.dry_run { ", dry run" } else { "" });
+                        eprintln!(
+                            "submitted {} ({} restore sets{})",
+                            request.request_id,
+                            request.restore_sets.len(),
+                            if request.dry_run { ", dry run" } else { "" }
+                        );
                     }
                     // A dry run is only useful with its plan, so it is always followed.
                     if watch || request.dry_run {
@@ -134,7 +139,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         Ok(0)
                     }
                 }
-                RestoreCommand::Watch { request_id, timeout } => follow(&client, &request_id, timeout, cli.output).await,
+                RestoreCommand::Watch { request_id, timeout } => {
+                    follow(&client, &request_id, timeout, cli.output).await
+                }
                 RestoreCommand::Status { request_id } => {
                     let reply = client.status(&request_id, true).await?;
                     if !reply.error.is_empty() && !reply.found {
@@ -152,7 +159,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-async fn follow(client: &LifeboatClient, request_id: &str, timeout: Option<u64>, output: Output) -> anyhow::Result<i32> {
+async fn follow(
+    client: &LifeboatClient,
+    request_id: &str,
+    timeout: Option<u64>,
+    output: Output,
+) -> anyhow::Result<i32> {
     let mut progress = (output == Output::Text).then(|| Progress::new(request_id));
     let summary = client
         .watch(request_id, timeout.map(Duration::from_secs), |summary| {

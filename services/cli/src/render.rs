@@ -49,7 +49,11 @@ pub struct Progress {
 impl Progress {
     pub fn new(request_id: &str) -> Self {
         let bar = ProgressBar::new(0);
-        bar.set_style(ProgressStyle::with_template("{prefix} [{bar:40.cyan/blue}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:40.cyan/blue}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
         bar.set_prefix(request_id.to_string());
         Self { bar, last_line: String::new() }
     }
@@ -72,7 +76,16 @@ impl Progress {
 }
 
 fn short_target(task: &TaskState) -> String {
-    task.target.as_ref().map(|t| format!("{}/{}", t.account_id, if t.availability_zone.is_empty() { &t.region } else { &t.availability_zone })).unwrap_or_default()
+    task.target
+        .as_ref()
+        .map(|t| {
+            format!(
+                "{}/{}",
+                t.account_id,
+                if t.availability_zone.is_empty() { &t.region } else { &t.availability_zone }
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn phase_name(task: &TaskState) -> &'static str {
@@ -90,7 +103,11 @@ pub fn table(summary: &RequestSummary) -> String {
                 task.set_name.clone(),
                 ResourceType::try_from(task.resource_type).unwrap_or_default().short_name().to_string(),
                 task.source_resource_id.clone(),
-                if task.source_backup_id.is_empty() { format!("- ({})", task.reason_code) } else { task.source_backup_id.clone() },
+                if task.source_backup_id.is_empty() {
+                    format!("- ({})", task.reason_code)
+                } else {
+                    task.source_backup_id.clone()
+                },
                 lifeboat_common::time::display(task.backup_created_at.as_ref()),
                 short_target(task),
                 if task.selection_reason.is_empty() { task.message.clone() } else { task.selection_reason.clone() },
@@ -99,7 +116,11 @@ pub fn table(summary: &RequestSummary) -> String {
     } else {
         table.set_header(["set", "source", "backup", "phase", "created", "target", "reason"]);
         for task in &summary.tasks {
-            let reason = if task.reason_code.is_empty() { String::new() } else { format!("{}: {}", task.reason_code, task.message) };
+            let reason = if task.reason_code.is_empty() {
+                String::new()
+            } else {
+                format!("{}: {}", task.reason_code, task.message)
+            };
             table.add_row([
                 task.set_name.clone(),
                 task.source_resource_id.clone(),

@@ -137,7 +137,10 @@ impl RequestFile {
             request_id: self.request_id.unwrap_or(request_id),
             restore_sets: sets,
             dry_run: self.dry_run,
-            options: Some(pb::RestoreOptions { skip_source_tags: self.options.skip_source_tags, max_wait_checks: self.options.max_wait_checks }),
+            options: Some(pb::RestoreOptions {
+                skip_source_tags: self.options.skip_source_tags,
+                max_wait_checks: self.options.max_wait_checks,
+            }),
             submitted_at: Some(lifeboat_common::time::now()),
             requested_by: std::env::var("USER").unwrap_or_default(),
         })
@@ -148,12 +151,19 @@ impl SetFile {
     fn into_proto(self, path: &str) -> Result<pb::RestoreSet, RequestFileError> {
         let source = self.source;
         let selection = match (source.point_in_time, source.window) {
-            (Some(_), Some(_)) => return Err(field_error(format!("{path}.source"), "give point_in_time or window, not both")),
+            (Some(_), Some(_)) => {
+                return Err(field_error(format!("{path}.source"), "give point_in_time or window, not both"))
+            }
             (Some(point), None) => {
                 let direction = match point.direction.as_deref().map(str::to_ascii_lowercase).as_deref() {
                     None | Some("before") => pb::SearchDirection::Before,
                     Some("after") => pb::SearchDirection::After,
-                    Some(other) => return Err(field_error(format!("{path}.source.point_in_time.direction"), format!("'{other}' is not before or after"))),
+                    Some(other) => {
+                        return Err(field_error(
+                            format!("{path}.source.point_in_time.direction"),
+                            format!("'{other}' is not before or after"),
+                        ))
+                    }
                 };
                 Some(pb::source::Selection::PointInTime(pb::PointInTime {
                     time: Some(parse_time(format!("{path}.source.point_in_time.time"), &point.time)?),
@@ -185,7 +195,12 @@ impl SetFile {
         });
         Ok(pb::RestoreSet {
             name: self.name,
-            source: Some(pb::Source { account_id: source.account_id, region: source.region, tags: source.tags, selection }),
+            source: Some(pb::Source {
+                account_id: source.account_id,
+                region: source.region,
+                tags: source.tags,
+                selection,
+            }),
             resource_types,
             target: Some(pb::Targets { ebs, ..Default::default() }),
         })

@@ -59,7 +59,8 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
     let bus = JetStreamBus::connect(&options.nats_url).await.context("connecting to NATS")?;
     let shared_bus: Arc<dyn Bus> = Arc::new(bus.clone());
     let accounts = Accounts::new(load_base_config().await, options.role_name.clone());
-    options.discovery.policy = Policy { allowed_accounts: options.allowed_accounts.clone(), ..options.discovery.policy.clone() };
+    options.discovery.policy =
+        Policy { allowed_accounts: options.allowed_accounts.clone(), ..options.discovery.policy.clone() };
     let mut running = JoinSet::new();
     if options.wants(ServiceName::Discovery) {
         let service = Discovery::new(accounts.clone(), shared_bus.clone(), options.discovery.clone());

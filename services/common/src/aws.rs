@@ -79,7 +79,8 @@ const IN_FLIGHT_QUOTA_CODES: &[&str] = &[
     "IncorrectState",
 ];
 
-const TRANSIENT_CODES: &[&str] = &["InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "InsufficientInstanceCapacity"];
+const TRANSIENT_CODES: &[&str] =
+    &["InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "InsufficientInstanceCapacity"];
 
 /// Classifies by AWS error code and HTTP status.
 pub fn classify_code(code: Option<&str>, status: u16) -> ErrorClass {
@@ -116,7 +117,9 @@ where
         SdkError::TimeoutError(_) => AwsError::retryable(operation, "Timeout", display_chain(&err)),
         SdkError::DispatchFailure(_) => AwsError::retryable(operation, "DispatchFailure", display_chain(&err)),
         SdkError::ResponseError(_) => AwsError::retryable(operation, "ResponseError", display_chain(&err)),
-        SdkError::ConstructionFailure(_) => AwsError::task_failure(operation, "ConstructionFailure", display_chain(&err)),
+        SdkError::ConstructionFailure(_) => {
+            AwsError::task_failure(operation, "ConstructionFailure", display_chain(&err))
+        }
         _ => AwsError::retryable(operation, "Unknown", display_chain(&err)),
     }
 }
@@ -148,7 +151,12 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(base: SdkConfig, role_name: impl Into<String>) -> Arc<Self> {
-        Arc::new(Self { base, role_name: role_name.into(), caller_account: OnceCell::new(), configs: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            base,
+            role_name: role_name.into(),
+            caller_account: OnceCell::new(),
+            configs: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn base(&self) -> &SdkConfig {
@@ -160,11 +168,15 @@ impl Accounts {
         self.caller_account
             .get_or_try_init(|| async {
                 let sts = aws_sdk_sts::Client::new(&self.base);
-                let identity = sts.get_caller_identity().send().await.map_err(|e| classify("sts:GetCallerIdentity", e))?;
-                identity
-                    .account()
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::task_failure("sts:GetCallerIdentity", "MissingAccount", "GetCallerIdentity returned no account"))
+                let identity =
+                    sts.get_caller_identity().send().await.map_err(|e| classify("sts:GetCallerIdentity", e))?;
+                identity.account().map(str::to_string).ok_or_else(|| {
+                    AwsError::task_failure(
+                        "sts:GetCallerIdentity",
+                        "MissingAccount",
+                        "GetCallerIdentity returned no account",
+                    )
+                })
             })
             .await
             .cloned()
@@ -203,7 +215,11 @@ impl Accounts {
                 .build()
                 .await;
             provider.provide_credentials().await.map_err(|e| {
-                AwsError::task_failure("sts:AssumeRole", "AssumeRoleFailed", format!("cannot assume {role_arn}: {}", display_chain(&e)))
+                AwsError::task_failure(
+                    "sts:AssumeRole",
+                    "AssumeRoleFailed",
+                    format!("cannot assume {role_arn}: {}", display_chain(&e)),
+                )
             })?;
             regional.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
         };

@@ -126,7 +126,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(subject: String, payload: Bytes, headers: BTreeMap<String, String>, attempt: u32, settle: Box<dyn Settle>) -> Self {
+    pub fn new(
+        subject: String,
+        payload: Bytes,
+        headers: BTreeMap<String, String>,
+        attempt: u32,
+        settle: Box<dyn Settle>,
+    ) -> Self {
         Self { subject, payload, headers, attempt, settle }
     }
 

@@ -50,7 +50,13 @@ impl Default for ConsumerOptions {
 }
 
 /// Consumes `queue` until `shutdown` is cancelled, then waits for in-flight handlers to settle.
-pub async fn run_consumer<B, H>(bus: Arc<B>, queue: Queue, handler: Arc<H>, options: ConsumerOptions, shutdown: CancellationToken) -> Result<()>
+pub async fn run_consumer<B, H>(
+    bus: Arc<B>,
+    queue: Queue,
+    handler: Arc<H>,
+    options: ConsumerOptions,
+    shutdown: CancellationToken,
+) -> Result<()>
 where
     B: Bus + ?Sized,
     H: Handler,
@@ -92,7 +98,13 @@ where
     Ok(())
 }
 
-async fn settle<B: Bus + ?Sized, H: Handler>(bus: &B, queue: &Queue, handler: &H, options: &ConsumerOptions, delivery: Delivery) {
+async fn settle<B: Bus + ?Sized, H: Handler>(
+    bus: &B,
+    queue: &Queue,
+    handler: &H,
+    options: &ConsumerOptions,
+    delivery: Delivery,
+) {
     let outcome = with_progress(&delivery, options.queue.ack_wait, handler.handle(&delivery)).await;
     let outcome = match outcome {
         Outcome::RetryAfter(_) if delivery.attempt >= options.max_deliveries => {
@@ -115,7 +127,11 @@ async fn settle<B: Bus + ?Sized, H: Handler>(bus: &B, queue: &Queue, handler: &H
 }
 
 /// Runs the handler, telling the bus every third of the ack deadline that work goes on.
-async fn with_progress(delivery: &Delivery, ack_wait: Duration, work: impl std::future::Future<Output = Outcome>) -> Outcome {
+async fn with_progress(
+    delivery: &Delivery,
+    ack_wait: Duration,
+    work: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
     tokio::pin!(work);
     let period = (ack_wait / 3).max(Duration::from_millis(100));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -131,7 +147,13 @@ async fn with_progress(delivery: &Delivery, ack_wait: Duration, work: impl std::
     }
 }
 
-async fn dead_letter<B: Bus + ?Sized, H: Handler>(bus: &B, queue: &Queue, handler: &H, delivery: &Delivery, reason: &str) -> Result<()> {
+async fn dead_letter<B: Bus + ?Sized, H: Handler>(
+    bus: &B,
+    queue: &Queue,
+    handler: &H,
+    delivery: &Delivery,
+    reason: &str,
+) -> Result<()> {
     warn!(reason, "dead-lettering message");
     let mut message = OutgoingMessage::new(queue.deadletter_subject(), delivery.payload.clone())
         .header(subjects::HEADER_DEADLETTER_REASON, reason.replace(['\r', '\n'], " "))

@@ -83,7 +83,11 @@ pub fn target_location(task: &RestoreTask) -> TargetLocation {
         None => Default::default(),
     };
     TargetLocation {
-        account_id: if account_id.is_empty() { backup.map(|b| b.account_id.clone()).unwrap_or_default() } else { account_id },
+        account_id: if account_id.is_empty() {
+            backup.map(|b| b.account_id.clone()).unwrap_or_default()
+        } else {
+            account_id
+        },
         region: if region.is_empty() { backup.map(|b| b.region.clone()).unwrap_or_default() } else { region },
         availability_zone,
     }

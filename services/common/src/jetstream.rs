@@ -52,15 +52,30 @@ impl JetStreamBus {
     /// Creates the streams if they are missing (idempotent; safe from every service).
     pub async fn ensure_streams(&self) -> Result<()> {
         let streams = [
-            (subjects::REQUESTS_STREAM, vec![subjects::RESTORE_REQUESTS.to_string()], stream::RetentionPolicy::WorkQueue, Duration::ZERO),
-            (subjects::WORK_STREAM, vec![format!("{}.>", subjects::WORK_PREFIX)], stream::RetentionPolicy::WorkQueue, Duration::ZERO),
+            (
+                subjects::REQUESTS_STREAM,
+                vec![subjects::RESTORE_REQUESTS.to_string()],
+                stream::RetentionPolicy::WorkQueue,
+                Duration::ZERO,
+            ),
+            (
+                subjects::WORK_STREAM,
+                vec![format!("{}.>", subjects::WORK_PREFIX)],
+                stream::RetentionPolicy::WorkQueue,
+                Duration::ZERO,
+            ),
             (
                 subjects::EVENTS_STREAM,
                 vec![format!("{}.>", subjects::STATUS_PREFIX), format!("{}.>", subjects::SUMMARY_PREFIX)],
                 stream::RetentionPolicy::Limits,
                 subjects::EVENTS_MAX_AGE,
             ),
-            (subjects::DEADLETTER_STREAM, vec![format!("{}.>", subjects::DEADLETTER_PREFIX)], stream::RetentionPolicy::Limits, subjects::EVENTS_MAX_AGE * 2),
+            (
+                subjects::DEADLETTER_STREAM,
+                vec![format!("{}.>", subjects::DEADLETTER_PREFIX)],
+                stream::RetentionPolicy::Limits,
+                subjects::EVENTS_MAX_AGE * 2,
+            ),
         ];
         for (name, stream_subjects, retention, max_age) in streams {
             self.context
@@ -106,10 +121,7 @@ impl JetStreamBus {
 impl Bus for JetStreamBus {
     async fn publish(&self, message: OutgoingMessage) -> Result<()> {
         let subject = message.subject.clone();
-        self.send(message)
-            .await?
-            .await
-            .map_err(|e| BusError::Publish { subject, message: e.to_string() })?;
+        self.send(message).await?.await.map_err(|e| BusError::Publish { subject, message: e.to_string() })?;
         Ok(())
     }
 
@@ -136,7 +148,8 @@ impl Bus for JetStreamBus {
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>> {
         let stream_name = Self::stream_of(queue);
         let name = queue.consumer_name();
-        let setup = |e: &dyn std::fmt::Display| BusError::Setup { what: format!("consumer {name}"), message: e.to_string() };
+        let setup =
+            |e: &dyn std::fmt::Display| BusError::Setup { what: format!("consumer {name}"), message: e.to_string() };
         let stream = self.context.get_stream(stream_name).await.map_err(|e| setup(&e))?;
         let consumer: jetstream::consumer::Consumer<pull::Config> = stream
             .get_or_create_consumer(

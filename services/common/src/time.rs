@@ -21,7 +21,5 @@ pub fn from_aws(at: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
 
 /// RFC 3339 with seconds, for tables and messages.
 pub fn display(ts: Option<&Timestamp>) -> String {
-    ts.and_then(from_timestamp)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
+    ts.and_then(from_timestamp).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
 }

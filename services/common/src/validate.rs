@@ -39,7 +39,10 @@ pub fn validate_request(request: &RestoreRequest, policy: &Policy) -> Result<(),
     if request.request_id.is_empty() {
         errors.add("request_id", "is required");
     } else if !ids::is_valid_request_id(&request.request_id) {
-        errors.add("request_id", format!("must be 1 to {} characters of A-Z, a-z, 0-9, '-' and '_'", ids::MAX_REQUEST_ID_LEN));
+        errors.add(
+            "request_id",
+            format!("must be 1 to {} characters of A-Z, a-z, 0-9, '-' and '_'", ids::MAX_REQUEST_ID_LEN),
+        );
     }
     if request.restore_sets.is_empty() {
         errors.add("restore_sets", "at least one restore set is required");
@@ -89,7 +92,9 @@ fn validate_set(path: &str, set: &RestoreSet, policy: &Policy, errors: &mut Erro
                     if point.time.is_none() {
                         errors.add(format!("{path}.source.point_in_time.time"), "is required");
                     }
-                    if point.direction == SearchDirection::Unspecified as i32 || SearchDirection::try_from(point.direction).is_err() {
+                    if point.direction == SearchDirection::Unspecified as i32
+                        || SearchDirection::try_from(point.direction).is_err()
+                    {
                         errors.add(format!("{path}.source.point_in_time.direction"), "must be BEFORE or AFTER");
                     }
                 }
@@ -127,7 +132,14 @@ fn validate_set(path: &str, set: &RestoreSet, policy: &Policy, errors: &mut Erro
     }
 }
 
-fn validate_target(path: &str, kind: ResourceType, set: &RestoreSet, source_region: &str, policy: &Policy, errors: &mut Errors) {
+fn validate_target(
+    path: &str,
+    kind: ResourceType,
+    set: &RestoreSet,
+    source_region: &str,
+    policy: &Policy,
+    errors: &mut Errors,
+) {
     let targets = set.target.clone().unwrap_or_default();
     match kind {
         ResourceType::EbsVolume => {
@@ -144,11 +156,17 @@ fn validate_target(path: &str, kind: ResourceType, set: &RestoreSet, source_regi
             if target.availability_zone.is_empty() {
                 errors.add(format!("{path}.availability_zone"), "is required");
             } else if !region.is_empty() && !is_zone_of(&target.availability_zone, region) {
-                errors.add(format!("{path}.availability_zone"), format!("'{}' is not a zone of {region}", target.availability_zone));
+                errors.add(
+                    format!("{path}.availability_zone"),
+                    format!("'{}' is not a zone of {region}", target.availability_zone),
+                );
             }
             let volume_type = target.volume_type.as_str();
             if !volume_type.is_empty() && !VOLUME_TYPES.contains(&volume_type) {
-                errors.add(format!("{path}.volume_type"), format!("'{volume_type}' is not one of {}", VOLUME_TYPES.join(", ")));
+                errors.add(
+                    format!("{path}.volume_type"),
+                    format!("'{volume_type}' is not one of {}", VOLUME_TYPES.join(", ")),
+                );
             }
             if let Some(iops) = target.iops {
                 if !matches!(volume_type, "io1" | "io2" | "gp3") {
@@ -166,7 +184,9 @@ fn validate_target(path: &str, kind: ResourceType, set: &RestoreSet, source_regi
             }
             check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
         }
-        other => errors.add(format!("{path}.resource_types"), format!("{} has no target validation yet", other.short_name())),
+        other => {
+            errors.add(format!("{path}.resource_types"), format!("{} has no target validation yet", other.short_name()))
+        }
     }
 }
 
@@ -203,5 +223,6 @@ pub fn is_region(name: &str) -> bool {
 
 /// `us-east-1a` is a zone of `us-east-1` (also local zones such as `us-west-2-lax-1a`).
 pub fn is_zone_of(zone: &str, region: &str) -> bool {
-    zone.len() > region.len() && zone.starts_with(region) && zone.as_bytes()[region.len()].is_ascii_lowercase() || zone.starts_with(&format!("{region}-"))
+    zone.len() > region.len() && zone.starts_with(region) && zone.as_bytes()[region.len()].is_ascii_lowercase()
+        || zone.starts_with(&format!("{region}-"))
 }

@@ -12,7 +12,12 @@ use crate::select::Candidate;
 const PAGE_SIZE: i32 = 1000;
 
 /// Every completed snapshot owned by `account_id` in the client's region with all `tags`.
-pub async fn list_snapshots(ec2: &aws_sdk_ec2::Client, account_id: &str, region: &str, tags: &HashMap<String, String>) -> Result<Vec<(Candidate, Backup)>, AwsError> {
+pub async fn list_snapshots(
+    ec2: &aws_sdk_ec2::Client,
+    account_id: &str,
+    region: &str,
+    tags: &HashMap<String, String>,
+) -> Result<Vec<(Candidate, Backup)>, AwsError> {
     let mut request = ec2
         .describe_snapshots()
         .owner_ids(account_id)
@@ -29,7 +34,9 @@ pub async fn list_snapshots(ec2: &aws_sdk_ec2::Client, account_id: &str, region:
             let (Some(snapshot_id), Some(created)) = (snapshot.snapshot_id(), snapshot.start_time()) else {
                 continue;
             };
-            let Some(created_at) = lifeboat_common::time::from_aws(created) else { continue };
+            let Some(created_at) = lifeboat_common::time::from_aws(created) else {
+                continue;
+            };
             let snapshot_tags: HashMap<String, String> = snapshot
                 .tags()
                 .iter()
@@ -40,7 +47,12 @@ pub async fn list_snapshots(ec2: &aws_sdk_ec2::Client, account_id: &str, region:
                 continue;
             }
             let volume_id = snapshot.volume_id().unwrap_or(snapshot_id).to_string();
-            let candidate = Candidate { backup_id: snapshot_id.to_string(), source_resource_id: volume_id.clone(), created_at, tags: snapshot_tags.clone() };
+            let candidate = Candidate {
+                backup_id: snapshot_id.to_string(),
+                source_resource_id: volume_id.clone(),
+                created_at,
+                tags: snapshot_tags.clone(),
+            };
             let backup = Backup {
                 backup_id: snapshot_id.to_string(),
                 resource_type: ResourceType::EbsVolume as i32,

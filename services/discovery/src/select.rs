@@ -18,9 +18,13 @@ impl TimeRule {
     /// The set's rule; without one, the newest backup at or before `default_time` (the request's
     /// submission time, so that a replanned request picks the same backups).
     pub fn of(source: &Source, default_time: DateTime<Utc>) -> Self {
-        let time = |ts: &Option<prost_types::Timestamp>| ts.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or(default_time);
+        let time = |ts: &Option<prost_types::Timestamp>| {
+            ts.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or(default_time)
+        };
         match &source.selection {
-            Some(source::Selection::PointInTime(point)) if point.direction == SearchDirection::After as i32 => TimeRule::After(time(&point.time)),
+            Some(source::Selection::PointInTime(point)) if point.direction == SearchDirection::After as i32 => {
+                TimeRule::After(time(&point.time))
+            }
             Some(source::Selection::PointInTime(point)) => TimeRule::Before(time(&point.time)),
             Some(source::Selection::Window(window)) => TimeRule::Window(time(&window.start), time(&window.end)),
             None => TimeRule::Before(default_time),
@@ -53,21 +57,48 @@ pub fn pick(candidates: &[Candidate], rule: TimeRule) -> Vec<(usize, String)> {
     let mut picked = Vec::new();
     for (resource, mut indices) in by_resource {
         // Ties on time are broken by id so the pick is deterministic.
-        indices.sort_by(|&a, &b| (candidates[a].created_at, &candidates[a].backup_id).cmp(&(candidates[b].created_at, &candidates[b].backup_id)));
+        indices.sort_by(|&a, &b| {
+            (candidates[a].created_at, &candidates[a].backup_id)
+                .cmp(&(candidates[b].created_at, &candidates[b].backup_id))
+        });
         match rule {
             TimeRule::Before(at) => {
                 if let Some(&index) = indices.iter().rev().find(|&&i| candidates[i].created_at <= at) {
-                    picked.push((index, format!("newest backup of {resource} at or before {}, taken {}", fmt(at), fmt(candidates[index].created_at))));
+                    picked.push((
+                        index,
+                        format!(
+                            "newest backup of {resource} at or before {}, taken {}",
+                            fmt(at),
+                            fmt(candidates[index].created_at)
+                        ),
+                    ));
                 }
             }
             TimeRule::After(at) => {
                 if let Some(&index) = indices.iter().find(|&&i| candidates[i].created_at >= at) {
-                    picked.push((index, format!("oldest backup of {resource} at or after {}, taken {}", fmt(at), fmt(candidates[index].created_at))));
+                    picked.push((
+                        index,
+                        format!(
+                            "oldest backup of {resource} at or after {}, taken {}",
+                            fmt(at),
+                            fmt(candidates[index].created_at)
+                        ),
+                    ));
                 }
             }
             TimeRule::Window(start, end) => {
-                for &index in indices.iter().filter(|&&i| candidates[i].created_at >= start && candidates[i].created_at <= end) {
-                    picked.push((index, format!("backup of {resource} taken {}, inside {} .. {}", fmt(candidates[index].created_at), fmt(start), fmt(end))));
+                for &index in
+                    indices.iter().filter(|&&i| candidates[i].created_at >= start && candidates[i].created_at <= end)
+                {
+                    picked.push((
+                        index,
+                        format!(
+                            "backup of {resource} taken {}, inside {} .. {}",
+                            fmt(candidates[index].created_at),
+                            fmt(start),
+                            fmt(end)
+                        ),
+                    ));
                 }
             }
         }

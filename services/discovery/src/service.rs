@@ -11,8 +11,8 @@ use lifeboat_common::events::{self, Reporter};
 use lifeboat_common::validate::{validate_request, Policy};
 use lifeboat_common::{ids, subjects, ConsumerOptions, Handler, Outcome};
 use lifeboat_proto::{
-    restore_task, status_event, FieldError, RequestRejected, ResourceType, RestorePlanned, RestoreRequest, RestoreSet, RestoreTask, SetPlan, StatusEvent,
-    TaskPhase,
+    restore_task, status_event, FieldError, RequestRejected, ResourceType, RestorePlanned, RestoreRequest, RestoreSet,
+    RestoreTask, SetPlan, StatusEvent, TaskPhase,
 };
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,11 @@ pub struct Discovery {
 enum SetOutcome {
     Tasks(Vec<RestoreTask>),
     /// Nothing to restore, with the reason code and message.
-    Nothing { phase: TaskPhase, code: String, message: String },
+    Nothing {
+        phase: TaskPhase,
+        code: String,
+        message: String,
+    },
 }
 
 impl Discovery {
@@ -80,7 +84,11 @@ impl Discovery {
             phase: TaskPhase::Unspecified as i32,
             reason_code: reason::INVALID_REQUEST.to_string(),
             message: format!("{}: {}", first.field, first.message),
-            detail: Some(status_event::Detail::Rejected(RequestRejected { field: first.field, message: first.message, errors })),
+            detail: Some(status_event::Detail::Rejected(RequestRejected {
+                field: first.field,
+                message: first.message,
+                errors,
+            })),
             ..Default::default()
         };
         match self.reporter.report(event).await {
@@ -96,14 +104,19 @@ impl Discovery {
     /// replanned later); anything else becomes the set's reason.
     async fn plan_set(&self, request: &RestoreRequest, set: &RestoreSet) -> Result<SetOutcome, AwsError> {
         let source = set.source.clone().unwrap_or_default();
-        let submitted = request.submitted_at.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or_else(Utc::now);
+        let submitted =
+            request.submitted_at.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or_else(Utc::now);
         let rule = TimeRule::of(&source, submitted);
         let mut tasks = Vec::new();
         for &kind in &set.resource_types {
             if kind != ResourceType::EbsVolume as i32 {
                 continue;
             }
-            let failed = |e: AwsError| SetOutcome::Nothing { phase: TaskPhase::Failed, code: e.code.clone(), message: e.to_string() };
+            let failed = |e: AwsError| SetOutcome::Nothing {
+                phase: TaskPhase::Failed,
+                code: e.code.clone(),
+                message: e.to_string(),
+            };
             let account_id = match self.accounts.resolve_account(&source.account_id).await {
                 Ok(account) => account,
                 Err(e) if e.is_retryable() => return Err(e),
@@ -177,7 +190,10 @@ impl Discovery {
                         let phase = if dry_run { TaskPhase::Planned } else { TaskPhase::Queued };
                         events.push(events::task_event(&task, phase, 0));
                         if !dry_run {
-                            let kind = ResourceType::try_from(task.resource_type).ok().and_then(ResourceType::work_kind).unwrap_or("unknown");
+                            let kind = ResourceType::try_from(task.resource_type)
+                                .ok()
+                                .and_then(ResourceType::work_kind)
+                                .unwrap_or("unknown");
                             work.push(
                                 OutgoingMessage::proto(subjects::work_subject(kind), &task)
                                     .dedupe_id(task.task_id.clone())
@@ -231,11 +247,18 @@ impl Discovery {
 #[async_trait]
 impl Handler for Discovery {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
-        let header_id = delivery.header(subjects::HEADER_REQUEST_ID).filter(|id| ids::is_valid_request_id(id)).unwrap_or("unknown").to_string();
+        let header_id = delivery
+            .header(subjects::HEADER_REQUEST_ID)
+            .filter(|id| ids::is_valid_request_id(id))
+            .unwrap_or("unknown")
+            .to_string();
         let request = match RestoreRequest::decode(delivery.payload.as_ref()) {
             Ok(request) => request,
             Err(e) => {
-                let errors = vec![FieldError { field: "<message>".to_string(), message: format!("not a lifeboat.v1.RestoreRequest: {e}") }];
+                let errors = vec![FieldError {
+                    field: "<message>".to_string(),
+                    message: format!("not a lifeboat.v1.RestoreRequest: {e}"),
+                }];
                 // Tell the requester, then keep the bytes in the dead-letter stream for inspection.
                 return match self.reject(&header_id, errors).await {
                     Outcome::Done => Outcome::DeadLetter { reason: format!("{}: {e}", reason::UNDECODABLE_REQUEST) },
@@ -244,10 +267,12 @@ impl Handler for Discovery {
             }
         };
         if let Err(errors) = validate_request(&request, &self.config.policy) {
-            let request_id = if ids::is_valid_request_id(&request.request_id) { request.request_id.clone() } else { header_id };
+            let request_id =
+                if ids::is_valid_request_id(&request.request_id) { request.request_id.clone() } else { header_id };
             return self.reject(&request_id, errors).await;
         }
-        let span = tracing::info_span!("discovery.plan", request_id = %request.request_id, sets = request.restore_sets.len());
+        let span =
+            tracing::info_span!("discovery.plan", request_id = %request.request_id, sets = request.restore_sets.len());
         tracing::Instrument::instrument(self.plan(&request, delivery.attempt), span).await
     }
 }

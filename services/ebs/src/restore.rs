@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_ec2::types::{Filter, ResourceType, Snapshot, SnapshotState, Tag, TagSpecification, Volume, VolumeState, VolumeType};
+use aws_sdk_ec2::types::{
+    Filter, ResourceType, Snapshot, SnapshotState, Tag, TagSpecification, Volume, VolumeState, VolumeType,
+};
 use lifeboat_common::aws::{classify, AwsError};
 use lifeboat_common::subjects::{TAG_REQUEST_ID, TAG_SOURCE_BACKUP, TAG_SOURCE_RESOURCE, TAG_TASK_ID};
 use lifeboat_proto::{Backup, EbsTarget, RestoreTask};
@@ -44,17 +46,32 @@ impl Limits {
 }
 
 /// Advances the restore of `task` by one step.
-pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &EbsTarget, limits: &Limits) -> Result<Step, AwsError> {
+pub async fn restore_step(
+    clients: &Clients,
+    task: &RestoreTask,
+    target: &EbsTarget,
+    limits: &Limits,
+) -> Result<Step, AwsError> {
     let backup = task.backup.clone().unwrap_or_default();
     if let Some(volume) = find_volume(&clients.target, &task.task_id).await? {
         let volume_id = volume.volume_id().unwrap_or_default().to_string();
         let mut created = vec![volume_id.clone()];
-        created.extend(volume.tags().iter().filter(|t| t.key() == Some(TAG_COPY_ID)).filter_map(|t| t.value().map(str::to_string)));
+        created.extend(
+            volume.tags().iter().filter(|t| t.key() == Some(TAG_COPY_ID)).filter_map(|t| t.value().map(str::to_string)),
+        );
         return Ok(match volume.state() {
             Some(VolumeState::Available) | Some(VolumeState::InUse) => Step::Done { volume_id, created },
-            Some(VolumeState::Creating) | None => Step::Waiting { what: format!("volume {volume_id} is being created"), created },
-            Some(VolumeState::Error) => Step::Failed { code: "VolumeCreationFailed".into(), message: format!("volume {volume_id} went into the error state") },
-            Some(other) => Step::Failed { code: "VolumeDeleted".into(), message: format!("volume {volume_id} is {}", other.as_str()) },
+            Some(VolumeState::Creating) | None => {
+                Step::Waiting { what: format!("volume {volume_id} is being created"), created }
+            }
+            Some(VolumeState::Error) => Step::Failed {
+                code: "VolumeCreationFailed".into(),
+                message: format!("volume {volume_id} went into the error state"),
+            },
+            Some(other) => Step::Failed {
+                code: "VolumeDeleted".into(),
+                message: format!("volume {volume_id} is {}", other.as_str()),
+            },
         });
     }
     let cross_account = target.account_id != backup.account_id;
@@ -76,15 +93,31 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &EbsTar
                     Some(SnapshotState::Error) | Some(SnapshotState::Recoverable) => {
                         return Ok(Step::Failed {
                             code: "SnapshotCopyFailed".into(),
-                            message: format!("copy {id} of {} failed: {}", backup.backup_id, copy.state_message().unwrap_or("no reason given")),
+                            message: format!(
+                                "copy {id} of {} failed: {}",
+                                backup.backup_id,
+                                copy.state_message().unwrap_or("no reason given")
+                            ),
                         })
                     }
-                    _ => return Ok(Step::Waiting { what: format!("snapshot copy {id} to {} is {}", target.region, copy.progress().unwrap_or("pending")), created: vec![id] }),
+                    _ => {
+                        return Ok(Step::Waiting {
+                            what: format!(
+                                "snapshot copy {id} to {} is {}",
+                                target.region,
+                                copy.progress().unwrap_or("pending")
+                            ),
+                            created: vec![id],
+                        })
+                    }
                 }
             }
             None => {
                 let id = start_copy(&clients.target, task, &backup, target, limits).await?;
-                return Ok(Step::Waiting { what: format!("copying {} to {} as {id}", backup.backup_id, target.region), created: vec![id] });
+                return Ok(Step::Waiting {
+                    what: format!("copying {} to {} as {id}", backup.backup_id, target.region),
+                    created: vec![id],
+                });
             }
         }
     };
@@ -107,8 +140,17 @@ fn task_filter(task_id: &str) -> Filter {
 
 /// Our volume for this task, if an earlier delivery created it.
 pub async fn find_volume(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Option<Volume>, AwsError> {
-    let output = ec2.describe_volumes().filters(task_filter(task_id)).send().await.map_err(|e| classify("ec2:DescribeVolumes", e))?;
-    Ok(output.volumes().iter().find(|v| !matches!(v.state(), Some(VolumeState::Deleted) | Some(VolumeState::Deleting))).cloned())
+    let output = ec2
+        .describe_volumes()
+        .filters(task_filter(task_id))
+        .send()
+        .await
+        .map_err(|e| classify("ec2:DescribeVolumes", e))?;
+    Ok(output
+        .volumes()
+        .iter()
+        .find(|v| !matches!(v.state(), Some(VolumeState::Deleted) | Some(VolumeState::Deleting)))
+        .cloned())
 }
 
 async fn find_copy(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Option<Snapshot>, AwsError> {
@@ -127,7 +169,11 @@ async fn share_snapshot(source: &aws_sdk_ec2::Client, snapshot_id: &str, account
     source
         .modify_snapshot_attribute()
         .snapshot_id(snapshot_id)
-        .create_volume_permission(CreateVolumePermissionModifications::builder().add(CreateVolumePermission::builder().user_id(account_id).build()).build())
+        .create_volume_permission(
+            CreateVolumePermissionModifications::builder()
+                .add(CreateVolumePermission::builder().user_id(account_id).build())
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| classify("ec2:ModifySnapshotAttribute", e))?;
@@ -136,7 +182,13 @@ async fn share_snapshot(source: &aws_sdk_ec2::Client, snapshot_id: &str, account
 
 /// Starts a cross-region copy if fewer than the limit are in flight to the region; otherwise a
 /// retryable error, so the task waits for a slot without holding a worker.
-async fn start_copy(ec2: &aws_sdk_ec2::Client, task: &RestoreTask, backup: &Backup, target: &EbsTarget, limits: &Limits) -> Result<String, AwsError> {
+async fn start_copy(
+    ec2: &aws_sdk_ec2::Client,
+    task: &RestoreTask,
+    backup: &Backup,
+    target: &EbsTarget,
+    limits: &Limits,
+) -> Result<String, AwsError> {
     let lock = limits.copy_locks.lock().await.entry(target.region.clone()).or_default().clone();
     let _guard = lock.lock().await;
     // Counted in AWS, not in memory, so that every replica and every restart sees the same number.
@@ -154,7 +206,10 @@ async fn start_copy(ec2: &aws_sdk_ec2::Client, task: &RestoreTask, backup: &Back
         return Err(AwsError::retryable(
             "ec2:CopySnapshot",
             "CopyLimitInFlight",
-            format!("{pending} snapshot copies already in flight to {} (limit {})", target.region, limits.max_copies_per_region),
+            format!(
+                "{pending} snapshot copies already in flight to {} (limit {})",
+                target.region, limits.max_copies_per_region
+            ),
         ));
     }
     let mut copy = ec2
@@ -167,13 +222,19 @@ async fn start_copy(ec2: &aws_sdk_ec2::Client, task: &RestoreTask, backup: &Back
         copy = copy.encrypted(true).kms_key_id(&target.kms_key_id);
     }
     let output = copy.send().await.map_err(|e| classify("ec2:CopySnapshot", e))?;
-    output
-        .snapshot_id()
-        .map(str::to_string)
-        .ok_or_else(|| AwsError::retryable("ec2:CopySnapshot", "MissingSnapshotId", "CopySnapshot returned no snapshot id"))
+    output.snapshot_id().map(str::to_string).ok_or_else(|| {
+        AwsError::retryable("ec2:CopySnapshot", "MissingSnapshotId", "CopySnapshot returned no snapshot id")
+    })
 }
 
-async fn create_volume(ec2: &aws_sdk_ec2::Client, task: &RestoreTask, backup: &Backup, target: &EbsTarget, snapshot_id: &str, copy_id: Option<&str>) -> Result<Volume, AwsError> {
+async fn create_volume(
+    ec2: &aws_sdk_ec2::Client,
+    task: &RestoreTask,
+    backup: &Backup,
+    target: &EbsTarget,
+    snapshot_id: &str,
+    copy_id: Option<&str>,
+) -> Result<Volume, AwsError> {
     let mut tags = volume_tags(task, backup, target);
     if let Some(copy_id) = copy_id {
         tags.push((TAG_COPY_ID.to_string(), copy_id.to_string()));
@@ -198,7 +259,9 @@ async fn create_volume(ec2: &aws_sdk_ec2::Client, task: &RestoreTask, backup: &B
         create = create.encrypted(true).kms_key_id(&target.kms_key_id);
     }
     let output = create.send().await.map_err(|e| classify("ec2:CreateVolume", e))?;
-    let volume_id = output.volume_id().ok_or_else(|| AwsError::retryable("ec2:CreateVolume", "MissingVolumeId", "CreateVolume returned no volume id"))?;
+    let volume_id = output.volume_id().ok_or_else(|| {
+        AwsError::retryable("ec2:CreateVolume", "MissingVolumeId", "CreateVolume returned no volume id")
+    })?;
     Ok(Volume::builder().volume_id(volume_id).set_state(output.state().cloned()).build())
 }
 
@@ -217,7 +280,13 @@ pub fn volume_tags(task: &RestoreTask, backup: &Backup, target: &EbsTarget) -> V
     let skip_source = task.options.as_ref().is_some_and(|o| o.skip_source_tags);
     let mut tags: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     if !skip_source {
-        tags.extend(backup.tags.iter().filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("lifeboat:")).map(|(k, v)| (k.clone(), v.clone())));
+        tags.extend(
+            backup
+                .tags
+                .iter()
+                .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("lifeboat:"))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
     }
     tags.extend(target.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
     tags.extend(lifeboat_tags(task, backup));

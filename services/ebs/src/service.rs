@@ -78,13 +78,24 @@ pub struct Decision {
 /// Turns a step's result into a report and a settlement. Retryable errors and work in progress
 /// come back by delayed redelivery; a task waits at most `max_wait_checks` deliveries.
 pub fn decide(result: Result<Step, AwsError>, attempt: u32, config: &EbsConfig, max_wait_checks: u32) -> Decision {
-    let done = |phase, reason_code: String, message: String, created| Decision { phase, reason_code, message, created, outcome: Outcome::Done };
+    let done = |phase, reason_code: String, message: String, created| Decision {
+        phase,
+        reason_code,
+        message,
+        created,
+        outcome: Outcome::Done,
+    };
     match result {
-        Ok(Step::Done { volume_id, created }) => done(TaskPhase::Succeeded, String::new(), format!("volume {volume_id} is available"), created),
-        Ok(Step::Failed { code, message }) => done(TaskPhase::Failed, code, message, Vec::new()),
-        Ok(Step::Waiting { what, created }) if attempt >= max_wait_checks => {
-            done(TaskPhase::Failed, reason::WAIT_TIMEOUT.to_string(), format!("gave up after {attempt} checks: {what}"), created)
+        Ok(Step::Done { volume_id, created }) => {
+            done(TaskPhase::Succeeded, String::new(), format!("volume {volume_id} is available"), created)
         }
+        Ok(Step::Failed { code, message }) => done(TaskPhase::Failed, code, message, Vec::new()),
+        Ok(Step::Waiting { what, created }) if attempt >= max_wait_checks => done(
+            TaskPhase::Failed,
+            reason::WAIT_TIMEOUT.to_string(),
+            format!("gave up after {attempt} checks: {what}"),
+            created,
+        ),
         Ok(Step::Waiting { what, created }) => Decision {
             phase: TaskPhase::Waiting,
             reason_code: String::new(),
@@ -123,7 +134,10 @@ impl EbsService {
         } else {
             self.accounts.config_for(&backup.account_id, &backup.region).await?
         };
-        Ok(Clients { target: aws_sdk_ec2::Client::new(&target_config), source: aws_sdk_ec2::Client::new(&source_config) })
+        Ok(Clients {
+            target: aws_sdk_ec2::Client::new(&target_config),
+            source: aws_sdk_ec2::Client::new(&source_config),
+        })
     }
 
     async fn restore(&self, task: &RestoreTask, target: &EbsTarget, attempt: u32) -> Outcome {
@@ -139,7 +153,8 @@ impl EbsService {
             Ok(clients) => restore_step(&clients, task, target, &self.limits).await,
             Err(e) => Err(e),
         };
-        let max_wait_checks = task.options.as_ref().map(|o| o.max_wait_checks).filter(|&n| n > 0).unwrap_or(self.config.max_wait_checks);
+        let max_wait_checks =
+            task.options.as_ref().map(|o| o.max_wait_checks).filter(|&n| n > 0).unwrap_or(self.config.max_wait_checks);
         let decision = decide(result, attempt, &self.config, max_wait_checks);
         drop(guard);
         self.forget_lock(&task.task_id, lock).await;
@@ -169,7 +184,8 @@ impl EbsService {
     }
 
     async fn report_failed(&self, task: &RestoreTask, attempt: u32, code: &str, message: String) {
-        let event = StatusEvent { reason_code: code.to_string(), message, ..task_event(task, TaskPhase::Failed, attempt) };
+        let event =
+            StatusEvent { reason_code: code.to_string(), message, ..task_event(task, TaskPhase::Failed, attempt) };
         if let Err(e) = self.reporter.report(event).await {
             warn!(error = %e, "cannot report a failed task");
         }
@@ -181,12 +197,26 @@ impl Handler for EbsService {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
         let task = match RestoreTask::decode(delivery.payload.as_ref()) {
             Ok(task) => task,
-            Err(e) => return Outcome::DeadLetter { reason: format!("{}: not a lifeboat.v1.RestoreTask: {e}", reason::POISON_MESSAGE) },
+            Err(e) => {
+                return Outcome::DeadLetter {
+                    reason: format!("{}: not a lifeboat.v1.RestoreTask: {e}", reason::POISON_MESSAGE),
+                }
+            }
         };
         let target = match &task.target {
-            Some(restore_task::Target::Ebs(target)) if task.backup.is_some() && !target.region.is_empty() && !target.account_id.is_empty() => target.clone(),
+            Some(restore_task::Target::Ebs(target))
+                if task.backup.is_some() && !target.region.is_empty() && !target.account_id.is_empty() =>
+            {
+                target.clone()
+            }
             _ => {
-                self.report_failed(&task, delivery.attempt, reason::INVALID_TASK, "task has no backup or no complete EBS target".into()).await;
+                self.report_failed(
+                    &task,
+                    delivery.attempt,
+                    reason::INVALID_TASK,
+                    "task has no backup or no complete EBS target".into(),
+                )
+                .await;
                 return Outcome::Done;
             }
         };
@@ -196,15 +226,25 @@ impl Handler for EbsService {
 
     async fn dead_lettered(&self, delivery: &Delivery, reason: &str) {
         match RestoreTask::decode(delivery.payload.as_ref()) {
-            Ok(task) => self.report_failed(&task, delivery.attempt, reason::POISON_MESSAGE, format!("dead-lettered: {reason}")).await,
+            Ok(task) => {
+                self.report_failed(&task, delivery.attempt, reason::POISON_MESSAGE, format!("dead-lettered: {reason}"))
+                    .await
+            }
             Err(_) => {
                 // Undecodable: the headers discovery set still say which task it was.
-                let (Some(request_id), Some(task_id)) = (delivery.header(subjects::HEADER_REQUEST_ID), delivery.header(subjects::HEADER_TASK_ID)) else {
+                let (Some(request_id), Some(task_id)) =
+                    (delivery.header(subjects::HEADER_REQUEST_ID), delivery.header(subjects::HEADER_TASK_ID))
+                else {
                     warn!(reason, "dead-lettered an undecodable task without ids");
                     return;
                 };
-                let task = RestoreTask { request_id: request_id.to_string(), task_id: task_id.to_string(), ..Default::default() };
-                self.report_failed(&task, delivery.attempt, reason::POISON_MESSAGE, format!("dead-lettered: {reason}")).await;
+                let task = RestoreTask {
+                    request_id: request_id.to_string(),
+                    task_id: task_id.to_string(),
+                    ..Default::default()
+                };
+                self.report_failed(&task, delivery.attempt, reason::POISON_MESSAGE, format!("dead-lettered: {reason}"))
+                    .await;
             }
         }
     }

@@ -1,0 +1,171 @@
+//! Bad input: every problem is reported with its field, nothing panics, and the services keep
+//! serving the next request.
+
+use async_nats::jetstream;
+use lifeboat_common::bus::{Bus, OutgoingMessage};
+use lifeboat_common::subjects;
+use lifeboat_common::validate::Policy;
+use lifeboat_proto as pb;
+use lifeboat_tests::*;
+
+fn target(zone: &str) -> pb::EbsTarget {
+    pb::EbsTarget { availability_zone: zone.into(), ..Default::default() }
+}
+
+async fn rejection(client: &lifeboat_cli::client::LifeboatClient, request_id: &str) -> pb::RequestRejected {
+    let summary = final_summary(client, request_id).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Rejected, "{summary:#?}");
+    summary.rejection.expect("a rejected summary says why")
+}
+
+#[tokio::test]
+async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs() {
+    init_logging();
+    let servers = Servers::start().await;
+    let east = servers.ec2("us-east-1");
+    let volume = create_volume(&east, "us-east-1a", 8, &[("app", "ok")]).await;
+    create_snapshot(&east, &volume, &[("app", "ok")]).await;
+    let policy = Policy { allowed_accounts: vec![ACCOUNT.to_string()], ..Policy::default() };
+    let _services = Running::start(
+        &servers,
+        ServiceSet { discovery: Some(fast_discovery_config(policy)), ..ServiceSet::default() },
+    )
+    .await;
+    let bus = servers.bus().await;
+    let client = servers.client().await;
+
+    // Bytes that are not a RestoreRequest: rejected by the id in the header, kept in the dead letters.
+    bus.publish(
+        OutgoingMessage::new(subjects::RESTORE_REQUESTS, vec![0xff, 0xff, 0xff, 0x01, 0x02])
+            .header(subjects::HEADER_REQUEST_ID, "garbage-1"),
+    )
+    .await
+    .unwrap();
+    let rejected = rejection(&client, "garbage-1").await;
+    assert_eq!(rejected.field, "<message>");
+    assert!(rejected.message.contains("RestoreRequest"), "{}", rejected.message);
+
+    // Unknown resource type.
+    let mut set = ebs_set("s", "us-east-1", &[("app", "ok")], None, target("us-east-1b"));
+    set.resource_types = vec![42];
+    client.submit(&request("unknown-type", vec![set])).await.unwrap();
+    assert_eq!(rejection(&client, "unknown-type").await.field, "restore_sets[0].resource_types[0]");
+
+    // A type this deployment has no service for yet.
+    let mut set = ebs_set("s", "us-east-1", &[("app", "ok")], None, target("us-east-1b"));
+    set.resource_types = vec![pb::ResourceType::RdsInstance as i32];
+    client.submit(&request("unsupported-type", vec![set])).await.unwrap();
+    let rejected = rejection(&client, "unsupported-type").await;
+    assert_eq!(rejected.field, "restore_sets[0].resource_types[0]");
+    assert!(rejected.message.contains("not supported"), "{}", rejected.message);
+
+    // Missing availability zone, in the second set; the first set is fine and nothing starts.
+    let good = ebs_set("good", "us-east-1", &[("app", "ok")], None, target("us-east-1b"));
+    let bad = ebs_set("no-zone", "us-east-1", &[("app", "ok")], None, target(""));
+    client.submit(&request("missing-az", vec![good, bad])).await.unwrap();
+    assert_eq!(rejection(&client, "missing-az").await.field, "restore_sets[1].target.ebs.availability_zone");
+
+    // A window that ends before it starts.
+    let now = chrono::Utc::now();
+    let window = Some(pb::source::Selection::Window(pb::TimeWindow {
+        start: Some(ts(now)),
+        end: Some(ts(now - chrono::Duration::hours(1))),
+    }));
+    client
+        .submit(&request("bad-window", vec![ebs_set("s", "us-east-1", &[("app", "ok")], window, target("us-east-1b"))]))
+        .await
+        .unwrap();
+    assert_eq!(rejection(&client, "bad-window").await.field, "restore_sets[0].source.window.end");
+
+    // An account Lifeboat is not configured for.
+    let mut set = ebs_set("s", "us-east-1", &[("app", "ok")], None, target("us-east-1b"));
+    set.source.as_mut().unwrap().account_id = "999999999999".into();
+    client.submit(&request("unknown-account", vec![set])).await.unwrap();
+    let rejected = rejection(&client, "unknown-account").await;
+    assert_eq!(rejected.field, "restore_sets[0].source.account_id");
+    assert!(rejected.message.contains("999999999999"));
+
+    // Several problems at once are all listed.
+    let mut set = ebs_set("", "mars-1", &[], None, target("us-east-1b"));
+    set.resource_types.clear();
+    client.submit(&request("many-problems", vec![set])).await.unwrap();
+    let fields: Vec<String> = rejection(&client, "many-problems").await.errors.into_iter().map(|e| e.field).collect();
+    for field in ["restore_sets[0].name", "restore_sets[0].source.region", "restore_sets[0].resource_types"] {
+        assert!(fields.iter().any(|f| f == field), "{field} missing from {fields:?}");
+    }
+
+    // No matching backups: not rejected (the request is valid) but a clear SKIPPED reason, and
+    // FAILED as a whole because nothing was restored.
+    client
+        .submit(&request(
+            "no-match",
+            vec![ebs_set("s", "us-east-1", &[("app", "nothing-has-this")], None, target("us-east-1b"))],
+        ))
+        .await
+        .unwrap();
+    let summary = final_summary(&client, "no-match").await;
+    assert_eq!(verdict(&summary), pb::Verdict::Failed);
+    assert_eq!(summary.tasks.len(), 1);
+    assert_eq!(summary.tasks[0].phase, pb::TaskPhase::Skipped as i32);
+    assert_eq!(summary.tasks[0].reason_code, "NO_MATCHING_BACKUPS");
+
+    // One set matching and one not: restored, with a warning.
+    let sets = vec![
+        ebs_set("found", "us-east-1", &[("app", "ok")], None, target("us-east-1b")),
+        ebs_set("missing", "us-east-1", &[("app", "nothing-has-this")], None, target("us-east-1b")),
+    ];
+    client.submit(&request("half-match", sets)).await.unwrap();
+    let summary = final_summary(&client, "half-match").await;
+    assert_eq!(verdict(&summary), pb::Verdict::CompletedWithWarnings);
+    assert_eq!(summary.counts.unwrap().succeeded, 1);
+
+    // The services kept serving: a valid request completes.
+    client
+        .submit(&request("valid-after", vec![ebs_set("s", "us-east-1", &[("app", "ok")], None, target("us-east-1b"))]))
+        .await
+        .unwrap();
+    assert_eq!(verdict(&final_summary(&client, "valid-after").await), pb::Verdict::Completed);
+
+    // The undecodable request is kept, with its reason, in the dead-letter stream.
+    let dead_letters = jetstream::new(bus.client().clone())
+        .get_stream(subjects::DEADLETTER_STREAM)
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject("lifeboat.deadletter.discovery")
+        .await
+        .unwrap();
+    assert_eq!(dead_letters.payload.as_ref(), &[0xff, 0xff, 0xff, 0x01, 0x02]);
+    let reason = dead_letters.headers.get(subjects::HEADER_DEADLETTER_REASON).unwrap().to_string();
+    assert!(reason.contains("UNDECODABLE_REQUEST"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_poison_task_is_dead_lettered_and_reported_failed() {
+    init_logging();
+    let servers = Servers::start().await;
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let bus = servers.bus().await;
+    lifeboat_common::events::Reporter::new(std::sync::Arc::new(bus.clone()), "test")
+        .report(pb::StatusEvent {
+            request_id: "poison-1".into(),
+            detail: Some(pb::status_event::Detail::Planned(pb::RestorePlanned {
+                total_tasks: 1,
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    bus.publish(
+        OutgoingMessage::new(subjects::work_subject("ebs"), b"\x0a\xff\xff".to_vec())
+            .header(subjects::HEADER_REQUEST_ID, "poison-1")
+            .header(subjects::HEADER_TASK_ID, "t-poison"),
+    )
+    .await
+    .unwrap();
+    let client = servers.client().await;
+    let summary = final_summary(&client, "poison-1").await;
+    assert_eq!(verdict(&summary), pb::Verdict::Failed);
+    assert_eq!(summary.tasks[0].task_id, "t-poison");
+    assert_eq!(summary.tasks[0].reason_code, "POISON_MESSAGE");
+}

@@ -1,0 +1,237 @@
+//! The logic behind the services, without servers: backup selection, validation, the
+//! aggregator's verdicts under duplicates and reordering, and request files.
+
+use std::collections::HashMap;
+
+use chrono::{TimeZone, Utc};
+use lifeboat_aggregator::RequestState;
+use lifeboat_cli::request_file;
+use lifeboat_common::validate::{validate_request, Policy};
+use lifeboat_discovery::select::{pick, Candidate, TimeRule};
+use lifeboat_proto as pb;
+use lifeboat_tests::{ebs_set, request};
+
+fn at(minute: u32) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 12, minute, 0).unwrap()
+}
+
+fn candidate(id: &str, volume: &str, minute: u32) -> Candidate {
+    Candidate { backup_id: id.into(), source_resource_id: volume.into(), created_at: at(minute), tags: HashMap::new() }
+}
+
+fn picked(candidates: &[Candidate], rule: TimeRule) -> Vec<&str> {
+    pick(candidates, rule).into_iter().map(|(i, _)| candidates[i].backup_id.as_str()).collect()
+}
+
+#[test]
+fn selection_picks_per_volume_on_the_right_side_of_the_point_in_time() {
+    let snapshots = [
+        candidate("a1", "vol-a", 0),
+        candidate("a2", "vol-a", 10),
+        candidate("a3", "vol-a", 20),
+        candidate("b1", "vol-b", 5),
+        candidate("b2", "vol-b", 30),
+        candidate("c1", "vol-c", 40),
+    ];
+    assert_eq!(picked(&snapshots, TimeRule::Before(at(15))), ["a2", "b1"], "newest at or before, per volume");
+    assert_eq!(picked(&snapshots, TimeRule::Before(at(10))), ["a2", "b1"], "at counts as before");
+    assert_eq!(picked(&snapshots, TimeRule::After(at(15))), ["a3", "b2", "c1"], "oldest at or after, per volume");
+    assert_eq!(picked(&snapshots, TimeRule::After(at(41))), Vec::<&str>::new());
+    assert_eq!(picked(&snapshots, TimeRule::Window(at(5), at(20))), ["a2", "a3", "b1"], "every snapshot in the window");
+    let why = pick(&snapshots, TimeRule::Before(at(15)));
+    assert!(why[0].1.contains("vol-a") && why[0].1.contains("2026-11-20T12:10:00Z"), "{}", why[0].1);
+}
+
+#[test]
+fn selection_breaks_ties_deterministically() {
+    let snapshots = [candidate("snap-2", "vol-a", 10), candidate("snap-1", "vol-a", 10)];
+    assert_eq!(picked(&snapshots, TimeRule::Before(at(10))), ["snap-2"]);
+    assert_eq!(picked(&snapshots, TimeRule::After(at(10))), ["snap-1"]);
+}
+
+fn target(zone: &str) -> pb::EbsTarget {
+    pb::EbsTarget { availability_zone: zone.into(), ..Default::default() }
+}
+
+fn fields(result: Result<(), Vec<pb::FieldError>>) -> Vec<String> {
+    result.err().unwrap_or_default().into_iter().map(|e| e.field).collect()
+}
+
+#[test]
+fn validation_names_every_bad_field() {
+    let policy = Policy::default();
+    assert!(validate_request(
+        &request("ok", vec![ebs_set("s", "us-east-1", &[], None, target("us-east-1a"))]),
+        &policy
+    )
+    .is_ok());
+
+    let mut bad_target = target("us-west-2a");
+    bad_target.volume_type = "gp9".into();
+    bad_target.iops = Some(3000);
+    bad_target.account_id = "12345".into();
+    bad_target.tags.insert("aws:reserved".into(), "x".into());
+    let mut req = request(
+        "has space",
+        vec![
+            ebs_set("s", "us-east-1", &[], None, bad_target),
+            ebs_set("s", "us-east-1", &[], None, target("us-east-1a")),
+        ],
+    );
+    req.restore_sets[1].source.as_mut().unwrap().selection =
+        Some(pb::source::Selection::PointInTime(pb::PointInTime {
+            time: None,
+            direction: pb::SearchDirection::Unspecified as i32,
+        }));
+    let found = fields(validate_request(&req, &policy));
+    for expected in [
+        "request_id",
+        "restore_sets[0].target.ebs.availability_zone",
+        "restore_sets[0].target.ebs.volume_type",
+        "restore_sets[0].target.ebs.iops",
+        "restore_sets[0].target.ebs.account_id",
+        "restore_sets[0].target.ebs.tags",
+        "restore_sets[1].name",
+        "restore_sets[1].source.point_in_time.time",
+        "restore_sets[1].source.point_in_time.direction",
+    ] {
+        assert!(found.iter().any(|f| f == expected), "{expected} not in {found:?}");
+    }
+
+    let mut missing_target = ebs_set("s", "us-east-1", &[], None, target("us-east-1a"));
+    missing_target.target = None;
+    assert_eq!(fields(validate_request(&request("r", vec![missing_target]), &policy)), ["restore_sets[0].target.ebs"]);
+    assert_eq!(fields(validate_request(&request("r", vec![]), &policy)), ["restore_sets"]);
+}
+
+fn task_event(task: &str, set: &str, phase: pb::TaskPhase, attempt: u32) -> pb::StatusEvent {
+    pb::StatusEvent {
+        request_id: "r".into(),
+        task_id: task.into(),
+        set_name: set.into(),
+        phase: phase as i32,
+        attempt,
+        ..Default::default()
+    }
+}
+
+fn planned(total: u32) -> pb::StatusEvent {
+    pb::StatusEvent {
+        request_id: "r".into(),
+        detail: Some(pb::status_event::Detail::Planned(pb::RestorePlanned {
+            total_tasks: total,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn aggregator_counts_survive_duplicates_and_reordering() {
+    use pb::TaskPhase::*;
+    let mut state = RequestState::new("r");
+    // Events arrive before the plan, out of order and twice.
+    state.apply(&task_event("t1", "a", Running, 1));
+    state.apply(&task_event("t1", "a", Queued, 0));
+    assert!(!state.is_final());
+    state.apply(&planned(3));
+    state.apply(&task_event("t1", "a", Succeeded, 2));
+    state.apply(&task_event("t1", "a", Waiting, 1));
+    state.apply(&task_event("t1", "a", Succeeded, 2));
+    state.apply(&task_event("t2", "a", Waiting, 1));
+    state.apply(&task_event("t2", "a", Running, 2));
+    assert_eq!(state.verdict(), pb::Verdict::InProgress);
+    state.apply(&task_event("t2", "a", Succeeded, 3));
+    state.apply(&task_event("t3", "b", Failed, 1));
+    state.apply(&task_event("t3", "b", Succeeded, 2));
+    let summary = state.summary(10);
+    let counts = summary.counts.unwrap();
+    assert_eq!((counts.queued, counts.running, counts.waiting, counts.succeeded, counts.failed), (0, 0, 0, 2, 1));
+    assert!(summary.r#final);
+    assert_eq!(state.verdict(), pb::Verdict::PartiallyFailed, "a terminal phase never changes");
+    let sets: HashMap<_, _> = summary.sets.iter().map(|s| (s.set_name.clone(), s.counts.unwrap())).collect();
+    assert_eq!(sets["a"].succeeded, 2);
+    assert_eq!(sets["b"].failed, 1);
+    assert_eq!(summary.tasks.len(), 3);
+
+    // Rebuilt from the stored parts, the state is the same.
+    let rebuilt = RequestState::from_parts(state.meta.clone(), state.tasks.values().cloned());
+    assert_eq!(rebuilt.summary(10), summary);
+}
+
+#[test]
+fn verdicts_never_call_a_failure_success() {
+    use pb::TaskPhase::*;
+    let verdict = |phases: &[pb::TaskPhase], warning: bool| {
+        let mut state = RequestState::new("r");
+        state.apply(&planned(phases.len() as u32));
+        for (i, &phase) in phases.iter().enumerate() {
+            let mut event = task_event(&format!("t{i}"), "s", phase, 1);
+            if warning && phase == Succeeded {
+                event.reason_code = "TTL_NOT_RESTORED".into();
+            }
+            state.apply(&event);
+        }
+        state.verdict()
+    };
+    assert_eq!(verdict(&[Succeeded, Succeeded], false), pb::Verdict::Completed);
+    assert_eq!(verdict(&[Succeeded, Succeeded], true), pb::Verdict::CompletedWithWarnings);
+    assert_eq!(verdict(&[Succeeded, Skipped], false), pb::Verdict::CompletedWithWarnings);
+    assert_eq!(verdict(&[Succeeded, Failed], false), pb::Verdict::PartiallyFailed);
+    assert_eq!(verdict(&[Failed, Failed], false), pb::Verdict::Failed);
+    assert_eq!(verdict(&[Skipped], false), pb::Verdict::Failed);
+    assert_eq!(verdict(&[Succeeded, Running], false), pb::Verdict::InProgress);
+    let mut rejected = RequestState::new("r");
+    rejected.apply(&pb::StatusEvent {
+        request_id: "r".into(),
+        detail: Some(pb::status_event::Detail::Rejected(Default::default())),
+        ..Default::default()
+    });
+    assert_eq!(rejected.verdict(), pb::Verdict::Rejected);
+}
+
+#[test]
+fn request_files_convert_and_name_their_bad_fields() {
+    let yaml = r#"
+request_id: file-1
+restore_sets:
+  - name: web
+    source:
+      account_id: "123456789012"
+      region: us-east-1
+      tags: {app: web}
+      point_in_time: {time: "2026-11-20T12:00:00Z", direction: after}
+    resource_types: [ebs]
+    target:
+      ebs: {region: us-west-2, availability_zone: us-west-2a, volume_type: gp3, iops: 3000, tags: {a: b}}
+"#;
+    let request = request_file::parse("r.yaml", yaml).unwrap().into_request("unused".into()).unwrap();
+    assert_eq!(request.request_id, "file-1");
+    let set = &request.restore_sets[0];
+    assert_eq!(set.resource_types, vec![pb::ResourceType::EbsVolume as i32]);
+    let Some(pb::source::Selection::PointInTime(point)) = &set.source.as_ref().unwrap().selection else {
+        panic!("point in time")
+    };
+    assert_eq!(point.direction, pb::SearchDirection::After as i32);
+    assert_eq!(point.time.unwrap().seconds, at(0).timestamp());
+    let ebs = set.target.as_ref().unwrap().ebs.as_ref().unwrap();
+    assert_eq!((ebs.region.as_str(), ebs.iops), ("us-west-2", Some(3000)));
+    assert!(validate_request(&request, &Policy::default()).is_ok());
+
+    let json = r#"{"restore_sets": [{"name": "x", "source": {"region": "us-east-1", "window": {"start": "yesterday", "end": "2026-11-20T12:00:00Z"}}, "resource_types": ["ebs"]}]}"#;
+    let error = request_file::parse("r.json", json).unwrap().into_request("gen".into()).unwrap_err();
+    assert!(error.to_string().starts_with("restore_sets[0].source.window.start:"), "{error}");
+
+    let error =
+        request_file::parse("r.yaml", "restore_sets: [{name: x, source: {region: us-east-1}, resource_types: [tape]}]")
+            .unwrap()
+            .into_request("g".into())
+            .unwrap_err();
+    assert!(
+        error.to_string().starts_with("restore_sets[0].resource_types[0]: unknown resource type 'tape'"),
+        "{error}"
+    );
+
+    let error = request_file::parse("r.yaml", "restore_sets: []\nsurprise: 1").unwrap_err();
+    assert!(error.to_string().contains("unknown field `surprise`"), "{error}");
+}

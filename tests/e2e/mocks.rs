@@ -1,0 +1,124 @@
+//! Error paths moto cannot produce, against the real SDK client types with aws-smithy-mocks:
+//! throttling and 5xx are retried with backoff, access denied fails the task with its code,
+//! and the ClientToken is the task id.
+
+use aws_sdk_ec2::operation::create_volume::{CreateVolumeError, CreateVolumeOutput};
+use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
+use aws_sdk_ec2::types::VolumeState;
+use aws_sdk_ec2::Client;
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::error::ErrorMetadata;
+use lifeboat_common::aws::ErrorClass;
+use lifeboat_common::Outcome;
+use lifeboat_ebs::restore::Limits;
+use lifeboat_ebs::service::decide;
+use lifeboat_ebs::{restore_step, Clients, EbsConfig, Step};
+use lifeboat_proto as pb;
+
+fn task() -> (pb::RestoreTask, pb::EbsTarget) {
+    let target = pb::EbsTarget {
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        availability_zone: "us-east-1a".into(),
+        ..Default::default()
+    };
+    let task = pb::RestoreTask {
+        request_id: "r".into(),
+        task_id: "t-mocked".into(),
+        backup: Some(pb::Backup {
+            backup_id: "snap-1".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            ..Default::default()
+        }),
+        target: Some(pb::restore_task::Target::Ebs(target.clone())),
+        ..Default::default()
+    };
+    (task, target)
+}
+
+fn no_volume_yet() -> Rule {
+    mock!(Client::describe_volumes).then_output(|| DescribeVolumesOutput::builder().build())
+}
+
+fn create_fails_with(code: &'static str) -> Rule {
+    mock!(Client::create_volume).then_error(move || {
+        CreateVolumeError::generic(ErrorMetadata::builder().code(code).message(format!("mocked {code}")).build())
+    })
+}
+
+async fn step(rules: &[&Rule]) -> Result<Step, lifeboat_common::aws::AwsError> {
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules);
+    let (task, target) = task();
+    restore_step(&Clients { target: ec2.clone(), source: ec2 }, &task, &target, &Limits::new(20)).await
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff() {
+    let describe = no_volume_yet();
+    let create = create_fails_with("RequestLimitExceeded");
+    let error = step(&[&describe, &create]).await.unwrap_err();
+    assert_eq!(error.class, ErrorClass::Retryable);
+    assert_eq!(error.code, "RequestLimitExceeded");
+    assert_eq!(error.operation, "ec2:CreateVolume");
+
+    let config = EbsConfig::default();
+    let first = decide(Err(error.clone()), 1, &config, 100);
+    assert_eq!(first.phase, pb::TaskPhase::Waiting);
+    assert_eq!(first.reason_code, "RequestLimitExceeded");
+    assert_eq!(first.outcome, Outcome::RetryAfter(config.retry_initial));
+    let later = decide(Err(error), 4, &config, 100);
+    assert_eq!(later.outcome, Outcome::RetryAfter(config.retry_initial * 8), "the delay doubles per attempt");
+    assert_eq!(
+        decide(Err(lifeboat_common::aws::AwsError::retryable("x", "Throttling", "")), 30, &config, 100).outcome,
+        Outcome::RetryAfter(config.retry_max)
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    let describe = no_volume_yet();
+    let create = mock!(Client::create_volume).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(StatusCode::try_from(503).unwrap(), SdkBody::from("<Response><Errors><Error><Code>Unavailable</Code><Message>try later</Message></Error></Errors></Response>"))
+    });
+    let error = step(&[&describe, &create]).await.unwrap_err();
+    assert_eq!(error.class, ErrorClass::Retryable, "{error:?}");
+}
+
+#[tokio::test]
+async fn access_denied_fails_the_task_with_the_aws_code() {
+    let describe = no_volume_yet();
+    let create = create_fails_with("UnauthorizedOperation");
+    let error = step(&[&describe, &create]).await.unwrap_err();
+    assert_eq!(error.class, ErrorClass::TaskFailure);
+    let decision = decide(Err(error), 1, &EbsConfig::default(), 100);
+    assert_eq!(decision.phase, pb::TaskPhase::Failed);
+    assert_eq!(decision.reason_code, "UnauthorizedOperation");
+    assert!(decision.message.contains("mocked UnauthorizedOperation"));
+    assert_eq!(decision.outcome, Outcome::Done, "a failed task is settled, not retried");
+
+    let describe = no_volume_yet();
+    let not_found = create_fails_with("InvalidSnapshot.NotFound");
+    assert_eq!(step(&[&describe, &not_found]).await.unwrap_err().class, ErrorClass::TaskFailure);
+}
+
+#[tokio::test]
+async fn create_volume_uses_the_task_id_as_client_token_and_then_waits() {
+    let describe = no_volume_yet();
+    let create = mock!(Client::create_volume)
+        .match_requests(|req| {
+            req.client_token() == Some("t-mocked")
+                && req.snapshot_id() == Some("snap-1")
+                && req.availability_zone() == Some("us-east-1a")
+        })
+        .then_output(|| CreateVolumeOutput::builder().volume_id("vol-new").state(VolumeState::Creating).build());
+    let result = step(&[&describe, &create]).await.unwrap();
+    assert_eq!(create.num_calls(), 1);
+    assert!(matches!(&result, Step::Waiting { created, .. } if created == &vec!["vol-new".to_string()]), "{result:?}");
+    let config = EbsConfig::default();
+    assert_eq!(decide(Ok(result.clone()), 1, &config, 100).outcome, Outcome::RetryAfter(config.check_initial));
+    let timed_out = decide(Ok(result), 100, &config, 100);
+    assert_eq!((timed_out.phase, timed_out.reason_code.as_str()), (pb::TaskPhase::Failed, "WAIT_TIMEOUT"));
+}

@@ -1,0 +1,183 @@
+//! No lost or duplicated work: redelivered tasks and crashed workers.
+
+use std::time::Duration;
+
+use lifeboat_common::bus::{Bus, OutgoingMessage};
+use lifeboat_common::events::Reporter;
+use lifeboat_common::subjects::{self, TAG_TASK_ID};
+use lifeboat_proto as pb;
+use lifeboat_tests::*;
+
+fn ebs_task(request_id: &str, task_id: &str, snapshot_id: &str, volume_id: &str) -> pb::RestoreTask {
+    pb::RestoreTask {
+        request_id: request_id.into(),
+        task_id: task_id.into(),
+        set_name: "set".into(),
+        resource_type: pb::ResourceType::EbsVolume as i32,
+        backup: Some(pb::Backup {
+            backup_id: snapshot_id.into(),
+            resource_type: pb::ResourceType::EbsVolume as i32,
+            source_resource_id: volume_id.into(),
+            account_id: ACCOUNT.into(),
+            region: "us-east-1".into(),
+            ..Default::default()
+        }),
+        target: Some(pb::restore_task::Target::Ebs(pb::EbsTarget {
+            account_id: ACCOUNT.into(),
+            region: "us-east-1".into(),
+            availability_zone: "us-east-1b".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_same_task_delivered_twice_creates_one_volume() {
+    init_logging();
+    let servers = Servers::start().await;
+    let east = servers.ec2("us-east-1");
+    let volume = create_volume(&east, "us-east-1a", 8, &[]).await;
+    let snapshot = create_snapshot(&east, &volume, &[]).await;
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let bus = servers.bus().await;
+
+    // The plan, as discovery would publish it, then the same task twice with distinct message
+    // ids so that JetStream's dedupe does not hide the duplicate.
+    let reporter = Reporter::new(std::sync::Arc::new(bus.clone()), "test");
+    reporter
+        .report(pb::StatusEvent {
+            request_id: "dup-1".into(),
+            detail: Some(pb::status_event::Detail::Planned(pb::RestorePlanned {
+                total_tasks: 1,
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let task = ebs_task("dup-1", "t-duplicate", &snapshot, &volume);
+    for copy in ["first", "second"] {
+        bus.publish(
+            OutgoingMessage::proto(subjects::work_subject("ebs"), &task).dedupe_id(format!("t-duplicate-{copy}")),
+        )
+        .await
+        .unwrap();
+    }
+    let client = servers.client().await;
+    let summary = final_summary(&client, "dup-1").await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed);
+    assert_eq!(summary.counts.unwrap().succeeded, 1);
+    // Both deliveries handled and acknowledged, then count.
+    work_drained(&bus, "ebs").await;
+    let volumes = volumes_tagged(&east, TAG_TASK_ID, "t-duplicate").await;
+    assert_eq!(volumes.len(), 1, "exactly one volume for one task: {volumes:?}");
+    assert_eq!(summary.tasks[0].created_resource_ids, vec![volumes[0].volume_id().unwrap().to_string()]);
+}
+
+/// Runs an EBS service on its own runtime, so it can be killed the way a process dies: no
+/// graceful shutdown, no acks of what it was doing.
+fn start_doomed_ebs(nats_url: String, aws: aws_config::SdkConfig) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    runtime.spawn(async move {
+        let bus = lifeboat_common::jetstream::JetStreamBus::connect(&nats_url).await.unwrap();
+        let accounts = lifeboat_common::aws::Accounts::new(aws, "role");
+        // A long first re-check, so the task is mid-flight (volume created, not yet reported
+        // done) when the process dies.
+        let mut config = short_ack_wait(fast_ebs_config(), Duration::from_secs(2));
+        config.check_initial = Duration::from_secs(3);
+        config.check_max = Duration::from_secs(3);
+        let service = lifeboat_ebs::EbsService::new(accounts, std::sync::Arc::new(bus), config);
+        let _ = service.run(tokio_util::sync::CancellationToken::new()).await;
+    });
+    runtime
+}
+
+#[tokio::test]
+async fn a_fresh_worker_finishes_what_a_crashed_one_started() {
+    init_logging();
+    let servers = Servers::start().await;
+    let west = servers.ec2("us-west-2");
+    let east = servers.ec2("us-east-1");
+    let mut snapshots = Vec::new();
+    for i in 0..3 {
+        let volume = create_volume(&west, "us-west-2a", 8, &[("crash", "yes"), ("n", &i.to_string())]).await;
+        snapshots.push(create_snapshot(&west, &volume, &[("crash", "yes")]).await);
+    }
+    let _others = Running::start(&servers, ServiceSet { ebs: None, ..ServiceSet::default() }).await;
+    let doomed = start_doomed_ebs(servers.nats_url.clone(), servers.aws("us-east-1"));
+    let client = servers.client().await;
+    // Cross-region: the first step starts a snapshot copy and comes back later for the volume.
+    let target =
+        pb::EbsTarget { region: "us-east-1".into(), availability_zone: "us-east-1b".into(), ..Default::default() };
+    client
+        .submit(&request("crash-1", vec![ebs_set("crash", "us-west-2", &[("crash", "yes")], None, target)]))
+        .await
+        .unwrap();
+
+    // Wait until the doomed worker has started every task (its copies exist), then kill it.
+    let mut started = 0;
+    for _ in 0..200 {
+        started = snapshots_tagged(&east, subjects::TAG_REQUEST_ID, "crash-1").await.len();
+        if started == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(started, 3, "the first worker started all three restores");
+    doomed.shutdown_background();
+    let status = client.status("crash-1", false).await.unwrap().summary.unwrap();
+    assert!(!status.r#final, "nothing finished before the crash: {status:?}");
+    assert!(volumes_tagged(&east, subjects::TAG_REQUEST_ID, "crash-1").await.is_empty());
+
+    let _fresh = Running::start(
+        &servers,
+        ServiceSet {
+            discovery: None,
+            aggregator: false,
+            ebs: Some(short_ack_wait(fast_ebs_config(), Duration::from_secs(2))),
+        },
+    )
+    .await;
+    let summary = final_summary(&client, "crash-1").await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:#?}");
+    assert_eq!(summary.counts.unwrap().succeeded, 3);
+    let volumes = volumes_tagged(&east, subjects::TAG_REQUEST_ID, "crash-1").await;
+    assert_eq!(volumes.len(), 3, "one volume per task");
+    assert_eq!(snapshots_tagged(&east, subjects::TAG_REQUEST_ID, "crash-1").await.len(), 3, "no snapshot copied twice");
+    let restored_from: std::collections::BTreeSet<_> =
+        volumes.iter().map(|v| tags_of(v)[subjects::TAG_SOURCE_BACKUP].clone()).collect();
+    assert_eq!(restored_from, snapshots.into_iter().collect());
+}
+
+#[tokio::test]
+async fn an_aggregator_restart_loses_nothing() {
+    init_logging();
+    let servers = Servers::start().await;
+    let east = servers.ec2("us-east-1");
+    let volume = create_volume(&east, "us-east-1a", 8, &[("keep", "state")]).await;
+    create_snapshot(&east, &volume, &[("keep", "state")]).await;
+    let client = servers.client().await;
+
+    // First run: everything, to the final verdict.
+    let services = Running::start(&servers, ServiceSet::default()).await;
+    let set = ebs_set(
+        "s",
+        "us-east-1",
+        &[("keep", "state")],
+        None,
+        pb::EbsTarget { availability_zone: "us-east-1b".into(), ..Default::default() },
+    );
+    client.submit(&request("restart-1", vec![set])).await.unwrap();
+    let before = final_summary(&client, "restart-1").await;
+    services.stop().await;
+
+    // A new aggregator answers from the KV bucket alone.
+    let _aggregator = Running::start(&servers, ServiceSet { discovery: None, ebs: None, aggregator: true }).await;
+    let reply = client.status("restart-1", true).await.unwrap();
+    assert!(reply.found);
+    let after = reply.summary.unwrap();
+    assert_eq!(verdict(&after), pb::Verdict::Completed);
+    assert_eq!(after.counts, before.counts);
+    assert_eq!(after.tasks, before.tasks);
+}
