@@ -1,1 +1,124 @@
-fn main() {}
+//! Benchmarks that print numbers (not timed tests), against real nats-server and moto_server:
+//!
+//! 1. fan-out: one request selecting 10,000 snapshots; time from submit until every
+//!    RestoreTask is durably stored in the work stream.
+//! 2. overhead: 200 EBS restores through Lifeboat (submit to final verdict) versus the same
+//!    CreateVolume calls made directly with the same concurrency.
+//!
+//! `cargo run --release -p lifeboat-tests --bin lifeboat-bench [-- FANOUT_TASKS RESTORES]`
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lifeboat_common::subjects;
+use lifeboat_proto as pb;
+use lifeboat_tests::*;
+
+/// Seeding and direct calls use the EBS service's default concurrency.
+const CONCURRENCY: usize = 32;
+
+async fn seed(ec2: &aws_sdk_ec2::Client, count: usize, tag: &str) -> Vec<String> {
+    let started = Instant::now();
+    let snapshots: Vec<String> = futures::stream::iter(0..count)
+        .map(|i| {
+            let ec2 = ec2.clone();
+            let tag = tag.to_string();
+            async move {
+                let volume = create_volume(&ec2, "us-east-1a", 1 + (i % 16) as i32, &[("bench", &tag)]).await;
+                create_snapshot(&ec2, &volume, &[("bench", &tag)]).await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    eprintln!("  seeded {count} volumes and snapshots in {:.1}s", started.elapsed().as_secs_f64());
+    snapshots
+}
+
+fn set(tag: &str) -> pb::RestoreSet {
+    ebs_set("bench", "us-east-1", &[("bench", tag)], None, pb::EbsTarget { availability_zone: "us-east-1b".into(), ..Default::default() })
+}
+
+async fn fan_out(tasks: usize) {
+    println!("== fan-out: one request selecting {tasks} snapshots");
+    let servers = Servers::start().await;
+    let ec2 = servers.ec2("us-east-1");
+    seed(&ec2, tasks, "fanout").await;
+
+    // What discovery's own listing costs against moto, for reference.
+    let listed = Instant::now();
+    let found = lifeboat_discovery::ebs::list_snapshots(&ec2, ACCOUNT, "us-east-1", &[("bench".to_string(), "fanout".to_string())].into())
+        .await
+        .unwrap();
+    let listing = listed.elapsed();
+    assert_eq!(found.len(), tasks);
+
+    // Discovery alone: the tasks stay in the work stream, where they are counted.
+    let _discovery = Running::start(&servers, ServiceSet { ebs: None, aggregator: false, ..ServiceSet::default() }).await;
+    let bus = servers.bus().await;
+    let client = lifeboat_cli::client::LifeboatClient::from_bus(bus.clone());
+    let mut stream = bus.context().get_stream(subjects::WORK_STREAM).await.unwrap();
+    let submitted = Instant::now();
+    client.submit(&request("fanout", vec![set("fanout")])).await.unwrap();
+    let mut first_task = None;
+    loop {
+        let stored = stream.info().await.unwrap().state.messages as usize;
+        if stored > 0 && first_task.is_none() {
+            first_task = Some(submitted.elapsed());
+        }
+        if stored >= tasks {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let total = submitted.elapsed();
+    println!("  DescribeSnapshots of {tasks} snapshots from moto: {:.2}s", listing.as_secs_f64());
+    println!("  submit -> first task stored:                 {:.2}s", first_task.unwrap_or_default().as_secs_f64());
+    println!("  submit -> all {tasks} tasks durably enqueued:  {:.2}s", total.as_secs_f64());
+    println!(
+        "  publishing (tasks + QUEUED events) after listing: {:.0} tasks/s",
+        tasks as f64 / (total.saturating_sub(listing)).as_secs_f64().max(0.001)
+    );
+}
+
+async fn overhead(restores: usize) {
+    println!("== overhead: {restores} EBS restores, Lifeboat versus direct CreateVolume calls");
+    let servers = Servers::start().await;
+    let ec2 = servers.ec2("us-east-1");
+    let direct_snapshots = seed(&ec2, restores, "direct").await;
+    seed(&ec2, restores, "lifeboat").await;
+
+    let started = Instant::now();
+    let created: Vec<_> = futures::stream::iter(direct_snapshots)
+        .map(|snapshot| {
+            let ec2 = ec2.clone();
+            async move { ec2.create_volume().availability_zone("us-east-1b").snapshot_id(snapshot).send().await.unwrap() }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let direct = started.elapsed();
+    assert_eq!(created.len(), restores);
+
+    let _services = Running::start(&servers, ServiceSet::default()).await;
+    let client = servers.client().await;
+    let started = Instant::now();
+    client.submit(&request("overhead", vec![set("lifeboat")])).await.unwrap();
+    let summary = client.watch("overhead", Some(Duration::from_secs(600)), |_| {}).await.unwrap();
+    let lifeboat = started.elapsed();
+    assert_eq!(verdict(&summary), pb::Verdict::Completed);
+    assert_eq!(summary.counts.unwrap().succeeded as usize, restores);
+    let per_task = (lifeboat.saturating_sub(direct)).as_secs_f64() * 1000.0 / restores as f64;
+    println!("  direct CreateVolume x{restores} ({CONCURRENCY} in flight): {:.2}s", direct.as_secs_f64());
+    println!("  lifeboat submit -> COMPLETED verdict:        {:.2}s", lifeboat.as_secs_f64());
+    println!("  orchestration overhead per task:             {per_task:.1} ms (wall clock, {CONCURRENCY} tasks in flight)");
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let fan_out_tasks = args.first().copied().unwrap_or(10_000);
+    let restores = args.get(1).copied().unwrap_or(200);
+    fan_out(fan_out_tasks).await;
+    overhead(restores).await;
+}

@@ -90,31 +90,23 @@ impl RequestState {
             change.meta = true;
         }
         match &event.detail {
-            Some(status_event::Detail::Planned(planned)) => {
-                if !self.meta.planned {
-                    self.meta.planned = true;
-                    self.meta.total_tasks = planned.total_tasks;
-                    self.meta.dry_run = planned.dry_run;
-                    self.meta.sets = planned
-                        .sets
-                        .iter()
-                        .map(|s| SetSummary { set_name: s.set_name.clone(), counts: None })
-                        .collect();
-                    change.meta = true;
-                }
+            Some(status_event::Detail::Planned(planned)) if !self.meta.planned => {
+                self.meta.planned = true;
+                self.meta.total_tasks = planned.total_tasks;
+                self.meta.dry_run = planned.dry_run;
+                self.meta.sets =
+                    planned.sets.iter().map(|s| SetSummary { set_name: s.set_name.clone(), counts: None }).collect();
+                change.meta = true;
             }
-            Some(status_event::Detail::Rejected(rejected)) => {
-                if self.meta.rejection.is_none() {
-                    self.meta.rejection = Some(rejected.clone());
-                    change.meta = true;
-                }
+            Some(status_event::Detail::Rejected(rejected)) if self.meta.rejection.is_none() => {
+                self.meta.rejection = Some(rejected.clone());
+                change.meta = true;
             }
-            None if !event.task_id.is_empty() => {
-                if self.apply_task(event) {
-                    change.task = Some(event.task_id.clone());
-                }
+            None if !event.task_id.is_empty() && self.apply_task(event) => {
+                change.task = Some(event.task_id.clone());
             }
-            None => {}
+            // A repeated plan or rejection, or an event about nothing.
+            _ => {}
         }
         if self.is_final() && self.meta.finished_at.is_none() {
             self.meta.finished_at = event.at;

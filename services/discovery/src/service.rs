@@ -151,7 +151,7 @@ impl Discovery {
                     resource_type: kind,
                     backup: Some(backup),
                     target: Some(restore_task::Target::Ebs(target)),
-                    options: request.options.clone(),
+                    options: request.options,
                     selection_reason: why,
                 });
             }
