@@ -182,3 +182,40 @@ async fn dry_run_plans_every_backup_and_creates_nothing() {
     assert!(task.selection_reason.starts_with("newest backup of"), "{}", task.selection_reason);
     assert!(volumes_tagged(&east, TAG_REQUEST_ID, "plan-1").await.is_empty(), "a dry run creates nothing");
 }
+
+#[tokio::test]
+async fn restores_in_another_account_through_assume_role() {
+    init_logging();
+    let servers = Servers::start().await;
+    let other = "111111111111";
+    let accounts = lifeboat_common::aws::Accounts::new(servers.aws("us-east-1"), "LifeboatRestoreRole");
+    let other_ec2 = aws_sdk_ec2::Client::new(&accounts.config_for(other, "us-east-1").await.unwrap());
+    let own_ec2 = servers.ec2("us-east-1");
+    let theirs = create_volume(&other_ec2, "us-east-1a", 8, &[("team", "search")]).await;
+    let their_snapshot = create_snapshot(&other_ec2, &theirs, &[("team", "search")]).await;
+    // The same tags in the caller's own account must not be picked for a set naming the other one.
+    let ours = create_volume(&own_ec2, "us-east-1a", 8, &[("team", "search")]).await;
+    create_snapshot(&own_ec2, &ours, &[("team", "search")]).await;
+
+    let _services = Running::start(&servers, ServiceSet::default()).await;
+    let client = servers.client().await;
+    let mut set = ebs_set(
+        "other-account",
+        "us-east-1",
+        &[("team", "search")],
+        None,
+        pb::EbsTarget { availability_zone: "us-east-1d".into(), ..Default::default() },
+    );
+    set.source.as_mut().unwrap().account_id = other.into();
+    client.submit(&request("assume-1", vec![set])).await.unwrap();
+    let summary = final_summary(&client, "assume-1").await;
+
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:#?}");
+    assert_eq!(summary.tasks.len(), 1);
+    assert_eq!(summary.tasks[0].source_backup_id, their_snapshot);
+    assert_eq!(summary.tasks[0].target.as_ref().unwrap().account_id, other);
+    let restored = volumes_tagged(&other_ec2, TAG_REQUEST_ID, "assume-1").await;
+    assert_eq!(restored.len(), 1, "restored in the other account");
+    assert_eq!(restored[0].snapshot_id(), Some(their_snapshot.as_str()));
+    assert!(volumes_tagged(&own_ec2, TAG_REQUEST_ID, "assume-1").await.is_empty(), "nothing in the caller's account");
+}
