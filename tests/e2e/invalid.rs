@@ -145,17 +145,7 @@ async fn a_poison_task_is_dead_lettered_and_reported_failed() {
     let servers = Servers::start().await;
     let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
     let bus = servers.bus().await;
-    lifeboat_common::events::Reporter::new(std::sync::Arc::new(bus.clone()), "test")
-        .report(pb::StatusEvent {
-            request_id: "poison-1".into(),
-            detail: Some(pb::status_event::Detail::Planned(pb::RestorePlanned {
-                total_tasks: 1,
-                ..Default::default()
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    report_planned(&bus, "poison-1", 1).await;
     bus.publish(
         OutgoingMessage::new(subjects::work_subject("ebs"), b"\x0a\xff\xff".to_vec())
             .header(subjects::HEADER_REQUEST_ID, "poison-1")

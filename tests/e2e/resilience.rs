@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use lifeboat_common::bus::{Bus, OutgoingMessage};
-use lifeboat_common::events::Reporter;
 use lifeboat_common::subjects::{self, TAG_TASK_ID};
 use lifeboat_proto as pb;
 use lifeboat_tests::*;
@@ -44,18 +43,7 @@ async fn the_same_task_delivered_twice_creates_one_volume() {
 
     // The plan, as discovery would publish it, then the same task twice with distinct message
     // ids so that JetStream's dedupe does not hide the duplicate.
-    let reporter = Reporter::new(std::sync::Arc::new(bus.clone()), "test");
-    reporter
-        .report(pb::StatusEvent {
-            request_id: "dup-1".into(),
-            detail: Some(pb::status_event::Detail::Planned(pb::RestorePlanned {
-                total_tasks: 1,
-                ..Default::default()
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    report_planned(&bus, "dup-1", 1).await;
     let task = ebs_task("dup-1", "t-duplicate", &snapshot, &volume);
     for copy in ["first", "second"] {
         bus.publish(

@@ -338,6 +338,19 @@ pub fn request(id: &str, sets: Vec<pb::RestoreSet>) -> pb::RestoreRequest {
     }
 }
 
+/// Publishes the plan of `request_id` as discovery would, for tests that publish tasks directly.
+pub async fn report_planned(bus: &JetStreamBus, request_id: &str, total_tasks: u32) {
+    let planned = pb::RestorePlanned { total_tasks, ..Default::default() };
+    lifeboat_common::events::Reporter::new(Arc::new(bus.clone()), "test")
+        .report(pb::StatusEvent {
+            request_id: request_id.into(),
+            detail: Some(pb::status_event::Detail::Planned(planned)),
+            ..Default::default()
+        })
+        .await
+        .expect("publish the plan");
+}
+
 /// Waits for the final summary (with tasks) of `request_id`.
 pub async fn final_summary(client: &LifeboatClient, request_id: &str) -> pb::RequestSummary {
     client.watch(request_id, Some(Duration::from_secs(60)), |_| {}).await.expect("final summary within 60s")

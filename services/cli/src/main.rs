@@ -20,6 +20,15 @@ struct Cli {
     /// How results are printed.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// AWS profile for the services (else AWS_PROFILE and the rest of the standard chain).
+    #[arg(long, global = true)]
+    aws_profile: Option<String>,
+    /// Default AWS region of the caller (else AWS_REGION).
+    #[arg(long, global = true)]
+    aws_region: Option<String>,
+    /// Another AWS endpoint, such as a local emulator (else AWS_ENDPOINT_URL).
+    #[arg(long, global = true)]
+    aws_endpoint_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,11 +90,27 @@ enum RestoreCommand {
     Status { request_id: String },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     lifeboat_common::telemetry::init();
     let cli = Cli::parse();
-    match run(cli).await {
+    // The AWS flags become the standard variables the SDK reads, set before any thread starts.
+    for (variable, value) in [
+        ("AWS_PROFILE", &cli.aws_profile),
+        ("AWS_REGION", &cli.aws_region),
+        ("AWS_ENDPOINT_URL", &cli.aws_endpoint_url),
+    ] {
+        if let Some(value) = value {
+            std::env::set_var(variable, value);
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {e:#}");

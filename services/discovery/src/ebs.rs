@@ -42,8 +42,10 @@ pub async fn list_snapshots(
                 .iter()
                 .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
                 .collect();
-            // Filters are applied by the server; this guards against an endpoint that ignores them.
-            if !crate::select::tags_match(tags, &snapshot_tags) {
+            // Owner and tags are filtered by the server; this guards against an endpoint that
+            // ignores those filters (moto ignores OwnerIds and lists its public AMI snapshots).
+            let foreign = snapshot.owner_id().is_some_and(|owner| owner != account_id);
+            if foreign || !crate::select::tags_match(tags, &snapshot_tags) {
                 continue;
             }
             let volume_id = snapshot.volume_id().unwrap_or(snapshot_id).to_string();
