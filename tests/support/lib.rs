@@ -99,6 +99,8 @@ impl Servers {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .endpoint_url(&self.moto_url)
+            .time_source(aws_smithy_async::time::SharedTimeSource::default())
+            .sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep().expect("tokio sleep"))
             .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
                 "testing", "testing", None, None, "tests",
             )))
