@@ -122,3 +122,35 @@ async fn create_volume_uses_the_task_id_as_client_token_and_then_waits() {
     let timed_out = decide(Ok(result), 100, &config, 100);
     assert_eq!((timed_out.phase, timed_out.reason_code.as_str()), (pb::TaskPhase::Failed, "WAIT_TIMEOUT"));
 }
+
+#[tokio::test]
+async fn cross_region_copies_wait_for_a_slot_when_twenty_are_in_flight() {
+    use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+    use aws_sdk_ec2::types::{Snapshot, SnapshotState};
+
+    let describe = no_volume_yet();
+    let no_copy_yet = mock!(Client::describe_snapshots)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("tag:lifeboat:task-id")))
+        .then_output(|| DescribeSnapshotsOutput::builder().build());
+    let twenty_pending = mock!(Client::describe_snapshots)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("status")))
+        .then_output(|| {
+            let pending = (0..20)
+                .map(|i| Snapshot::builder().snapshot_id(format!("snap-{i}")).state(SnapshotState::Pending).build());
+            DescribeSnapshotsOutput::builder().set_snapshots(Some(pending.collect())).build()
+        });
+    let copy = mock!(Client::copy_snapshot).then_output(|| {
+        aws_sdk_ec2::operation::copy_snapshot::CopySnapshotOutput::builder().snapshot_id("snap-copy").build()
+    });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &no_copy_yet, &twenty_pending, &copy]);
+    let (task, mut target) = task();
+    target.region = "us-west-2".into();
+    target.availability_zone = "us-west-2a".into();
+    let error = restore_step(&Clients { target: ec2.clone(), source: ec2 }, &task, &target, &Limits::new(20))
+        .await
+        .unwrap_err();
+    assert_eq!((error.class, error.code.as_str()), (ErrorClass::Retryable, "CopyLimitInFlight"));
+    assert_eq!(copy.num_calls(), 0, "no copy started beyond the limit");
+    let decision = decide(Err(error), 1, &EbsConfig::default(), 100);
+    assert_eq!(decision.phase, pb::TaskPhase::Waiting, "the task waits for a slot, it does not fail");
+}

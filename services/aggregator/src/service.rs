@@ -165,11 +165,7 @@ impl Aggregator {
 impl Handler for Aggregator {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
         let event = match StatusEvent::decode(delivery.payload.as_ref()) {
-            Ok(event)
-                if lifeboat_common::ids::is_valid_request_id(&event.request_id) || event.request_id == "unknown" =>
-            {
-                event
-            }
+            Ok(event) if lifeboat_common::ids::is_valid_request_id(&event.request_id) => event,
             Ok(event) => {
                 return Outcome::DeadLetter {
                     reason: format!("status event with invalid request id '{}'", event.request_id),
