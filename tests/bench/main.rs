@@ -91,6 +91,17 @@ async fn fan_out(tasks: usize) {
         "  publishing (tasks + QUEUED events) after listing: {:.0} tasks/s",
         tasks as f64 / (total.saturating_sub(listing)).as_secs_f64().max(0.001)
     );
+    if let Some(peak) = peak_rss_mib() {
+        println!("  peak RSS of this process (discovery runs in it): {peak:.0} MiB");
+    }
+}
+
+/// The process's peak resident set (Linux `VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Each variant runs on its own fresh moto seeded the same way, so none pays for another's

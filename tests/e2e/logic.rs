@@ -39,7 +39,9 @@ fn selection_picks_per_volume_on_the_right_side_of_the_point_in_time() {
     assert_eq!(picked(&snapshots, TimeRule::After(at(41))), Vec::<&str>::new());
     assert_eq!(picked(&snapshots, TimeRule::Window(at(5), at(20))), ["a2", "a3", "b1"], "every snapshot in the window");
     let why = pick(&snapshots, TimeRule::Before(at(15)));
-    assert!(why[0].1.contains("vol-a") && why[0].1.contains("2026-11-20T12:10:00Z"), "{}", why[0].1);
+    assert_eq!(why[0].1, "newest of 3 at or before 2026-11-20T12:15:00Z");
+    let why = pick(&snapshots, TimeRule::Window(at(5), at(20)));
+    assert_eq!(why[0].1, "in window 2026-11-20T12:05:00Z .. 2026-11-20T12:20:00Z");
 }
 
 #[test]

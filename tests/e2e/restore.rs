@@ -179,7 +179,7 @@ async fn dry_run_plans_every_backup_and_creates_nothing() {
     let task = summary.tasks.iter().find(|t| t.set_name == "oldest").unwrap();
     assert_eq!(task.phase, pb::TaskPhase::Planned as i32);
     assert_eq!(task.target.as_ref().unwrap().availability_zone, "us-east-1d");
-    assert!(task.selection_reason.starts_with("newest backup of"), "{}", task.selection_reason);
+    assert!(task.selection_reason.starts_with("newest of 4 at or before"), "{}", task.selection_reason);
     assert!(volumes_tagged(&east, TAG_REQUEST_ID, "plan-1").await.is_empty(), "a dry run creates nothing");
 }
 

@@ -55,50 +55,30 @@ pub fn pick(candidates: &[Candidate], rule: TimeRule) -> Vec<(usize, String)> {
     }
     let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut picked = Vec::new();
-    for (resource, mut indices) in by_resource {
+    for (_, mut indices) in by_resource {
         // Ties on time are broken by id so the pick is deterministic.
         indices.sort_by(|&a, &b| {
             (candidates[a].created_at, &candidates[a].backup_id)
                 .cmp(&(candidates[b].created_at, &candidates[b].backup_id))
         });
+        // The resource and the backup's time are shown beside the reason; it says which rule chose.
+        let of = indices.len();
         match rule {
             TimeRule::Before(at) => {
                 if let Some(&index) = indices.iter().rev().find(|&&i| candidates[i].created_at <= at) {
-                    picked.push((
-                        index,
-                        format!(
-                            "newest backup of {resource} at or before {}, taken {}",
-                            fmt(at),
-                            fmt(candidates[index].created_at)
-                        ),
-                    ));
+                    picked.push((index, format!("newest of {of} at or before {}", fmt(at))));
                 }
             }
             TimeRule::After(at) => {
                 if let Some(&index) = indices.iter().find(|&&i| candidates[i].created_at >= at) {
-                    picked.push((
-                        index,
-                        format!(
-                            "oldest backup of {resource} at or after {}, taken {}",
-                            fmt(at),
-                            fmt(candidates[index].created_at)
-                        ),
-                    ));
+                    picked.push((index, format!("oldest of {of} at or after {}", fmt(at))));
                 }
             }
             TimeRule::Window(start, end) => {
                 for &index in
                     indices.iter().filter(|&&i| candidates[i].created_at >= start && candidates[i].created_at <= end)
                 {
-                    picked.push((
-                        index,
-                        format!(
-                            "backup of {resource} taken {}, inside {} .. {}",
-                            fmt(candidates[index].created_at),
-                            fmt(start),
-                            fmt(end)
-                        ),
-                    ));
+                    picked.push((index, format!("in window {} .. {}", fmt(start), fmt(end))));
                 }
             }
         }
