@@ -136,9 +136,33 @@ fn display_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// The standard credential chain and `AWS_ENDPOINT_URL`, so the same code runs against real
-/// AWS and against moto.
+/// AWS and against moto. Unless `AWS_RETRY_MODE` says otherwise, the SDK retries in adaptive
+/// mode: besides backing off, it rate-limits its own calls once AWS starts throttling them, per
+/// retry partition (see [`retry_partition_name`]).
 pub async fn load_base_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if std::env::var_os("AWS_RETRY_MODE").is_none() {
+        loader = loader.retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(MAX_SDK_ATTEMPTS));
+    }
+    loader.load().await
+}
+
+/// Attempts the SDK makes itself before a call's error reaches Lifeboat's task-level retry.
+pub const MAX_SDK_ATTEMPTS: u32 = 4;
+
+/// AWS throttles per account, region and API; clients of one account and region share their
+/// retry tokens and adaptive rate limiter under this name, and no other clients do.
+pub fn retry_partition_name(service: &str, account_id: &str, region: &str) -> String {
+    format!("lifeboat-{service}-{account_id}-{region}")
+}
+
+/// An EC2 client in its account and region's retry partition (EBS, AMIs and discovery use EC2).
+pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_ec2::Client {
+    let partition = retry_partition_name("ec2", account_id, region);
+    let config = aws_sdk_ec2::config::Builder::from(config)
+        .retry_partition(aws_sdk_ec2::config::retry::RetryPartition::new(partition))
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
 }
 
 /// `SdkConfig`s per account and region, cached.

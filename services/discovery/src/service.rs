@@ -127,7 +127,7 @@ impl Discovery {
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => return Ok(failed(e)),
             };
-            let ec2 = aws_sdk_ec2::Client::new(&config);
+            let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, &source.region);
             let found = match crate::ebs::list_snapshots(&ec2, &account_id, &source.region, &source.tags).await {
                 Ok(found) => found,
                 Err(e) if e.is_retryable() => return Err(e),

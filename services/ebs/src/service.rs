@@ -135,8 +135,8 @@ impl EbsService {
             self.accounts.config_for(&backup.account_id, &backup.region).await?
         };
         Ok(Clients {
-            target: aws_sdk_ec2::Client::new(&target_config),
-            source: aws_sdk_ec2::Client::new(&source_config),
+            target: lifeboat_common::aws::ec2_client(&target_config, &target.account_id, &target.region),
+            source: lifeboat_common::aws::ec2_client(&source_config, &backup.account_id, &backup.region),
         })
     }
 
