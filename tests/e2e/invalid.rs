@@ -118,6 +118,9 @@ async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs(
     let summary = final_summary(&client, "half-match").await;
     assert_eq!(verdict(&summary), pb::Verdict::CompletedWithWarnings);
     assert_eq!(summary.counts.unwrap().succeeded, 1);
+    assert_eq!(lifeboat_cli::render::exit_code(verdict(&summary)), 2, "watch exits non-zero unless COMPLETED");
+    let table = lifeboat_cli::render::table(&summary);
+    assert!(table.contains("NO_MATCHING_BACKUPS"), "{table}");
 
     // The services kept serving: a valid request completes.
     client

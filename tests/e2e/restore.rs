@@ -181,6 +181,15 @@ async fn dry_run_plans_every_backup_and_creates_nothing() {
     assert_eq!(task.target.as_ref().unwrap().availability_zone, "us-east-1d");
     assert!(task.selection_reason.starts_with("newest of 4 at or before"), "{}", task.selection_reason);
     assert!(volumes_tagged(&east, TAG_REQUEST_ID, "plan-1").await.is_empty(), "a dry run creates nothing");
+
+    // What `lifeboat restore submit --dry-run` prints: the plan table, then the verdict.
+    let table = lifeboat_cli::render::table(&summary);
+    assert!(table.contains(&task.source_backup_id) && table.contains("us-east-1d"), "{table}");
+    assert!(table.ends_with("request plan-1: COMPLETED (dry run: nothing was created)\n"), "{table}");
+    let json = lifeboat_cli::render::summary_json(&summary);
+    assert_eq!(json["verdict"], "COMPLETED");
+    assert_eq!(json["tasks"].as_array().unwrap().len(), 3);
+    assert_eq!(lifeboat_cli::render::exit_code(verdict(&summary)), 0);
 }
 
 #[tokio::test]

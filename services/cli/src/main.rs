@@ -9,6 +9,7 @@ use lifeboat_cli::client::LifeboatClient;
 use lifeboat_cli::render::{self, Progress};
 use lifeboat_cli::request_file;
 use lifeboat_cli::serve::{serve, ServeOptions, ServiceName};
+use lifeboat_common::validate::{validate_request, Policy};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -143,6 +144,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     parsed.dry_run |= dry_run;
                     let generated = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
                     let request = parsed.into_request(generated)?;
+                    // The same checks discovery makes, before anything is published.
+                    if let Err(errors) = validate_request(&request, &Policy::default()) {
+                        for error in &errors {
+                            eprintln!("invalid request: {}: {}", error.field, error.message);
+                        }
+                        return Ok(render::exit_code(lifeboat_proto::Verdict::Rejected));
+                    }
                     client.submit(&request).await?;
                     if cli.output == Output::Text {
                         eprintln!(

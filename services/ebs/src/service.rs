@@ -43,8 +43,11 @@ pub struct EbsConfig {
 impl Default for EbsConfig {
     fn default() -> Self {
         Self {
-            consumer: ConsumerOptions::default(),
-            max_wait_checks: 180,
+            // Deliveries outlast wait checks, so a slow copy ends as WAIT_TIMEOUT, not a dead letter.
+            consumer: ConsumerOptions { max_deliveries: 1000, ..ConsumerOptions::default() },
+            // With checks every 30 s at most: six hours, enough for a cross-region copy of a
+            // large snapshot.
+            max_wait_checks: 720,
             check_initial: Duration::from_secs(2),
             check_max: Duration::from_secs(30),
             retry_initial: Duration::from_secs(1),
