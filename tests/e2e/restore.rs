@@ -124,6 +124,20 @@ async fn bulk_restore_picks_before_and_after_every_volume_and_crosses_regions() 
     assert_eq!(tags.get(TAG_TASK_ID), Some(&task.task_id));
     assert!(task.created_resource_ids.contains(&restored_a.volume_id().unwrap().to_string()));
 
+    // The last summary stays retrievable from its stream, for clients that come late.
+    let bus = servers.bus().await;
+    let stored = bus
+        .context()
+        .get_stream(lifeboat_common::subjects::SUMMARIES_STREAM)
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject("lifeboat.events.summary.bulk-1")
+        .await
+        .unwrap();
+    let last = <pb::RequestSummary as prost::Message>::decode(stored.payload.as_ref()).unwrap();
+    assert!(last.r#final);
+    assert_eq!(verdict(&last), pb::Verdict::Completed);
+
     // Nothing was restored from the dev volume, and nothing landed in us-west-2.
     assert!(restored.iter().all(|v| tags_of(v).get("env").map(String::as_str) != Some("dev")));
     assert!(volumes_tagged(&west, TAG_REQUEST_ID, "bulk-1").await.is_empty());

@@ -51,43 +51,48 @@ impl JetStreamBus {
 
     /// Creates the streams if they are missing (idempotent; safe from every service).
     pub async fn ensure_streams(&self) -> Result<()> {
+        let stream = |name: &str, subject: String, retention, max_age, max_messages_per_subject| stream::Config {
+            name: name.to_string(),
+            subjects: vec![subject],
+            retention,
+            max_age,
+            max_messages_per_subject,
+            storage: stream::StorageType::File,
+            duplicate_window: subjects::DUPLICATE_WINDOW,
+            ..Default::default()
+        };
+        let (work_queue, limits) = (stream::RetentionPolicy::WorkQueue, stream::RetentionPolicy::Limits);
         let streams = [
-            (
-                subjects::REQUESTS_STREAM,
-                vec![subjects::RESTORE_REQUESTS.to_string()],
-                stream::RetentionPolicy::WorkQueue,
-                Duration::ZERO,
-            ),
-            (
-                subjects::WORK_STREAM,
-                vec![format!("{}.>", subjects::WORK_PREFIX)],
-                stream::RetentionPolicy::WorkQueue,
-                Duration::ZERO,
-            ),
-            (
+            stream(subjects::REQUESTS_STREAM, subjects::RESTORE_REQUESTS.to_string(), work_queue, Duration::ZERO, -1),
+            stream(subjects::WORK_STREAM, format!("{}.>", subjects::WORK_PREFIX), work_queue, Duration::ZERO, -1),
+            // Every status event is kept: it is the audit trail of a restore.
+            stream(
                 subjects::EVENTS_STREAM,
-                vec![format!("{}.>", subjects::STATUS_PREFIX), format!("{}.>", subjects::SUMMARY_PREFIX)],
-                stream::RetentionPolicy::Limits,
+                format!("{}.>", subjects::STATUS_PREFIX),
+                limits,
                 subjects::EVENTS_MAX_AGE,
+                -1,
             ),
-            (
+            // Only the latest summary of each request is worth keeping.
+            stream(
+                subjects::SUMMARIES_STREAM,
+                format!("{}.>", subjects::SUMMARY_PREFIX),
+                limits,
+                subjects::EVENTS_MAX_AGE,
+                1,
+            ),
+            stream(
                 subjects::DEADLETTER_STREAM,
-                vec![format!("{}.>", subjects::DEADLETTER_PREFIX)],
-                stream::RetentionPolicy::Limits,
+                format!("{}.>", subjects::DEADLETTER_PREFIX),
+                limits,
                 subjects::EVENTS_MAX_AGE * 2,
+                -1,
             ),
         ];
-        for (name, stream_subjects, retention, max_age) in streams {
+        for config in streams {
+            let name = config.name.clone();
             self.context
-                .get_or_create_stream(stream::Config {
-                    name: name.to_string(),
-                    subjects: stream_subjects,
-                    retention,
-                    max_age,
-                    storage: stream::StorageType::File,
-                    duplicate_window: subjects::DUPLICATE_WINDOW,
-                    ..Default::default()
-                })
+                .get_or_create_stream(config)
                 .await
                 .map_err(|e| BusError::Setup { what: format!("stream {name}"), message: e.to_string() })?;
         }

@@ -18,6 +18,8 @@ pub const STATUS_QUERY: &str = "lifeboat.status.query";
 pub const REQUESTS_STREAM: &str = "LIFEBOAT_REQUESTS";
 pub const WORK_STREAM: &str = "LIFEBOAT_WORK";
 pub const EVENTS_STREAM: &str = "LIFEBOAT_EVENTS";
+/// The latest RequestSummary of every request.
+pub const SUMMARIES_STREAM: &str = "LIFEBOAT_SUMMARIES";
 pub const DEADLETTER_STREAM: &str = "LIFEBOAT_DEADLETTER";
 /// JetStream KV bucket with the aggregator's per-request state.
 pub const STATE_BUCKET: &str = "lifeboat_restores";
