@@ -154,3 +154,45 @@ async fn cross_region_copies_wait_for_a_slot_when_twenty_are_in_flight() {
     let decision = decide(Err(error), 1, &EbsConfig::default(), 100);
     assert_eq!(decision.phase, pb::TaskPhase::Waiting, "the task waits for a slot, it does not fail");
 }
+
+#[tokio::test]
+async fn discovery_lists_every_page_with_server_side_filters() {
+    use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+    use aws_sdk_ec2::types::{Snapshot, Tag};
+
+    let snapshot = |id: &str, volume: &str| {
+        Snapshot::builder()
+            .snapshot_id(id)
+            .volume_id(volume)
+            .owner_id("123456789012")
+            .start_time(aws_smithy_types::DateTime::from_secs(1_790_000_000))
+            .tags(Tag::builder().key("app").value("web").build())
+            .build()
+    };
+    let filtered = |req: &aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsInput| {
+        let filter = |name: &str, value: &str| {
+            req.filters().iter().any(|f| f.name() == Some(name) && f.values() == [value.to_string()])
+        };
+        filter("tag:app", "web") && filter("status", "completed") && req.owner_ids() == ["123456789012".to_string()]
+    };
+    let first_page = mock!(Client::describe_snapshots)
+        .match_requests(move |req| filtered(req) && req.next_token().is_none())
+        .then_output(move || {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot("snap-1", "vol-1"))
+                .snapshots(snapshot("snap-2", "vol-2"))
+                .next_token("page-2")
+                .build()
+        });
+    let second_page = mock!(Client::describe_snapshots)
+        .match_requests(move |req| filtered(req) && req.next_token() == Some("page-2"))
+        .then_output(move || DescribeSnapshotsOutput::builder().snapshots(snapshot("snap-3", "vol-3")).build());
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&first_page, &second_page]);
+    let tags = [("app".to_string(), "web".to_string())].into();
+    let found = lifeboat_discovery::ebs::list_snapshots(&ec2, "123456789012", "us-east-1", &tags).await.unwrap();
+    let ids: Vec<_> = found.iter().map(|(c, _)| c.backup_id.as_str()).collect();
+    assert_eq!(ids, ["snap-1", "snap-2", "snap-3"]);
+    assert_eq!((first_page.num_calls(), second_page.num_calls()), (1, 1));
+    assert_eq!(found[2].1.source_resource_id, "vol-3");
+    assert_eq!(found[2].1.tags.get("app").map(String::as_str), Some("web"));
+}
