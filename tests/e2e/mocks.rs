@@ -196,3 +196,31 @@ async fn discovery_lists_every_page_with_server_side_filters() {
     assert_eq!(found[2].1.source_resource_id, "vol-3");
     assert_eq!(found[2].1.tags.get("app").map(String::as_str), Some("web"));
 }
+
+#[tokio::test]
+async fn another_target_account_gets_the_snapshot_shared_and_an_encrypted_volume() {
+    use aws_sdk_ec2::operation::modify_snapshot_attribute::ModifySnapshotAttributeOutput;
+
+    let describe = no_volume_yet();
+    let share = mock!(Client::modify_snapshot_attribute)
+        .match_requests(|req| {
+            req.snapshot_id() == Some("snap-1")
+                && req
+                    .create_volume_permission()
+                    .map(|p| p.add().iter().any(|perm| perm.user_id() == Some("210987654321")))
+                    .unwrap_or(false)
+        })
+        .then_output(|| ModifySnapshotAttributeOutput::builder().build());
+    let create = mock!(Client::create_volume)
+        .match_requests(|req| req.encrypted() == Some(true) && req.kms_key_id() == Some("alias/restores"))
+        .then_output(|| CreateVolumeOutput::builder().volume_id("vol-x").state(VolumeState::Available).build());
+    let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&share]);
+    let target_client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &create]);
+    let (task, mut target) = task();
+    target.account_id = "210987654321".into();
+    target.kms_key_id = "alias/restores".into();
+    let step =
+        restore_step(&Clients { target: target_client, source }, &task, &target, &Limits::new(20)).await.unwrap();
+    assert_eq!(step, Step::Done { volume_id: "vol-x".into(), created: vec!["vol-x".into()] });
+    assert_eq!((share.num_calls(), create.num_calls()), (1, 1));
+}

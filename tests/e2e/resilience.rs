@@ -169,3 +169,42 @@ async fn an_aggregator_restart_loses_nothing() {
     assert_eq!(after.counts, before.counts);
     assert_eq!(after.tasks, before.tasks);
 }
+
+#[tokio::test]
+async fn a_task_that_never_gets_a_copy_slot_ends_failed_and_dead_lettered() {
+    init_logging();
+    let servers = Servers::start().await;
+    let west = servers.ec2("us-west-2");
+    let volume = create_volume(&west, "us-west-2a", 8, &[("slot", "none")]).await;
+    create_snapshot(&west, &volume, &[("slot", "none")]).await;
+    // No copy slot ever (limit 0), and only three deliveries allowed.
+    let mut ebs = fast_ebs_config();
+    ebs.max_copies_per_region = 0;
+    ebs.consumer.max_deliveries = 3;
+    let _services = Running::start(&servers, ServiceSet { ebs: Some(ebs), ..ServiceSet::default() }).await;
+    let client = servers.client().await;
+    let target =
+        pb::EbsTarget { region: "us-east-1".into(), availability_zone: "us-east-1a".into(), ..Default::default() };
+    client
+        .submit(&request("no-slot", vec![ebs_set("s", "us-west-2", &[("slot", "none")], None, target)]))
+        .await
+        .unwrap();
+
+    let summary = final_summary(&client, "no-slot").await;
+    assert_eq!(verdict(&summary), pb::Verdict::Failed);
+    let task = &summary.tasks[0];
+    assert_eq!(task.reason_code, lifeboat_common::consumer::MAX_DELIVERIES, "{task:?}");
+    assert_eq!(task.attempt, 3);
+    assert!(snapshots_tagged(&servers.ec2("us-east-1"), subjects::TAG_REQUEST_ID, "no-slot").await.is_empty());
+    let bus = servers.bus().await;
+    let dead = bus
+        .context()
+        .get_stream(subjects::DEADLETTER_STREAM)
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject("lifeboat.deadletter.work-ebs")
+        .await
+        .unwrap();
+    let task_back = <pb::RestoreTask as prost::Message>::decode(dead.payload.as_ref()).unwrap();
+    assert_eq!(task_back.task_id, task.task_id, "the task is kept for inspection or replay");
+}

@@ -168,10 +168,16 @@ impl Handler for Aggregator {
             Ok(event) if lifeboat_common::ids::is_valid_request_id(&event.request_id) => event,
             Ok(event) => {
                 return Outcome::DeadLetter {
+                    code: "INVALID_EVENT".to_string(),
                     reason: format!("status event with invalid request id '{}'", event.request_id),
                 }
             }
-            Err(e) => return Outcome::DeadLetter { reason: format!("not a lifeboat.v1.StatusEvent: {e}") },
+            Err(e) => {
+                return Outcome::DeadLetter {
+                    code: "UNDECODABLE_EVENT".to_string(),
+                    reason: format!("not a lifeboat.v1.StatusEvent: {e}"),
+                }
+            }
         };
         match self.apply(&event).await {
             Ok(()) => Outcome::Done,

@@ -14,6 +14,9 @@ use tracing::{debug, error, info, warn, Instrument};
 use crate::bus::{Bus, Delivery, OutgoingMessage, Queue, QueueOptions, Result};
 use crate::subjects;
 
+/// Dead-letter code of a delivery that asked for a retry once too often.
+pub const MAX_DELIVERIES: &str = "MAX_DELIVERIES";
+
 /// What a handler decided about a delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -22,16 +25,17 @@ pub enum Outcome {
     /// Deliver again after the delay: an AWS operation is still running, or a retryable error.
     RetryAfter(Duration),
     /// Can never succeed (undecodable, poison): move to the dead-letter subject with the reason.
-    DeadLetter { reason: String },
+    DeadLetter { code: String, reason: String },
 }
 
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, delivery: &Delivery) -> Outcome;
 
-    /// Called after a delivery was dead-lettered (by the handler's outcome or because it ran
-    /// out of deliveries), so the handler can report the affected task as FAILED.
-    async fn dead_lettered(&self, _delivery: &Delivery, _reason: &str) {}
+    /// Called after a delivery was dead-lettered (by the handler's outcome, or with code
+    /// [`MAX_DELIVERIES`] because it ran out of deliveries), so the handler can report the
+    /// affected task as FAILED.
+    async fn dead_lettered(&self, _delivery: &Delivery, _code: &str, _reason: &str) {}
 }
 
 #[derive(Clone, Debug)]
@@ -107,9 +111,10 @@ async fn settle<B: Bus + ?Sized, H: Handler>(
 ) {
     let outcome = with_progress(&delivery, options.queue.ack_wait, handler.handle(&delivery)).await;
     let outcome = match outcome {
-        Outcome::RetryAfter(_) if delivery.attempt >= options.max_deliveries => {
-            Outcome::DeadLetter { reason: format!("still not done after {} deliveries", delivery.attempt) }
-        }
+        Outcome::RetryAfter(_) if delivery.attempt >= options.max_deliveries => Outcome::DeadLetter {
+            code: MAX_DELIVERIES.to_string(),
+            reason: format!("still not done after {} deliveries", delivery.attempt),
+        },
         other => other,
     };
     let settled = match &outcome {
@@ -118,7 +123,7 @@ async fn settle<B: Bus + ?Sized, H: Handler>(
             debug!(delay_ms = delay.as_millis() as u64, "will check again");
             delivery.settle.retry_after(*delay).await
         }
-        Outcome::DeadLetter { reason } => dead_letter(bus, queue, handler, &delivery, reason).await,
+        Outcome::DeadLetter { code, reason } => dead_letter(bus, queue, handler, &delivery, code, reason).await,
     };
     if let Err(e) = settled {
         // The message comes back after the ack deadline; handlers are idempotent.
@@ -152,11 +157,12 @@ async fn dead_letter<B: Bus + ?Sized, H: Handler>(
     queue: &Queue,
     handler: &H,
     delivery: &Delivery,
+    code: &str,
     reason: &str,
 ) -> Result<()> {
-    warn!(reason, "dead-lettering message");
+    warn!(code, reason, "dead-lettering message");
     let mut message = OutgoingMessage::new(queue.deadletter_subject(), delivery.payload.clone())
-        .header(subjects::HEADER_DEADLETTER_REASON, reason.replace(['\r', '\n'], " "))
+        .header(subjects::HEADER_DEADLETTER_REASON, format!("{code}: {reason}").replace(['\r', '\n'], " "))
         .header(subjects::HEADER_DEADLETTER_SUBJECT, delivery.subject.clone());
     for (name, value) in &delivery.headers {
         if !name.starts_with("Nats-") {
@@ -165,6 +171,6 @@ async fn dead_letter<B: Bus + ?Sized, H: Handler>(
     }
     // Keep it until it is stored elsewhere: on failure the delivery is not terminated and comes back.
     bus.publish(message).await?;
-    handler.dead_lettered(delivery, reason).await;
+    handler.dead_lettered(delivery, code, reason).await;
     delivery.settle.terminate().await
 }

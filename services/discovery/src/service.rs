@@ -261,7 +261,10 @@ impl Handler for Discovery {
                 }];
                 // Tell the requester, then keep the bytes in the dead-letter stream for inspection.
                 return match self.reject(&header_id, errors).await {
-                    Outcome::Done => Outcome::DeadLetter { reason: format!("{}: {e}", reason::UNDECODABLE_REQUEST) },
+                    Outcome::Done => Outcome::DeadLetter {
+                        code: reason::UNDECODABLE_REQUEST.to_string(),
+                        reason: format!("not a lifeboat.v1.RestoreRequest: {e}"),
+                    },
                     other => other,
                 };
             }

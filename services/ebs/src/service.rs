@@ -202,7 +202,8 @@ impl Handler for EbsService {
             Ok(task) => task,
             Err(e) => {
                 return Outcome::DeadLetter {
-                    reason: format!("{}: not a lifeboat.v1.RestoreTask: {e}", reason::POISON_MESSAGE),
+                    code: reason::POISON_MESSAGE.to_string(),
+                    reason: format!("not a lifeboat.v1.RestoreTask: {e}"),
                 }
             }
         };
@@ -227,12 +228,9 @@ impl Handler for EbsService {
         self.restore(&task, &target, delivery.attempt).instrument(span).await
     }
 
-    async fn dead_lettered(&self, delivery: &Delivery, reason: &str) {
+    async fn dead_lettered(&self, delivery: &Delivery, code: &str, reason: &str) {
         match RestoreTask::decode(delivery.payload.as_ref()) {
-            Ok(task) => {
-                self.report_failed(&task, delivery.attempt, reason::POISON_MESSAGE, format!("dead-lettered: {reason}"))
-                    .await
-            }
+            Ok(task) => self.report_failed(&task, delivery.attempt, code, format!("dead-lettered: {reason}")).await,
             Err(_) => {
                 // Undecodable: the headers discovery set still say which task it was.
                 let (Some(request_id), Some(task_id)) =
@@ -246,8 +244,7 @@ impl Handler for EbsService {
                     task_id: task_id.to_string(),
                     ..Default::default()
                 };
-                self.report_failed(&task, delivery.attempt, reason::POISON_MESSAGE, format!("dead-lettered: {reason}"))
-                    .await;
+                self.report_failed(&task, delivery.attempt, code, format!("dead-lettered: {reason}")).await;
             }
         }
     }
