@@ -32,6 +32,20 @@ impl TimeRule {
     }
 }
 
+impl std::fmt::Display for TimeRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            TimeRule::Before(at) => write!(f, "newest at or before {}", rfc3339(at)),
+            TimeRule::After(at) => write!(f, "oldest at or after {}", rfc3339(at)),
+            TimeRule::Window(start, end) => write!(f, "in window {} .. {}", rfc3339(start), rfc3339(end)),
+        }
+    }
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 /// A backup as far as selection is concerned.
 #[derive(Clone, Debug)]
 pub struct Candidate {
@@ -53,7 +67,6 @@ pub fn pick(candidates: &[Candidate], rule: TimeRule) -> Vec<(usize, String)> {
     for (index, candidate) in candidates.iter().enumerate() {
         by_resource.entry(candidate.source_resource_id.as_str()).or_default().push(index);
     }
-    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut picked = Vec::new();
     for (_, mut indices) in by_resource {
         // Ties on time are broken by id so the pick is deterministic.
@@ -66,19 +79,19 @@ pub fn pick(candidates: &[Candidate], rule: TimeRule) -> Vec<(usize, String)> {
         match rule {
             TimeRule::Before(at) => {
                 if let Some(&index) = indices.iter().rev().find(|&&i| candidates[i].created_at <= at) {
-                    picked.push((index, format!("newest of {of} at or before {}", fmt(at))));
+                    picked.push((index, format!("newest of {of} at or before {}", rfc3339(at))));
                 }
             }
             TimeRule::After(at) => {
                 if let Some(&index) = indices.iter().find(|&&i| candidates[i].created_at >= at) {
-                    picked.push((index, format!("oldest of {of} at or after {}", fmt(at))));
+                    picked.push((index, format!("oldest of {of} at or after {}", rfc3339(at))));
                 }
             }
             TimeRule::Window(start, end) => {
                 for &index in
                     indices.iter().filter(|&&i| candidates[i].created_at >= start && candidates[i].created_at <= end)
                 {
-                    picked.push((index, format!("in window {} .. {}", fmt(start), fmt(end))));
+                    picked.push((index, rule.to_string()));
                 }
             }
         }

@@ -112,26 +112,23 @@ impl Discovery {
             if kind != ResourceType::EbsVolume as i32 {
                 continue;
             }
-            let failed = |e: AwsError| SetOutcome::Nothing {
-                phase: TaskPhase::Failed,
-                code: e.code.clone(),
-                message: e.to_string(),
+            let listed = async {
+                let account_id = self.accounts.resolve_account(&source.account_id).await?;
+                let config = self.accounts.config_for(&account_id, &source.region).await?;
+                let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, &source.region);
+                let found = crate::ebs::list_snapshots(&ec2, &account_id, &source.region, &source.tags).await?;
+                Ok::<_, AwsError>((account_id, found))
             };
-            let account_id = match self.accounts.resolve_account(&source.account_id).await {
-                Ok(account) => account,
+            let (account_id, found) = match listed.await {
+                Ok(listed) => listed,
                 Err(e) if e.is_retryable() => return Err(e),
-                Err(e) => return Ok(failed(e)),
-            };
-            let config = match self.accounts.config_for(&account_id, &source.region).await {
-                Ok(config) => config,
-                Err(e) if e.is_retryable() => return Err(e),
-                Err(e) => return Ok(failed(e)),
-            };
-            let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, &source.region);
-            let found = match crate::ebs::list_snapshots(&ec2, &account_id, &source.region, &source.tags).await {
-                Ok(found) => found,
-                Err(e) if e.is_retryable() => return Err(e),
-                Err(e) => return Ok(failed(e)),
+                Err(e) => {
+                    return Ok(SetOutcome::Nothing {
+                        phase: TaskPhase::Failed,
+                        code: e.code.clone(),
+                        message: e.to_string(),
+                    })
+                }
             };
             let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
             let target = set.target.clone().unwrap_or_default().ebs.unwrap_or_default();
@@ -161,7 +158,7 @@ impl Discovery {
             return Ok(SetOutcome::Nothing {
                 phase: TaskPhase::Skipped,
                 code: reason::NO_MATCHING_BACKUPS.to_string(),
-                message: format!("no backup in {} matches tags [{}] and {:?}", source.region, tags.join(", "), rule),
+                message: format!("no backup in {} has tags [{}] and is the {rule}", source.region, tags.join(", ")),
             });
         }
         Ok(SetOutcome::Tasks(tasks))
