@@ -1,7 +1,6 @@
 //! Bad input: every problem is reported with its field, nothing panics, and the services keep
 //! serving the next request.
 
-use async_nats::jetstream;
 use lifeboat_common::bus::{Bus, OutgoingMessage};
 use lifeboat_common::subjects;
 use lifeboat_common::validate::Policy;
@@ -130,13 +129,7 @@ async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs(
     assert_eq!(verdict(&final_summary(&client, "valid-after").await), pb::Verdict::Completed);
 
     // The undecodable request is kept, with its reason, in the dead-letter stream.
-    let dead_letters = jetstream::new(bus.client().clone())
-        .get_stream(subjects::DEADLETTER_STREAM)
-        .await
-        .unwrap()
-        .get_last_raw_message_by_subject("lifeboat.deadletter.discovery")
-        .await
-        .unwrap();
+    let dead_letters = last_stored(&bus, subjects::DEADLETTER_STREAM, "lifeboat.deadletter.discovery").await;
     assert_eq!(dead_letters.payload.as_ref(), &[0xff, 0xff, 0xff, 0x01, 0x02]);
     let reason = dead_letters.headers.get(subjects::HEADER_DEADLETTER_REASON).unwrap().to_string();
     assert!(reason.contains("UNDECODABLE_REQUEST"), "{reason}");

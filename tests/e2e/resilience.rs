@@ -197,14 +197,7 @@ async fn a_task_that_never_gets_a_copy_slot_ends_failed_and_dead_lettered() {
     assert_eq!(task.attempt, 3);
     assert!(snapshots_tagged(&servers.ec2("us-east-1"), subjects::TAG_REQUEST_ID, "no-slot").await.is_empty());
     let bus = servers.bus().await;
-    let dead = bus
-        .context()
-        .get_stream(subjects::DEADLETTER_STREAM)
-        .await
-        .unwrap()
-        .get_last_raw_message_by_subject("lifeboat.deadletter.work-ebs")
-        .await
-        .unwrap();
+    let dead = last_stored(&bus, subjects::DEADLETTER_STREAM, "lifeboat.deadletter.work-ebs").await;
     let task_back = <pb::RestoreTask as prost::Message>::decode(dead.payload.as_ref()).unwrap();
     assert_eq!(task_back.task_id, task.task_id, "the task is kept for inspection or replay");
 }

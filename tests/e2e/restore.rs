@@ -126,14 +126,7 @@ async fn bulk_restore_picks_before_and_after_every_volume_and_crosses_regions() 
 
     // The last summary stays retrievable from its stream, for clients that come late.
     let bus = servers.bus().await;
-    let stored = bus
-        .context()
-        .get_stream(lifeboat_common::subjects::SUMMARIES_STREAM)
-        .await
-        .unwrap()
-        .get_last_raw_message_by_subject("lifeboat.events.summary.bulk-1")
-        .await
-        .unwrap();
+    let stored = last_stored(&bus, lifeboat_common::subjects::SUMMARIES_STREAM, "lifeboat.events.summary.bulk-1").await;
     let last = <pb::RequestSummary as prost::Message>::decode(stored.payload.as_ref()).unwrap();
     assert!(last.r#final);
     assert_eq!(verdict(&last), pb::Verdict::Completed);

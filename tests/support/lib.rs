@@ -377,6 +377,16 @@ pub async fn work_drained(bus: &JetStreamBus, kind: &str) {
     panic!("work queue {kind} not drained within 10s");
 }
 
+/// The last message stored in `stream` under `subject` (dead letters, summaries).
+pub async fn last_stored(
+    bus: &JetStreamBus,
+    stream: &str,
+    subject: &str,
+) -> async_nats::jetstream::message::StreamMessage {
+    let stream = bus.context().get_stream(stream).await.expect("stream exists");
+    stream.get_last_raw_message_by_subject(subject).await.expect("a stored message")
+}
+
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
