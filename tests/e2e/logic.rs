@@ -237,3 +237,27 @@ restore_sets:
     let error = request_file::parse("r.yaml", "restore_sets: []\nsurprise: 1").unwrap_err();
     assert!(error.to_string().contains("unknown field `surprise`"), "{error}");
 }
+
+#[test]
+fn docker_compose_runs_every_service_from_files_that_exist() {
+    use clap::ValueEnum;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let compose: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap()).unwrap();
+    let services = compose["services"].as_mapping().unwrap();
+    for name in ["nats", "moto", "discovery", "ebs", "aggregator"] {
+        assert!(services.contains_key(name), "docker-compose.yml has no {name} service");
+    }
+    let dockerfile = compose["x-lifeboat"]["build"]["dockerfile"].as_str().unwrap();
+    assert!(root.join(dockerfile).exists(), "{dockerfile} missing");
+    for (name, service) in services {
+        let Some(command) = service["command"].as_sequence() else { continue };
+        if command.first().and_then(|c| c.as_str()) == Some("serve") {
+            let served = command[1].as_str().unwrap();
+            assert!(
+                lifeboat_cli::serve::ServiceName::from_str(served, false).is_ok(),
+                "{name:?} runs unknown service {served}"
+            );
+        }
+    }
+}
