@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use futures::StreamExt;
 use lifeboat_common::aws::{backoff, Accounts, AwsError};
 use lifeboat_common::bus::{Bus, Delivery, OutgoingMessage, Queue};
 use lifeboat_common::events::{self, Reporter};
@@ -19,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::select::{pick, TimeRule};
+
+/// Restore sets of one request whose backups are listed at the same time.
+const SETS_LISTED_AT_ONCE: usize = 8;
 
 /// Reason codes discovery reports.
 pub mod reason {
@@ -165,9 +169,14 @@ impl Discovery {
     }
 
     async fn plan(&self, request: &RestoreRequest, attempt: u32) -> Outcome {
+        // Sets are independent (often other accounts or regions): list them side by side,
+        // keeping their order for the plan.
+        let listings: Vec<_> = request.restore_sets.iter().map(|set| self.plan_set(request, set)).collect();
+        let results: Vec<_> = futures::stream::iter(listings).buffered(SETS_LISTED_AT_ONCE).collect().await;
+        let planned = request.restore_sets.iter().zip(results);
         let mut outcomes = Vec::new();
-        for set in &request.restore_sets {
-            match self.plan_set(request, set).await {
+        for (set, outcome) in planned {
+            match outcome {
                 Ok(outcome) => outcomes.push((set, outcome)),
                 Err(e) => {
                     warn!(request_id = %request.request_id, set = %set.name, error = %e, "discovery will retry");
