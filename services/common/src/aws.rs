@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -170,7 +170,7 @@ pub struct Accounts {
     base: SdkConfig,
     role_name: String,
     caller_account: OnceCell<String>,
-    configs: Mutex<HashMap<(String, String), SdkConfig>>,
+    configs: Mutex<HashMap<(String, String), Arc<OnceCell<SdkConfig>>>>,
 }
 
 impl Accounts {
@@ -216,41 +216,43 @@ impl Accounts {
     }
 
     /// Config for `account_id` (empty: the caller's) in `region`. Another account is reached by
-    /// assuming `arn:aws:iam::<account>:role/<role_name>`; the credentials are fetched once here
-    /// so that a denied AssumeRole fails clearly instead of on the first call.
+    /// assuming `arn:aws:iam::<account>:role/<role_name>`. That role is tried once here, with the
+    /// error classified like any AWS call: a denied role fails the task with STS's code,
+    /// throttling is retried. Concurrent callers for other accounts do not wait on each other.
     pub async fn config_for(&self, account_id: &str, region: &str) -> Result<SdkConfig, AwsError> {
         let caller = self.caller_account().await?;
         let account = if account_id.is_empty() { caller.clone() } else { account_id.to_string() };
-        let key = (account.clone(), region.to_string());
-        let mut configs = self.configs.lock().await;
-        if let Some(config) = configs.get(&key) {
-            return Ok(config.clone());
-        }
+        let cell = self.configs.lock().await.entry((account.clone(), region.to_string())).or_default().clone();
+        cell.get_or_try_init(|| self.build_config(&caller, &account, region)).await.cloned()
+    }
+
+    async fn build_config(&self, caller: &str, account: &str, region: &str) -> Result<SdkConfig, AwsError> {
         let regional = self.base.to_builder().region(Region::new(region.to_string())).build();
-        let config = if account == caller {
-            regional
-        } else {
-            let role_arn = format!("arn:aws:iam::{account}:role/{}", self.role_name);
-            let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
-                .session_name("lifeboat")
-                .session_length(Duration::from_secs(3600))
-                .region(Region::new(region.to_string()))
-                .configure(&self.base)
-                .build()
-                .await;
-            provider.provide_credentials().await.map_err(|e| {
-                AwsError::task_failure(
-                    "sts:AssumeRole",
-                    "AssumeRoleFailed",
-                    format!("cannot assume {role_arn}: {}", display_chain(&e)),
-                )
-            })?;
-            regional.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
-        };
-        configs.insert(key, config.clone());
-        Ok(config)
+        if account == caller {
+            return Ok(regional);
+        }
+        let role_arn = format!("arn:aws:iam::{account}:role/{}", self.role_name);
+        aws_sdk_sts::Client::new(&regional)
+            .assume_role()
+            .role_arn(&role_arn)
+            .role_session_name(SESSION_NAME)
+            .send()
+            .await
+            .map_err(|e| classify("sts:AssumeRole", e))?;
+        // The provider keeps the credentials fresh from here on.
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name(SESSION_NAME)
+            .session_length(Duration::from_secs(3600))
+            .region(Region::new(region.to_string()))
+            .configure(&self.base)
+            .build()
+            .await;
+        Ok(regional.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build())
     }
 }
+
+/// The session name on every assumed role, so CloudTrail shows what Lifeboat did.
+const SESSION_NAME: &str = "lifeboat";
 
 /// Exponential backoff with a cap: attempt 1 waits `initial`, each next one twice as long.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
