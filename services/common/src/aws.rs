@@ -165,12 +165,15 @@ pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
     aws_sdk_ec2::Client::from_conf(config)
 }
 
+/// (account id, region)
+type AccountRegion = (String, String);
+
 /// `SdkConfig`s per account and region, cached.
 pub struct Accounts {
     base: SdkConfig,
     role_name: String,
     caller_account: OnceCell<String>,
-    configs: Mutex<HashMap<(String, String), Arc<OnceCell<SdkConfig>>>>,
+    configs: Mutex<HashMap<AccountRegion, Arc<OnceCell<SdkConfig>>>>,
 }
 
 impl Accounts {
