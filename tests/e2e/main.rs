@@ -1,6 +1,7 @@
 //! Every Lifeboat test in one binary (the AWS SDKs are linked once): end-to-end restores over
 //! real nats-server and moto_server, resilience, bad input, and the logic behind them.
 
+mod clumio;
 mod invalid;
 mod logic;
 mod mocks;

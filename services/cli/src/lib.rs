@@ -2,6 +2,7 @@
 //! status, watch), rendering, and running the services.
 
 pub mod client;
+pub mod clumio;
 pub mod render;
 pub mod request_file;
 pub mod serve;

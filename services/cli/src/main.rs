@@ -137,13 +137,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             match command {
                 RestoreCommand::Submit { file, dry_run, watch, request_id, timeout } => {
                     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
-                    let mut parsed = request_file::parse(&file, &text)?;
-                    if let Some(id) = request_id {
-                        parsed.request_id = Some(id);
-                    }
-                    parsed.dry_run |= dry_run;
                     let generated = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-                    let request = parsed.into_request(generated)?;
+                    let mut request = request_file::load(&file, &text, generated)?;
+                    if let Some(id) = request_id {
+                        request.request_id = id;
+                    }
+                    request.dry_run |= dry_run;
                     // The same checks discovery makes, before anything is published.
                     if let Err(errors) = validate_request(&request, &Policy::default()) {
                         for error in &errors {

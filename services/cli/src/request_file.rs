@@ -116,6 +116,19 @@ pub fn parse(path: &str, text: &str) -> Result<RequestFile, RequestFileError> {
     }
 }
 
+/// Reads a request file in any accepted format: Lifeboat's own (YAML or JSON) or Clumio bulk
+/// restore JSON. `request_id` is used when the file names none.
+pub fn load(path: &str, text: &str, request_id: String) -> Result<pb::RestoreRequest, RequestFileError> {
+    if path.ends_with(".json") {
+        let document: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| RequestFileError::Syntax { path: path.to_string(), message: e.to_string() })?;
+        if crate::clumio::is_clumio(&document) {
+            return crate::clumio::convert(&document, request_id, Utc::now());
+        }
+    }
+    parse(path, text)?.into_request(request_id)
+}
+
 fn field_error(field: String, message: impl Into<String>) -> RequestFileError {
     RequestFileError::Field { field, message: message.into() }
 }
