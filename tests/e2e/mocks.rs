@@ -11,10 +11,10 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::ErrorMetadata;
 use lifeboat_common::aws::ErrorClass;
+use lifeboat_common::restore::{decide, WaitPolicy};
 use lifeboat_common::Outcome;
 use lifeboat_ebs::restore::Limits;
-use lifeboat_ebs::service::decide;
-use lifeboat_ebs::{restore_step, Clients, EbsConfig, Step};
+use lifeboat_ebs::{restore_step, Clients, Step};
 use lifeboat_proto as pb;
 
 fn task() -> (pb::RestoreTask, pb::EbsTarget) {
@@ -64,7 +64,7 @@ async fn throttling_is_retried_with_backoff() {
     assert_eq!(error.code, "RequestLimitExceeded");
     assert_eq!(error.operation, "ec2:CreateVolume");
 
-    let config = EbsConfig::default();
+    let config = WaitPolicy::default();
     let first = decide(Err(error.clone()), 1, &config, 100);
     assert_eq!(first.phase, pb::TaskPhase::Waiting);
     assert_eq!(first.reason_code, "RequestLimitExceeded");
@@ -93,7 +93,7 @@ async fn access_denied_fails_the_task_with_the_aws_code() {
     let create = create_fails_with("UnauthorizedOperation");
     let error = step(&[&describe, &create]).await.unwrap_err();
     assert_eq!(error.class, ErrorClass::TaskFailure);
-    let decision = decide(Err(error), 1, &EbsConfig::default(), 100);
+    let decision = decide(Err(error), 1, &WaitPolicy::default(), 100);
     assert_eq!(decision.phase, pb::TaskPhase::Failed);
     assert_eq!(decision.reason_code, "UnauthorizedOperation");
     assert!(decision.message.contains("mocked UnauthorizedOperation"));
@@ -117,7 +117,7 @@ async fn create_volume_uses_the_task_id_as_client_token_and_then_waits() {
     let result = step(&[&describe, &create]).await.unwrap();
     assert_eq!(create.num_calls(), 1);
     assert!(matches!(&result, Step::Waiting { created, .. } if created == &vec!["vol-new".to_string()]), "{result:?}");
-    let config = EbsConfig::default();
+    let config = WaitPolicy::default();
     assert_eq!(decide(Ok(result.clone()), 1, &config, 100).outcome, Outcome::RetryAfter(config.check_initial));
     let timed_out = decide(Ok(result), 100, &config, 100);
     assert_eq!((timed_out.phase, timed_out.reason_code.as_str()), (pb::TaskPhase::Failed, "WAIT_TIMEOUT"));
@@ -151,7 +151,7 @@ async fn cross_region_copies_wait_for_a_slot_when_twenty_are_in_flight() {
         .unwrap_err();
     assert_eq!((error.class, error.code.as_str()), (ErrorClass::Retryable, "CopyLimitInFlight"));
     assert_eq!(copy.num_calls(), 0, "no copy started beyond the limit");
-    let decision = decide(Err(error), 1, &EbsConfig::default(), 100);
+    let decision = decide(Err(error), 1, &WaitPolicy::default(), 100);
     assert_eq!(decision.phase, pb::TaskPhase::Waiting, "the task waits for a slot, it does not fail");
 }
 
@@ -221,6 +221,18 @@ async fn another_target_account_gets_the_snapshot_shared_and_an_encrypted_volume
     target.kms_key_id = "alias/restores".into();
     let step =
         restore_step(&Clients { target: target_client, source }, &task, &target, &Limits::new(20)).await.unwrap();
-    assert_eq!(step, Step::Done { volume_id: "vol-x".into(), created: vec!["vol-x".into()] });
+    let done =
+        Step::Done { message: "volume vol-x is available".into(), created: vec!["vol-x".into()], warnings: vec![] };
+    assert_eq!(step, done);
     assert_eq!((share.num_calls(), create.num_calls()), (1, 1));
+}
+
+#[test]
+fn settings_that_could_not_be_restored_are_a_warning_not_a_failure() {
+    let step =
+        Step::Done { message: "table t is active".into(), created: vec!["t".into()], warnings: vec!["TTL".into()] };
+    let decision = decide(Ok(step), 1, &WaitPolicy::default(), 100);
+    assert_eq!(decision.phase, pb::TaskPhase::Succeeded);
+    assert_eq!(decision.reason_code, "SETTINGS_NOT_RESTORED");
+    assert!(decision.message.ends_with("not restored: TTL"), "{}", decision.message);
 }

@@ -73,9 +73,9 @@ fn start_doomed_ebs(nats_url: String, aws: aws_config::SdkConfig) -> tokio::runt
         // A long first re-check, so the task is mid-flight (volume created, not yet reported
         // done) when the process dies.
         let mut config = short_ack_wait(fast_ebs_config(), Duration::from_secs(2));
-        config.check_initial = Duration::from_secs(3);
-        config.check_max = Duration::from_secs(3);
-        let service = lifeboat_ebs::EbsService::new(accounts, std::sync::Arc::new(bus), config);
+        config.service.wait.check_initial = Duration::from_secs(3);
+        config.service.wait.check_max = Duration::from_secs(3);
+        let service = lifeboat_ebs::service(accounts, std::sync::Arc::new(bus), config);
         let _ = service.run(tokio_util::sync::CancellationToken::new()).await;
     });
     runtime
@@ -180,7 +180,7 @@ async fn a_task_that_never_gets_a_copy_slot_ends_failed_and_dead_lettered() {
     // No copy slot ever (limit 0), and only three deliveries allowed.
     let mut ebs = fast_ebs_config();
     ebs.max_copies_per_region = 0;
-    ebs.consumer.max_deliveries = 3;
+    ebs.service.consumer.max_deliveries = 3;
     let _services = Running::start(&servers, ServiceSet { ebs: Some(ebs), ..ServiceSet::default() }).await;
     let client = servers.client().await;
     let target =

@@ -16,10 +16,11 @@ use lifeboat_cli::client::LifeboatClient;
 use lifeboat_common::aws::Accounts;
 use lifeboat_common::bus::{Bus, QueueOptions};
 use lifeboat_common::jetstream::JetStreamBus;
+use lifeboat_common::restore::WaitPolicy;
 use lifeboat_common::validate::Policy;
 use lifeboat_common::ConsumerOptions;
 use lifeboat_discovery::{Discovery, DiscoveryConfig};
-use lifeboat_ebs::{EbsConfig, EbsService};
+use lifeboat_ebs::EbsConfig;
 use lifeboat_proto as pb;
 use tokio_util::sync::CancellationToken;
 
@@ -131,13 +132,15 @@ impl Drop for Servers {
 
 /// Settings that make the services quick against moto, where everything is created at once.
 pub fn fast_ebs_config() -> EbsConfig {
-    EbsConfig {
+    let mut config = EbsConfig::default();
+    config.service.wait = WaitPolicy {
         check_initial: Duration::from_millis(100),
         check_max: Duration::from_millis(500),
         retry_initial: Duration::from_millis(100),
         retry_max: Duration::from_millis(500),
-        ..EbsConfig::default()
-    }
+        ..WaitPolicy::default()
+    };
+    config
 }
 
 pub fn fast_discovery_config(policy: Policy) -> DiscoveryConfig {
@@ -187,8 +190,9 @@ impl Running {
                 .push(spawn(Box::pin(Discovery::new(accounts.clone(), shared.clone(), config).run(shutdown.clone()))));
         }
         if let Some(config) = set.ebs {
-            handles
-                .push(spawn(Box::pin(EbsService::new(accounts.clone(), shared.clone(), config).run(shutdown.clone()))));
+            handles.push(spawn(Box::pin(
+                lifeboat_ebs::service(accounts.clone(), shared.clone(), config).run(shutdown.clone()),
+            )));
         }
         if set.aggregator {
             let store = Arc::new(KvStore::open(bus.client().clone()).await.expect("open state bucket"));
@@ -215,8 +219,8 @@ impl Drop for Running {
 
 /// An EBS consumer options set with a short ack deadline, so a crashed worker's message returns fast.
 pub fn short_ack_wait(mut config: EbsConfig, ack_wait: Duration) -> EbsConfig {
-    config.consumer =
-        ConsumerOptions { queue: QueueOptions { ack_wait, ..QueueOptions::default() }, ..config.consumer };
+    config.service.consumer =
+        ConsumerOptions { queue: QueueOptions { ack_wait, ..QueueOptions::default() }, ..config.service.consumer };
     config
 }
 

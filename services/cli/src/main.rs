@@ -126,7 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut options = ServeOptions::new(cli.nats_url, services);
             options.role_name = role_name;
             options.allowed_accounts = allowed_accounts.into_iter().filter(|a| !a.is_empty()).collect();
-            options.ebs.check_initial = Duration::from_secs_f64(check_interval.max(0.05));
+            options.ebs.service.wait.check_initial = Duration::from_secs_f64(check_interval.max(0.05));
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             serve(options, shutdown).await?;

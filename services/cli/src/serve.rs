@@ -9,7 +9,7 @@ use lifeboat_common::bus::Bus;
 use lifeboat_common::jetstream::JetStreamBus;
 use lifeboat_common::validate::Policy;
 use lifeboat_discovery::{Discovery, DiscoveryConfig};
-use lifeboat_ebs::{EbsConfig, EbsService};
+use lifeboat_ebs::EbsConfig;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -67,7 +67,7 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
         running.spawn(service.run(shutdown.clone()));
     }
     if options.wants(ServiceName::Ebs) {
-        let service = EbsService::new(accounts.clone(), shared_bus.clone(), options.ebs.clone());
+        let service = lifeboat_ebs::service(accounts.clone(), shared_bus.clone(), options.ebs.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     if options.wants(ServiceName::Aggregator) {

@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod events;
 pub mod ids;
 pub mod jetstream;
+pub mod restore;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;

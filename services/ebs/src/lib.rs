@@ -4,5 +4,6 @@
 pub mod restore;
 pub mod service;
 
-pub use restore::{restore_step, Clients, Step};
-pub use service::{EbsConfig, EbsService};
+pub use lifeboat_common::restore::Step;
+pub use restore::{restore_step, Clients};
+pub use service::{service, EbsConfig, EbsService};

@@ -8,6 +8,7 @@ use aws_sdk_ec2::types::{
     Filter, ResourceType, Snapshot, SnapshotState, Tag, TagSpecification, Volume, VolumeState, VolumeType,
 };
 use lifeboat_common::aws::{classify, AwsError};
+use lifeboat_common::restore::Step;
 use lifeboat_common::subjects::{TAG_REQUEST_ID, TAG_SOURCE_BACKUP, TAG_SOURCE_RESOURCE, TAG_TASK_ID};
 use lifeboat_proto::{Backup, EbsTarget, RestoreTask};
 use tokio::sync::Mutex;
@@ -20,15 +21,8 @@ pub struct Clients {
     pub source: aws_sdk_ec2::Client,
 }
 
-/// Where a restore stands after a step.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// The volume is available.
-    Done { volume_id: String, created: Vec<String> },
-    /// An operation is under way; check again later.
-    Waiting { what: String, created: Vec<String> },
-    /// It cannot succeed.
-    Failed { code: String, message: String },
+fn available(volume_id: String, created: Vec<String>) -> Step {
+    Step::Done { message: format!("volume {volume_id} is available"), created, warnings: Vec::new() }
 }
 
 /// Limits shared by every task of this process.
@@ -60,7 +54,7 @@ pub async fn restore_step(
             volume.tags().iter().filter(|t| t.key() == Some(TAG_COPY_ID)).filter_map(|t| t.value().map(str::to_string)),
         );
         return Ok(match volume.state() {
-            Some(VolumeState::Available) | Some(VolumeState::InUse) => Step::Done { volume_id, created },
+            Some(VolumeState::Available) | Some(VolumeState::InUse) => available(volume_id, created),
             Some(VolumeState::Creating) | None => {
                 Step::Waiting { what: format!("volume {volume_id} is being created"), created }
             }
@@ -126,7 +120,7 @@ pub async fn restore_step(
     let mut created = vec![volume_id.clone()];
     created.extend(copy_id);
     Ok(match volume.state() {
-        Some(VolumeState::Available) => Step::Done { volume_id, created },
+        Some(VolumeState::Available) => available(volume_id, created),
         _ => Step::Waiting { what: format!("volume {volume_id} is being created from {snapshot_id}"), created },
     })
 }

@@ -1,0 +1,281 @@
+//! The shell every resource service (EBS today; RDS, DynamoDB, EC2 next) runs in: it decodes
+//! a RestoreTask, serialises duplicate deliveries, reports RUNNING, asks the service's
+//! [`Restorer`] for one step, and turns the step into a status event and a settlement. A
+//! restorer only knows its AWS API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lifeboat_proto::{RestoreTask, StatusEvent, TaskPhase};
+use prost::Message;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::aws::{backoff, AwsError};
+use crate::bus::{Bus, Delivery, Queue};
+use crate::consumer::{ConsumerOptions, Handler, Outcome};
+use crate::events::{task_event, Reporter};
+use crate::subjects;
+
+/// Reason codes of the resource services (AWS error codes are reported as they are).
+pub mod reason {
+    pub const WAIT_TIMEOUT: &str = "WAIT_TIMEOUT";
+    pub const INVALID_TASK: &str = "INVALID_TASK";
+    pub const POISON_MESSAGE: &str = "POISON_MESSAGE";
+    /// Restored, but some of the source's settings could not be applied (a warning).
+    pub const SETTINGS_NOT_RESTORED: &str = "SETTINGS_NOT_RESTORED";
+}
+
+/// Where a restore stands after a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The resource is ready. Warnings name what could not be carried over.
+    Done { message: String, created: Vec<String>, warnings: Vec<String> },
+    /// An operation is under way; check again later.
+    Waiting { what: String, created: Vec<String> },
+    /// It cannot succeed.
+    Failed { code: String, message: String },
+}
+
+/// One restore service's AWS side.
+#[async_trait]
+pub trait Restorer: Send + Sync + 'static {
+    /// The work subject suffix it consumes (`lifeboat.work.<kind>`), also its service name.
+    fn kind(&self) -> &'static str;
+
+    /// Checks that a task carries what this restorer needs; the error becomes INVALID_TASK.
+    fn check(&self, task: &RestoreTask) -> Result<(), String>;
+
+    /// Advances the restore by one step. Must be idempotent: it may run any number of times
+    /// for the same task, after crashes and duplicate deliveries.
+    async fn step(&self, task: &RestoreTask, attempt: u32) -> Result<Step, AwsError>;
+}
+
+/// How long and how often a task is re-checked.
+#[derive(Clone, Debug)]
+pub struct WaitPolicy {
+    /// Re-checks of a resource still being created before the task fails with WAIT_TIMEOUT,
+    /// unless the request's options say otherwise.
+    pub max_wait_checks: u32,
+    /// Delay before the first re-check; doubles up to `check_max`.
+    pub check_initial: Duration,
+    pub check_max: Duration,
+    /// Delay after a retryable AWS error (throttling, 5xx); doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for WaitPolicy {
+    fn default() -> Self {
+        Self {
+            // With checks every 30 s at most: six hours, enough for a cross-region copy of a
+            // large snapshot or the restore of a large database.
+            max_wait_checks: 720,
+            check_initial: Duration::from_secs(2),
+            check_max: Duration::from_secs(30),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub consumer: ConsumerOptions,
+    pub wait: WaitPolicy,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            // Deliveries outlast wait checks, so a slow restore ends as WAIT_TIMEOUT, not a dead letter.
+            consumer: ConsumerOptions { max_deliveries: 1000, ..ConsumerOptions::default() },
+            wait: WaitPolicy::default(),
+        }
+    }
+}
+
+/// What to report and how to settle after a step.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub phase: TaskPhase,
+    pub reason_code: String,
+    pub message: String,
+    pub created: Vec<String>,
+    pub outcome: Outcome,
+}
+
+/// Turns a step's result into a report and a settlement. Retryable errors and work in progress
+/// come back by delayed redelivery; a task waits at most `max_wait_checks` deliveries.
+pub fn decide(result: Result<Step, AwsError>, attempt: u32, wait: &WaitPolicy, max_wait_checks: u32) -> Decision {
+    let done = |phase, reason_code: String, message: String, created| Decision {
+        phase,
+        reason_code,
+        message,
+        created,
+        outcome: Outcome::Done,
+    };
+    match result {
+        Ok(Step::Done { message, created, warnings }) if warnings.is_empty() => {
+            done(TaskPhase::Succeeded, String::new(), message, created)
+        }
+        Ok(Step::Done { message, created, warnings }) => done(
+            TaskPhase::Succeeded,
+            reason::SETTINGS_NOT_RESTORED.to_string(),
+            format!("{message}; not restored: {}", warnings.join("; ")),
+            created,
+        ),
+        Ok(Step::Failed { code, message }) => done(TaskPhase::Failed, code, message, Vec::new()),
+        Ok(Step::Waiting { what, created }) if attempt >= max_wait_checks => done(
+            TaskPhase::Failed,
+            reason::WAIT_TIMEOUT.to_string(),
+            format!("gave up after {attempt} checks: {what}"),
+            created,
+        ),
+        Ok(Step::Waiting { what, created }) => Decision {
+            phase: TaskPhase::Waiting,
+            reason_code: String::new(),
+            message: what,
+            created,
+            outcome: Outcome::RetryAfter(backoff(attempt, wait.check_initial, wait.check_max)),
+        },
+        Err(e) if e.is_retryable() => Decision {
+            phase: TaskPhase::Waiting,
+            reason_code: e.code.clone(),
+            message: format!("retrying: {e}"),
+            created: Vec::new(),
+            outcome: Outcome::RetryAfter(backoff(attempt, wait.retry_initial, wait.retry_max)),
+        },
+        Err(e) => done(TaskPhase::Failed, e.code.clone(), e.to_string(), Vec::new()),
+    }
+}
+
+/// A resource service: the consumer of `lifeboat.work.<kind>` around a [`Restorer`].
+pub struct RestoreService<R> {
+    restorer: R,
+    bus: Arc<dyn Bus>,
+    reporter: Reporter,
+    config: ServiceConfig,
+    /// Two deliveries of one task in this process run one after the other, so the second sees
+    /// what the first created.
+    task_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl<R: Restorer> RestoreService<R> {
+    pub fn new(restorer: R, bus: Arc<dyn Bus>, config: ServiceConfig) -> Arc<Self> {
+        let reporter = Reporter::new(bus.clone(), restorer.kind());
+        Arc::new(Self { restorer, bus, reporter, config, task_locks: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn restorer(&self) -> &R {
+        &self.restorer
+    }
+
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> crate::bus::Result<()> {
+        let (bus, options) = (self.bus.clone(), self.config.consumer.clone());
+        let queue = Queue::Work(self.restorer.kind().to_string());
+        crate::run_consumer(bus, queue, self, options, shutdown).await
+    }
+
+    async fn restore(&self, task: &RestoreTask, attempt: u32) -> Outcome {
+        let retry_initial = self.config.wait.retry_initial;
+        let lock = self.task_locks.lock().await.entry(task.task_id.clone()).or_default().clone();
+        let guard = lock.lock().await;
+        if attempt == 1 {
+            if let Err(e) = self.reporter.report(task_event(task, TaskPhase::Running, attempt)).await {
+                warn!(error = %e, "cannot report; will retry");
+                return Outcome::RetryAfter(retry_initial);
+            }
+        }
+        let result = self.restorer.step(task, attempt).await;
+        let max_wait_checks = task
+            .options
+            .as_ref()
+            .map(|o| o.max_wait_checks)
+            .filter(|&n| n > 0)
+            .unwrap_or(self.config.wait.max_wait_checks);
+        let decision = decide(result, attempt, &self.config.wait, max_wait_checks);
+        drop(guard);
+        self.forget_lock(&task.task_id, lock).await;
+        info!(phase = decision.phase.short_name(), reason = %decision.reason_code, message = %decision.message, "restore step");
+        let event = StatusEvent {
+            created_resource_ids: decision.created,
+            reason_code: decision.reason_code,
+            message: decision.message,
+            ..task_event(task, decision.phase, attempt)
+        };
+        match self.reporter.report(event).await {
+            Ok(()) => decision.outcome,
+            // The step is repeatable, so settle for "again later" rather than lose the report.
+            Err(e) => {
+                warn!(error = %e, "cannot report; will retry");
+                Outcome::RetryAfter(retry_initial)
+            }
+        }
+    }
+
+    async fn forget_lock(&self, task_id: &str, lock: Arc<Mutex<()>>) {
+        let mut locks = self.task_locks.lock().await;
+        // Two references: the map's and ours. Anyone else still waiting keeps it alive.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(task_id);
+        }
+    }
+
+    async fn report_failed(&self, task: &RestoreTask, attempt: u32, code: &str, message: String) {
+        let event =
+            StatusEvent { reason_code: code.to_string(), message, ..task_event(task, TaskPhase::Failed, attempt) };
+        if let Err(e) = self.reporter.report(event).await {
+            warn!(error = %e, "cannot report a failed task");
+        }
+    }
+}
+
+#[async_trait]
+impl<R: Restorer> Handler for RestoreService<R> {
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let task = match RestoreTask::decode(delivery.payload.as_ref()) {
+            Ok(task) => task,
+            Err(e) => {
+                return Outcome::DeadLetter {
+                    code: reason::POISON_MESSAGE.to_string(),
+                    reason: format!("not a lifeboat.v1.RestoreTask: {e}"),
+                }
+            }
+        };
+        if let Err(problem) = self.restorer.check(&task) {
+            self.report_failed(&task, delivery.attempt, reason::INVALID_TASK, problem).await;
+            return Outcome::Done;
+        }
+        let span = tracing::info_span!(
+            "restore.task",
+            service = self.restorer.kind(),
+            request_id = %task.request_id,
+            task_id = %task.task_id,
+            attempt = delivery.attempt
+        );
+        self.restore(&task, delivery.attempt).instrument(span).await
+    }
+
+    async fn dead_lettered(&self, delivery: &Delivery, code: &str, reason: &str) {
+        let task = match RestoreTask::decode(delivery.payload.as_ref()) {
+            Ok(task) => task,
+            // Undecodable: the headers discovery set still say which task it was.
+            Err(_) => match (delivery.header(subjects::HEADER_REQUEST_ID), delivery.header(subjects::HEADER_TASK_ID)) {
+                (Some(request_id), Some(task_id)) => RestoreTask {
+                    request_id: request_id.to_string(),
+                    task_id: task_id.to_string(),
+                    ..Default::default()
+                },
+                _ => {
+                    warn!(reason, "dead-lettered an undecodable task without ids");
+                    return;
+                }
+            },
+        };
+        self.report_failed(&task, delivery.attempt, code, format!("dead-lettered: {reason}")).await;
+    }
+}
