@@ -123,6 +123,7 @@ async fn a_fresh_worker_finishes_what_a_crashed_one_started() {
         ServiceSet {
             discovery: None,
             aggregator: false,
+            dynamodb: None,
             ebs: Some(short_ack_wait(fast_ebs_config(), Duration::from_secs(2))),
         },
     )
@@ -161,7 +162,8 @@ async fn an_aggregator_restart_loses_nothing() {
     services.stop().await;
 
     // A new aggregator answers from the KV bucket alone.
-    let _aggregator = Running::start(&servers, ServiceSet { discovery: None, ebs: None, aggregator: true }).await;
+    let _aggregator =
+        Running::start(&servers, ServiceSet { discovery: None, ebs: None, dynamodb: None, aggregator: true }).await;
     let reply = client.status("restart-1", true).await.unwrap();
     assert!(reply.found);
     let after = reply.summary.unwrap();

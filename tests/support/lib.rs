@@ -143,6 +143,12 @@ pub fn fast_ebs_config() -> EbsConfig {
     config
 }
 
+pub fn fast_dynamodb_config() -> lifeboat_dynamodb::DynamoDbConfig {
+    let mut config = lifeboat_dynamodb::DynamoDbConfig::default();
+    config.service.wait = fast_ebs_config().service.wait;
+    config
+}
+
 pub fn fast_discovery_config(policy: Policy) -> DiscoveryConfig {
     DiscoveryConfig {
         policy,
@@ -156,6 +162,7 @@ pub fn fast_discovery_config(policy: Policy) -> DiscoveryConfig {
 pub struct ServiceSet {
     pub discovery: Option<DiscoveryConfig>,
     pub ebs: Option<EbsConfig>,
+    pub dynamodb: Option<lifeboat_dynamodb::DynamoDbConfig>,
     pub aggregator: bool,
 }
 
@@ -164,6 +171,7 @@ impl Default for ServiceSet {
         Self {
             discovery: Some(fast_discovery_config(Policy::default())),
             ebs: Some(fast_ebs_config()),
+            dynamodb: Some(fast_dynamodb_config()),
             aggregator: true,
         }
     }
@@ -192,6 +200,11 @@ impl Running {
         if let Some(config) = set.ebs {
             handles.push(spawn(Box::pin(
                 lifeboat_ebs::service(accounts.clone(), shared.clone(), config).run(shutdown.clone()),
+            )));
+        }
+        if let Some(config) = set.dynamodb {
+            handles.push(spawn(Box::pin(
+                lifeboat_dynamodb::service(accounts.clone(), shared.clone(), config).run(shutdown.clone()),
             )));
         }
         if set.aggregator {
@@ -315,6 +328,7 @@ pub fn ebs_set(
             region: region.to_string(),
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             selection,
+            point_in_time_recovery: false,
         }),
         resource_types: vec![pb::ResourceType::EbsVolume as i32],
         target: Some(pb::Targets { ebs: Some(target), ..Default::default() }),

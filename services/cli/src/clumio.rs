@@ -370,6 +370,7 @@ fn convert_group(group: Group, index: usize, now: DateTime<Utc>) -> Result<pb::R
             region: group.string("source_region")?,
             tags,
             selection: Some(pb::source::Selection::PointInTime(point)),
+            point_in_time_recovery: false,
         }),
         resource_types: resource_types.into_iter().map(|t| t as i32).collect(),
         target: Some(target),

@@ -59,6 +59,9 @@ pub struct SourceFile {
     pub point_in_time: Option<PointInTimeFile>,
     #[serde(default)]
     pub window: Option<WindowFile>,
+    /// Restore each resource's state at `point_in_time` from continuous backups (DynamoDB).
+    #[serde(default)]
+    pub point_in_time_recovery: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -83,6 +86,26 @@ pub struct WindowFile {
 pub struct TargetsFile {
     #[serde(default)]
     pub ebs: Option<EbsTargetFile>,
+    #[serde(default)]
+    pub dynamodb: Option<DynamoDbTargetFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoDbTargetFile {
+    #[serde(default)]
+    pub account_id: String,
+    #[serde(default)]
+    pub region: String,
+    /// The restored table's name; otherwise `<source table>-<name_suffix>`.
+    #[serde(default)]
+    pub table_name: String,
+    #[serde(default)]
+    pub name_suffix: String,
+    #[serde(default)]
+    pub kms_key_id: String,
+    #[serde(default)]
+    pub tags: HashMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -196,6 +219,14 @@ impl SetFile {
             })?;
             resource_types.push(kind as i32);
         }
+        let dynamodb = self.target.dynamodb.map(|t| pb::DynamoDbTarget {
+            account_id: t.account_id,
+            region: t.region,
+            table_name: t.table_name,
+            name_suffix: t.name_suffix,
+            kms_key_id: t.kms_key_id,
+            tags: t.tags,
+        });
         let ebs = self.target.ebs.map(|t| pb::EbsTarget {
             account_id: t.account_id,
             region: t.region,
@@ -213,9 +244,10 @@ impl SetFile {
                 region: source.region,
                 tags: source.tags,
                 selection,
+                point_in_time_recovery: source.point_in_time_recovery,
             }),
             resource_types,
-            target: Some(pb::Targets { ebs, ..Default::default() }),
+            target: Some(pb::Targets { ebs, dynamodb, ..Default::default() }),
         })
     }
 }

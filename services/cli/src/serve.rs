@@ -9,6 +9,7 @@ use lifeboat_common::bus::Bus;
 use lifeboat_common::jetstream::JetStreamBus;
 use lifeboat_common::validate::Policy;
 use lifeboat_discovery::{Discovery, DiscoveryConfig};
+use lifeboat_dynamodb::DynamoDbConfig;
 use lifeboat_ebs::EbsConfig;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,7 @@ pub enum ServiceName {
     All,
     Discovery,
     Ebs,
+    Dynamodb,
     Aggregator,
 }
 
@@ -32,6 +34,7 @@ pub struct ServeOptions {
     pub allowed_accounts: Vec<String>,
     pub discovery: DiscoveryConfig,
     pub ebs: EbsConfig,
+    pub dynamodb: DynamoDbConfig,
     pub aggregator: AggregatorConfig,
 }
 
@@ -44,6 +47,7 @@ impl ServeOptions {
             allowed_accounts: Vec::new(),
             discovery: DiscoveryConfig::default(),
             ebs: EbsConfig::default(),
+            dynamodb: DynamoDbConfig::default(),
             aggregator: AggregatorConfig::default(),
         }
     }
@@ -68,6 +72,10 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
     }
     if options.wants(ServiceName::Ebs) {
         let service = lifeboat_ebs::service(accounts.clone(), shared_bus.clone(), options.ebs.clone());
+        running.spawn(service.run(shutdown.clone()));
+    }
+    if options.wants(ServiceName::Dynamodb) {
+        let service = lifeboat_dynamodb::service(accounts.clone(), shared_bus.clone(), options.dynamodb.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     if options.wants(ServiceName::Aggregator) {

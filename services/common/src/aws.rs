@@ -156,6 +156,15 @@ pub fn retry_partition_name(service: &str, account_id: &str, region: &str) -> St
     format!("lifeboat-{service}-{account_id}-{region}")
 }
 
+/// A DynamoDB client in its account and region's retry partition.
+pub fn dynamodb_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_dynamodb::Client {
+    let partition = retry_partition_name("dynamodb", account_id, region);
+    let config = aws_sdk_dynamodb::config::Builder::from(config)
+        .retry_partition(aws_sdk_dynamodb::config::retry::RetryPartition::new(partition))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 /// An EC2 client in its account and region's retry partition (EBS, AMIs and discovery use EC2).
 pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_ec2::Client {
     let partition = retry_partition_name("ec2", account_id, region);

@@ -21,7 +21,10 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { supported_types: vec![ResourceType::EbsVolume], allowed_accounts: Vec::new() }
+        Self {
+            supported_types: vec![ResourceType::EbsVolume, ResourceType::DynamodbTable],
+            allowed_accounts: Vec::new(),
+        }
     }
 }
 
@@ -87,6 +90,9 @@ fn validate_set(path: &str, set: &RestoreSet, policy: &Policy, errors: &mut Erro
                     errors.add(format!("{path}.source.tags"), "tag keys must not be empty");
                 }
             }
+            if source.point_in_time_recovery && !matches!(source.selection, Some(source::Selection::PointInTime(_))) {
+                errors.add(format!("{path}.source.point_in_time_recovery"), "needs a point_in_time to restore to");
+            }
             match &source.selection {
                 Some(source::Selection::PointInTime(point)) => {
                     if point.time.is_none() {
@@ -143,6 +149,10 @@ fn validate_target(
     let targets = set.target.clone().unwrap_or_default();
     match kind {
         ResourceType::EbsVolume => {
+            if set.source.as_ref().is_some_and(|s| s.point_in_time_recovery) {
+                errors
+                    .add(format!("{path}.source.point_in_time_recovery"), "EBS volumes have no point-in-time recovery");
+            }
             let path = format!("{path}.target.ebs");
             let Some(target) = targets.ebs else {
                 errors.add(path, "is required to restore EBS volumes");
@@ -181,6 +191,32 @@ fn validate_target(
                 } else if throughput <= 0 {
                     errors.add(format!("{path}.throughput"), "must be positive");
                 }
+            }
+            check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
+        }
+        ResourceType::DynamodbTable => {
+            let path = format!("{path}.target.dynamodb");
+            let Some(target) = targets.dynamodb else {
+                errors.add(path, "is required to restore DynamoDB tables");
+                return;
+            };
+            check_account(&format!("{path}.account_id"), &target.account_id, policy, errors);
+            if !target.region.is_empty() && !is_region(&target.region) {
+                errors.add(format!("{path}.region"), format!("'{}' is not an AWS region name", target.region));
+            }
+            if target.table_name.is_empty() && target.name_suffix.is_empty() {
+                errors.add(
+                    format!("{path}.name_suffix"),
+                    "a name_suffix (table <source>-<suffix>) or a table_name is required",
+                );
+            }
+            for (field, name) in [("table_name", &target.table_name), ("name_suffix", &target.name_suffix)] {
+                if !name.is_empty() && !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+                    errors.add(format!("{path}.{field}"), "may hold only A-Z, a-z, 0-9, '_', '-' and '.'");
+                }
+            }
+            if target.table_name.len() > 255 {
+                errors.add(format!("{path}.table_name"), "is longer than 255 characters");
             }
             check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
         }

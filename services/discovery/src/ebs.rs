@@ -66,6 +66,7 @@ pub async fn list_snapshots(
                 size_gib: snapshot.volume_size().unwrap_or_default() as i64,
                 encrypted: snapshot.encrypted().unwrap_or_default(),
                 kms_key_id: snapshot.kms_key_id().unwrap_or_default().to_string(),
+                ..Default::default()
             };
             found.push((candidate, backup));
         }

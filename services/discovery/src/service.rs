@@ -1,5 +1,6 @@
 //! The discovery service: consumes RestoreRequests and publishes the plan and the tasks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use lifeboat_common::events::{self, Reporter};
 use lifeboat_common::validate::{validate_request, Policy};
 use lifeboat_common::{ids, subjects, ConsumerOptions, Handler, Outcome};
 use lifeboat_proto::{
-    restore_task, status_event, FieldError, RequestRejected, ResourceType, RestorePlanned, RestoreRequest, RestoreSet,
-    RestoreTask, SetPlan, StatusEvent, TaskPhase,
+    restore_task, status_event, Backup, FieldError, RequestRejected, ResourceType, RestorePlanned, RestoreRequest,
+    RestoreSet, RestoreTask, SetPlan, Source, StatusEvent, TaskPhase,
 };
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -113,18 +114,9 @@ impl Discovery {
         let rule = TimeRule::of(&source, submitted);
         let mut tasks = Vec::new();
         for &kind in &set.resource_types {
-            if kind != ResourceType::EbsVolume as i32 {
-                continue;
-            }
-            let listed = async {
-                let account_id = self.accounts.resolve_account(&source.account_id).await?;
-                let config = self.accounts.config_for(&account_id, &source.region).await?;
-                let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, &source.region);
-                let found = crate::ebs::list_snapshots(&ec2, &account_id, &source.region, &source.tags).await?;
-                Ok::<_, AwsError>((account_id, found))
-            };
-            let (account_id, found) = match listed.await {
-                Ok(listed) => listed,
+            let Ok(kind) = ResourceType::try_from(kind) else { continue };
+            let found = match self.find(set, &source, rule, kind).await {
+                Ok(found) => found,
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
                     return Ok(SetOutcome::Nothing {
@@ -134,24 +126,14 @@ impl Discovery {
                     })
                 }
             };
-            let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
-            let target = set.target.clone().unwrap_or_default().ebs.unwrap_or_default();
-            for (index, why) in pick(&candidates, rule) {
-                let backup = found[index].1.clone();
-                let mut target = target.clone();
-                if target.account_id.is_empty() {
-                    target.account_id = account_id.clone();
-                }
-                if target.region.is_empty() {
-                    target.region = source.region.clone();
-                }
+            for (backup, target, why) in found {
                 tasks.push(RestoreTask {
                     request_id: request.request_id.clone(),
                     task_id: ids::task_id(&request.request_id, &set.name, &backup.backup_id),
                     set_name: set.name.clone(),
-                    resource_type: kind,
+                    resource_type: kind as i32,
                     backup: Some(backup),
-                    target: Some(restore_task::Target::Ebs(target)),
+                    target: Some(target),
                     options: request.options,
                     selection_reason: why,
                 });
@@ -159,13 +141,98 @@ impl Discovery {
         }
         if tasks.is_empty() {
             let tags: Vec<String> = source.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let what =
+                if source.point_in_time_recovery { "can be recovered to the" } else { "has a backup that is the" };
             return Ok(SetOutcome::Nothing {
                 phase: TaskPhase::Skipped,
                 code: reason::NO_MATCHING_BACKUPS.to_string(),
-                message: format!("no backup in {} has tags [{}] and is the {rule}", source.region, tags.join(", ")),
+                message: format!("nothing in {} has tags [{}] and {what} {rule}", source.region, tags.join(", ")),
             });
         }
         Ok(SetOutcome::Tasks(tasks))
+    }
+
+    /// The backups of one resource type in a set, each with its complete target and the reason
+    /// it was chosen.
+    async fn find(
+        &self,
+        set: &RestoreSet,
+        source: &Source,
+        rule: TimeRule,
+        kind: ResourceType,
+    ) -> Result<Vec<(Backup, restore_task::Target, String)>, AwsError> {
+        let account_id = self.accounts.resolve_account(&source.account_id).await?;
+        let config = self.accounts.config_for(&account_id, &source.region).await?;
+        let region = source.region.as_str();
+        let targets = set.target.clone().unwrap_or_default();
+        let target_account = |account: &str| if account.is_empty() { account_id.clone() } else { account.to_string() };
+        let target_region = |r: &str| if r.is_empty() { region.to_string() } else { r.to_string() };
+        match kind {
+            ResourceType::EbsVolume => {
+                let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
+                let found = crate::ebs::list_snapshots(&ec2, &account_id, region, &source.tags).await?;
+                let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+                let mut target = targets.ebs.unwrap_or_default();
+                target.account_id = target_account(&target.account_id);
+                target.region = target_region(&target.region);
+                Ok(pick(&candidates, rule)
+                    .into_iter()
+                    .map(|(index, why)| (found[index].1.clone(), restore_task::Target::Ebs(target.clone()), why))
+                    .collect())
+            }
+            ResourceType::DynamodbTable => {
+                let ddb = lifeboat_common::aws::dynamodb_client(&config, &account_id, region);
+                let mut picked = Vec::new();
+                for table in crate::dynamodb::tables(&ddb, &source.tags).await? {
+                    if source.point_in_time_recovery {
+                        let (at, after) = match rule {
+                            TimeRule::Before(at) => (at, false),
+                            TimeRule::After(at) => (at, true),
+                            TimeRule::Window(start, _) => (start, true),
+                        };
+                        picked.extend(crate::dynamodb::point_in_time(&table, &account_id, region, at, after));
+                    } else {
+                        let found = crate::dynamodb::backups(&ddb, &table, &account_id, region).await?;
+                        let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+                        picked.extend(
+                            pick(&candidates, rule).into_iter().map(|(index, why)| (found[index].1.clone(), why)),
+                        );
+                    }
+                }
+                let mut target = targets.dynamodb.unwrap_or_default();
+                target.account_id = target_account(&target.account_id);
+                target.region = target_region(&target.region);
+                if !target.table_name.is_empty() && picked.len() > 1 {
+                    return Err(AwsError::task_failure(
+                        "plan",
+                        "AMBIGUOUS_TABLE_NAME",
+                        format!("table_name {} names one table, but {} backups match", target.table_name, picked.len()),
+                    ));
+                }
+                let mut per_table: HashMap<String, usize> = HashMap::new();
+                for (backup, _) in &picked {
+                    *per_table.entry(backup.source_resource_id.clone()).or_default() += 1;
+                }
+                Ok(picked
+                    .into_iter()
+                    .map(|(backup, why)| {
+                        let mut target = target.clone();
+                        if target.table_name.is_empty() {
+                            target.table_name = format!("{}-{}", backup.source_resource_id, target.name_suffix);
+                            // Several backups of one table (a window): one table each, by time.
+                            if per_table[&backup.source_resource_id] > 1 {
+                                let taken = backup.created_at.as_ref().and_then(lifeboat_common::time::from_timestamp);
+                                let stamp = taken.map(|t| t.format("%Y%m%d%H%M%S").to_string()).unwrap_or_default();
+                                target.table_name = format!("{}-{stamp}", target.table_name);
+                            }
+                        }
+                        (backup, restore_task::Target::Dynamodb(target), why)
+                    })
+                    .collect())
+            }
+            // Validation keeps other types out until their services exist.
+            _ => Ok(Vec::new()),
+        }
     }
 
     async fn plan(&self, request: &RestoreRequest, attempt: u32) -> Outcome {

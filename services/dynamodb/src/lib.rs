@@ -1,0 +1,317 @@
+//! The DynamoDB restore service: tables from on-demand backups or point-in-time recovery, at
+//! most 50 restores in flight per account and region, and, once the table is ACTIVE, the
+//! settings a DynamoDB restore drops (tags, TTL, point-in-time recovery, streams) put back.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{
+    PointInTimeRecoverySpecification, SseSpecification, SseType, StreamSpecification, StreamViewType, TableDescription,
+    TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
+};
+use lifeboat_common::aws::{classify, Accounts, AwsError};
+use lifeboat_common::bus::Bus;
+use lifeboat_common::restore::{RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::subjects::{TAG_REQUEST_ID, TAG_SOURCE_BACKUP, TAG_SOURCE_RESOURCE, TAG_TASK_ID};
+use lifeboat_proto::{restore_task, Backup, DynamoDbTarget, RestoreTask};
+
+/// AWS allows 50 table restores in flight per account and region.
+pub const MAX_RESTORES_IN_FLIGHT: usize = 50;
+
+#[derive(Clone, Debug)]
+pub struct DynamoDbConfig {
+    pub service: ServiceConfig,
+    pub max_restores_in_flight: usize,
+}
+
+impl Default for DynamoDbConfig {
+    fn default() -> Self {
+        Self { service: ServiceConfig::default(), max_restores_in_flight: MAX_RESTORES_IN_FLIGHT }
+    }
+}
+
+pub type DynamoDbService = RestoreService<DynamoDbRestorer>;
+
+/// The DynamoDB service, ready to `run`.
+pub fn service(accounts: Arc<Accounts>, bus: Arc<dyn Bus>, config: DynamoDbConfig) -> Arc<DynamoDbService> {
+    RestoreService::new(DynamoDbRestorer::new(accounts, config.max_restores_in_flight), bus, config.service)
+}
+
+pub struct DynamoDbRestorer {
+    accounts: Arc<Accounts>,
+    max_in_flight: usize,
+    /// Restores this process started and has not yet seen finish, per (account, region).
+    in_flight: Mutex<HashMap<(String, String), HashSet<String>>>,
+}
+
+fn target_of(task: &RestoreTask) -> Option<&DynamoDbTarget> {
+    match &task.target {
+        Some(restore_task::Target::Dynamodb(target)) => Some(target),
+        _ => None,
+    }
+}
+
+impl DynamoDbRestorer {
+    pub fn new(accounts: Arc<Accounts>, max_in_flight: usize) -> Self {
+        Self { accounts, max_in_flight, in_flight: Mutex::new(HashMap::new()) }
+    }
+
+    fn key(target: &DynamoDbTarget) -> (String, String) {
+        (target.account_id.clone(), target.region.clone())
+    }
+
+    fn finished(&self, target: &DynamoDbTarget, task_id: &str) {
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            if let Some(tasks) = in_flight.get_mut(&Self::key(target)) {
+                tasks.remove(task_id);
+            }
+        }
+    }
+
+    /// Takes a slot for a new restore, or says to come back later.
+    fn admit(&self, target: &DynamoDbTarget, task_id: &str) -> Result<(), AwsError> {
+        let mut in_flight = self.in_flight.lock().map_err(|_| AwsError::retryable("restore", "LockPoisoned", ""))?;
+        let tasks = in_flight.entry(Self::key(target)).or_default();
+        if !tasks.contains(task_id) && tasks.len() >= self.max_in_flight {
+            return Err(AwsError::retryable(
+                "dynamodb:RestoreTable",
+                "RestoreLimitInFlight",
+                format!("{} table restores already in flight in {}/{}", tasks.len(), target.account_id, target.region),
+            ));
+        }
+        tasks.insert(task_id.to_string());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Restorer for DynamoDbRestorer {
+    fn kind(&self) -> &'static str {
+        "dynamodb"
+    }
+
+    fn check(&self, task: &RestoreTask) -> Result<(), String> {
+        match target_of(task) {
+            Some(t)
+                if task.backup.is_some()
+                    && !t.table_name.is_empty()
+                    && !t.region.is_empty()
+                    && !t.account_id.is_empty() =>
+            {
+                Ok(())
+            }
+            _ => Err("task has no backup or no complete DynamoDB target (account, region, table name)".into()),
+        }
+    }
+
+    async fn step(&self, task: &RestoreTask, _attempt: u32) -> Result<Step, AwsError> {
+        let target = target_of(task).cloned().unwrap_or_default();
+        let config = self.accounts.config_for(&target.account_id, &target.region).await?;
+        let ddb = lifeboat_common::aws::dynamodb_client(&config, &target.account_id, &target.region);
+        let step = restore_step(&ddb, task, &target, || self.admit(&target, &task.task_id)).await;
+        if !matches!(step, Ok(Step::Waiting { .. }) | Err(_)) {
+            self.finished(&target, &task.task_id);
+        }
+        step
+    }
+}
+
+/// One step of a table restore, idempotent: the target table is ours when its restore summary
+/// names our source, so a repeated step finds it instead of restoring again.
+pub async fn restore_step(
+    ddb: &aws_sdk_dynamodb::Client,
+    task: &RestoreTask,
+    target: &DynamoDbTarget,
+    admit: impl FnOnce() -> Result<(), AwsError>,
+) -> Result<Step, AwsError> {
+    let backup = task.backup.clone().unwrap_or_default();
+    let name = &target.table_name;
+    let Some(table) = describe(ddb, name).await? else {
+        admit()?;
+        start_restore(ddb, &backup, target).await?;
+        return Ok(Step::Waiting { what: format!("table {name} is being restored"), created: vec![name.clone()] });
+    };
+    let summary = table.restore_summary();
+    let source =
+        summary.and_then(|s| if backup.restore_time.is_some() { s.source_table_arn() } else { s.source_backup_arn() });
+    if source != Some(backup.backup_id.as_str()) {
+        return Ok(Step::Failed {
+            code: "TargetTableExists".into(),
+            message: format!("table {name} exists and was not restored from {} by Lifeboat", backup.backup_id),
+        });
+    }
+    let arn = table.table_arn().unwrap_or(name).to_string();
+    if table.table_status() != Some(&TableStatus::Active) || summary.is_some_and(|s| s.restore_in_progress()) {
+        return Ok(Step::Waiting { what: format!("table {name} is being restored"), created: vec![arn] });
+    }
+    let warnings = reconcile(ddb, task, &backup, target, &table, &arn).await?;
+    Ok(Step::Done { message: format!("table {name} is active"), created: vec![arn], warnings })
+}
+
+async fn describe(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Result<Option<TableDescription>, AwsError> {
+    match ddb.describe_table().table_name(name).send().await {
+        Ok(output) => Ok(output.table().cloned()),
+        Err(e) => {
+            let error = classify("dynamodb:DescribeTable", e);
+            if error.code == "ResourceNotFoundException" {
+                Ok(None)
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
+async fn start_restore(
+    ddb: &aws_sdk_dynamodb::Client,
+    backup: &Backup,
+    target: &DynamoDbTarget,
+) -> Result<(), AwsError> {
+    let sse = (!target.kms_key_id.is_empty()).then(|| {
+        SseSpecification::builder().enabled(true).sse_type(SseType::Kms).kms_master_key_id(&target.kms_key_id).build()
+    });
+    match &backup.restore_time {
+        Some(at) => {
+            let time = aws_smithy_types::DateTime::from_secs(at.seconds);
+            ddb.restore_table_to_point_in_time()
+                .source_table_arn(&backup.backup_id)
+                .target_table_name(&target.table_name)
+                .restore_date_time(time)
+                .set_sse_specification_override(sse)
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb:RestoreTableToPointInTime", e))?;
+        }
+        None => {
+            ddb.restore_table_from_backup()
+                .backup_arn(&backup.backup_id)
+                .target_table_name(&target.table_name)
+                .set_sse_specification_override(sse)
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb:RestoreTableFromBackup", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Tags: the source table's (unless the request opts out), the target's, Lifeboat's own.
+fn table_tags(task: &RestoreTask, backup: &Backup, target: &DynamoDbTarget) -> BTreeMap<String, String> {
+    let skip_source = task.options.as_ref().is_some_and(|o| o.skip_source_tags);
+    let mut tags = BTreeMap::new();
+    if !skip_source {
+        tags.extend(
+            backup
+                .tags
+                .iter()
+                .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("lifeboat:"))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+    }
+    tags.extend(target.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    tags.insert(TAG_REQUEST_ID.to_string(), task.request_id.clone());
+    tags.insert(TAG_TASK_ID.to_string(), task.task_id.clone());
+    tags.insert(TAG_SOURCE_BACKUP.to_string(), backup.backup_id.clone());
+    tags.insert(TAG_SOURCE_RESOURCE.to_string(), backup.source_resource_id.clone());
+    tags
+}
+
+/// Puts back what a restore does not carry over. Every call is a no-op when the setting is
+/// already there; a setting that cannot be applied is a warning, a retryable error a retry.
+async fn reconcile(
+    ddb: &aws_sdk_dynamodb::Client,
+    task: &RestoreTask,
+    backup: &Backup,
+    target: &DynamoDbTarget,
+    table: &TableDescription,
+    arn: &str,
+) -> Result<Vec<String>, AwsError> {
+    let name = target.table_name.as_str();
+    let mut warnings = Vec::new();
+    let mut outcome = |what: &str, result: Result<(), AwsError>| -> Result<(), AwsError> {
+        match result {
+            Err(e) if e.is_retryable() => Err(e),
+            Err(e) => {
+                warnings.push(format!("{what} ({}: {})", e.code, e.message));
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    };
+
+    let tags: Vec<Tag> = table_tags(task, backup, target)
+        .into_iter()
+        .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
+        .collect();
+    let tagged = ddb.tag_resource().resource_arn(arn).set_tags(Some(tags)).send().await;
+    outcome("tags", tagged.map(|_| ()).map_err(|e| classify("dynamodb:TagResource", e)))?;
+
+    if let Some(attribute) = backup.settings.get("ttl_attribute") {
+        let result = async {
+            let ttl = ddb
+                .describe_time_to_live()
+                .table_name(name)
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb:DescribeTimeToLive", e))?;
+            let status = ttl.time_to_live_description().and_then(|t| t.time_to_live_status());
+            if !matches!(status, Some(TimeToLiveStatus::Enabled) | Some(TimeToLiveStatus::Enabling)) {
+                let spec = TimeToLiveSpecification::builder().enabled(true).attribute_name(attribute).build().map_err(
+                    |e| AwsError::task_failure("dynamodb:UpdateTimeToLive", "InvalidSpecification", e.to_string()),
+                )?;
+                ddb.update_time_to_live()
+                    .table_name(name)
+                    .time_to_live_specification(spec)
+                    .send()
+                    .await
+                    .map_err(|e| classify("dynamodb:UpdateTimeToLive", e))?;
+            }
+            Ok(())
+        };
+        outcome(&format!("TTL on {attribute}"), result.await)?;
+    }
+
+    if backup.settings.get("point_in_time_recovery").is_some_and(|v| v == "true") {
+        let result = async {
+            let spec = PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .build()
+                .map_err(|e| {
+                    AwsError::task_failure("dynamodb:UpdateContinuousBackups", "InvalidSpecification", e.to_string())
+                })?;
+            ddb.update_continuous_backups()
+                .table_name(name)
+                .point_in_time_recovery_specification(spec)
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb:UpdateContinuousBackups", e))?;
+            Ok(())
+        };
+        outcome("point-in-time recovery", result.await)?;
+    }
+
+    if let Some(view) = backup.settings.get("stream_view_type") {
+        let enabled = table.stream_specification().is_some_and(|s| s.stream_enabled());
+        if !enabled {
+            let result = async {
+                let spec = StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::from(view.as_str()))
+                    .build()
+                    .map_err(|e| {
+                        AwsError::task_failure("dynamodb:UpdateTable", "InvalidSpecification", e.to_string())
+                    })?;
+                ddb.update_table()
+                    .table_name(name)
+                    .stream_specification(spec)
+                    .send()
+                    .await
+                    .map_err(|e| classify("dynamodb:UpdateTable", e))?;
+                Ok(())
+            };
+            outcome(&format!("stream ({view})"), result.await)?;
+        }
+    }
+    Ok(warnings)
+}
