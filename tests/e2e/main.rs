@@ -2,6 +2,7 @@
 //! real nats-server and moto_server, resilience, bad input, and the logic behind them.
 
 mod clumio;
+mod dynamodb;
 mod invalid;
 mod logic;
 mod mocks;

@@ -174,8 +174,16 @@ async fn start_restore(
     match &backup.restore_time {
         Some(at) => {
             let time = aws_smithy_types::DateTime::from_secs(at.seconds);
+            // The name where the source is local (every endpoint takes it), the ARN across regions.
+            let local = backup.account_id == target.account_id && backup.region == target.region;
+            let (arn, name) = if local {
+                (None, Some(backup.source_resource_id.clone()))
+            } else {
+                (Some(backup.backup_id.clone()), None)
+            };
             ddb.restore_table_to_point_in_time()
-                .source_table_arn(&backup.backup_id)
+                .set_source_table_arn(arn)
+                .set_source_table_name(name)
                 .target_table_name(&target.table_name)
                 .restore_date_time(time)
                 .set_sse_specification_override(sse)

@@ -1,0 +1,167 @@
+//! DynamoDB restores end to end: from a backup and by point-in-time recovery, with the settings
+//! a DynamoDB restore drops put back, and a target name that is taken.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
+    ScalarAttributeType, StreamSpecification, StreamViewType, Tag, TimeToLiveSpecification, TimeToLiveStatus,
+};
+use aws_sdk_dynamodb::Client;
+use lifeboat_proto as pb;
+use lifeboat_tests::*;
+
+/// A table like a production one: tagged, with TTL, point-in-time recovery, a stream, an item.
+async fn create_table(ddb: &Client, name: &str, tags: &[(&str, &str)]) -> String {
+    let table = ddb
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        )
+        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build().unwrap()).collect()))
+        .send()
+        .await
+        .expect("create table");
+    ddb.update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder().enabled(true).attribute_name("expires_at").build().unwrap(),
+        )
+        .send()
+        .await
+        .expect("enable TTL");
+    ddb.update_continuous_backups()
+        .table_name(name)
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder().point_in_time_recovery_enabled(true).build().unwrap(),
+        )
+        .send()
+        .await
+        .expect("enable PITR");
+    ddb.put_item()
+        .table_name(name)
+        .item("id", AttributeValue::S("order-1".into()))
+        .item("total", AttributeValue::N("42".into()))
+        .send()
+        .await
+        .expect("put item");
+    table.table_description().unwrap().table_arn().unwrap().to_string()
+}
+
+fn dynamodb_set(name: &str, tags: &[(&str, &str)], suffix: &str) -> pb::RestoreSet {
+    let mut set = ebs_set(name, "us-east-1", tags, None, Default::default());
+    set.resource_types = vec![pb::ResourceType::DynamodbTable as i32];
+    set.target = Some(pb::Targets {
+        dynamodb: Some(pb::DynamoDbTarget {
+            name_suffix: suffix.into(),
+            tags: [("restored-by".to_string(), "lifeboat".to_string())].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    set
+}
+
+async fn tags_of_table(ddb: &Client, arn: &str) -> std::collections::HashMap<String, String> {
+    let tags = ddb.list_tags_of_resource().resource_arn(arn).send().await.unwrap();
+    tags.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()
+}
+
+/// What a user checks on a restored table: it is there, from the right source, with its data
+/// and every setting of the source.
+async fn assert_restored_like_the_source(ddb: &Client, name: &str, request_id: &str) {
+    let table = ddb.describe_table().table_name(name).send().await.expect("restored table exists");
+    let table = table.table().unwrap();
+    let arn = table.table_arn().unwrap();
+    let tags = tags_of_table(ddb, arn).await;
+    assert_eq!(tags.get("app").map(String::as_str), Some("shop"), "source tags: {tags:?}");
+    assert_eq!(tags.get("team").map(String::as_str), Some("payments"));
+    assert_eq!(tags.get("restored-by").map(String::as_str), Some("lifeboat"));
+    assert_eq!(tags.get("lifeboat:request-id").map(String::as_str), Some(request_id));
+    let ttl = ddb.describe_time_to_live().table_name(name).send().await.unwrap();
+    let ttl = ttl.time_to_live_description().unwrap();
+    assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+    assert_eq!(ttl.attribute_name(), Some("expires_at"));
+    let pitr = ddb.describe_continuous_backups().table_name(name).send().await.unwrap();
+    let pitr = pitr.continuous_backups_description().unwrap().point_in_time_recovery_description().unwrap();
+    assert_eq!(pitr.point_in_time_recovery_status().map(|s| s.as_str()), Some("ENABLED"));
+    let stream = table.stream_specification().expect("stream restored");
+    assert!(stream.stream_enabled());
+    assert_eq!(stream.stream_view_type(), Some(&StreamViewType::NewAndOldImages));
+    let items = ddb.scan().table_name(name).send().await.unwrap();
+    assert_eq!(items.count(), 1, "the data came back");
+}
+
+#[tokio::test]
+async fn a_table_comes_back_from_its_backup_with_tags_ttl_pitr_and_stream() {
+    init_logging();
+    let servers = Servers::start().await;
+    let ddb = Client::new(&servers.aws("us-east-1"));
+    create_table(&ddb, "orders", &[("app", "shop"), ("team", "payments")]).await;
+    let backup = ddb.create_backup().table_name("orders").backup_name("nightly").send().await.unwrap();
+    let backup_arn = backup.backup_details().unwrap().backup_arn().to_string();
+    create_table(&ddb, "logs", &[("app", "other")]).await;
+    ddb.create_backup().table_name("logs").backup_name("nightly").send().await.unwrap();
+
+    let _services = Running::start(&servers, ServiceSet::default()).await;
+    let client = servers.client().await;
+    client.submit(&request("ddb-1", vec![dynamodb_set("tables", &[("app", "shop")], "restored")])).await.unwrap();
+    let summary = final_summary(&client, "ddb-1").await;
+
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:#?}");
+    assert_eq!(summary.tasks.len(), 1, "only the table with app=shop");
+    assert_eq!(summary.tasks[0].source_backup_id, backup_arn);
+    assert_restored_like_the_source(&ddb, "orders-restored", "ddb-1").await;
+    let restored = ddb.describe_table().table_name("orders-restored").send().await.unwrap();
+    assert_eq!(restored.table().unwrap().restore_summary().unwrap().source_backup_arn(), Some(backup_arn.as_str()));
+    assert!(ddb.describe_table().table_name("logs-restored").send().await.is_err(), "logs was not selected");
+}
+
+#[tokio::test]
+async fn point_in_time_recovery_restores_the_table_state_and_a_taken_name_fails_clearly() {
+    init_logging();
+    let servers = Servers::start().await;
+    let ddb = Client::new(&servers.aws("us-east-1"));
+    let source_arn = create_table(&ddb, "orders", &[("app", "shop"), ("team", "payments")]).await;
+    ddb.create_backup().table_name("orders").backup_name("nightly").send().await.unwrap();
+    // Someone else's table already has the name the second set would restore to.
+    create_table(&ddb, "orders-taken", &[("owner", "someone-else")]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let _services = Running::start(&servers, ServiceSet::default()).await;
+    let client = servers.client().await;
+    let mut pitr = dynamodb_set("pitr", &[("app", "shop")], "pitr");
+    let source = pitr.source.as_mut().unwrap();
+    source.point_in_time_recovery = true;
+    source.selection = before(chrono::Utc::now());
+    let taken = dynamodb_set("taken", &[("app", "shop")], "taken");
+    client.submit(&request("ddb-pitr", vec![pitr, taken])).await.unwrap();
+    let summary = final_summary(&client, "ddb-pitr").await;
+
+    assert_eq!(verdict(&summary), pb::Verdict::PartiallyFailed, "{summary:#?}");
+    let task = |set: &str| summary.tasks.iter().find(|t| t.set_name == set).unwrap().clone();
+    assert_eq!(task("pitr").phase, pb::TaskPhase::Succeeded as i32);
+    assert!(
+        task("pitr").selection_reason.starts_with("point-in-time recovery to"),
+        "{}",
+        task("pitr").selection_reason
+    );
+    let restored = ddb.describe_table().table_name("orders-pitr").send().await.unwrap();
+    assert_eq!(restored.table().unwrap().restore_summary().unwrap().source_table_arn(), Some(source_arn.as_str()));
+    assert_restored_like_the_source(&ddb, "orders-pitr", "ddb-pitr").await;
+    // The taken name: a clear failure with a code, and the other table left alone.
+    let failed = task("taken");
+    assert_eq!(failed.phase, pb::TaskPhase::Failed as i32);
+    assert_eq!(failed.reason_code, "TargetTableExists", "{failed:?}");
+    let theirs = ddb.describe_table().table_name("orders-taken").send().await.unwrap();
+    let tags = tags_of_table(&ddb, theirs.table().unwrap().table_arn().unwrap()).await;
+    assert!(!tags.contains_key("lifeboat:request-id"), "someone else's table is not touched: {tags:?}");
+}
