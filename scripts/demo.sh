@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command one: builds Lifeboat, starts nats-server and moto_server on free loopback
-# ports, runs every service, seeds volumes and snapshots in two regions, shows the plan of a
-# restore request with two sets (one cross-region), runs it and lists what was restored.
+# ports, runs every service, seeds volumes and snapshots in two regions and a DynamoDB table
+# with a backup, shows the plan of a restore request with three sets (one cross-region, one
+# DynamoDB), runs it and lists what was restored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -57,6 +58,6 @@ status=0
 "$lifeboat" restore submit "$work/request.yaml" --watch --request-id demo-restore --timeout 120 || status=$?
 
 echo
-echo "== volumes in moto tagged lifeboat:request-id=demo-restore"
+echo "== volumes and tables in moto tagged lifeboat:request-id=demo-restore"
 .venv/bin/python scripts/show_restored.py demo-restore
 exit "$status"

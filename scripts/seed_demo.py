@@ -3,6 +3,7 @@
 us-east-1: three `app=web,env=prod` volumes, each snapshotted twice, once on each side of a
 point in time T, so the request's BEFORE rule visibly picks the older snapshot.
 us-west-2: two `app=db` volumes with one snapshot each, restored cross-region to us-east-1.
+DynamoDB: an `app=shop` table with TTL, point-in-time recovery, a stream, an item and a backup.
 """
 import datetime
 import sys
@@ -43,6 +44,21 @@ dbs = [snapshot(west, v, dict(db_tags, Name=n), "nightly") for v, n in db]
 print(f"seeded us-east-1: 3 web volumes, snapshots before {point_in_time.isoformat()}: {old}, after: {new}")
 print(f"seeded us-west-2: 2 db volumes, snapshots {dbs}")
 
+dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+dynamodb.create_table(
+    TableName="orders",
+    AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+    KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+    BillingMode="PAY_PER_REQUEST",
+    StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    Tags=[{"Key": "app", "Value": "shop"}, {"Key": "team", "Value": "payments"}],
+)
+dynamodb.update_time_to_live(TableName="orders", TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+dynamodb.update_continuous_backups(TableName="orders", PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+dynamodb.put_item(TableName="orders", Item={"id": {"S": "order-1"}, "total": {"N": "42"}})
+backup = dynamodb.create_backup(TableName="orders", BackupName="nightly")["BackupDetails"]["BackupArn"]
+print(f"seeded DynamoDB: table orders (TTL, PITR, stream, tags) with backup {backup}")
+
 with open(out, "w") as f:
     f.write(f"""# Written by scripts/seed_demo.py for the demo.
 restore_sets:
@@ -71,4 +87,13 @@ restore_sets:
         volume_type: io2
         iops: 6000
         tags: {{restored-by: lifeboat-demo, dr: "true"}}
+  - name: orders-table
+    source:
+      region: us-east-1
+      tags: {{app: shop}}
+    resource_types: [dynamodb]
+    target:
+      dynamodb:
+        name_suffix: restored
+        tags: {{restored-by: lifeboat-demo}}
 """)

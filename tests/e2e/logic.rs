@@ -261,3 +261,11 @@ fn docker_compose_runs_every_service_from_files_that_exist() {
         }
     }
 }
+
+#[test]
+fn tables_show_the_resource_part_of_arns() {
+    use lifeboat_cli::render::short_id;
+    assert_eq!(short_id("arn:aws:dynamodb:us-east-1:123456789012:table/orders-restored"), "table/orders-restored");
+    assert_eq!(short_id("arn:aws:dynamodb:us-east-1:123456789012:table/orders/backup/0179-51f"), "backup/0179-51f");
+    assert_eq!(short_id("vol-0123"), "vol-0123");
+}

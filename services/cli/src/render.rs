@@ -88,6 +88,18 @@ fn short_target(task: &TaskState) -> String {
         .unwrap_or_default()
 }
 
+/// ARNs are long; a table shows their resource part (`table/orders-restored`,
+/// `backup/01795310179593-51313fd7`). JSON output keeps them whole.
+pub fn short_id(id: &str) -> String {
+    let Some(resource) = id.strip_prefix("arn:").and_then(|rest| rest.splitn(5, ':').nth(4)) else {
+        return id.to_string();
+    };
+    match resource.rsplit_once("/backup/") {
+        Some((_, backup)) => format!("backup/{backup}"),
+        None => resource.to_string(),
+    }
+}
+
 fn phase_name(task: &TaskState) -> &'static str {
     TaskPhase::try_from(task.phase).unwrap_or_default().short_name()
 }
@@ -106,7 +118,7 @@ pub fn table(summary: &RequestSummary) -> String {
                 if task.source_backup_id.is_empty() {
                     format!("- ({})", task.reason_code)
                 } else {
-                    task.source_backup_id.clone()
+                    short_id(&task.source_backup_id)
                 },
                 lifeboat_common::time::display(task.backup_created_at.as_ref()),
                 short_target(task),
@@ -124,9 +136,9 @@ pub fn table(summary: &RequestSummary) -> String {
             table.add_row([
                 task.set_name.clone(),
                 task.source_resource_id.clone(),
-                task.source_backup_id.clone(),
+                short_id(&task.source_backup_id),
                 phase_name(task).to_string(),
-                task.created_resource_ids.join(" "),
+                task.created_resource_ids.iter().map(|id| short_id(id)).collect::<Vec<_>>().join(" "),
                 short_target(task),
                 reason,
             ]);
