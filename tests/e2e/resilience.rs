@@ -124,6 +124,7 @@ async fn a_fresh_worker_finishes_what_a_crashed_one_started() {
             discovery: None,
             aggregator: false,
             dynamodb: None,
+            ec2: None,
             ebs: Some(short_ack_wait(fast_ebs_config(), Duration::from_secs(2))),
         },
     )
@@ -162,8 +163,11 @@ async fn an_aggregator_restart_loses_nothing() {
     services.stop().await;
 
     // A new aggregator answers from the KV bucket alone.
-    let _aggregator =
-        Running::start(&servers, ServiceSet { discovery: None, ebs: None, dynamodb: None, aggregator: true }).await;
+    let _aggregator = Running::start(
+        &servers,
+        ServiceSet { discovery: None, ebs: None, dynamodb: None, ec2: None, aggregator: true },
+    )
+    .await;
     let reply = client.status("restart-1", true).await.unwrap();
     assert!(reply.found);
     let after = reply.summary.unwrap();

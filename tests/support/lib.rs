@@ -163,6 +163,7 @@ pub struct ServiceSet {
     pub discovery: Option<DiscoveryConfig>,
     pub ebs: Option<EbsConfig>,
     pub dynamodb: Option<lifeboat_dynamodb::DynamoDbConfig>,
+    pub ec2: Option<lifeboat_ec2::Ec2Config>,
     pub aggregator: bool,
 }
 
@@ -172,6 +173,7 @@ impl Default for ServiceSet {
             discovery: Some(fast_discovery_config(Policy::default())),
             ebs: Some(fast_ebs_config()),
             dynamodb: Some(fast_dynamodb_config()),
+            ec2: Some(lifeboat_ec2::Ec2Config { service: fast_dynamodb_config().service }),
             aggregator: true,
         }
     }
@@ -205,6 +207,11 @@ impl Running {
         if let Some(config) = set.dynamodb {
             handles.push(spawn(Box::pin(
                 lifeboat_dynamodb::service(accounts.clone(), shared.clone(), config).run(shutdown.clone()),
+            )));
+        }
+        if let Some(config) = set.ec2 {
+            handles.push(spawn(Box::pin(
+                lifeboat_ec2::service(accounts.clone(), shared.clone(), config).run(shutdown.clone()),
             )));
         }
         if set.aggregator {

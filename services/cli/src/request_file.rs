@@ -88,6 +88,37 @@ pub struct TargetsFile {
     pub ebs: Option<EbsTargetFile>,
     #[serde(default)]
     pub dynamodb: Option<DynamoDbTargetFile>,
+    #[serde(default)]
+    pub ec2: Option<Ec2TargetFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2TargetFile {
+    #[serde(default)]
+    pub account_id: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub availability_zone: String,
+    #[serde(default)]
+    pub vpc_id: String,
+    pub subnet_id: String,
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    #[serde(default)]
+    pub key_pair_name: String,
+    #[serde(default)]
+    pub iam_instance_profile: String,
+    #[serde(default)]
+    pub kms_key_id: String,
+    /// Otherwise the type of the instance the AMI was made from.
+    #[serde(default)]
+    pub instance_type: String,
+    #[serde(default)]
+    pub leave_stopped: bool,
+    #[serde(default)]
+    pub tags: HashMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -219,6 +250,20 @@ impl SetFile {
             })?;
             resource_types.push(kind as i32);
         }
+        let ec2 = self.target.ec2.map(|t| pb::Ec2Target {
+            account_id: t.account_id,
+            region: t.region,
+            availability_zone: t.availability_zone,
+            vpc_id: t.vpc_id,
+            subnet_id: t.subnet_id,
+            security_group_ids: t.security_group_ids,
+            key_pair_name: t.key_pair_name,
+            iam_instance_profile: t.iam_instance_profile,
+            kms_key_id: t.kms_key_id,
+            instance_type: t.instance_type,
+            leave_stopped: t.leave_stopped,
+            tags: t.tags,
+        });
         let dynamodb = self.target.dynamodb.map(|t| pb::DynamoDbTarget {
             account_id: t.account_id,
             region: t.region,
@@ -247,7 +292,7 @@ impl SetFile {
                 point_in_time_recovery: source.point_in_time_recovery,
             }),
             resource_types,
-            target: Some(pb::Targets { ebs, dynamodb, ..Default::default() }),
+            target: Some(pb::Targets { ebs, dynamodb, ec2, ..Default::default() }),
         })
     }
 }

@@ -21,6 +21,7 @@ pub enum ServiceName {
     Discovery,
     Ebs,
     Dynamodb,
+    Ec2,
     Aggregator,
 }
 
@@ -35,6 +36,7 @@ pub struct ServeOptions {
     pub discovery: DiscoveryConfig,
     pub ebs: EbsConfig,
     pub dynamodb: DynamoDbConfig,
+    pub ec2: lifeboat_ec2::Ec2Config,
     pub aggregator: AggregatorConfig,
 }
 
@@ -48,6 +50,7 @@ impl ServeOptions {
             discovery: DiscoveryConfig::default(),
             ebs: EbsConfig::default(),
             dynamodb: DynamoDbConfig::default(),
+            ec2: lifeboat_ec2::Ec2Config::default(),
             aggregator: AggregatorConfig::default(),
         }
     }
@@ -76,6 +79,10 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
     }
     if options.wants(ServiceName::Dynamodb) {
         let service = lifeboat_dynamodb::service(accounts.clone(), shared_bus.clone(), options.dynamodb.clone());
+        running.spawn(service.run(shutdown.clone()));
+    }
+    if options.wants(ServiceName::Ec2) {
+        let service = lifeboat_ec2::service(accounts.clone(), shared_bus.clone(), options.ec2.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     if options.wants(ServiceName::Aggregator) {

@@ -22,7 +22,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            supported_types: vec![ResourceType::EbsVolume, ResourceType::DynamodbTable],
+            supported_types: vec![ResourceType::EbsVolume, ResourceType::DynamodbTable, ResourceType::Ec2Instance],
             allowed_accounts: Vec::new(),
         }
     }
@@ -217,6 +217,50 @@ fn validate_target(
             }
             if target.table_name.len() > 255 {
                 errors.add(format!("{path}.table_name"), "is longer than 255 characters");
+            }
+            check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
+        }
+        ResourceType::Ec2Instance => {
+            if set.source.as_ref().is_some_and(|s| s.point_in_time_recovery) {
+                errors.add(
+                    format!("{path}.source.point_in_time_recovery"),
+                    "EC2 instances have no point-in-time recovery",
+                );
+            }
+            let path = format!("{path}.target.ec2");
+            let Some(target) = targets.ec2 else {
+                errors.add(path, "is required to restore EC2 instances");
+                return;
+            };
+            check_account(&format!("{path}.account_id"), &target.account_id, policy, errors);
+            let region = if target.region.is_empty() { source_region } else { target.region.as_str() };
+            if !target.region.is_empty() && !is_region(&target.region) {
+                errors.add(format!("{path}.region"), format!("'{}' is not an AWS region name", target.region));
+            }
+            if !target.availability_zone.is_empty()
+                && !region.is_empty()
+                && !is_zone_of(&target.availability_zone, region)
+            {
+                errors.add(
+                    format!("{path}.availability_zone"),
+                    format!("'{}' is not a zone of {region}", target.availability_zone),
+                );
+            }
+            if target.subnet_id.is_empty() {
+                errors.add(format!("{path}.subnet_id"), "is required");
+            } else if !target.subnet_id.starts_with("subnet-") {
+                errors.add(format!("{path}.subnet_id"), format!("'{}' is not a subnet id", target.subnet_id));
+            }
+            if !target.vpc_id.is_empty() && !target.vpc_id.starts_with("vpc-") {
+                errors.add(format!("{path}.vpc_id"), format!("'{}' is not a VPC id", target.vpc_id));
+            }
+            for (index, group) in target.security_group_ids.iter().enumerate() {
+                if !group.starts_with("sg-") {
+                    errors.add(
+                        format!("{path}.security_group_ids[{index}]"),
+                        format!("'{group}' is not a security group id"),
+                    );
+                }
             }
             check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
         }

@@ -1,6 +1,7 @@
 //! Discovery: validates restore requests, finds the backups each restore set selects, and fans
 //! the request out into one RestoreTask per backup.
 
+pub mod ami;
 pub mod dynamodb;
 pub mod ebs;
 pub mod select;

@@ -230,6 +230,18 @@ impl Discovery {
                     })
                     .collect())
             }
+            ResourceType::Ec2Instance => {
+                let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
+                let found = crate::ami::list_images(&ec2, &account_id, region, &source.tags).await?;
+                let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+                let mut target = targets.ec2.unwrap_or_default();
+                target.account_id = target_account(&target.account_id);
+                target.region = target_region(&target.region);
+                Ok(pick(&candidates, rule)
+                    .into_iter()
+                    .map(|(index, why)| (found[index].1.clone(), restore_task::Target::Ec2(target.clone()), why))
+                    .collect())
+            }
             // Validation keeps other types out until their services exist.
             _ => Ok(Vec::new()),
         }
