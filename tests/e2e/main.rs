@@ -3,6 +3,7 @@
 
 mod clumio;
 mod dynamodb;
+mod ec2;
 mod invalid;
 mod logic;
 mod mocks;

@@ -151,13 +151,22 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
                     .copy_image()
                     .source_image_id(&backup.backup_id)
                     .source_region(&backup.region)
-                    .name(format!("lifeboat-{}", task.task_id))
+                    .name(copy_name(&task.task_id))
                     .client_token(&task.task_id)
                     .tag_specifications(tag_spec(ResourceType::Image, &tags))
                     .send()
                     .await
                     .map_err(|e| classify("ec2:CopyImage", e))?;
                 let id = copy.image_id().unwrap_or_default().to_string();
+                // Also tagged explicitly: not every endpoint applies CopyImage's tag specifications.
+                clients
+                    .target
+                    .create_tags()
+                    .resources(&id)
+                    .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+                    .send()
+                    .await
+                    .map_err(|e| classify("ec2:CreateTags", e))?;
                 return Ok(Step::Waiting {
                     what: format!("copying {} to {} as {id}", backup.backup_id, target.region),
                     created: vec![id],
@@ -263,11 +272,16 @@ async fn find_instance(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Optio
         .cloned())
 }
 
+/// AMI names are unique per account and region, so the copy's name is its idempotency key.
+fn copy_name(task_id: &str) -> String {
+    format!("lifeboat-{task_id}")
+}
+
 async fn find_copy(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Option<Image>, AwsError> {
     let output = ec2
         .describe_images()
         .owners("self")
-        .filters(task_filter(task_id))
+        .filters(Filter::builder().name("name").values(copy_name(task_id)).build())
         .send()
         .await
         .map_err(|e| classify("ec2:DescribeImages", e))?;
