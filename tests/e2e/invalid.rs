@@ -52,7 +52,7 @@ async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs(
 
     // A type this deployment has no service for yet.
     let mut set = ebs_set("s", "us-east-1", &[("app", "ok")], None, target("us-east-1b"));
-    set.resource_types = vec![pb::ResourceType::RdsInstance as i32];
+    set.resource_types = vec![pb::ResourceType::S3Bucket as i32];
     client.submit(&request("unsupported-type", vec![set])).await.unwrap();
     let rejected = rejection(&client, "unsupported-type").await;
     assert_eq!(rejected.field, "restore_sets[0].resource_types[0]");

@@ -125,6 +125,7 @@ async fn a_fresh_worker_finishes_what_a_crashed_one_started() {
             aggregator: false,
             dynamodb: None,
             ec2: None,
+            rds: None,
             ebs: Some(short_ack_wait(fast_ebs_config(), Duration::from_secs(2))),
         },
     )
@@ -165,7 +166,7 @@ async fn an_aggregator_restart_loses_nothing() {
     // A new aggregator answers from the KV bucket alone.
     let _aggregator = Running::start(
         &servers,
-        ServiceSet { discovery: None, ebs: None, dynamodb: None, ec2: None, aggregator: true },
+        ServiceSet { discovery: None, ebs: None, dynamodb: None, ec2: None, rds: None, aggregator: true },
     )
     .await;
     let reply = client.status("restart-1", true).await.unwrap();

@@ -164,6 +164,7 @@ pub struct ServiceSet {
     pub ebs: Option<EbsConfig>,
     pub dynamodb: Option<lifeboat_dynamodb::DynamoDbConfig>,
     pub ec2: Option<lifeboat_ec2::Ec2Config>,
+    pub rds: Option<lifeboat_rds::RdsConfig>,
     pub aggregator: bool,
 }
 
@@ -174,6 +175,7 @@ impl Default for ServiceSet {
             ebs: Some(fast_ebs_config()),
             dynamodb: Some(fast_dynamodb_config()),
             ec2: Some(lifeboat_ec2::Ec2Config { service: fast_dynamodb_config().service }),
+            rds: Some(lifeboat_rds::RdsConfig { service: fast_dynamodb_config().service, ..Default::default() }),
             aggregator: true,
         }
     }
@@ -212,6 +214,11 @@ impl Running {
         if let Some(config) = set.ec2 {
             handles.push(spawn(Box::pin(
                 lifeboat_ec2::service(accounts.clone(), shared.clone(), config).run(shutdown.clone()),
+            )));
+        }
+        if let Some(config) = set.rds {
+            handles.push(spawn(Box::pin(
+                lifeboat_rds::service(accounts.clone(), shared.clone(), config).run(shutdown.clone()),
             )));
         }
         if set.aggregator {

@@ -129,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             options.ebs.service.wait.check_initial = Duration::from_secs_f64(check_interval.max(0.05));
             options.dynamodb.service.wait.check_initial = options.ebs.service.wait.check_initial;
             options.ec2.service.wait.check_initial = options.ebs.service.wait.check_initial;
+            options.rds.service.wait.check_initial = options.ebs.service.wait.check_initial;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             serve(options, shutdown).await?;

@@ -90,6 +90,31 @@ pub struct TargetsFile {
     pub dynamodb: Option<DynamoDbTargetFile>,
     #[serde(default)]
     pub ec2: Option<Ec2TargetFile>,
+    #[serde(default)]
+    pub rds: Option<RdsTargetFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdsTargetFile {
+    #[serde(default)]
+    pub account_id: String,
+    #[serde(default)]
+    pub region: String,
+    pub db_subnet_group: String,
+    /// The restored instance or cluster identifier.
+    pub name: String,
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    #[serde(default)]
+    pub kms_key_id: String,
+    /// The instance class (for a cluster: of its writer instance).
+    #[serde(default)]
+    pub instance_class: String,
+    #[serde(default)]
+    pub availability_zone: String,
+    #[serde(default)]
+    pub tags: HashMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -250,6 +275,17 @@ impl SetFile {
             })?;
             resource_types.push(kind as i32);
         }
+        let rds = self.target.rds.map(|t| pb::RdsTarget {
+            account_id: t.account_id,
+            region: t.region,
+            db_subnet_group: t.db_subnet_group,
+            name: t.name,
+            security_group_ids: t.security_group_ids,
+            kms_key_id: t.kms_key_id,
+            instance_class: t.instance_class,
+            tags: t.tags,
+            availability_zone: t.availability_zone,
+        });
         let ec2 = self.target.ec2.map(|t| pb::Ec2Target {
             account_id: t.account_id,
             region: t.region,
@@ -292,7 +328,7 @@ impl SetFile {
                 point_in_time_recovery: source.point_in_time_recovery,
             }),
             resource_types,
-            target: Some(pb::Targets { ebs, dynamodb, ec2, ..Default::default() }),
+            target: Some(pb::Targets { ebs, dynamodb, ec2, rds, ..Default::default() }),
         })
     }
 }

@@ -22,6 +22,7 @@ pub enum ServiceName {
     Ebs,
     Dynamodb,
     Ec2,
+    Rds,
     Aggregator,
 }
 
@@ -37,6 +38,7 @@ pub struct ServeOptions {
     pub ebs: EbsConfig,
     pub dynamodb: DynamoDbConfig,
     pub ec2: lifeboat_ec2::Ec2Config,
+    pub rds: lifeboat_rds::RdsConfig,
     pub aggregator: AggregatorConfig,
 }
 
@@ -51,6 +53,7 @@ impl ServeOptions {
             ebs: EbsConfig::default(),
             dynamodb: DynamoDbConfig::default(),
             ec2: lifeboat_ec2::Ec2Config::default(),
+            rds: lifeboat_rds::RdsConfig::default(),
             aggregator: AggregatorConfig::default(),
         }
     }
@@ -83,6 +86,10 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
     }
     if options.wants(ServiceName::Ec2) {
         let service = lifeboat_ec2::service(accounts.clone(), shared_bus.clone(), options.ec2.clone());
+        running.spawn(service.run(shutdown.clone()));
+    }
+    if options.wants(ServiceName::Rds) {
+        let service = lifeboat_rds::service(accounts.clone(), shared_bus.clone(), options.rds.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     if options.wants(ServiceName::Aggregator) {

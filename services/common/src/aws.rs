@@ -165,6 +165,15 @@ pub fn dynamodb_client(config: &SdkConfig, account_id: &str, region: &str) -> aw
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
+/// An RDS client in its account and region's retry partition.
+pub fn rds_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_rds::Client {
+    let partition = retry_partition_name("rds", account_id, region);
+    let config = aws_sdk_rds::config::Builder::from(config)
+        .retry_partition(aws_sdk_rds::config::retry::RetryPartition::new(partition))
+        .build();
+    aws_sdk_rds::Client::from_conf(config)
+}
+
 /// An EC2 client in its account and region's retry partition (EBS, AMIs and discovery use EC2).
 pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_ec2::Client {
     let partition = retry_partition_name("ec2", account_id, region);

@@ -22,7 +22,13 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            supported_types: vec![ResourceType::EbsVolume, ResourceType::DynamodbTable, ResourceType::Ec2Instance],
+            supported_types: vec![
+                ResourceType::EbsVolume,
+                ResourceType::DynamodbTable,
+                ResourceType::Ec2Instance,
+                ResourceType::RdsInstance,
+                ResourceType::RdsCluster,
+            ],
             allowed_accounts: Vec::new(),
         }
     }
@@ -264,6 +270,50 @@ fn validate_target(
             }
             check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
         }
+        ResourceType::RdsInstance | ResourceType::RdsCluster => {
+            let path = format!("{path}.target.rds");
+            let Some(target) = targets.rds else {
+                errors.add(path, "is required to restore RDS databases");
+                return;
+            };
+            check_account(&format!("{path}.account_id"), &target.account_id, policy, errors);
+            let region = if target.region.is_empty() { source_region } else { target.region.as_str() };
+            if !target.region.is_empty() && !is_region(&target.region) {
+                errors.add(format!("{path}.region"), format!("'{}' is not an AWS region name", target.region));
+            }
+            if target.db_subnet_group.is_empty() {
+                errors.add(format!("{path}.db_subnet_group"), "is required");
+            }
+            if target.name.is_empty() {
+                errors.add(format!("{path}.name"), "is required (the restored instance or cluster identifier)");
+            } else if !is_rds_identifier(&target.name) {
+                errors.add(
+                    format!("{path}.name"),
+                    format!(
+                        "'{}' must start with a letter and hold 1 to 63 letters, digits and single hyphens",
+                        target.name
+                    ),
+                );
+            }
+            if !target.availability_zone.is_empty()
+                && !region.is_empty()
+                && !is_zone_of(&target.availability_zone, region)
+            {
+                errors.add(
+                    format!("{path}.availability_zone"),
+                    format!("'{}' is not a zone of {region}", target.availability_zone),
+                );
+            }
+            for (index, group) in target.security_group_ids.iter().enumerate() {
+                if !group.starts_with("sg-") {
+                    errors.add(
+                        format!("{path}.security_group_ids[{index}]"),
+                        format!("'{group}' is not a security group id"),
+                    );
+                }
+            }
+            check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
+        }
         other => {
             errors.add(format!("{path}.resource_types"), format!("{} has no target validation yet", other.short_name()))
         }
@@ -291,6 +341,15 @@ fn check_tags<'a>(field: &str, keys: impl Iterator<Item = &'a String>, errors: &
             errors.add(field, format!("tag key '{key}' uses the lifeboat: prefix Lifeboat sets itself"));
         }
     }
+}
+
+/// RDS instance and cluster identifiers.
+pub fn is_rds_identifier(id: &str) -> bool {
+    id.len() <= 63
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !id.ends_with('-')
+        && !id.contains("--")
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-4`...

@@ -32,6 +32,17 @@ impl TimeRule {
     }
 }
 
+impl TimeRule {
+    /// The time a point-in-time recovery aims at, and whether it searches forward from it.
+    pub fn point(self) -> (DateTime<Utc>, bool) {
+        match self {
+            TimeRule::Before(at) => (at, false),
+            TimeRule::After(at) => (at, true),
+            TimeRule::Window(start, _) => (start, true),
+        }
+    }
+}
+
 impl std::fmt::Display for TimeRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {

@@ -25,6 +25,23 @@ use crate::select::{pick, TimeRule};
 /// Restore sets of one request whose backups are listed at the same time.
 const SETS_LISTED_AT_ONCE: usize = 8;
 
+/// A valid RDS identifier (letters, digits, single hyphens, at most 63) from `wanted`; a short
+/// hash of `unique` keeps two long names apart.
+fn rds_identifier(wanted: &str, unique: &str) -> String {
+    let mut id = String::new();
+    for c in wanted.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }) {
+        if !(c == '-' && id.ends_with('-')) {
+            id.push(c);
+        }
+    }
+    let id = id.trim_matches('-').to_string();
+    if id.len() <= 63 {
+        return id;
+    }
+    let hash = &ids::task_id(unique, "", "")[2..8];
+    format!("{}-{hash}", id[..56].trim_end_matches('-'))
+}
+
 /// Reason codes discovery reports.
 pub mod reason {
     pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
@@ -185,11 +202,7 @@ impl Discovery {
                 let mut picked = Vec::new();
                 for table in crate::dynamodb::tables(&ddb, &source.tags).await? {
                     if source.point_in_time_recovery {
-                        let (at, after) = match rule {
-                            TimeRule::Before(at) => (at, false),
-                            TimeRule::After(at) => (at, true),
-                            TimeRule::Window(start, _) => (start, true),
-                        };
+                        let (at, after) = rule.point();
                         picked.extend(crate::dynamodb::point_in_time(&table, &account_id, region, at, after));
                     } else {
                         let found = crate::dynamodb::backups(&ddb, &table, &account_id, region).await?;
@@ -240,6 +253,39 @@ impl Discovery {
                 Ok(pick(&candidates, rule)
                     .into_iter()
                     .map(|(index, why)| (found[index].1.clone(), restore_task::Target::Ec2(target.clone()), why))
+                    .collect())
+            }
+            ResourceType::RdsInstance | ResourceType::RdsCluster => {
+                let rds = lifeboat_common::aws::rds_client(&config, &account_id, region);
+                let picked: Vec<(Backup, String)> = if source.point_in_time_recovery {
+                    let (at, after) = rule.point();
+                    crate::rds::point_in_time(&rds, kind, &account_id, region, &source.tags, at, after).await?
+                } else {
+                    let found = if kind == ResourceType::RdsCluster {
+                        crate::rds::cluster_snapshots(&rds, &account_id, region, &source.tags).await?
+                    } else {
+                        crate::rds::instance_snapshots(&rds, &account_id, region, &source.tags).await?
+                    };
+                    let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+                    pick(&candidates, rule).into_iter().map(|(index, why)| (found[index].1.clone(), why)).collect()
+                };
+                let mut target = targets.rds.unwrap_or_default();
+                target.account_id = target_account(&target.account_id);
+                target.region = target_region(&target.region);
+                let several = picked.len() > 1;
+                Ok(picked
+                    .into_iter()
+                    .map(|(backup, why)| {
+                        let mut target = target.clone();
+                        // One identifier per database: the set's name, suffixed by the source when several.
+                        if several {
+                            target.name = rds_identifier(
+                                &format!("{}-{}", target.name, backup.source_resource_id),
+                                &backup.backup_id,
+                            );
+                        }
+                        (backup, restore_task::Target::Rds(target), why)
+                    })
                     .collect())
             }
             // Validation keeps other types out until their services exist.
