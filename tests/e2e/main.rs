@@ -7,5 +7,6 @@ mod ec2;
 mod invalid;
 mod logic;
 mod mocks;
+mod rds;
 mod resilience;
 mod restore;

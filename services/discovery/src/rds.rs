@@ -147,6 +147,15 @@ pub async fn cluster_snapshots(
     Ok(found)
 }
 
+/// An instance or cluster and its restorable window.
+struct Restorable {
+    id: String,
+    tags: HashMap<String, String>,
+    earliest: Option<DateTime<Utc>>,
+    latest: Option<DateTime<Utc>>,
+    engine: String,
+}
+
 /// Point-in-time restores of instances (or clusters) with all of `tags`: BEFORE restores the
 /// latest restorable time at or before `at`, AFTER the earliest at or after it.
 pub async fn point_in_time(
@@ -158,20 +167,18 @@ pub async fn point_in_time(
     at: DateTime<Utc>,
     after: bool,
 ) -> Result<Vec<(Backup, String)>, AwsError> {
-    // (id, tags, earliest, latest, engine)
-    let mut sources: Vec<(String, HashMap<String, String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, String)> =
-        Vec::new();
+    let mut sources: Vec<Restorable> = Vec::new();
     if kind == ResourceType::RdsCluster {
         let mut pages = rds.describe_db_clusters().into_paginator().send();
         while let Some(page) = pages.next().await {
             for cluster in page.map_err(|e| classify("rds:DescribeDBClusters", e))?.db_clusters() {
-                sources.push((
-                    cluster.db_cluster_identifier().unwrap_or_default().to_string(),
-                    tags_of(cluster.tag_list()),
-                    cluster.earliest_restorable_time().and_then(from_aws),
-                    cluster.latest_restorable_time().and_then(from_aws),
-                    cluster.engine().unwrap_or_default().to_string(),
-                ));
+                sources.push(Restorable {
+                    id: cluster.db_cluster_identifier().unwrap_or_default().to_string(),
+                    tags: tags_of(cluster.tag_list()),
+                    earliest: cluster.earliest_restorable_time().and_then(from_aws),
+                    latest: cluster.latest_restorable_time().and_then(from_aws),
+                    engine: cluster.engine().unwrap_or_default().to_string(),
+                });
             }
         }
     } else {
@@ -181,18 +188,18 @@ pub async fn point_in_time(
                 if instance.db_cluster_identifier().is_some() || instance.backup_retention_period() == Some(0) {
                     continue; // cluster members restore with their cluster; no retention, no PITR
                 }
-                sources.push((
-                    instance.db_instance_identifier().unwrap_or_default().to_string(),
-                    tags_of(instance.tag_list()),
-                    instance.instance_create_time().and_then(from_aws),
-                    instance.latest_restorable_time().and_then(from_aws),
-                    instance.engine().unwrap_or_default().to_string(),
-                ));
+                sources.push(Restorable {
+                    id: instance.db_instance_identifier().unwrap_or_default().to_string(),
+                    tags: tags_of(instance.tag_list()),
+                    earliest: instance.instance_create_time().and_then(from_aws),
+                    latest: instance.latest_restorable_time().and_then(from_aws),
+                    engine: instance.engine().unwrap_or_default().to_string(),
+                });
             }
         }
     }
     let mut found = Vec::new();
-    for (id, source_tags, earliest, latest, engine) in sources {
+    for Restorable { id, tags: source_tags, earliest, latest, engine } in sources {
         if !crate::select::tags_match(tags, &source_tags) {
             continue;
         }
