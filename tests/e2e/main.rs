@@ -4,6 +4,7 @@
 mod clumio;
 mod dynamodb;
 mod ec2;
+mod everything;
 mod invalid;
 mod logic;
 mod mocks;
