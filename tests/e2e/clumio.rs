@@ -135,6 +135,21 @@ async fn a_clumio_request_restores_the_same_as_its_native_equivalent() {
     }
     let other = create_volume(&east, "us-east-1a", 8, &[("Dev", "No")]).await;
     create_snapshot(&east, &other, &[("Dev", "No")]).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&servers.aws("us-east-1"));
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    ddb.create_table()
+        .table_name("carts")
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .tags(aws_sdk_dynamodb::types::Tag::builder().key("Dev").value("Yes").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let backup = ddb.create_backup().table_name("carts").backup_name("nightly").send().await.unwrap();
+    let backup_arn = backup.backup_details().unwrap().backup_arn().to_string();
     let _services = Running::start(&servers, ServiceSet::default()).await;
     let client = servers.client().await;
 
@@ -144,10 +159,16 @@ async fn a_clumio_request_restores_the_same_as_its_native_equivalent() {
         "start_search_day_offset": 0, "end_search_day_offset": 0,
         "target_account": ACCOUNT, "target_region": "us-east-1", "target_az": "us-east-1b",
         "target_iops": "", "target_volume_type": "", "target_kms_key_native_id": ""
+    }, {
+        "ResourceType": "DynamoDB", "source_account": ACCOUNT, "source_region": "us-east-1",
+        "search_direction": "before", "search_tag_key": "Dev", "search_tag_value": "Yes",
+        "target_account": ACCOUNT, "target_region": "us-east-1", "change_set_name": "clumio"
     }]});
     let native_yaml = format!(
         "restore_sets:\n  - name: ebs-0\n    source: {{account_id: \"{ACCOUNT}\", region: us-east-1, tags: {{Dev: \"Yes\"}}}}\n    \
-         resource_types: [ebs]\n    target: {{ebs: {{account_id: \"{ACCOUNT}\", region: us-east-1, availability_zone: us-east-1b}}}}\n"
+         resource_types: [ebs]\n    target: {{ebs: {{account_id: \"{ACCOUNT}\", region: us-east-1, availability_zone: us-east-1b}}}}\n  \
+         - name: dynamodb-1\n    source: {{account_id: \"{ACCOUNT}\", region: us-east-1, tags: {{Dev: \"Yes\"}}}}\n    \
+         resource_types: [dynamodb]\n    target: {{dynamodb: {{name_suffix: native}}}}\n"
     );
     let from_clumio = request_file::load("bulk.json", &clumio_json.to_string(), "from-clumio".into()).unwrap();
     let native = request_file::load("bulk.yaml", &native_yaml, "from-native".into()).unwrap();
@@ -163,4 +184,12 @@ async fn a_clumio_request_restores_the_same_as_its_native_equivalent() {
     }
     assert_eq!(restored[0], newest, "the newest Dev=Yes snapshot of every volume, not just the first");
     assert_eq!(restored[0], restored[1], "Clumio input and native input restore the same backups");
+    for table in ["carts-clumio", "carts-native"] {
+        let restored = ddb.describe_table().table_name(table).send().await.unwrap();
+        assert_eq!(
+            restored.table().unwrap().restore_summary().unwrap().source_backup_arn(),
+            Some(backup_arn.as_str()),
+            "{table}"
+        );
+    }
 }
