@@ -40,6 +40,32 @@ pub enum Step {
     Failed { code: String, message: String },
 }
 
+/// Lifeboat's own tags on everything a task creates; the task-id tag is the idempotency key.
+pub fn lifeboat_tags(task: &RestoreTask) -> Vec<(String, String)> {
+    let backup = task.backup.clone().unwrap_or_default();
+    vec![
+        (subjects::TAG_REQUEST_ID.to_string(), task.request_id.clone()),
+        (subjects::TAG_TASK_ID.to_string(), task.task_id.clone()),
+        (subjects::TAG_SOURCE_BACKUP.to_string(), backup.backup_id),
+        (subjects::TAG_SOURCE_RESOURCE.to_string(), backup.source_resource_id),
+    ]
+}
+
+/// The tags a restored resource gets: the source's (unless the request opts out; reserved
+/// `aws:` and Lifeboat's own keys dropped), then the set's `extra` tags, then Lifeboat's own;
+/// later ones win. Sorted by key.
+pub fn restored_tags(task: &RestoreTask, extra: &HashMap<String, String>) -> Vec<(String, String)> {
+    let skip_source = task.options.as_ref().is_some_and(|o| o.skip_source_tags);
+    let mut tags = std::collections::BTreeMap::new();
+    if let (false, Some(backup)) = (skip_source, &task.backup) {
+        let kept = backup.tags.iter().filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("lifeboat:"));
+        tags.extend(kept.map(|(k, v)| (k.clone(), v.clone())));
+    }
+    tags.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    tags.extend(lifeboat_tags(task));
+    tags.into_iter().collect()
+}
+
 /// One restore service's AWS side.
 #[async_trait]
 pub trait Restorer: Send + Sync + 'static {

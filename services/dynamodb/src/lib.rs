@@ -2,7 +2,7 @@
 //! most 50 restores in flight per account and region, and, once the table is ACTIVE, the
 //! settings a DynamoDB restore drops (tags, TTL, point-in-time recovery, streams) put back.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -12,8 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 use lifeboat_common::aws::{classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{RestoreService, Restorer, ServiceConfig, Step};
-use lifeboat_common::subjects::{TAG_REQUEST_ID, TAG_SOURCE_BACKUP, TAG_SOURCE_RESOURCE, TAG_TASK_ID};
+use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_proto::{restore_task, Backup, DynamoDbTarget, RestoreTask};
 
 /// AWS allows 50 table restores in flight per account and region.
@@ -204,27 +203,6 @@ async fn start_restore(
     Ok(())
 }
 
-/// Tags: the source table's (unless the request opts out), the target's, Lifeboat's own.
-fn table_tags(task: &RestoreTask, backup: &Backup, target: &DynamoDbTarget) -> BTreeMap<String, String> {
-    let skip_source = task.options.as_ref().is_some_and(|o| o.skip_source_tags);
-    let mut tags = BTreeMap::new();
-    if !skip_source {
-        tags.extend(
-            backup
-                .tags
-                .iter()
-                .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("lifeboat:"))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-    }
-    tags.extend(target.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-    tags.insert(TAG_REQUEST_ID.to_string(), task.request_id.clone());
-    tags.insert(TAG_TASK_ID.to_string(), task.task_id.clone());
-    tags.insert(TAG_SOURCE_BACKUP.to_string(), backup.backup_id.clone());
-    tags.insert(TAG_SOURCE_RESOURCE.to_string(), backup.source_resource_id.clone());
-    tags
-}
-
 /// Puts back what a restore does not carry over. Every call is a no-op when the setting is
 /// already there; a setting that cannot be applied is a warning, a retryable error a retry.
 async fn reconcile(
@@ -248,7 +226,7 @@ async fn reconcile(
         }
     };
 
-    let tags: Vec<Tag> = table_tags(task, backup, target)
+    let tags: Vec<Tag> = restored_tags(task, &target.tags)
         .into_iter()
         .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
         .collect();

@@ -8,8 +8,8 @@ use aws_sdk_ec2::types::{
     Filter, ResourceType, Snapshot, SnapshotState, Tag, TagSpecification, Volume, VolumeState, VolumeType,
 };
 use lifeboat_common::aws::{classify, AwsError};
-use lifeboat_common::restore::Step;
-use lifeboat_common::subjects::{TAG_REQUEST_ID, TAG_SOURCE_BACKUP, TAG_SOURCE_RESOURCE, TAG_TASK_ID};
+use lifeboat_common::restore::{lifeboat_tags, restored_tags, Step};
+use lifeboat_common::subjects::TAG_TASK_ID;
 use lifeboat_proto::{Backup, EbsTarget, RestoreTask};
 use tokio::sync::Mutex;
 
@@ -115,7 +115,7 @@ pub async fn restore_step(
             }
         }
     };
-    let volume = create_volume(&clients.target, task, &backup, target, &snapshot_id, copy_id.as_deref()).await?;
+    let volume = create_volume(&clients.target, task, target, &snapshot_id, copy_id.as_deref()).await?;
     let volume_id = volume.volume_id().unwrap_or_default().to_string();
     let mut created = vec![volume_id.clone()];
     created.extend(copy_id);
@@ -211,7 +211,7 @@ async fn start_copy(
         .source_region(&backup.region)
         .source_snapshot_id(&backup.backup_id)
         .description(format!("Lifeboat restore {} of {}", task.task_id, backup.backup_id))
-        .tag_specifications(tag_spec(ResourceType::Snapshot, lifeboat_tags(task, backup)));
+        .tag_specifications(tag_spec(ResourceType::Snapshot, lifeboat_tags(task)));
     if !target.kms_key_id.is_empty() {
         copy = copy.encrypted(true).kms_key_id(&target.kms_key_id);
     }
@@ -224,12 +224,11 @@ async fn start_copy(
 async fn create_volume(
     ec2: &aws_sdk_ec2::Client,
     task: &RestoreTask,
-    backup: &Backup,
     target: &EbsTarget,
     snapshot_id: &str,
     copy_id: Option<&str>,
 ) -> Result<Volume, AwsError> {
-    let mut tags = volume_tags(task, backup, target);
+    let mut tags = volume_tags(task, target);
     if let Some(copy_id) = copy_id {
         tags.push((TAG_COPY_ID.to_string(), copy_id.to_string()));
     }
@@ -259,32 +258,9 @@ async fn create_volume(
     Ok(Volume::builder().volume_id(volume_id).set_state(output.state().cloned()).build())
 }
 
-fn lifeboat_tags(task: &RestoreTask, backup: &Backup) -> Vec<(String, String)> {
-    vec![
-        (TAG_REQUEST_ID.to_string(), task.request_id.clone()),
-        (TAG_TASK_ID.to_string(), task.task_id.clone()),
-        (TAG_SOURCE_BACKUP.to_string(), backup.backup_id.clone()),
-        (TAG_SOURCE_RESOURCE.to_string(), backup.source_resource_id.clone()),
-    ]
-}
-
-/// The source snapshot's tags (unless the request opts out), then the target's extra tags, then
-/// Lifeboat's own; later ones win. Reserved `aws:` keys cannot be set and are dropped.
-pub fn volume_tags(task: &RestoreTask, backup: &Backup, target: &EbsTarget) -> Vec<(String, String)> {
-    let skip_source = task.options.as_ref().is_some_and(|o| o.skip_source_tags);
-    let mut tags: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    if !skip_source {
-        tags.extend(
-            backup
-                .tags
-                .iter()
-                .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("lifeboat:"))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-    }
-    tags.extend(target.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-    tags.extend(lifeboat_tags(task, backup));
-    tags.into_iter().collect()
+/// The snapshot's tags, the set's extra tags, then Lifeboat's own (see [`restored_tags`]).
+pub fn volume_tags(task: &RestoreTask, target: &EbsTarget) -> Vec<(String, String)> {
+    restored_tags(task, &target.tags)
 }
 
 fn tag_spec(resource_type: ResourceType, tags: Vec<(String, String)>) -> TagSpecification {

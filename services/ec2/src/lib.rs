@@ -12,9 +12,9 @@ use aws_sdk_ec2::types::{
 };
 use lifeboat_common::aws::{classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{RestoreService, Restorer, ServiceConfig, Step};
-use lifeboat_common::subjects::{TAG_REQUEST_ID, TAG_SOURCE_BACKUP, TAG_SOURCE_RESOURCE, TAG_TASK_ID};
-use lifeboat_proto::{restore_task, Backup, Ec2Target, RestoreTask};
+use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::subjects::TAG_TASK_ID;
+use lifeboat_proto::{restore_task, Ec2Target, RestoreTask};
 
 #[derive(Clone, Debug, Default)]
 pub struct Ec2Config {
@@ -89,27 +89,6 @@ fn tag_spec(kind: ResourceType, tags: &[(String, String)]) -> TagSpecification {
         .build()
 }
 
-/// The AMI's tags (unless the request opts out), the target's, then Lifeboat's own.
-fn instance_tags(task: &RestoreTask, backup: &Backup, target: &Ec2Target) -> Vec<(String, String)> {
-    let skip_source = task.options.as_ref().is_some_and(|o| o.skip_source_tags);
-    let mut tags = std::collections::BTreeMap::new();
-    if !skip_source {
-        tags.extend(
-            backup
-                .tags
-                .iter()
-                .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("lifeboat:"))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-    }
-    tags.extend(target.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-    tags.insert(TAG_REQUEST_ID.to_string(), task.request_id.clone());
-    tags.insert(TAG_TASK_ID.to_string(), task.task_id.clone());
-    tags.insert(TAG_SOURCE_BACKUP.to_string(), backup.backup_id.clone());
-    tags.insert(TAG_SOURCE_RESOURCE.to_string(), backup.source_resource_id.clone());
-    tags.into_iter().collect()
-}
-
 /// One step of an instance restore.
 pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Target) -> Result<Step, AwsError> {
     let backup = task.backup.clone().unwrap_or_default();
@@ -145,7 +124,7 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
                 });
             }
             None => {
-                let tags = instance_tags(task, &backup, target);
+                let tags = restored_tags(task, &target.tags);
                 let copy = clients
                     .target
                     .copy_image()
@@ -186,7 +165,7 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
             ),
         });
     };
-    let tags = instance_tags(task, &backup, target);
+    let tags = restored_tags(task, &target.tags);
     let mut run = clients
         .target
         .run_instances()

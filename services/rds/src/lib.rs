@@ -4,15 +4,14 @@
 //! database of that name carrying our `lifeboat:task-id` tag is ours; anyone else's is a clear
 //! failure. Once available, the security groups and tags asked for are put in place.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_rds::types::{DbCluster, DbInstance, Tag};
 use lifeboat_common::aws::{classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{RestoreService, Restorer, ServiceConfig, Step};
-use lifeboat_common::subjects::{self, TAG_REQUEST_ID, TAG_SOURCE_BACKUP, TAG_SOURCE_RESOURCE, TAG_TASK_ID};
+use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::subjects::{self, TAG_TASK_ID};
 use lifeboat_proto::{restore_task, Backup, RdsTarget, ResourceType, RestoreTask};
 
 #[derive(Clone, Debug)]
@@ -80,24 +79,8 @@ impl Restorer for RdsRestorer {
     }
 }
 
-fn tags(task: &RestoreTask, backup: &Backup, target: &RdsTarget) -> Vec<Tag> {
-    let skip_source = task.options.as_ref().is_some_and(|o| o.skip_source_tags);
-    let mut tags = BTreeMap::new();
-    if !skip_source {
-        tags.extend(
-            backup
-                .tags
-                .iter()
-                .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("lifeboat:"))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-    }
-    tags.extend(target.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-    tags.insert(TAG_REQUEST_ID.to_string(), task.request_id.clone());
-    tags.insert(TAG_TASK_ID.to_string(), task.task_id.clone());
-    tags.insert(TAG_SOURCE_BACKUP.to_string(), backup.backup_id.clone());
-    tags.insert(TAG_SOURCE_RESOURCE.to_string(), backup.source_resource_id.clone());
-    tags.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+fn tags(task: &RestoreTask, target: &RdsTarget) -> Vec<Tag> {
+    restored_tags(task, &target.tags).into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
 fn is_ours(tag_list: &[Tag], task_id: &str) -> bool {
@@ -203,7 +186,7 @@ pub async fn instance_step(
         if let Some(arn) = db.db_instance_arn() {
             rds.add_tags_to_resource()
                 .resource_name(arn)
-                .set_tags(Some(tags(task, &backup, target)))
+                .set_tags(Some(tags(task, target)))
                 .send()
                 .await
                 .map_err(|e| classify("rds:AddTagsToResource", e))?;
@@ -232,7 +215,7 @@ pub async fn instance_step(
             .set_vpc_security_group_ids(security_groups)
             .set_db_instance_class(class)
             .set_availability_zone(zone)
-            .set_tags(Some(tags(task, &backup, target)))
+            .set_tags(Some(tags(task, target)))
             .send()
             .await
             .map_err(|e| classify("rds:RestoreDBInstanceToPointInTime", e))?;
@@ -256,7 +239,7 @@ pub async fn instance_step(
         .set_vpc_security_group_ids(security_groups)
         .set_db_instance_class(class)
         .set_availability_zone(zone)
-        .set_tags(Some(tags(task, &backup, target)))
+        .set_tags(Some(tags(task, target)))
         .send()
         .await
         .map_err(|e| classify("rds:RestoreDBInstanceFromDBSnapshot", e))?;
@@ -329,7 +312,7 @@ async fn copy_step(
         .source_db_snapshot_identifier(source_arn)
         .target_db_snapshot_identifier(&copy_id)
         .set_kms_key_id((!target.kms_key_id.is_empty()).then(|| target.kms_key_id.clone()))
-        .set_tags(Some(tags(task, backup, target)))
+        .set_tags(Some(tags(task, target)))
         .send()
         .await
         .map_err(|e| classify("rds:CopyDBSnapshot", e))?;
@@ -364,7 +347,7 @@ pub async fn cluster_step(rds: &aws_sdk_rds::Client, task: &RestoreTask, target:
                     .db_subnet_group_name(&target.db_subnet_group)
                     .set_vpc_security_group_ids(security_groups)
                     .set_kms_key_id(kms)
-                    .set_tags(Some(tags(task, &backup, target)))
+                    .set_tags(Some(tags(task, target)))
                     .send()
                     .await
                     .map_err(|e| classify("rds:RestoreDBClusterToPointInTime", e))?;
@@ -378,7 +361,7 @@ pub async fn cluster_step(rds: &aws_sdk_rds::Client, task: &RestoreTask, target:
                     .db_subnet_group_name(&target.db_subnet_group)
                     .set_vpc_security_group_ids(security_groups)
                     .set_kms_key_id(kms)
-                    .set_tags(Some(tags(task, &backup, target)))
+                    .set_tags(Some(tags(task, target)))
                     .send()
                     .await
                     .map_err(|e| classify("rds:RestoreDBClusterFromSnapshot", e))?;
@@ -415,7 +398,7 @@ pub async fn cluster_step(rds: &aws_sdk_rds::Client, task: &RestoreTask, target:
                 .db_cluster_identifier(name)
                 .db_instance_class(&target.instance_class)
                 .engine(&engine)
-                .set_tags(Some(tags(task, &backup, target)))
+                .set_tags(Some(tags(task, target)))
                 .send()
                 .await
                 .map_err(|e| classify("rds:CreateDBInstance", e))?;
