@@ -269,3 +269,48 @@ fn tables_show_the_resource_part_of_arns() {
     assert_eq!(short_id("arn:aws:dynamodb:us-east-1:123456789012:table/orders/backup/0179-51f"), "backup/0179-51f");
     assert_eq!(short_id("vol-0123"), "vol-0123");
 }
+
+#[test]
+fn validation_names_bad_fields_of_every_target_type() {
+    let with = |kind: pb::ResourceType, targets: pb::Targets, pitr: bool| {
+        let mut set = ebs_set("s", "us-east-1", &[], None, target("us-east-1a"));
+        set.resource_types = vec![kind as i32];
+        set.target = Some(targets);
+        set.source.as_mut().unwrap().point_in_time_recovery = pitr;
+        fields(validate_request(&request("r", vec![set]), &Policy::default()))
+    };
+    let ec2 = pb::Ec2Target {
+        availability_zone: "us-west-2a".into(),
+        security_group_ids: vec!["default".into()],
+        ..Default::default()
+    };
+    let found = with(pb::ResourceType::Ec2Instance, pb::Targets { ec2: Some(ec2), ..Default::default() }, true);
+    for expected in [
+        "restore_sets[0].source.point_in_time_recovery",
+        "restore_sets[0].source.point_in_time_recovery",
+        "restore_sets[0].target.ec2.availability_zone",
+        "restore_sets[0].target.ec2.subnet_id",
+        "restore_sets[0].target.ec2.security_group_ids[0]",
+    ] {
+        assert!(found.iter().any(|f| f == expected), "{expected} not in {found:?}");
+    }
+    let rds = pb::RdsTarget { name: "9-bad--name".into(), account_id: "1234".into(), ..Default::default() };
+    let found = with(pb::ResourceType::RdsCluster, pb::Targets { rds: Some(rds), ..Default::default() }, false);
+    assert_eq!(
+        found,
+        [
+            "restore_sets[0].target.rds.account_id",
+            "restore_sets[0].target.rds.db_subnet_group",
+            "restore_sets[0].target.rds.name"
+        ]
+    );
+    let dynamodb = pb::DynamoDbTarget { region: "nowhere".into(), table_name: "bad name".into(), ..Default::default() };
+    let found =
+        with(pb::ResourceType::DynamodbTable, pb::Targets { dynamodb: Some(dynamodb), ..Default::default() }, false);
+    assert_eq!(found, ["restore_sets[0].target.dynamodb.region", "restore_sets[0].target.dynamodb.table_name"]);
+    // Point-in-time recovery needs a time to recover to.
+    let ok_table = pb::DynamoDbTarget { name_suffix: "x".into(), ..Default::default() };
+    let found =
+        with(pb::ResourceType::DynamodbTable, pb::Targets { dynamodb: Some(ok_table), ..Default::default() }, true);
+    assert_eq!(found, ["restore_sets[0].source.point_in_time_recovery"]);
+}

@@ -275,6 +275,15 @@ impl Accounts {
 /// The session name on every assumed role, so CloudTrail shows what Lifeboat did.
 const SESSION_NAME: &str = "lifeboat";
 
+/// A lookup whose "not found" error (one of `codes`) means "absent" rather than failure.
+pub fn absent_if_not_found<T>(result: Result<T, AwsError>, codes: &[&str]) -> Result<Option<T>, AwsError> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(e) if codes.contains(&e.code.as_str()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Exponential backoff with a cap: attempt 1 waits `initial`, each next one twice as long.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));

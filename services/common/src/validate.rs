@@ -155,28 +155,15 @@ fn validate_target(
     let targets = set.target.clone().unwrap_or_default();
     match kind {
         ResourceType::EbsVolume => {
-            if set.source.as_ref().is_some_and(|s| s.point_in_time_recovery) {
-                errors
-                    .add(format!("{path}.source.point_in_time_recovery"), "EBS volumes have no point-in-time recovery");
-            }
+            no_point_in_time_recovery(path, set, "EBS volumes", errors);
             let path = format!("{path}.target.ebs");
             let Some(target) = targets.ebs else {
                 errors.add(path, "is required to restore EBS volumes");
                 return;
             };
-            check_account(&format!("{path}.account_id"), &target.account_id, policy, errors);
-            let region = if target.region.is_empty() { source_region } else { target.region.as_str() };
-            if !target.region.is_empty() && !is_region(&target.region) {
-                errors.add(format!("{path}.region"), format!("'{}' is not an AWS region name", target.region));
-            }
-            if target.availability_zone.is_empty() {
-                errors.add(format!("{path}.availability_zone"), "is required");
-            } else if !region.is_empty() && !is_zone_of(&target.availability_zone, region) {
-                errors.add(
-                    format!("{path}.availability_zone"),
-                    format!("'{}' is not a zone of {region}", target.availability_zone),
-                );
-            }
+            let place =
+                Place { account_id: &target.account_id, region: &target.region, zone: Some(&target.availability_zone) };
+            check_place(&path, place, true, source_region, policy, errors);
             let volume_type = target.volume_type.as_str();
             if !volume_type.is_empty() && !VOLUME_TYPES.contains(&volume_type) {
                 errors.add(
@@ -206,10 +193,8 @@ fn validate_target(
                 errors.add(path, "is required to restore DynamoDB tables");
                 return;
             };
-            check_account(&format!("{path}.account_id"), &target.account_id, policy, errors);
-            if !target.region.is_empty() && !is_region(&target.region) {
-                errors.add(format!("{path}.region"), format!("'{}' is not an AWS region name", target.region));
-            }
+            let place = Place { account_id: &target.account_id, region: &target.region, zone: None };
+            check_place(&path, place, false, source_region, policy, errors);
             if target.table_name.is_empty() && target.name_suffix.is_empty() {
                 errors.add(
                     format!("{path}.name_suffix"),
@@ -227,31 +212,15 @@ fn validate_target(
             check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
         }
         ResourceType::Ec2Instance => {
-            if set.source.as_ref().is_some_and(|s| s.point_in_time_recovery) {
-                errors.add(
-                    format!("{path}.source.point_in_time_recovery"),
-                    "EC2 instances have no point-in-time recovery",
-                );
-            }
+            no_point_in_time_recovery(path, set, "EC2 instances", errors);
             let path = format!("{path}.target.ec2");
             let Some(target) = targets.ec2 else {
                 errors.add(path, "is required to restore EC2 instances");
                 return;
             };
-            check_account(&format!("{path}.account_id"), &target.account_id, policy, errors);
-            let region = if target.region.is_empty() { source_region } else { target.region.as_str() };
-            if !target.region.is_empty() && !is_region(&target.region) {
-                errors.add(format!("{path}.region"), format!("'{}' is not an AWS region name", target.region));
-            }
-            if !target.availability_zone.is_empty()
-                && !region.is_empty()
-                && !is_zone_of(&target.availability_zone, region)
-            {
-                errors.add(
-                    format!("{path}.availability_zone"),
-                    format!("'{}' is not a zone of {region}", target.availability_zone),
-                );
-            }
+            let place =
+                Place { account_id: &target.account_id, region: &target.region, zone: Some(&target.availability_zone) };
+            check_place(&path, place, false, source_region, policy, errors);
             if target.subnet_id.is_empty() {
                 errors.add(format!("{path}.subnet_id"), "is required");
             } else if !target.subnet_id.starts_with("subnet-") {
@@ -260,14 +229,7 @@ fn validate_target(
             if !target.vpc_id.is_empty() && !target.vpc_id.starts_with("vpc-") {
                 errors.add(format!("{path}.vpc_id"), format!("'{}' is not a VPC id", target.vpc_id));
             }
-            for (index, group) in target.security_group_ids.iter().enumerate() {
-                if !group.starts_with("sg-") {
-                    errors.add(
-                        format!("{path}.security_group_ids[{index}]"),
-                        format!("'{group}' is not a security group id"),
-                    );
-                }
-            }
+            check_security_groups(&path, &target.security_group_ids, errors);
             check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
         }
         ResourceType::RdsInstance | ResourceType::RdsCluster => {
@@ -276,11 +238,9 @@ fn validate_target(
                 errors.add(path, "is required to restore RDS databases");
                 return;
             };
-            check_account(&format!("{path}.account_id"), &target.account_id, policy, errors);
-            let region = if target.region.is_empty() { source_region } else { target.region.as_str() };
-            if !target.region.is_empty() && !is_region(&target.region) {
-                errors.add(format!("{path}.region"), format!("'{}' is not an AWS region name", target.region));
-            }
+            let place =
+                Place { account_id: &target.account_id, region: &target.region, zone: Some(&target.availability_zone) };
+            check_place(&path, place, false, source_region, policy, errors);
             if target.db_subnet_group.is_empty() {
                 errors.add(format!("{path}.db_subnet_group"), "is required");
             }
@@ -295,28 +255,57 @@ fn validate_target(
                     ),
                 );
             }
-            if !target.availability_zone.is_empty()
-                && !region.is_empty()
-                && !is_zone_of(&target.availability_zone, region)
-            {
-                errors.add(
-                    format!("{path}.availability_zone"),
-                    format!("'{}' is not a zone of {region}", target.availability_zone),
-                );
-            }
-            for (index, group) in target.security_group_ids.iter().enumerate() {
-                if !group.starts_with("sg-") {
-                    errors.add(
-                        format!("{path}.security_group_ids[{index}]"),
-                        format!("'{group}' is not a security group id"),
-                    );
-                }
-            }
+            check_security_groups(&path, &target.security_group_ids, errors);
             check_tags(&format!("{path}.tags"), target.tags.keys(), errors);
         }
         other => {
             errors.add(format!("{path}.resource_types"), format!("{} has no target validation yet", other.short_name()))
         }
+    }
+}
+
+/// Where a target puts the restore; empty fields fall back to the source's.
+struct Place<'a> {
+    account_id: &'a str,
+    region: &'a str,
+    zone: Option<&'a str>,
+}
+
+/// The account is a known 12-digit id, the region a region, the zone one of its zones.
+fn check_place(
+    path: &str,
+    place: Place<'_>,
+    zone_required: bool,
+    source_region: &str,
+    policy: &Policy,
+    errors: &mut Errors,
+) {
+    check_account(&format!("{path}.account_id"), place.account_id, policy, errors);
+    if !place.region.is_empty() && !is_region(place.region) {
+        errors.add(format!("{path}.region"), format!("'{}' is not an AWS region name", place.region));
+    }
+    let region = if place.region.is_empty() { source_region } else { place.region };
+    match place.zone {
+        Some("") if zone_required => errors.add(format!("{path}.availability_zone"), "is required"),
+        Some(zone) if !zone.is_empty() && !region.is_empty() && !is_zone_of(zone, region) => {
+            errors.add(format!("{path}.availability_zone"), format!("'{zone}' is not a zone of {region}"))
+        }
+        _ => {}
+    }
+}
+
+fn check_security_groups(path: &str, groups: &[String], errors: &mut Errors) {
+    for (index, group) in groups.iter().enumerate() {
+        if !group.starts_with("sg-") {
+            errors.add(format!("{path}.security_group_ids[{index}]"), format!("'{group}' is not a security group id"));
+        }
+    }
+}
+
+/// Volumes and instances are restored from backups only.
+fn no_point_in_time_recovery(path: &str, set: &RestoreSet, what: &str, errors: &mut Errors) {
+    if set.source.as_ref().is_some_and(|s| s.point_in_time_recovery) {
+        errors.add(format!("{path}.source.point_in_time_recovery"), format!("{what} have no point-in-time recovery"));
     }
 }
 

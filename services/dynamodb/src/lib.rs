@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
     PointInTimeRecoverySpecification, SseSpecification, SseType, StreamSpecification, StreamViewType, TableDescription,
     TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
 };
-use lifeboat_common::aws::{classify, Accounts, AwsError};
+use lifeboat_common::aws::{absent_if_not_found, classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
 use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_proto::{restore_task, Backup, DynamoDbTarget, RestoreTask};
@@ -149,17 +149,9 @@ pub async fn restore_step(
 }
 
 async fn describe(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Result<Option<TableDescription>, AwsError> {
-    match ddb.describe_table().table_name(name).send().await {
-        Ok(output) => Ok(output.table().cloned()),
-        Err(e) => {
-            let error = classify("dynamodb:DescribeTable", e);
-            if error.code == "ResourceNotFoundException" {
-                Ok(None)
-            } else {
-                Err(error)
-            }
-        }
-    }
+    let described =
+        ddb.describe_table().table_name(name).send().await.map_err(|e| classify("dynamodb:DescribeTable", e));
+    Ok(absent_if_not_found(described, &["ResourceNotFoundException"])?.and_then(|output| output.table().cloned()))
 }
 
 async fn start_restore(

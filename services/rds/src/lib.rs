@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_rds::types::{DbCluster, DbInstance, Tag};
-use lifeboat_common::aws::{classify, Accounts, AwsError};
+use lifeboat_common::aws::{absent_if_not_found, classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
 use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_common::subjects::{self, TAG_TASK_ID};
@@ -87,16 +87,14 @@ fn is_ours(tag_list: &[Tag], task_id: &str) -> bool {
     tag_list.iter().any(|t| t.key() == Some(TAG_TASK_ID) && t.value() == Some(task_id))
 }
 
-fn not_found(code: &str) -> bool {
-    matches!(
-        code,
-        "DBInstanceNotFound"
-            | "DBInstanceNotFoundFault"
-            | "DBClusterNotFoundFault"
-            | "DBSnapshotNotFound"
-            | "DBSnapshotNotFoundFault"
-    )
-}
+/// RDS's "no such instance, cluster or snapshot" codes.
+const NOT_FOUND: &[&str] = &[
+    "DBInstanceNotFound",
+    "DBInstanceNotFoundFault",
+    "DBClusterNotFoundFault",
+    "DBSnapshotNotFound",
+    "DBSnapshotNotFoundFault",
+];
 
 /// What a status means: done, still going, or failed.
 fn by_status(what: &str, status: &str) -> Option<Step> {
@@ -117,31 +115,15 @@ fn by_status(what: &str, status: &str) -> Option<Step> {
 }
 
 async fn find_instance(rds: &aws_sdk_rds::Client, id: &str) -> Result<Option<DbInstance>, AwsError> {
-    match rds.describe_db_instances().db_instance_identifier(id).send().await {
-        Ok(output) => Ok(output.db_instances().first().cloned()),
-        Err(e) => {
-            let error = classify("rds:DescribeDBInstances", e);
-            if not_found(&error.code) {
-                Ok(None)
-            } else {
-                Err(error)
-            }
-        }
-    }
+    let described = rds.describe_db_instances().db_instance_identifier(id).send().await;
+    let found = absent_if_not_found(described.map_err(|e| classify("rds:DescribeDBInstances", e)), NOT_FOUND)?;
+    Ok(found.and_then(|output| output.db_instances().first().cloned()))
 }
 
 async fn find_cluster(rds: &aws_sdk_rds::Client, id: &str) -> Result<Option<DbCluster>, AwsError> {
-    match rds.describe_db_clusters().db_cluster_identifier(id).send().await {
-        Ok(output) => Ok(output.db_clusters().first().cloned()),
-        Err(e) => {
-            let error = classify("rds:DescribeDBClusters", e);
-            if not_found(&error.code) {
-                Ok(None)
-            } else {
-                Err(error)
-            }
-        }
-    }
+    let described = rds.describe_db_clusters().db_cluster_identifier(id).send().await;
+    let found = absent_if_not_found(described.map_err(|e| classify("rds:DescribeDBClusters", e)), NOT_FOUND)?;
+    Ok(found.and_then(|output| output.db_clusters().first().cloned()))
 }
 
 /// One step of a DB instance restore.
@@ -266,26 +248,20 @@ async fn copy_step(
     max_copies: usize,
 ) -> Result<Result<String, Step>, AwsError> {
     let copy_id = format!("lifeboat-{}", task.task_id);
-    match rds.describe_db_snapshots().db_snapshot_identifier(&copy_id).send().await {
-        Ok(found) => {
-            let status = found.db_snapshots().first().and_then(|s| s.status()).unwrap_or("creating").to_string();
-            return Ok(match status.as_str() {
-                "available" => Ok(copy_id),
-                "failed" | "error" => {
-                    Err(Step::Failed { code: "SnapshotCopyFailed".into(), message: format!("copy {copy_id} failed") })
-                }
-                other => Err(Step::Waiting {
-                    what: format!("snapshot copy {copy_id} is {other}"),
-                    created: vec![copy_id.clone()],
-                }),
-            });
-        }
-        Err(e) => {
-            let error = classify("rds:DescribeDBSnapshots", e);
-            if !not_found(&error.code) {
-                return Err(error);
+    let described = rds.describe_db_snapshots().db_snapshot_identifier(&copy_id).send().await;
+    if let Some(found) = absent_if_not_found(described.map_err(|e| classify("rds:DescribeDBSnapshots", e)), NOT_FOUND)?
+    {
+        let status = found.db_snapshots().first().and_then(|s| s.status()).unwrap_or("creating").to_string();
+        return Ok(match status.as_str() {
+            "available" => Ok(copy_id),
+            "failed" | "error" => {
+                Err(Step::Failed { code: "SnapshotCopyFailed".into(), message: format!("copy {copy_id} failed") })
             }
-        }
+            other => Err(Step::Waiting {
+                what: format!("snapshot copy {copy_id} is {other}"),
+                created: vec![copy_id.clone()],
+            }),
+        });
     }
     // Counted in AWS: copies Lifeboat started that are not available yet.
     let pending = rds
