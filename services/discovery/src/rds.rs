@@ -44,6 +44,41 @@ impl Source<'_> {
     }
 }
 
+/// What both kinds of RDS snapshot say about themselves.
+struct Snapshot<'a> {
+    id: Option<&'a str>,
+    /// The instance or cluster it was taken of.
+    source: Option<&'a str>,
+    created: Option<DateTime<Utc>>,
+    status: Option<&'a str>,
+    tags: &'a [Tag],
+    encrypted: bool,
+    kms_key_id: &'a str,
+    settings: HashMap<String, String>,
+}
+
+/// The candidate and backup of an available snapshot with all of `wanted`'s tags.
+fn selected(
+    kind: ResourceType,
+    snapshot: Snapshot<'_>,
+    account_id: &str,
+    region: &str,
+    wanted: &HashMap<String, String>,
+) -> Option<(Candidate, Backup)> {
+    let (Some(id), Some(source_id), Some(created)) = (snapshot.id, snapshot.source, snapshot.created) else {
+        return None;
+    };
+    let tags = tags_of(snapshot.tags);
+    if snapshot.status != Some("available") || !crate::select::tags_match(wanted, &tags) {
+        return None;
+    }
+    let source = Source { kind, id: source_id, account_id, region, tags: tags.clone(), settings: snapshot.settings };
+    let backup = source.backup(id, created, snapshot.encrypted, snapshot.kms_key_id);
+    let candidate =
+        Candidate { backup_id: id.to_string(), source_resource_id: source_id.to_string(), created_at: created, tags };
+    Some((candidate, backup))
+}
+
 /// Available DB snapshots (of instances) with all of `tags`.
 pub async fn instance_snapshots(
     rds: &aws_sdk_rds::Client,
@@ -55,40 +90,17 @@ pub async fn instance_snapshots(
     let mut pages = rds.describe_db_snapshots().into_paginator().send();
     while let Some(page) = pages.next().await {
         for snapshot in page.map_err(|e| classify("rds:DescribeDBSnapshots", e))?.db_snapshots() {
-            let snapshot_tags = tags_of(snapshot.tag_list());
-            let (Some(id), Some(instance), Some(created)) = (
-                snapshot.db_snapshot_identifier(),
-                snapshot.db_instance_identifier(),
-                snapshot.snapshot_create_time().and_then(from_aws),
-            ) else {
-                continue;
+            let fields = Snapshot {
+                id: snapshot.db_snapshot_identifier(),
+                source: snapshot.db_instance_identifier(),
+                created: snapshot.snapshot_create_time().and_then(from_aws),
+                status: snapshot.status(),
+                tags: snapshot.tag_list(),
+                encrypted: snapshot.encrypted().unwrap_or_default(),
+                kms_key_id: snapshot.kms_key_id().unwrap_or_default(),
+                settings: HashMap::from([("engine".to_string(), snapshot.engine().unwrap_or_default().to_string())]),
             };
-            if snapshot.status() != Some("available") || !crate::select::tags_match(tags, &snapshot_tags) {
-                continue;
-            }
-            let mut settings = HashMap::new();
-            settings.insert("engine".to_string(), snapshot.engine().unwrap_or_default().to_string());
-            let source = Source {
-                kind: ResourceType::RdsInstance,
-                id: instance,
-                account_id,
-                region,
-                tags: snapshot_tags.clone(),
-                settings,
-            };
-            let backup = source.backup(
-                id,
-                created,
-                snapshot.encrypted().unwrap_or_default(),
-                snapshot.kms_key_id().unwrap_or_default(),
-            );
-            let candidate = Candidate {
-                backup_id: id.to_string(),
-                source_resource_id: instance.to_string(),
-                created_at: created,
-                tags: snapshot_tags,
-            };
-            found.push((candidate, backup));
+            found.extend(selected(ResourceType::RdsInstance, fields, account_id, region, tags));
         }
     }
     Ok(found)
@@ -105,43 +117,22 @@ pub async fn cluster_snapshots(
     let mut pages = rds.describe_db_cluster_snapshots().into_paginator().send();
     while let Some(page) = pages.next().await {
         for snapshot in page.map_err(|e| classify("rds:DescribeDBClusterSnapshots", e))?.db_cluster_snapshots() {
-            let snapshot_tags = tags_of(snapshot.tag_list());
-            let (Some(id), Some(cluster), Some(created)) = (
-                snapshot.db_cluster_snapshot_identifier(),
-                snapshot.db_cluster_identifier(),
-                snapshot.snapshot_create_time().and_then(from_aws),
-            ) else {
-                continue;
-            };
-            if snapshot.status() != Some("available") || !crate::select::tags_match(tags, &snapshot_tags) {
-                continue;
-            }
-            let mut settings = HashMap::new();
-            settings.insert("engine".to_string(), snapshot.engine().unwrap_or_default().to_string());
+            let mut settings =
+                HashMap::from([("engine".to_string(), snapshot.engine().unwrap_or_default().to_string())]);
             if let Some(version) = snapshot.engine_version() {
                 settings.insert("engine_version".to_string(), version.to_string());
             }
-            let source = Source {
-                kind: ResourceType::RdsCluster,
-                id: cluster,
-                account_id,
-                region,
-                tags: snapshot_tags.clone(),
+            let fields = Snapshot {
+                id: snapshot.db_cluster_snapshot_identifier(),
+                source: snapshot.db_cluster_identifier(),
+                created: snapshot.snapshot_create_time().and_then(from_aws),
+                status: snapshot.status(),
+                tags: snapshot.tag_list(),
+                encrypted: snapshot.storage_encrypted().unwrap_or_default(),
+                kms_key_id: snapshot.kms_key_id().unwrap_or_default(),
                 settings,
             };
-            let backup = source.backup(
-                id,
-                created,
-                snapshot.storage_encrypted().unwrap_or_default(),
-                snapshot.kms_key_id().unwrap_or_default(),
-            );
-            let candidate = Candidate {
-                backup_id: id.to_string(),
-                source_resource_id: cluster.to_string(),
-                created_at: created,
-                tags: snapshot_tags,
-            };
-            found.push((candidate, backup));
+            found.extend(selected(ResourceType::RdsCluster, fields, account_id, region, tags));
         }
     }
     Ok(found)
