@@ -115,7 +115,7 @@ impl Aggregator {
         if summary.r#final && change.meta {
             info!(request_id = %summary.request_id, verdict = lifeboat_proto::Verdict::try_from(summary.verdict).unwrap_or_default().short_name(), "request finished");
         }
-        self.bus.publish(OutgoingMessage::proto(subjects::summary_subject(&event.request_id), &summary)).await
+        self.bus.notify(OutgoingMessage::proto(subjects::summary_subject(&event.request_id), &summary)).await
     }
 
     async fn serve_queries(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {

@@ -3,8 +3,8 @@
 //! Delivery is at least once: any message may arrive twice, late, or again after a crash, so
 //! handlers must be idempotent. A message is acknowledged only after its effects are durable;
 //! "check again later" is a delayed redelivery, never a sleep while holding the message.
-//! JetStream implements this today ([`crate::jetstream`]); an SQS implementation follows the
-//! same trait (visibility timeout for the delay, a redrive policy for the dead letters).
+//! JetStream implements it in [`crate::jetstream`], Amazon SQS in the `lifeboat-sqs` crate
+//! (visibility timeout for the delay, a redrive policy for the dead letters).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -122,6 +122,8 @@ pub struct Delivery {
     pub headers: BTreeMap<String, String>,
     /// 1 for the first delivery, then 2, 3...
     pub attempt: u32,
+    /// When the bus stored the message (for queue lag), if the transport says.
+    pub published_at: Option<std::time::SystemTime>,
     pub(crate) settle: Box<dyn Settle>,
 }
 
@@ -133,7 +135,12 @@ impl Delivery {
         attempt: u32,
         settle: Box<dyn Settle>,
     ) -> Self {
-        Self { subject, payload, headers, attempt, settle }
+        Self { subject, payload, headers, attempt, published_at: None, settle }
+    }
+
+    pub fn published_at(mut self, at: Option<std::time::SystemTime>) -> Self {
+        self.published_at = at;
+        self
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -169,6 +176,10 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes many messages pipelined, returning once every one is stored. Faster than
     /// publishing one by one; order of storage follows the order given.
     async fn publish_all(&self, messages: Vec<OutgoingMessage>) -> Result<()>;
+
+    /// Announces something to whoever follows live (request summaries). Not a work queue: a
+    /// transport without fan-out (SQS) drops it, and followers use the status API instead.
+    async fn notify(&self, message: OutgoingMessage) -> Result<()>;
 
     /// Opens (creating if needed) the durable consumer of `queue`.
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>>;

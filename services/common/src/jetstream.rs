@@ -150,6 +150,10 @@ impl Bus for JetStreamBus {
         Ok(())
     }
 
+    async fn notify(&self, message: OutgoingMessage) -> Result<()> {
+        self.publish(message).await
+    }
+
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>> {
         let stream_name = Self::stream_of(queue);
         let name = queue.consumer_name();
@@ -195,7 +199,9 @@ impl WorkSource for JetStreamSource {
             Ok(message) => message,
             Err(e) => return Some(Err(BusError::Receive(e.to_string()))),
         };
-        let attempt = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
+        let info = message.info().ok();
+        let attempt = info.as_ref().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
+        let published_at = info.map(|info| std::time::SystemTime::from(info.published));
         let mut headers = BTreeMap::new();
         if let Some(map) = &message.headers {
             for (name, values) in map.iter() {
@@ -206,7 +212,8 @@ impl WorkSource for JetStreamSource {
         }
         let subject = message.subject.to_string();
         let payload = message.payload.clone();
-        Some(Ok(Delivery::new(subject, payload, headers, attempt, Box::new(JetStreamSettle { message }))))
+        let delivery = Delivery::new(subject, payload, headers, attempt, Box::new(JetStreamSettle { message }));
+        Some(Ok(delivery.published_at(published_at)))
     }
 }
 

@@ -1,0 +1,1 @@
+//! The Lifeboat bus over Amazon SQS.
