@@ -11,3 +11,4 @@ mod mocks;
 mod rds;
 mod resilience;
 mod restore;
+mod sqs;
