@@ -8,6 +8,7 @@ mod everything;
 mod invalid;
 mod logic;
 mod mocks;
+mod observability;
 mod rds;
 mod resilience;
 mod restore;

@@ -1,6 +1,7 @@
 //! AWS access for every service: one `SdkConfig` per (account, region), reached by STS
 //! AssumeRole when the account is not the caller's, and the classification of AWS errors into
-//! retry / fail-the-task / reject.
+//! retry / fail-the-task / reject. Every client built here records its calls and throttles
+//! ([`AwsMetrics`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::sync::{Mutex, OnceCell};
+
+use crate::metrics::AwsMetrics;
 
 /// Default name of the role Lifeboat assumes in every other account.
 pub const DEFAULT_ROLE_NAME: &str = "LifeboatRestoreRole";
@@ -67,7 +70,6 @@ const THROTTLING_CODES: &[&str] = &[
     "SlowDown",
     "PriorRequestNotComplete",
     "EC2ThrottledException",
-    "EC2ThrottledException",
 ];
 
 /// Quotas on operations in flight: they free up as other operations finish.
@@ -81,6 +83,11 @@ const IN_FLIGHT_QUOTA_CODES: &[&str] = &[
 
 const TRANSIENT_CODES: &[&str] =
     &["InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "InsufficientInstanceCapacity"];
+
+/// Whether an AWS error code means "slow down" (counted in `lifeboat_aws_throttles_total`).
+pub fn is_throttling_code(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code)
+}
 
 /// Classifies by AWS error code and HTTP status.
 pub fn classify_code(code: Option<&str>, status: u16) -> ErrorClass {
@@ -161,6 +168,7 @@ pub fn dynamodb_client(config: &SdkConfig, account_id: &str, region: &str) -> aw
     let partition = retry_partition_name("dynamodb", account_id, region);
     let config = aws_sdk_dynamodb::config::Builder::from(config)
         .retry_partition(aws_sdk_dynamodb::config::retry::RetryPartition::new(partition))
+        .interceptor(AwsMetrics::new())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }
@@ -170,6 +178,7 @@ pub fn rds_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
     let partition = retry_partition_name("rds", account_id, region);
     let config = aws_sdk_rds::config::Builder::from(config)
         .retry_partition(aws_sdk_rds::config::retry::RetryPartition::new(partition))
+        .interceptor(AwsMetrics::new())
         .build();
     aws_sdk_rds::Client::from_conf(config)
 }
@@ -179,8 +188,14 @@ pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
     let partition = retry_partition_name("ec2", account_id, region);
     let config = aws_sdk_ec2::config::Builder::from(config)
         .retry_partition(aws_sdk_ec2::config::retry::RetryPartition::new(partition))
+        .interceptor(AwsMetrics::new())
         .build();
     aws_sdk_ec2::Client::from_conf(config)
+}
+
+/// An STS client that records its calls like every other Lifeboat client.
+pub fn sts_client(config: &SdkConfig) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(config).interceptor(AwsMetrics::new()).build())
 }
 
 /// (account id, region)
@@ -212,7 +227,7 @@ impl Accounts {
     pub async fn caller_account(&self) -> Result<String, AwsError> {
         self.caller_account
             .get_or_try_init(|| async {
-                let sts = aws_sdk_sts::Client::new(&self.base);
+                let sts = sts_client(&self.base);
                 let identity =
                     sts.get_caller_identity().send().await.map_err(|e| classify("sts:GetCallerIdentity", e))?;
                 identity.account().map(str::to_string).ok_or_else(|| {
@@ -253,7 +268,7 @@ impl Accounts {
             return Ok(regional);
         }
         let role_arn = format!("arn:aws:iam::{account}:role/{}", self.role_name);
-        aws_sdk_sts::Client::new(&regional)
+        sts_client(&regional)
             .assume_role()
             .role_arn(&role_arn)
             .role_session_name(SESSION_NAME)

@@ -1,9 +1,9 @@
 //! The one consumer loop: receives deliveries, runs the handler, and settles each delivery
 //! (ack, delayed retry, dead letter) from the outcome the handler returns. Business code never
-//! acks or sleeps.
+//! acks or sleeps. It also counts what it settled and reports whether it is consuming.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
@@ -12,7 +12,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::bus::{Bus, Delivery, OutgoingMessage, Queue, QueueOptions, Result};
-use crate::subjects;
+use crate::http::{Component, Health};
+use crate::{metrics, subjects};
 
 /// Dead-letter code of a delivery that asked for a retry once too often.
 pub const MAX_DELIVERIES: &str = "MAX_DELIVERIES";
@@ -45,11 +46,14 @@ pub struct ConsumerOptions {
     pub concurrency: usize,
     /// A delivery that still asks for a retry on this attempt is dead-lettered instead.
     pub max_deliveries: u32,
+    /// Where the consumer reports its readiness, as the component named after the queue's
+    /// consumer (`work-ebs`): ready once it consumes, not ready once it stopped.
+    pub health: Option<Health>,
 }
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
-        Self { queue: QueueOptions::default(), concurrency: 32, max_deliveries: 200 }
+        Self { queue: QueueOptions::default(), concurrency: 32, max_deliveries: 200, health: None }
     }
 }
 
@@ -65,7 +69,17 @@ where
     B: Bus + ?Sized,
     H: Handler,
 {
-    let mut source = bus.consume(&queue, &options.queue).await?;
+    let component = options.health.as_ref().map(|health| health.component(queue.consumer_name()));
+    let mut source = match bus.consume(&queue, &options.queue).await {
+        Ok(source) => source,
+        Err(e) => {
+            if let Some(component) = &component {
+                component.not_ready(format!("cannot consume: {e}"));
+            }
+            return Err(e);
+        }
+    };
+    let consuming = Consuming::new(component);
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let tracker = TaskTracker::new();
     info!(queue = %queue.consumer_name(), concurrency = options.concurrency, "consumer started");
@@ -96,10 +110,31 @@ where
             .instrument(span),
         );
     }
+    drop(consuming);
     tracker.close();
     tracker.wait().await;
     info!(queue = %queue.consumer_name(), "consumer stopped");
     Ok(())
+}
+
+/// Keeps the consumer's component ready until the loop ends, however it ends.
+struct Consuming(Option<Component>);
+
+impl Consuming {
+    fn new(component: Option<Component>) -> Self {
+        if let Some(component) = &component {
+            component.ready();
+        }
+        Self(component)
+    }
+}
+
+impl Drop for Consuming {
+    fn drop(&mut self) {
+        if let Some(component) = &self.0 {
+            component.not_ready("stopped");
+        }
+    }
 }
 
 async fn settle<B: Bus + ?Sized, H: Handler>(
@@ -109,7 +144,11 @@ async fn settle<B: Bus + ?Sized, H: Handler>(
     options: &ConsumerOptions,
     delivery: Delivery,
 ) {
+    let consumer = queue.consumer_name();
+    metrics::message_received(&consumer, delivery.attempt, delivery.published_at);
+    let started = Instant::now();
     let outcome = with_progress(&delivery, options.queue.ack_wait, handler.handle(&delivery)).await;
+    let handled_in = started.elapsed();
     let outcome = match outcome {
         Outcome::RetryAfter(_) if delivery.attempt >= options.max_deliveries => Outcome::DeadLetter {
             code: MAX_DELIVERIES.to_string(),
@@ -117,6 +156,7 @@ async fn settle<B: Bus + ?Sized, H: Handler>(
         },
         other => other,
     };
+    metrics::message_handled(&consumer, &outcome, handled_in);
     let settled = match &outcome {
         Outcome::Done => delivery.settle.ack().await,
         Outcome::RetryAfter(delay) => {

@@ -1,12 +1,15 @@
 //! Shared by every Lifeboat service: the bus (trait, JetStream implementation, consumer loop),
-//! AWS clients per account and region, error classes, request validation, ids and telemetry.
+//! AWS clients per account and region, error classes, request validation, ids, telemetry, and
+//! the health and metrics endpoints.
 
 pub mod aws;
 pub mod bus;
 pub mod consumer;
 pub mod events;
+pub mod http;
 pub mod ids;
 pub mod jetstream;
+pub mod metrics;
 pub mod restore;
 pub mod subjects;
 pub mod telemetry;

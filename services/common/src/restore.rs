@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use lifeboat_proto::{RestoreTask, StatusEvent, TaskPhase};
@@ -18,7 +18,7 @@ use crate::aws::{backoff, AwsError};
 use crate::bus::{Bus, Delivery, Queue};
 use crate::consumer::{ConsumerOptions, Handler, Outcome};
 use crate::events::{task_event, Reporter};
-use crate::subjects;
+use crate::{metrics, subjects};
 
 /// Reason codes of the resource services (AWS error codes are reported as they are).
 pub mod reason {
@@ -206,7 +206,8 @@ impl<R: Restorer> RestoreService<R> {
         crate::run_consumer(bus, queue, self, options, shutdown).await
     }
 
-    async fn restore(&self, task: &RestoreTask, attempt: u32) -> Outcome {
+    /// `queued_at`: when the bus stored the work message, for the task's duration.
+    async fn restore(&self, task: &RestoreTask, attempt: u32, queued_at: Option<SystemTime>) -> Outcome {
         let retry_initial = self.config.wait.retry_initial;
         let lock = self.task_locks.lock().await.entry(task.task_id.clone()).or_default().clone();
         let guard = lock.lock().await;
@@ -233,8 +234,14 @@ impl<R: Restorer> RestoreService<R> {
             message: decision.message,
             ..task_event(task, decision.phase, attempt)
         };
+        let finished = decision.phase.is_terminal().then(|| event.reason_code.clone());
         match self.reporter.report(event).await {
-            Ok(()) => decision.outcome,
+            Ok(()) => {
+                if let Some(reason) = finished {
+                    task_finished(task, decision.phase, &reason, queued_at);
+                }
+                decision.outcome
+            }
             // The step is repeatable, so settle for "again later" rather than lose the report.
             Err(e) => {
                 warn!(error = %e, "cannot report; will retry");
@@ -251,11 +258,15 @@ impl<R: Restorer> RestoreService<R> {
         }
     }
 
-    async fn report_failed(&self, task: &RestoreTask, attempt: u32, code: &str, message: String) {
-        let event =
-            StatusEvent { reason_code: code.to_string(), message, ..task_event(task, TaskPhase::Failed, attempt) };
-        if let Err(e) = self.reporter.report(event).await {
-            warn!(error = %e, "cannot report a failed task");
+    async fn report_failed(&self, task: &RestoreTask, delivery: &Delivery, code: &str, message: String) {
+        let event = StatusEvent {
+            reason_code: code.to_string(),
+            message,
+            ..task_event(task, TaskPhase::Failed, delivery.attempt)
+        };
+        match self.reporter.report(event).await {
+            Ok(()) => task_finished(task, TaskPhase::Failed, code, delivery.published_at),
+            Err(e) => warn!(error = %e, "cannot report a failed task"),
         }
     }
 }
@@ -273,7 +284,7 @@ impl<R: Restorer> Handler for RestoreService<R> {
             }
         };
         if let Err(problem) = self.restorer.check(&task) {
-            self.report_failed(&task, delivery.attempt, reason::INVALID_TASK, problem).await;
+            self.report_failed(&task, delivery, reason::INVALID_TASK, problem).await;
             return Outcome::Done;
         }
         let span = tracing::info_span!(
@@ -283,7 +294,7 @@ impl<R: Restorer> Handler for RestoreService<R> {
             task_id = %task.task_id,
             attempt = delivery.attempt
         );
-        self.restore(&task, delivery.attempt).instrument(span).await
+        self.restore(&task, delivery.attempt, delivery.published_at).instrument(span).await
     }
 
     async fn dead_lettered(&self, delivery: &Delivery, code: &str, reason: &str) {
@@ -302,6 +313,12 @@ impl<R: Restorer> Handler for RestoreService<R> {
                 }
             },
         };
-        self.report_failed(&task, delivery.attempt, code, format!("dead-lettered: {reason}")).await;
+        self.report_failed(&task, delivery, code, format!("dead-lettered: {reason}")).await;
     }
+}
+
+/// Counts a task that reached a final phase. The bus's store time of the work message is when
+/// discovery queued the task; it stays the same on every redelivery.
+fn task_finished(task: &RestoreTask, phase: TaskPhase, reason: &str, queued_at: Option<SystemTime>) {
+    metrics::task_finished(task.resource_type().short_name(), phase.short_name(), reason, queued_at);
 }
