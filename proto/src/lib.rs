@@ -1,8 +1,15 @@
-//! The protobuf contract between Lifeboat services, generated from `proto/lifeboat/v1`.
+//! The protobuf contract between Lifeboat services, generated from `proto/lifeboat/v1`, with
+//! the canonical JSON mapping of every message.
 
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/lifeboat.v1.rs"));
+    // The canonical protobuf JSON mapping (camelCase fields, enum names, RFC 3339 times), used
+    // by the HTTP API.
+    include!(concat!(env!("OUT_DIR"), "/lifeboat.v1.serde.rs"));
 }
+
+/// `google.protobuf.Timestamp`, with its JSON mapping.
+pub use pbjson_types::Timestamp;
 
 pub use v1::*;
 

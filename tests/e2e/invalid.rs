@@ -11,7 +11,7 @@ fn target(zone: &str) -> pb::EbsTarget {
     pb::EbsTarget { availability_zone: zone.into(), ..Default::default() }
 }
 
-async fn rejection(client: &lifeboat_cli::client::LifeboatClient, request_id: &str) -> pb::RequestRejected {
+async fn rejection(client: &lifeboat_cli::client::Client, request_id: &str) -> pb::RequestRejected {
     let summary = final_summary(client, request_id).await;
     assert_eq!(verdict(&summary), pb::Verdict::Rejected, "{summary:#?}");
     summary.rejection.expect("a rejected summary says why")
@@ -141,7 +141,7 @@ async fn a_poison_task_is_dead_lettered_and_reported_failed() {
     let servers = Servers::start().await;
     let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
     let bus = servers.bus().await;
-    report_planned(&bus, "poison-1", 1).await;
+    report_planned(std::sync::Arc::new(bus.clone()), "poison-1", 1).await;
     bus.publish(
         OutgoingMessage::new(subjects::work_subject("ebs"), b"\x0a\xff\xff".to_vec())
             .header(subjects::HEADER_REQUEST_ID, "poison-1")

@@ -128,10 +128,36 @@ fn planned(total: u32) -> pb::StatusEvent {
     }
 }
 
+/// A request folded in memory, as the store does record by record.
+struct Fold {
+    state: RequestState,
+    tasks: HashMap<String, pb::TaskState>,
+}
+
+impl Fold {
+    fn new() -> Self {
+        Self { state: RequestState::new("r"), tasks: HashMap::new() }
+    }
+
+    fn apply(&mut self, event: &pb::StatusEvent) {
+        if let Some(task) = self.state.apply(event, self.tasks.get(&event.task_id)).task {
+            self.tasks.insert(task.task_id.clone(), task);
+        }
+    }
+
+    fn is_final(&self) -> bool {
+        self.state.is_final()
+    }
+
+    fn verdict(&self) -> pb::Verdict {
+        self.state.verdict()
+    }
+}
+
 #[test]
 fn aggregator_counts_survive_duplicates_and_reordering() {
     use pb::TaskPhase::*;
-    let mut state = RequestState::new("r");
+    let mut state = Fold::new();
     // Events arrive before the plan, out of order and twice.
     state.apply(&task_event("t1", "a", Running, 1));
     state.apply(&task_event("t1", "a", Queued, 0));
@@ -146,7 +172,7 @@ fn aggregator_counts_survive_duplicates_and_reordering() {
     state.apply(&task_event("t2", "a", Succeeded, 3));
     state.apply(&task_event("t3", "b", Failed, 1));
     state.apply(&task_event("t3", "b", Succeeded, 2));
-    let summary = state.summary(10);
+    let summary = state.state.summary();
     let counts = summary.counts.unwrap();
     assert_eq!((counts.queued, counts.running, counts.waiting, counts.succeeded, counts.failed), (0, 0, 0, 2, 1));
     assert!(summary.r#final);
@@ -154,18 +180,19 @@ fn aggregator_counts_survive_duplicates_and_reordering() {
     let sets: HashMap<_, _> = summary.sets.iter().map(|s| (s.set_name.clone(), s.counts.unwrap())).collect();
     assert_eq!(sets["a"].succeeded, 2);
     assert_eq!(sets["b"].failed, 1);
-    assert_eq!(summary.tasks.len(), 3);
+    assert_eq!(state.tasks.len(), 3);
+    assert_eq!(state.tasks["t3"].phase, Failed as i32);
 
-    // Rebuilt from the stored parts, the state is the same.
-    let rebuilt = RequestState::from_parts(state.meta.clone(), state.tasks.values().cloned());
-    assert_eq!(rebuilt.summary(10), summary);
+    // Rebuilt from its stored record, the state is the same.
+    let rebuilt = RequestState::from_stored(&state.state.to_stored(1, Default::default()));
+    assert_eq!(rebuilt.summary(), summary);
 }
 
 #[test]
 fn verdicts_never_call_a_failure_success() {
     use pb::TaskPhase::*;
     let verdict = |phases: &[pb::TaskPhase], warning: bool| {
-        let mut state = RequestState::new("r");
+        let mut state = Fold::new();
         state.apply(&planned(phases.len() as u32));
         for (i, &phase) in phases.iter().enumerate() {
             let mut event = task_event(&format!("t{i}"), "s", phase, 1);
@@ -183,7 +210,7 @@ fn verdicts_never_call_a_failure_success() {
     assert_eq!(verdict(&[Failed, Failed], false), pb::Verdict::Failed);
     assert_eq!(verdict(&[Skipped], false), pb::Verdict::Failed);
     assert_eq!(verdict(&[Succeeded, Running], false), pb::Verdict::InProgress);
-    let mut rejected = RequestState::new("r");
+    let mut rejected = Fold::new();
     rejected.apply(&pb::StatusEvent {
         request_id: "r".into(),
         detail: Some(pb::status_event::Detail::Rejected(Default::default())),

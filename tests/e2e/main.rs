@@ -1,6 +1,8 @@
 //! Every Lifeboat test in one binary (the AWS SDKs are linked once): end-to-end restores over
 //! real nats-server and moto_server, resilience, bad input, and the logic behind them.
 
+mod aggregator;
+mod api;
 mod clumio;
 mod dynamodb;
 mod ec2;

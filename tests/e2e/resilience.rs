@@ -43,7 +43,7 @@ async fn the_same_task_delivered_twice_creates_one_volume() {
 
     // The plan, as discovery would publish it, then the same task twice with distinct message
     // ids so that JetStream's dedupe does not hide the duplicate.
-    report_planned(&bus, "dup-1", 1).await;
+    report_planned(std::sync::Arc::new(bus.clone()), "dup-1", 1).await;
     let task = ebs_task("dup-1", "t-duplicate", &snapshot, &volume);
     for copy in ["first", "second"] {
         bus.publish(

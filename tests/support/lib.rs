@@ -1,5 +1,6 @@
 //! Test support: real `nats-server` and `moto_server` on free loopback ports (killed on drop),
-//! Lifeboat services built in-process against them, and helpers to seed and inspect moto.
+//! Lifeboat services built in-process against them over either transport (NATS JetStream, or
+//! moto's SQS with the DynamoDB state store), and helpers to seed and inspect moto.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -11,8 +12,8 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_ec2::types::{Filter, ResourceType as Ec2ResourceType, Tag, TagSpecification, Volume};
-use lifeboat_aggregator::{Aggregator, AggregatorConfig, KvStore};
-use lifeboat_cli::client::LifeboatClient;
+use lifeboat_aggregator::{api, Aggregator, AggregatorConfig, DynamoRecords, KvRecords, Store};
+use lifeboat_cli::client::{ApiClient, Client, LifeboatClient};
 use lifeboat_common::aws::Accounts;
 use lifeboat_common::bus::{Bus, QueueOptions};
 use lifeboat_common::jetstream::JetStreamBus;
@@ -26,6 +27,37 @@ use tokio_util::sync::CancellationToken;
 
 /// The account moto serves for the test credentials.
 pub const ACCOUNT: &str = "123456789012";
+/// The aggregator's DynamoDB table when the transport is SQS.
+pub const STATE_TABLE: &str = "lifeboat-state";
+
+/// The bus a test runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// NATS JetStream, with the JetStream KV state store; clients talk NATS.
+    Nats,
+    /// moto's SQS, with the DynamoDB state store in moto; clients talk to the HTTP API.
+    Sqs,
+}
+
+/// Runs each named `async fn(Transport)` as two tests, `nats::<name>` and `sqs::<name>`, so the
+/// same assertions hold over both transports.
+#[macro_export]
+macro_rules! on_both_transports {
+    ($($test:ident),* $(,)?) => {
+        mod nats {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::Transport::Nats).await
+            })*
+        }
+        mod sqs {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::Transport::Sqs).await
+            })*
+        }
+    };
+}
 
 /// A server binary: `$LIFEBOAT_<NAME>` if set, else the project's `.venv/bin`, else `PATH`.
 pub fn server_binary(name: &str, env: &str) -> PathBuf {
@@ -63,11 +95,31 @@ pub struct Servers {
     moto: Child,
     pub nats_url: String,
     pub moto_url: String,
+    pub transport: Transport,
+    /// Where [`Running`] serves the aggregator's HTTP API (and health and metrics).
+    pub api_port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Servers {
+    /// The servers for a NATS test.
     pub async fn start() -> Self {
+        Self::start_with(Transport::Nats).await
+    }
+
+    /// The servers, and for SQS the queues and the state table in moto.
+    pub async fn start_with(transport: Transport) -> Self {
+        let mut servers = Self::start_servers().await;
+        servers.transport = transport;
+        if transport == Transport::Sqs {
+            servers.sqs().init_queues(lifeboat_cli::serve::WORK_KINDS).await.expect("create the SQS queues");
+            let table = DynamoRecords::new(aws_sdk_dynamodb::Client::new(&servers.aws("us-east-1")), STATE_TABLE);
+            table.create_table().await.expect("create the state table");
+        }
+        servers
+    }
+
+    async fn start_servers() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (nats_port, moto_port) = (free_port(), free_port());
         let mut nats = Command::new(server_binary("nats-server", "LIFEBOAT_NATS_SERVER"))
@@ -90,8 +142,48 @@ impl Servers {
             moto,
             nats_url: format!("nats://127.0.0.1:{nats_port}"),
             moto_url: format!("http://127.0.0.1:{moto_port}"),
+            transport: Transport::Nats,
+            api_port: free_port(),
             _dir: dir,
         }
+    }
+
+    /// The SQS bus settings of the tests: short long polls, a small redrive count.
+    pub fn sqs_config(&self) -> lifeboat_sqs::SqsConfig {
+        lifeboat_sqs::SqsConfig {
+            wait_time: Duration::from_secs(1),
+            max_receive_count: 1000,
+            ..lifeboat_sqs::SqsConfig::default()
+        }
+    }
+
+    pub fn sqs(&self) -> lifeboat_sqs::SqsBus {
+        lifeboat_sqs::SqsBus::new(&self.aws("us-east-1"), self.sqs_config()).expect("SQS bus")
+    }
+
+    /// The bus of this test's transport.
+    pub async fn shared_bus(&self) -> Arc<dyn Bus> {
+        match self.transport {
+            Transport::Nats => Arc::new(self.bus().await),
+            Transport::Sqs => Arc::new(self.sqs()),
+        }
+    }
+
+    /// The aggregator's state store of this test's transport.
+    pub async fn store(&self) -> Store {
+        match self.transport {
+            Transport::Nats => Store::new(Arc::new(
+                KvRecords::open(self.bus().await.client().clone()).await.expect("open the state bucket"),
+            )),
+            Transport::Sqs => Store::new(Arc::new(DynamoRecords::new(
+                aws_sdk_dynamodb::Client::new(&self.aws("us-east-1")),
+                STATE_TABLE,
+            ))),
+        }
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
     }
 
     /// An SDK config for moto in `region`, with the credentials moto maps to [`ACCOUNT`].
@@ -116,8 +208,12 @@ impl Servers {
         JetStreamBus::connect(&self.nats_url).await.expect("connect to nats")
     }
 
-    pub async fn client(&self) -> LifeboatClient {
-        LifeboatClient::from_bus(self.bus().await)
+    /// A client as users have it: NATS for the NATS transport, the HTTP API for SQS.
+    pub async fn client(&self) -> Client {
+        match self.transport {
+            Transport::Nats => Client::Nats(LifeboatClient::from_bus(self.bus().await)),
+            Transport::Sqs => Client::Api(ApiClient::new(&self.api_url()).expect("API client")),
+        }
     }
 }
 
@@ -189,8 +285,7 @@ pub struct Running {
 
 impl Running {
     pub async fn start(servers: &Servers, set: ServiceSet) -> Self {
-        let bus = servers.bus().await;
-        let shared: Arc<dyn Bus> = Arc::new(bus.clone());
+        let shared = servers.shared_bus().await;
         let accounts = Accounts::new(servers.aws("us-east-1"), lifeboat_common::aws::DEFAULT_ROLE_NAME);
         let shutdown = CancellationToken::new();
         let mut handles = Vec::new();
@@ -222,8 +317,19 @@ impl Running {
             )));
         }
         if set.aggregator {
-            let store = Arc::new(KvStore::open(bus.client().clone()).await.expect("open state bucket"));
-            let aggregator = Aggregator::new(shared.clone(), store, bus.client().clone(), AggregatorConfig::default());
+            let aggregator = Aggregator::new(shared.clone(), servers.store().await, AggregatorConfig::default());
+            if servers.transport == Transport::Nats {
+                let client = servers.bus().await.client().clone();
+                handles.push(spawn(Box::pin(aggregator.clone().serve_queries(client, shutdown.clone()))));
+            }
+            let router = lifeboat_common::http::router(
+                lifeboat_common::http::Health::new(),
+                lifeboat_common::metrics::install(),
+            )
+            .merge(api::router(aggregator.clone()));
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], servers.api_port));
+            let http = lifeboat_common::http::serve(addr, router, shutdown.clone()).await.expect("serve the API");
+            handles.push(tokio::spawn(async move { http.wait().await.expect("API server") }));
             handles.push(spawn(Box::pin(aggregator.run(shutdown.clone()))));
         }
         Self { shutdown, handles }
@@ -323,7 +429,7 @@ pub async fn tick() -> chrono::DateTime<chrono::Utc> {
     at
 }
 
-pub fn ts(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+pub fn ts(at: chrono::DateTime<chrono::Utc>) -> lifeboat_proto::Timestamp {
     lifeboat_common::time::to_timestamp(at)
 }
 
@@ -373,9 +479,9 @@ pub fn request(id: &str, sets: Vec<pb::RestoreSet>) -> pb::RestoreRequest {
 }
 
 /// Publishes the plan of `request_id` as discovery would, for tests that publish tasks directly.
-pub async fn report_planned(bus: &JetStreamBus, request_id: &str, total_tasks: u32) {
+pub async fn report_planned(bus: Arc<dyn Bus>, request_id: &str, total_tasks: u32) {
     let planned = pb::RestorePlanned { total_tasks, ..Default::default() };
-    lifeboat_common::events::Reporter::new(Arc::new(bus.clone()), "test")
+    lifeboat_common::events::Reporter::new(bus, "test")
         .report(pb::StatusEvent {
             request_id: request_id.into(),
             detail: Some(pb::status_event::Detail::Planned(planned)),
@@ -386,7 +492,7 @@ pub async fn report_planned(bus: &JetStreamBus, request_id: &str, total_tasks: u
 }
 
 /// Waits for the final summary (with tasks) of `request_id`.
-pub async fn final_summary(client: &LifeboatClient, request_id: &str) -> pb::RequestSummary {
+pub async fn final_summary(client: &Client, request_id: &str) -> pb::RequestSummary {
     client.watch(request_id, Some(Duration::from_secs(60)), |_| {}).await.expect("final summary within 60s")
 }
 

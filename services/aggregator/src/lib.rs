@@ -1,10 +1,14 @@
-//! The status aggregator: folds every StatusEvent into a per-request state kept durably in a
-//! JetStream KV bucket, publishes a RequestSummary on each change and answers status queries.
+//! The status aggregator: records every StatusEvent in a store shared by its replicas
+//! (JetStream KV or DynamoDB), announces a RequestSummary on each change, and serves status
+//! queries (NATS) and the HTTP API with a live event stream.
 
+pub mod api;
+pub mod dynamo;
 pub mod service;
 pub mod state;
 pub mod store;
 
+pub use dynamo::DynamoRecords;
 pub use service::{Aggregator, AggregatorConfig};
 pub use state::RequestState;
-pub use store::{KvStore, StateStore};
+pub use store::{KvRecords, Records, Store};

@@ -1,131 +1,96 @@
-//! The aggregator service: consumes `lifeboat.events.status.>`, keeps state, publishes
-//! summaries on `lifeboat.events.summary.<id>` and answers `lifeboat.status.query`.
+//! The aggregator service: consumes every StatusEvent, records it in the [`Store`], announces
+//! the request's summary on `lifeboat.events.summary.<id>` and answers `lifeboat.status.query`
+//! (NATS) as well as the HTTP API ([`crate::api`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lifeboat_common::bus::{Bus, Delivery, OutgoingMessage, Queue, Result};
+use lifeboat_common::bus::{Bus, BusError, Delivery, OutgoingMessage, Queue, Result};
 use lifeboat_common::{subjects, ConsumerOptions, Handler, Outcome};
-use lifeboat_proto::{StatusEvent, StatusQuery, StatusReply};
+use lifeboat_proto::{ResourceType, StatusEvent, StatusQuery, StatusReply, TaskPhase, Verdict};
 use prost::Message;
-use tokio::sync::Mutex;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::state::RequestState;
-use crate::store::StateStore;
+use crate::store::{Recorded, Store};
+
+/// Tasks by resource type and phase, as changes seen by this replica (+1 entering a phase,
+/// -1 leaving it): summed over replicas it is the number of tasks in each phase.
+pub const TASKS_GAUGE: &str = "lifeboat_tasks";
+/// Requests that reached a verdict, by verdict.
+pub const REQUESTS_FINISHED: &str = "lifeboat_requests_finished_total";
+/// From the first event of a request to its verdict.
+pub const REQUEST_DURATION: &str = "lifeboat_request_duration_seconds";
 
 #[derive(Clone, Debug)]
 pub struct AggregatorConfig {
     pub consumer: ConsumerOptions,
     /// Tasks listed in one status reply (NATS messages have a size limit).
     pub max_tasks_in_reply: usize,
-    /// Requests kept in memory; the oldest finished ones are dropped first (the store has them).
-    pub max_cached_requests: usize,
 }
 
 impl Default for AggregatorConfig {
     fn default() -> Self {
-        Self {
-            consumer: ConsumerOptions { concurrency: 16, ..Default::default() },
-            max_tasks_in_reply: 2000,
-            max_cached_requests: 1000,
-        }
+        Self { consumer: ConsumerOptions { concurrency: 16, ..Default::default() }, max_tasks_in_reply: 2000 }
     }
 }
-
-type Shared = Arc<Mutex<RequestState>>;
 
 pub struct Aggregator {
     bus: Arc<dyn Bus>,
-    store: Arc<dyn StateStore>,
-    client: async_nats::Client,
+    store: Store,
     config: AggregatorConfig,
-    /// Events of one request are applied one at a time; different requests in parallel.
-    requests: Mutex<HashMap<String, Shared>>,
+    /// Ids of requests that changed here, so live followers (SSE) look at once.
+    changes: broadcast::Sender<String>,
 }
 
 impl Aggregator {
-    pub fn new(
-        bus: Arc<dyn Bus>,
-        store: Arc<dyn StateStore>,
-        client: async_nats::Client,
-        config: AggregatorConfig,
-    ) -> Arc<Self> {
-        Arc::new(Self { bus, store, client, config, requests: Mutex::new(HashMap::new()) })
+    pub fn new(bus: Arc<dyn Bus>, store: Store, config: AggregatorConfig) -> Arc<Self> {
+        let (changes, _) = broadcast::channel(1024);
+        Arc::new(Self { bus, store, config, changes })
     }
 
-    /// Serves status queries and consumes events until `shutdown`.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    /// Request ids as this replica records changes to them.
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    /// Consumes status events until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
-        let queries = tokio::spawn(self.clone().serve_queries(shutdown.clone()));
         let (bus, options) = (self.bus.clone(), self.config.consumer.clone());
-        let consumed = lifeboat_common::run_consumer(bus, Queue::StatusEvents, self, options, shutdown).await;
-        queries.await.map_err(|e| lifeboat_common::BusError::Receive(e.to_string()))??;
-        consumed
+        lifeboat_common::run_consumer(bus, Queue::StatusEvents, self, options, shutdown).await
     }
 
-    /// The request's state from memory, or loaded from the store (after a restart).
-    async fn state(&self, request_id: &str) -> Result<Option<Shared>> {
-        if let Some(state) = self.requests.lock().await.get(request_id) {
-            return Ok(Some(state.clone()));
-        }
-        let Some((meta, tasks)) = self.store.load(request_id).await? else {
-            return Ok(None);
-        };
-        let state = Arc::new(Mutex::new(RequestState::from_parts(meta, tasks)));
-        Ok(Some(self.cache(request_id, state).await))
-    }
-
-    async fn cache(&self, request_id: &str, state: Shared) -> Shared {
-        let mut requests = self.requests.lock().await;
-        if requests.len() >= self.config.max_cached_requests {
-            let finished: Vec<String> = requests
-                .iter()
-                .filter(|(_, s)| s.try_lock().map(|s| s.is_final()).unwrap_or(false))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in finished {
-                requests.remove(&id);
-            }
-        }
-        requests.entry(request_id.to_string()).or_insert(state).clone()
-    }
-
-    async fn apply(&self, event: &StatusEvent) -> Result<()> {
-        let shared = match self.state(&event.request_id).await? {
-            Some(shared) => shared,
-            None => self.cache(&event.request_id, Arc::new(Mutex::new(RequestState::new(&event.request_id)))).await,
-        };
-        let mut state = shared.lock().await;
-        let change = state.apply(event);
-        if !change.any() {
+    async fn record(&self, event: &StatusEvent) -> Result<()> {
+        let Some(recorded) = self.store.record(event).await? else {
             debug!(request_id = %event.request_id, task_id = %event.task_id, "event changes nothing");
             return Ok(());
+        };
+        observe(&recorded);
+        let _ = self.changes.send(event.request_id.clone());
+        let summary = &recorded.summary;
+        if summary.r#final && summary.finished_at == event.at {
+            let verdict = Verdict::try_from(summary.verdict).unwrap_or_default().short_name();
+            info!(request_id = %summary.request_id, verdict, "request finished");
         }
-        // Store first, then announce: a crash in between re-applies the event on redelivery.
-        if let Some(task_id) = &change.task {
-            self.store.put_task(&event.request_id, &state.tasks[task_id]).await?;
-        }
-        if change.meta {
-            self.store.put_meta(&state.meta).await?;
-        }
-        let summary = state.summary(0);
-        if summary.r#final && change.meta {
-            info!(request_id = %summary.request_id, verdict = lifeboat_proto::Verdict::try_from(summary.verdict).unwrap_or_default().short_name(), "request finished");
-        }
-        self.bus.notify(OutgoingMessage::proto(subjects::summary_subject(&event.request_id), &summary)).await
+        self.bus.notify(OutgoingMessage::proto(subjects::summary_subject(&event.request_id), summary)).await
     }
 
-    async fn serve_queries(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
-        let mut queries =
-            self.client.queue_subscribe(subjects::STATUS_QUERY, "status-aggregator".to_string()).await.map_err(
-                |e| lifeboat_common::BusError::Setup {
-                    what: "status query subscription".into(),
-                    message: e.to_string(),
-                },
-            )?;
+    /// Answers `lifeboat.status.query` on NATS until `shutdown`.
+    pub async fn serve_queries(self: Arc<Self>, client: async_nats::Client, shutdown: CancellationToken) -> Result<()> {
+        let mut queries = client
+            .queue_subscribe(subjects::STATUS_QUERY, "status-aggregator".to_string())
+            .await
+            .map_err(|e| BusError::Setup { what: "status query subscription".into(), message: e.to_string() })?;
         loop {
             let query = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -135,7 +100,7 @@ impl Aggregator {
                 continue;
             };
             let reply = self.answer(&query.payload).await;
-            if let Err(e) = self.client.publish(reply_to, reply.encode_to_vec().into()).await {
+            if let Err(e) = client.publish(reply_to, reply.encode_to_vec().into()).await {
                 warn!(error = %e, "cannot answer a status query");
             }
         }
@@ -148,15 +113,39 @@ impl Aggregator {
                 return StatusReply { error: format!("not a lifeboat.v1.StatusQuery: {e}"), ..Default::default() }
             }
         };
-        match self.state(&query.request_id).await {
-            Ok(Some(state)) => {
-                let max_tasks = if query.include_tasks { self.config.max_tasks_in_reply } else { 0 };
-                StatusReply { found: true, summary: Some(state.lock().await.summary(max_tasks)), error: String::new() }
-            }
+        let max_tasks = if query.include_tasks { self.config.max_tasks_in_reply } else { 0 };
+        match self.store.summary(&query.request_id, max_tasks).await {
+            Ok(Some(summary)) => StatusReply { found: true, summary: Some(summary), error: String::new() },
             Ok(None) => {
                 StatusReply { found: false, error: format!("no request {}", query.request_id), ..Default::default() }
             }
             Err(e) => StatusReply { error: e.to_string(), ..Default::default() },
+        }
+    }
+}
+
+/// Metrics of one recorded change.
+fn observe(recorded: &Recorded) {
+    let name = |task: &lifeboat_proto::TaskState| {
+        let kind = ResourceType::try_from(task.resource_type).unwrap_or_default().short_name();
+        (kind, TaskPhase::try_from(task.phase).unwrap_or_default().short_name())
+    };
+    if let Some(task) = &recorded.task {
+        let (kind, phase) = name(task);
+        metrics::gauge!(TASKS_GAUGE, "resource_type" => kind, "phase" => phase).increment(1.0);
+        if let Some(previous) = &recorded.previous {
+            let (kind, phase) = name(previous);
+            metrics::gauge!(TASKS_GAUGE, "resource_type" => kind, "phase" => phase).decrement(1.0);
+        }
+    }
+    let summary = &recorded.summary;
+    let event_at = recorded.event.event.as_ref().and_then(|e| e.at);
+    if summary.r#final && summary.finished_at.is_some() && summary.finished_at == event_at {
+        let verdict = Verdict::try_from(summary.verdict).unwrap_or_default().short_name();
+        metrics::counter!(REQUESTS_FINISHED, "verdict" => verdict).increment(1);
+        if let (Some(start), Some(end)) = (summary.started_at, summary.finished_at) {
+            let seconds = (end.seconds - start.seconds) as f64 + f64::from(end.nanos - start.nanos) / 1e9;
+            metrics::histogram!(REQUEST_DURATION).record(seconds.max(0.0));
         }
     }
 }
@@ -179,7 +168,7 @@ impl Handler for Aggregator {
                 }
             }
         };
-        match self.apply(&event).await {
+        match self.record(&event).await {
             Ok(()) => Outcome::Done,
             Err(e) => {
                 warn!(error = %e, request_id = %event.request_id, "cannot record event; will retry");

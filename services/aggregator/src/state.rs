@@ -1,16 +1,20 @@
-//! One request's state, its counts and its verdict. Pure: the service loads and stores it.
+//! One request's state, its counts and its verdict. Pure: the store loads and saves it, one
+//! record for the request and one per task.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use lifeboat_proto::{
-    status_event, PhaseCounts, RequestSummary, SetSummary, StatusEvent, TaskPhase, TaskState, Verdict,
+    status_event, PendingChange, PhaseCounts, RequestSummary, SetSummary, StatusEvent, StoredRequest, TaskPhase,
+    TaskState, Verdict,
 };
 
-/// What changed when an event was applied, so only that is written back.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// What an event changed.
+#[derive(Debug, Default, PartialEq)]
 pub struct Change {
+    /// The request-level part (plan, rejection, times) changed.
     pub meta: bool,
-    pub task: Option<String>,
+    /// The task's new state, if the event moved it forward.
+    pub task: Option<TaskState>,
 }
 
 impl Change {
@@ -19,11 +23,11 @@ impl Change {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+/// A request without its tasks: the plan, the counts per phase and per set, and the warnings.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RequestState {
     /// The request-level part of the summary (plan, rejection, times); no counts, no tasks.
     pub meta: RequestSummary,
-    pub tasks: HashMap<String, TaskState>,
     counts: PhaseCounts,
     set_counts: BTreeMap<String, PhaseCounts>,
     /// Tasks that succeeded with a reason code (something was not carried over).
@@ -52,19 +56,71 @@ fn subtract(counts: &mut PhaseCounts, phase: TaskPhase) {
     *slot = slot.saturating_sub(1);
 }
 
+/// Where a task is, in the order events can only move it: phase rank, then (before a terminal
+/// phase) the delivery attempt, then WAITING after RUNNING within one attempt.
+fn progress(phase: TaskPhase, attempt: u32) -> (u8, u32, bool) {
+    let attempt = if phase.is_terminal() { 0 } else { attempt };
+    (phase.rank(), attempt, phase == TaskPhase::Waiting)
+}
+
+/// The task as it is after `event`, or `None` if the event does not move it forward. Phases
+/// only move forward and a terminal phase is final, so duplicates and late arrivals change
+/// nothing; RUNNING and WAITING follow the latest delivery attempt.
+pub fn next_task(known: Option<&TaskState>, event: &StatusEvent) -> Option<TaskState> {
+    let phase = TaskPhase::try_from(event.phase).unwrap_or(TaskPhase::Unspecified);
+    if let Some(old) = known {
+        let old_phase = phase_of(old);
+        if old_phase.is_terminal() || progress(phase, event.attempt) <= progress(old_phase, old.attempt) {
+            return None;
+        }
+    }
+    let old = known.cloned().unwrap_or_default();
+    let pick = |new: &str, old: &str| if new.is_empty() { old.to_string() } else { new.to_string() };
+    Some(TaskState {
+        task_id: event.task_id.clone(),
+        set_name: pick(&event.set_name, &old.set_name),
+        resource_type: if event.resource_type != 0 { event.resource_type } else { old.resource_type },
+        phase: phase as i32,
+        source_backup_id: pick(&event.source_backup_id, &old.source_backup_id),
+        source_resource_id: pick(&event.source_resource_id, &old.source_resource_id),
+        created_resource_ids: if event.created_resource_ids.is_empty() {
+            old.created_resource_ids.clone()
+        } else {
+            event.created_resource_ids.clone()
+        },
+        reason_code: event.reason_code.clone(),
+        message: event.message.clone(),
+        updated_at: event.at,
+        target: event.target.clone().or(old.target.clone()),
+        selection_reason: pick(&event.selection_reason, &old.selection_reason),
+        backup_created_at: event.backup_created_at.or(old.backup_created_at),
+        attempt: event.attempt.max(old.attempt),
+    })
+}
+
 impl RequestState {
     pub fn new(request_id: &str) -> Self {
         Self { meta: RequestSummary { request_id: request_id.to_string(), ..Default::default() }, ..Default::default() }
     }
 
-    /// Rebuilds the state from what the store holds.
-    pub fn from_parts(meta: RequestSummary, tasks: impl IntoIterator<Item = TaskState>) -> Self {
-        let mut state = Self { meta, ..Default::default() };
-        for task in tasks {
-            state.count(&task, 1);
-            state.tasks.insert(task.task_id.clone(), task);
-        }
-        state
+    /// The state as stored (the summary carries the counts).
+    pub fn from_stored(stored: &StoredRequest) -> Self {
+        let mut meta = stored.summary.clone().unwrap_or_default();
+        let counts = meta.counts.take().unwrap_or_default();
+        let set_counts = std::mem::take(&mut meta.sets)
+            .into_iter()
+            .filter_map(|set| set.counts.map(|counts| (set.set_name, counts)))
+            .collect();
+        meta.sets = stored.summary.as_ref().map(|s| s.sets.clone()).unwrap_or_default();
+        meta.sets.iter_mut().for_each(|set| set.counts = None);
+        meta.verdict = 0;
+        meta.r#final = false;
+        Self { meta, counts, set_counts, warnings: stored.warnings }
+    }
+
+    /// The record to store, with the change it makes still to be applied.
+    pub fn to_stored(&self, sequence: u64, pending: PendingChange) -> StoredRequest {
+        StoredRequest { summary: Some(self.summary()), warnings: self.warnings, sequence, pending: Some(pending) }
     }
 
     fn count(&mut self, task: &TaskState, sign: i8) {
@@ -81,9 +137,8 @@ impl RequestState {
         }
     }
 
-    /// Applies one event. Phases only move forward, so duplicates and late arrivals change
-    /// nothing; RUNNING and WAITING follow the latest delivery attempt.
-    pub fn apply(&mut self, event: &StatusEvent) -> Change {
+    /// Applies one event, given the stored state of its task.
+    pub fn apply(&mut self, event: &StatusEvent, known_task: Option<&TaskState>) -> Change {
         let mut change = Change::default();
         if self.meta.started_at.is_none() {
             self.meta.started_at = event.at;
@@ -102,8 +157,14 @@ impl RequestState {
                 self.meta.rejection = Some(rejected.clone());
                 change.meta = true;
             }
-            None if !event.task_id.is_empty() && self.apply_task(event) => {
-                change.task = Some(event.task_id.clone());
+            None if !event.task_id.is_empty() => {
+                if let Some(task) = next_task(known_task, event) {
+                    if let Some(old) = known_task {
+                        self.count(old, -1);
+                    }
+                    self.count(&task, 1);
+                    change.task = Some(task);
+                }
             }
             // A repeated plan or rejection, or an event about nothing.
             _ => {}
@@ -118,55 +179,12 @@ impl RequestState {
         change
     }
 
-    fn apply_task(&mut self, event: &StatusEvent) -> bool {
-        let phase = TaskPhase::try_from(event.phase).unwrap_or(TaskPhase::Unspecified);
-        let previous = self.tasks.get(&event.task_id).cloned();
-        if let Some(old) = &previous {
-            let old_phase = phase_of(old);
-            let newer = phase.rank() > old_phase.rank()
-                || (phase.rank() == old_phase.rank() && !old_phase.is_terminal() && event.attempt >= old.attempt);
-            if !newer {
-                return false;
-            }
-        }
-        let old = previous.clone().unwrap_or_default();
-        let pick = |new: &str, old: &str| {
-            if new.is_empty() {
-                old.to_string()
-            } else {
-                new.to_string()
-            }
-        };
-        let task = TaskState {
-            task_id: event.task_id.clone(),
-            set_name: pick(&event.set_name, &old.set_name),
-            resource_type: if event.resource_type != 0 { event.resource_type } else { old.resource_type },
-            phase: phase as i32,
-            source_backup_id: pick(&event.source_backup_id, &old.source_backup_id),
-            source_resource_id: pick(&event.source_resource_id, &old.source_resource_id),
-            created_resource_ids: if event.created_resource_ids.is_empty() {
-                old.created_resource_ids.clone()
-            } else {
-                event.created_resource_ids.clone()
-            },
-            reason_code: event.reason_code.clone(),
-            message: event.message.clone(),
-            updated_at: event.at,
-            target: event.target.clone().or(old.target.clone()),
-            selection_reason: pick(&event.selection_reason, &old.selection_reason),
-            backup_created_at: event.backup_created_at.or(old.backup_created_at),
-            attempt: event.attempt.max(old.attempt),
-        };
-        if let Some(old) = &previous {
-            self.count(old, -1);
-        }
-        self.count(&task, 1);
-        self.tasks.insert(task.task_id.clone(), task);
-        true
-    }
-
     pub fn is_final(&self) -> bool {
         self.meta.rejection.is_some() || (self.meta.planned && self.counts.terminal() >= self.meta.total_tasks)
+    }
+
+    pub fn counts(&self) -> PhaseCounts {
+        self.counts
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -187,8 +205,8 @@ impl RequestState {
         }
     }
 
-    /// The summary with counts; tasks only when asked (status replies), at most `max_tasks`.
-    pub fn summary(&self, max_tasks: usize) -> RequestSummary {
+    /// The summary with counts and verdict, without tasks.
+    pub fn summary(&self) -> RequestSummary {
         let mut summary = self.meta.clone();
         summary.verdict = self.verdict() as i32;
         summary.r#final = self.is_final();
@@ -205,14 +223,13 @@ impl RequestState {
             }
         }
         summary.sets = sets;
-        if max_tasks > 0 {
-            let mut tasks: Vec<&TaskState> = self.tasks.values().collect();
-            tasks.sort_by(|a, b| {
-                (&a.set_name, &a.source_resource_id, &a.task_id).cmp(&(&b.set_name, &b.source_resource_id, &b.task_id))
-            });
-            summary.tasks_truncated = tasks.len() > max_tasks;
-            summary.tasks = tasks.into_iter().take(max_tasks).cloned().collect();
-        }
         summary
     }
+}
+
+/// Tasks in the order users read them: by set, then source resource.
+pub fn sort_tasks(tasks: &mut [TaskState]) {
+    tasks.sort_by(|a, b| {
+        (&a.set_name, &a.source_resource_id, &a.task_id).cmp(&(&b.set_name, &b.source_resource_id, &b.task_id))
+    });
 }

@@ -1,38 +1,260 @@
-//! Durable request state: a JetStream KV bucket with one key per request (`<id>.meta`) and one
-//! per task (`<id>.task.<task_id>`), so a write touches one small value however large the
-//! request is.
+//! Durable request state, safe with several aggregator replicas.
+//!
+//! A request is one request record (summary with counts, [`StoredRequest`]), one record per
+//! task and one per recorded event. Every change is a conditional write of the request record
+//! that also names the task and event writes completing it (`pending`); those are applied right
+//! after, and again by whoever changes the request next. So replicas take turns per request
+//! (the loser of a conditional write reloads and re-applies the event), a task's phase never
+//! moves back, counts always match the tasks, and a replica dying between its writes loses
+//! nothing. The protocol needs only per-record compare-and-set ([`Records`]), which both the
+//! JetStream KV bucket ([`KvRecords`]) and DynamoDB ([`crate::dynamo::DynamoRecords`]) offer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::push, consumer::DeliverPolicy, kv};
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use lifeboat_common::bus::{BusError, Result};
 use lifeboat_common::subjects;
-use lifeboat_proto::{RequestSummary, TaskState};
+use lifeboat_proto::{
+    PendingChange, RecordedEvent, RequestPage, RequestSummary, StatusEvent, StoredRequest, TaskState,
+};
 use prost::Message;
+use tokio::sync::Mutex;
+
+use crate::state::{sort_tasks, RequestState};
 
 /// Requests are forgotten this long after their last change.
 pub const STATE_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Conditional writes lost in a row before an event is given back for a later retry.
+const MAX_CONFLICTS: u32 = 50;
+/// Local writers are serialised per request over this many locks, so one process does not
+/// race itself; other replicas are handled by the conditional writes.
+const LOCK_STRIPES: usize = 64;
 
-#[async_trait]
-pub trait StateStore: Send + Sync + 'static {
-    /// The stored meta and tasks of a request; `None` if nothing is stored.
-    async fn load(&self, request_id: &str) -> Result<Option<(RequestSummary, Vec<TaskState>)>>;
-    async fn put_meta(&self, meta: &RequestSummary) -> Result<()>;
-    async fn put_task(&self, request_id: &str, task: &TaskState) -> Result<()>;
+/// One record of a request.
+#[derive(Clone, Copy, Debug)]
+pub enum Key<'a> {
+    Request(&'a str),
+    Task(&'a str, &'a str),
+    Event(&'a str, u64),
 }
 
-pub struct KvStore {
-    client: async_nats::Client,
-    store: kv::Store,
+/// A stored value and its version (increasing with every write; 0 means "no record").
+#[derive(Clone, Debug)]
+pub struct Versioned {
+    pub value: Bytes,
+    pub version: u64,
+}
+
+/// Records with compare-and-set writes: what the store protocol needs from a database.
+#[async_trait]
+pub trait Records: Send + Sync + 'static {
+    async fn get(&self, key: Key<'_>) -> Result<Option<Versioned>>;
+    /// Writes if the record's version is `expected` (0: there is no record). `None` when
+    /// another writer got there first.
+    async fn put_if(&self, key: Key<'_>, value: Bytes, expected: u64) -> Result<Option<u64>>;
+    /// Writes unconditionally: for records everyone writes with the same value.
+    async fn put(&self, key: Key<'_>, value: Bytes) -> Result<()>;
+    /// Every task record of a request.
+    async fn tasks(&self, request_id: &str) -> Result<Vec<Bytes>>;
+    /// The event records of a request with a sequence above `after`, in any order.
+    async fn events(&self, request_id: &str, after: u64) -> Result<Vec<Bytes>>;
+    /// Request records, newest first, from after the cursor; and the next page's cursor.
+    async fn requests(&self, limit: usize, after: Option<&str>) -> Result<(Vec<Bytes>, Option<String>)>;
+}
+
+/// How requests are ordered in listings: by start time, then id; the page cursor.
+pub fn listing_key(summary: &RequestSummary) -> String {
+    let started = summary.started_at.unwrap_or_default();
+    format!("{:012}.{:09}~{}", started.seconds.max(0), started.nanos.max(0), summary.request_id)
 }
 
 fn store_error(e: impl std::fmt::Display) -> BusError {
     BusError::Store(e.to_string())
 }
 
-impl KvStore {
+fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M> {
+    M::decode(bytes).map_err(store_error)
+}
+
+/// What recording an event changed.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// The request after the event (no tasks).
+    pub summary: RequestSummary,
+    pub event: RecordedEvent,
+    /// The task the event moved forward, and what it was before.
+    pub task: Option<TaskState>,
+    pub previous: Option<TaskState>,
+}
+
+/// The aggregator's state over any [`Records`].
+#[derive(Clone)]
+pub struct Store {
+    records: Arc<dyn Records>,
+    locks: Arc<Vec<Mutex<()>>>,
+}
+
+impl Store {
+    pub fn new(records: Arc<dyn Records>) -> Self {
+        Self { records, locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()) }
+    }
+
+    fn lock_of(&self, request_id: &str) -> &Mutex<()> {
+        let hash = request_id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.locks[hash % self.locks.len()]
+    }
+
+    async fn request(&self, request_id: &str) -> Result<Option<(StoredRequest, u64)>> {
+        match self.records.get(Key::Request(request_id)).await? {
+            Some(stored) => Ok(Some((decode(&stored.value)?, stored.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// Folds one event into its request. `None` if the event changed nothing (a duplicate, a
+    /// late arrival, a repeated plan).
+    pub async fn record(&self, event: &StatusEvent) -> Result<Option<Recorded>> {
+        let request_id = event.request_id.as_str();
+        let _local = self.lock_of(request_id).lock().await;
+        for conflict in 0..MAX_CONFLICTS {
+            let (stored, version) = match self.request(request_id).await? {
+                Some(found) => found,
+                None => (StoredRequest::default(), 0),
+            };
+            if let Some(pending) = &stored.pending {
+                self.complete(request_id, pending).await?;
+            }
+            let known = match (&event.detail, event.task_id.as_str()) {
+                (None, task_id) if !task_id.is_empty() => self.records.get(Key::Task(request_id, task_id)).await?,
+                _ => None,
+            };
+            let known_task: Option<TaskState> = known.as_ref().map(|k| decode(&k.value)).transpose()?;
+            let mut state =
+                if version == 0 { RequestState::new(request_id) } else { RequestState::from_stored(&stored) };
+            let change = state.apply(event, known_task.as_ref());
+            if !change.any() {
+                return Ok(None);
+            }
+            let recorded = RecordedEvent { sequence: stored.sequence + 1, event: Some(event.clone()) };
+            let pending = PendingChange {
+                task: change.task.clone(),
+                task_version: known.map(|k| k.version).unwrap_or(0),
+                event: Some(recorded.clone()),
+            };
+            let next = state.to_stored(recorded.sequence, pending.clone());
+            if self.records.put_if(Key::Request(request_id), next.encode_to_vec().into(), version).await?.is_some() {
+                self.complete(request_id, &pending).await?;
+                let summary = state.summary();
+                return Ok(Some(Recorded { summary, event: recorded, task: change.task, previous: known_task }));
+            }
+            // Another replica changed the request first: re-read and apply the event to that.
+            tokio::time::sleep(Duration::from_millis(2 + u64::from(conflict % 8) * 3)).await;
+        }
+        Err(BusError::Store(format!("request {request_id}: {MAX_CONFLICTS} conflicting writes in a row")))
+    }
+
+    /// Applies the writes a request record announced. Idempotent: a task write that finds a
+    /// newer version was already applied (task writes of a request happen in the order of its
+    /// request record's versions).
+    async fn complete(&self, request_id: &str, pending: &PendingChange) -> Result<()> {
+        if let Some(task) = &pending.task {
+            let key = Key::Task(request_id, &task.task_id);
+            self.records.put_if(key, task.encode_to_vec().into(), pending.task_version).await?;
+        }
+        if let Some(event) = &pending.event {
+            self.records.put(Key::Event(request_id, event.sequence), event.encode_to_vec().into()).await?;
+        }
+        Ok(())
+    }
+
+    /// The request's summary (no tasks) and the sequence of its last recorded event.
+    pub async fn head(&self, request_id: &str) -> Result<Option<(RequestSummary, u64)>> {
+        Ok(self
+            .request(request_id)
+            .await?
+            .map(|(stored, _)| (RequestState::from_stored(&stored).summary(), stored.sequence)))
+    }
+
+    /// The request's summary, with up to `max_tasks` tasks (sorted by set and source).
+    pub async fn summary(&self, request_id: &str, max_tasks: usize) -> Result<Option<RequestSummary>> {
+        let Some((stored, _)) = self.request(request_id).await? else {
+            return Ok(None);
+        };
+        let mut summary = RequestState::from_stored(&stored).summary();
+        if max_tasks > 0 {
+            let mut tasks = self
+                .records
+                .tasks(request_id)
+                .await?
+                .iter()
+                .map(|bytes| decode::<TaskState>(bytes))
+                .collect::<Result<Vec<_>>>()?;
+            // The last change may not have reached its task record yet (its writer died).
+            if let Some(pending) = stored.pending.as_ref().and_then(|p| p.task.as_ref()) {
+                tasks.retain(|t| t.task_id != pending.task_id);
+                tasks.push(pending.clone());
+            }
+            sort_tasks(&mut tasks);
+            summary.tasks_truncated = tasks.len() > max_tasks;
+            tasks.truncate(max_tasks);
+            summary.tasks = tasks;
+        }
+        Ok(Some(summary))
+    }
+
+    /// The request's recorded events after sequence `after`, in order, with no gaps: an
+    /// event whose record is not written yet ends the list, to be picked up by the next call.
+    pub async fn events(&self, request_id: &str, after: u64) -> Result<Vec<RecordedEvent>> {
+        let mut events = self
+            .records
+            .events(request_id, after)
+            .await?
+            .iter()
+            .map(|b| decode::<RecordedEvent>(b))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some((stored, _)) = self.request(request_id).await? {
+            if let Some(event) = stored.pending.and_then(|p| p.event) {
+                if event.sequence > after && !events.iter().any(|e| e.sequence == event.sequence) {
+                    events.push(event);
+                }
+            }
+        }
+        events.sort_by_key(|e| e.sequence);
+        let mut expected = after + 1;
+        let gapless = events
+            .into_iter()
+            .take_while(|e| {
+                let next = e.sequence == expected;
+                expected += 1;
+                next
+            })
+            .collect();
+        Ok(gapless)
+    }
+
+    /// Requests, newest first, `limit` per page.
+    pub async fn list(&self, limit: usize, after: Option<&str>) -> Result<RequestPage> {
+        let (records, next) = self.records.requests(limit.clamp(1, 1000), after).await?;
+        let requests = records
+            .iter()
+            .map(|bytes| decode::<StoredRequest>(bytes).map(|stored| RequestState::from_stored(&stored).summary()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RequestPage { requests, next: next.unwrap_or_default() })
+    }
+}
+
+/// [`Records`] in a JetStream KV bucket: keys `<request>.request`, `<request>.task.<task>` and
+/// `<request>.event.<sequence>`; versions are KV revisions.
+pub struct KvRecords {
+    client: async_nats::Client,
+    store: kv::Store,
+}
+
+impl KvRecords {
     pub async fn open(client: async_nats::Client) -> Result<Self> {
         let context = jetstream::new(client.clone());
         let store = match context.get_key_value(subjects::STATE_BUCKET).await {
@@ -51,59 +273,103 @@ impl KvStore {
         };
         Ok(Self { client, store })
     }
-}
 
-#[async_trait]
-impl StateStore for KvStore {
-    async fn load(&self, request_id: &str) -> Result<Option<(RequestSummary, Vec<TaskState>)>> {
-        // The latest value of every key of the request, read through an ordered consumer (what
-        // `kv.keys()` does, narrowed to this request's keys).
+    fn key(key: Key<'_>) -> String {
+        match key {
+            Key::Request(request) => format!("{request}.request"),
+            Key::Task(request, task) => format!("{request}.task.{task}"),
+            Key::Event(request, sequence) => format!("{request}.event.{sequence:012}"),
+        }
+    }
+
+    /// The latest value of every key matching `filter` (a key pattern with wildcards), read
+    /// through an ordered consumer, as `kv.keys()` does.
+    async fn latest(&self, filter: &str) -> Result<Vec<Bytes>> {
         let consumer = self
             .store
             .stream
             .create_consumer(push::OrderedConfig {
                 deliver_subject: self.client.new_inbox(),
-                filter_subject: format!("{}{request_id}.>", self.store.prefix),
+                filter_subject: format!("{}{filter}", self.store.prefix),
                 deliver_policy: DeliverPolicy::LastPerSubject,
                 ..Default::default()
             })
             .await
             .map_err(store_error)?;
+        let mut values = Vec::new();
         if consumer.cached_info().num_pending == 0 {
-            return Ok(None);
+            return Ok(values);
         }
         let mut messages = consumer.messages().await.map_err(store_error)?;
-        let mut meta = RequestSummary { request_id: request_id.to_string(), ..Default::default() };
-        let mut tasks = Vec::new();
         while let Some(message) = messages.next().await {
             let message = message.map_err(store_error)?;
             let pending = message.info().map_err(store_error)?.pending;
-            let key = message.subject.as_str().strip_prefix(self.store.prefix.as_str()).unwrap_or_default();
             let deleted = message.headers.as_ref().and_then(|h| h.get("KV-Operation")).is_some();
             if !deleted {
-                if key.ends_with(".meta") {
-                    meta = RequestSummary::decode(message.payload.as_ref()).map_err(store_error)?;
-                } else {
-                    tasks.push(TaskState::decode(message.payload.as_ref()).map_err(store_error)?);
-                }
+                values.push(message.payload.clone());
             }
             if pending == 0 {
                 break;
             }
         }
-        Ok(Some((meta, tasks)))
+        Ok(values)
+    }
+}
+
+#[async_trait]
+impl Records for KvRecords {
+    async fn get(&self, key: Key<'_>) -> Result<Option<Versioned>> {
+        let entry = self.store.entry(Self::key(key)).await.map_err(store_error)?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| Versioned { value: e.value, version: e.revision }))
     }
 
-    async fn put_meta(&self, meta: &RequestSummary) -> Result<()> {
-        self.store.put(format!("{}.meta", meta.request_id), meta.encode_to_vec().into()).await.map_err(store_error)?;
+    async fn put_if(&self, key: Key<'_>, value: Bytes, expected: u64) -> Result<Option<u64>> {
+        let key = Self::key(key);
+        if expected == 0 {
+            return match self.store.create(&key, value).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(store_error(e)),
+            };
+        }
+        match self.store.update(&key, value, expected).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn put(&self, key: Key<'_>, value: Bytes) -> Result<()> {
+        self.store.put(Self::key(key), value).await.map_err(store_error)?;
         Ok(())
     }
 
-    async fn put_task(&self, request_id: &str, task: &TaskState) -> Result<()> {
-        self.store
-            .put(format!("{request_id}.task.{}", task.task_id), task.encode_to_vec().into())
-            .await
-            .map_err(store_error)?;
-        Ok(())
+    async fn tasks(&self, request_id: &str) -> Result<Vec<Bytes>> {
+        self.latest(&format!("{request_id}.task.>")).await
+    }
+
+    async fn events(&self, request_id: &str, after: u64) -> Result<Vec<Bytes>> {
+        // Event keys sort as numbers; a bucket stream is read whole either way.
+        let all = self.latest(&format!("{request_id}.event.>")).await?;
+        Ok(all
+            .into_iter()
+            .filter(|bytes| RecordedEvent::decode(bytes.as_ref()).map(|e| e.sequence > after).unwrap_or(true))
+            .collect())
+    }
+
+    async fn requests(&self, limit: usize, after: Option<&str>) -> Result<(Vec<Bytes>, Option<String>)> {
+        let mut listed = Vec::new();
+        for bytes in self.latest("*.request").await? {
+            let stored: StoredRequest = decode(&bytes)?;
+            let key = listing_key(&stored.summary.unwrap_or_default());
+            if after.is_none_or(|after| key.as_str() < after) {
+                listed.push((key, bytes));
+            }
+        }
+        listed.sort_by(|a, b| b.0.cmp(&a.0));
+        let next = (listed.len() > limit).then(|| listed[limit - 1].0.clone());
+        Ok((listed.into_iter().take(limit).map(|(_, bytes)| bytes).collect(), next))
     }
 }

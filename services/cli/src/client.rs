@@ -1,4 +1,5 @@
-//! Talking to a running Lifeboat: submit a request, ask for its status, follow its summaries.
+//! Talking to a running Lifeboat: submit a request, ask for its status, follow its summaries;
+//! over NATS ([`LifeboatClient`]) or the HTTP API ([`ApiClient`]).
 
 use std::time::Duration;
 
@@ -13,6 +14,43 @@ use prost::Message;
 /// yet, or the request was finished before we subscribed).
 const POLL_INTERVAL: Duration = Duration::from_secs(3);
 
+pub use crate::api_client::ApiClient;
+
+/// Either way in, with the same operations.
+pub enum Client {
+    Nats(LifeboatClient),
+    Api(ApiClient),
+}
+
+impl Client {
+    pub async fn submit(&self, request: &RestoreRequest) -> Result<(), BusError> {
+        match self {
+            Client::Nats(client) => client.submit(request).await,
+            Client::Api(client) => client.submit(request).await,
+        }
+    }
+
+    pub async fn status(&self, request_id: &str, include_tasks: bool) -> Result<StatusReply, BusError> {
+        match self {
+            Client::Nats(client) => client.status(request_id, include_tasks).await,
+            Client::Api(client) => client.status(request_id, include_tasks).await,
+        }
+    }
+
+    pub async fn watch(
+        &self,
+        request_id: &str,
+        timeout: Option<Duration>,
+        on_update: impl FnMut(&RequestSummary),
+    ) -> Result<RequestSummary, BusError> {
+        match self {
+            Client::Nats(client) => client.watch(request_id, timeout, on_update).await,
+            Client::Api(client) => client.watch(request_id, timeout, on_update).await,
+        }
+    }
+}
+
+/// The NATS client: publishes requests, asks `lifeboat.status.query`, follows summaries.
 pub struct LifeboatClient {
     bus: JetStreamBus,
 }

@@ -1,6 +1,7 @@
 //! The `lifeboat` command as a library: request files, the client side of the bus (submit,
 //! status, watch), rendering, and running the services.
 
+pub mod api_client;
 pub mod client;
 pub mod clumio;
 pub mod render;

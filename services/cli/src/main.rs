@@ -5,19 +5,32 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use lifeboat_cli::client::LifeboatClient;
+use lifeboat_cli::client::{ApiClient, Client, LifeboatClient};
 use lifeboat_cli::render::{self, Progress};
 use lifeboat_cli::request_file;
-use lifeboat_cli::serve::{serve, ServeOptions, ServiceName};
+use lifeboat_cli::serve::{serve, ServeOptions, ServiceName, StateStore, Transport};
 use lifeboat_common::validate::{validate_request, Policy};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "lifeboat", version, about = "Bulk restores of AWS resources across accounts and regions")]
 struct Cli {
+    /// The bus: NATS JetStream, or Amazon SQS (queues named by LIFEBOAT_SQS_* variables).
+    #[arg(long, global = true, value_enum, env = "LIFEBOAT_TRANSPORT", default_value_t = TransportKind::Nats)]
+    transport: TransportKind,
     /// NATS server with JetStream.
     #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// The status aggregator's HTTP API (e.g. http://127.0.0.1:8080). When set, `restore`
+    /// commands go through it instead of NATS; with the SQS transport it is required.
+    #[arg(long, global = true, env = "LIFEBOAT_API_URL")]
+    api_url: Option<String>,
+    /// Where the aggregator keeps request state (default: kv with NATS, dynamodb with SQS).
+    #[arg(long, global = true, value_enum, env = "LIFEBOAT_STATE_STORE")]
+    state_store: Option<StateStoreKind>,
+    /// The DynamoDB table of the dynamodb state store.
+    #[arg(long, global = true, env = "LIFEBOAT_STATE_TABLE", default_value = "lifeboat-state")]
+    state_table: String,
     /// How results are printed.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -34,6 +47,48 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TransportKind {
+    Nats,
+    Sqs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StateStoreKind {
+    Kv,
+    Dynamodb,
+}
+
+impl Cli {
+    fn transport(&self) -> anyhow::Result<Transport> {
+        Ok(match self.transport {
+            TransportKind::Nats => Transport::Nats { url: self.nats_url.clone() },
+            TransportKind::Sqs => Transport::Sqs(lifeboat_sqs::SqsConfig::from_env()?),
+        })
+    }
+
+    fn state_store(&self) -> StateStore {
+        match (self.state_store, self.transport) {
+            (Some(StateStoreKind::Kv), _) | (None, TransportKind::Nats) => StateStore::Kv,
+            (Some(StateStoreKind::Dynamodb), _) | (None, TransportKind::Sqs) => {
+                StateStore::DynamoDb { table: self.state_table.clone() }
+            }
+        }
+    }
+
+    async fn client(&self) -> anyhow::Result<Client> {
+        match (&self.api_url, self.transport) {
+            (Some(url), _) => Ok(Client::Api(ApiClient::new(url)?)),
+            (None, TransportKind::Nats) => {
+                Ok(Client::Nats(LifeboatClient::connect(&self.nats_url).await.context("connecting to NATS")?))
+            }
+            (None, TransportKind::Sqs) => {
+                anyhow::bail!("with the SQS transport, restore commands need --api-url (the aggregator's HTTP API)")
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Text,
@@ -42,6 +97,11 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Set up the queues and tables of an installation.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Submit, follow and inspect restore requests.
     Restore {
         #[command(subcommand)]
@@ -51,6 +111,10 @@ enum Command {
     Serve {
         #[arg(value_enum, required = true)]
         services: Vec<ServiceName>,
+        /// Health (/healthz, /readyz), metrics (/metrics) and, with the aggregator, the status
+        /// API (/v1/requests); `none` to serve no HTTP.
+        #[arg(long, env = "LIFEBOAT_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+        http_addr: String,
         /// Role assumed in accounts other than the caller's.
         #[arg(long, env = "LIFEBOAT_ROLE_NAME", default_value = lifeboat_common::aws::DEFAULT_ROLE_NAME)]
         role_name: String,
@@ -64,6 +128,13 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum AdminCommand {
+    /// Create the SQS queues (with dead-letter queues and redrive policies) and the DynamoDB
+    /// state table, when not using deploy/cloudformation.yaml. Idempotent.
+    Init,
+}
+
+#[derive(Clone, Subcommand)]
 enum RestoreCommand {
     /// Submit a request from a YAML or JSON file.
     Submit {
@@ -121,9 +192,22 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    match cli.command {
-        Command::Serve { services, role_name, allowed_accounts, check_interval } => {
-            let mut options = ServeOptions::new(cli.nats_url, services);
+    match &cli.command {
+        Command::Admin { command: AdminCommand::Init } => {
+            for created in lifeboat_cli::serve::init(&cli.transport()?, &cli.state_store()).await? {
+                println!("ready: {created}");
+            }
+            Ok(0)
+        }
+        Command::Serve { services, http_addr, role_name, allowed_accounts, check_interval } => {
+            let mut options = ServeOptions::new(cli.transport()?, services.clone());
+            options.state = cli.state_store();
+            options.http_addr = match http_addr.as_str() {
+                "none" | "" => None,
+                addr => Some(addr.parse().with_context(|| format!("--http-addr {addr}: not an address:port"))?),
+            };
+            let check_interval = *check_interval;
+            let (role_name, allowed_accounts) = (role_name.clone(), allowed_accounts.clone());
             options.role_name = role_name;
             options.allowed_accounts = allowed_accounts.into_iter().filter(|a| !a.is_empty()).collect();
             options.ebs.service.wait.check_initial = Duration::from_secs_f64(check_interval.max(0.05));
@@ -136,11 +220,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Restore { command } => {
-            let client = LifeboatClient::connect(&cli.nats_url).await.context("connecting to NATS")?;
-            match command {
+            let client = cli.client().await?;
+            match command.clone() {
                 RestoreCommand::Submit { file, dry_run, watch, request_id, timeout } => {
                     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
-                    let generated = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                    let generated = lifeboat_common::ids::new_request_id();
                     let mut request = request_file::load(&file, &text, generated)?;
                     if let Some(id) = request_id {
                         request.request_id = id;
@@ -194,12 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-async fn follow(
-    client: &LifeboatClient,
-    request_id: &str,
-    timeout: Option<u64>,
-    output: Output,
-) -> anyhow::Result<i32> {
+async fn follow(client: &Client, request_id: &str, timeout: Option<u64>, output: Output) -> anyhow::Result<i32> {
     let mut progress = (output == Output::Text).then(|| Progress::new(request_id));
     let summary = client
         .watch(request_id, timeout.map(Duration::from_secs), |summary| {

@@ -174,7 +174,7 @@ fn counts_json(counts: &PhaseCounts) -> Value {
 }
 
 pub fn summary_json(summary: &RequestSummary) -> Value {
-    let time = |ts: &Option<prost_types::Timestamp>| lifeboat_common::time::display(ts.as_ref());
+    let time = |ts: &Option<lifeboat_proto::Timestamp>| lifeboat_common::time::display(ts.as_ref());
     json!({
         "request_id": summary.request_id,
         "verdict": verdict(summary).short_name(),

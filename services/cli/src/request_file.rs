@@ -212,7 +212,7 @@ fn field_error(field: String, message: impl Into<String>) -> RequestFileError {
     RequestFileError::Field { field, message: message.into() }
 }
 
-fn parse_time(field: String, text: &str) -> Result<prost_types::Timestamp, RequestFileError> {
+fn parse_time(field: String, text: &str) -> Result<lifeboat_proto::Timestamp, RequestFileError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| lifeboat_common::time::to_timestamp(t.with_timezone(&Utc)))
         .map_err(|e| field_error(field, format!("'{text}' is not an RFC 3339 time ({e})")))

@@ -1,19 +1,27 @@
-//! `lifeboat serve`: runs one, several or all services in this process until a shutdown signal.
+//! `lifeboat serve`: runs one, several or all services in this process until a shutdown
+//! signal, on the bus chosen by configuration, with health, metrics and (with the aggregator)
+//! the status API on one HTTP port.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use lifeboat_aggregator::{Aggregator, AggregatorConfig, KvStore};
+use lifeboat_aggregator::{api, Aggregator, AggregatorConfig, DynamoRecords, KvRecords, Records, Store};
 use lifeboat_common::aws::{load_base_config, Accounts};
 use lifeboat_common::bus::Bus;
+use lifeboat_common::http::Health;
 use lifeboat_common::jetstream::JetStreamBus;
 use lifeboat_common::validate::Policy;
 use lifeboat_discovery::{Discovery, DiscoveryConfig};
 use lifeboat_dynamodb::DynamoDbConfig;
 use lifeboat_ebs::EbsConfig;
+use lifeboat_sqs::{SqsBus, SqsConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+
+/// The kinds of work queues, one per resource service.
+pub const WORK_KINDS: &[&str] = &["ebs", "dynamodb", "ec2", "rds"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceName {
@@ -26,9 +34,62 @@ pub enum ServiceName {
     Aggregator,
 }
 
+/// Which bus the services talk over.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    Nats { url: String },
+    Sqs(SqsConfig),
+}
+
+/// Where the aggregator keeps request state.
+#[derive(Clone, Debug)]
+pub enum StateStore {
+    /// The JetStream KV bucket (NATS transport only).
+    Kv,
+    /// A DynamoDB table (see `deploy/cloudformation.yaml`).
+    DynamoDb { table: String },
+}
+
+/// A connected bus, and the NATS connection behind it if there is one.
+pub struct Connected {
+    pub bus: Arc<dyn Bus>,
+    pub nats: Option<async_nats::Client>,
+}
+
+impl Transport {
+    pub async fn connect(&self, aws: &aws_config::SdkConfig) -> anyhow::Result<Connected> {
+        Ok(match self {
+            Transport::Nats { url } => {
+                let bus = JetStreamBus::connect(url).await.with_context(|| format!("connecting to NATS at {url}"))?;
+                Connected { nats: Some(bus.client().clone()), bus: Arc::new(bus) }
+            }
+            Transport::Sqs(config) => {
+                let bus = SqsBus::new(aws, config.clone()).context("setting up the SQS bus")?;
+                Connected { bus: Arc::new(bus), nats: None }
+            }
+        })
+    }
+}
+
+impl StateStore {
+    pub async fn open(&self, connected: &Connected, aws: &aws_config::SdkConfig) -> anyhow::Result<Store> {
+        let records: Arc<dyn Records> = match self {
+            StateStore::Kv => {
+                let client = connected.nats.clone().context("the KV state store needs the NATS transport")?;
+                Arc::new(KvRecords::open(client).await.context("opening the state bucket")?)
+            }
+            StateStore::DynamoDb { table } => Arc::new(DynamoRecords::new(aws_sdk_dynamodb::Client::new(aws), table)),
+        };
+        Ok(Store::new(records))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    pub nats_url: String,
+    pub transport: Transport,
+    pub state: StateStore,
+    /// Health, readiness, metrics and (with the aggregator) the status API.
+    pub http_addr: Option<SocketAddr>,
     pub services: Vec<ServiceName>,
     /// Role assumed in accounts other than the caller's.
     pub role_name: String,
@@ -43,9 +104,15 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    pub fn new(nats_url: impl Into<String>, services: Vec<ServiceName>) -> Self {
+    pub fn new(transport: Transport, services: Vec<ServiceName>) -> Self {
+        let state = match transport {
+            Transport::Nats { .. } => StateStore::Kv,
+            Transport::Sqs(_) => StateStore::DynamoDb { table: "lifeboat-state".to_string() },
+        };
         Self {
-            nats_url: nats_url.into(),
+            transport,
+            state,
+            http_addr: None,
             services,
             role_name: lifeboat_common::aws::DEFAULT_ROLE_NAME.to_string(),
             allowed_accounts: Vec::new(),
@@ -61,43 +128,70 @@ impl ServeOptions {
     fn wants(&self, service: ServiceName) -> bool {
         self.services.iter().any(|&s| s == service || s == ServiceName::All)
     }
+
+    /// Every consumer reports its readiness to `health`.
+    fn report_to(&mut self, health: &Health) {
+        for consumer in [
+            &mut self.discovery.consumer,
+            &mut self.ebs.service.consumer,
+            &mut self.dynamodb.service.consumer,
+            &mut self.ec2.service.consumer,
+            &mut self.rds.service.consumer,
+            &mut self.aggregator.consumer,
+        ] {
+            consumer.health = Some(health.clone());
+        }
+    }
 }
 
 /// Connects, then runs the chosen services until `shutdown` is cancelled; in-flight messages
 /// are settled before returning.
 pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let bus = JetStreamBus::connect(&options.nats_url).await.context("connecting to NATS")?;
-    let shared_bus: Arc<dyn Bus> = Arc::new(bus.clone());
-    let accounts = Accounts::new(load_base_config().await, options.role_name.clone());
+    let aws = load_base_config().await;
+    let metrics = lifeboat_common::metrics::install();
+    let health = Health::new();
+    options.report_to(&health);
+    let connected = options.transport.connect(&aws).await?;
+    let bus = connected.bus.clone();
+    let accounts = Accounts::new(aws.clone(), options.role_name.clone());
     options.discovery.policy =
         Policy { allowed_accounts: options.allowed_accounts.clone(), ..options.discovery.policy.clone() };
     let mut running = JoinSet::new();
     if options.wants(ServiceName::Discovery) {
-        let service = Discovery::new(accounts.clone(), shared_bus.clone(), options.discovery.clone());
+        let service = Discovery::new(accounts.clone(), bus.clone(), options.discovery.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     if options.wants(ServiceName::Ebs) {
-        let service = lifeboat_ebs::service(accounts.clone(), shared_bus.clone(), options.ebs.clone());
+        let service = lifeboat_ebs::service(accounts.clone(), bus.clone(), options.ebs.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     if options.wants(ServiceName::Dynamodb) {
-        let service = lifeboat_dynamodb::service(accounts.clone(), shared_bus.clone(), options.dynamodb.clone());
+        let service = lifeboat_dynamodb::service(accounts.clone(), bus.clone(), options.dynamodb.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     if options.wants(ServiceName::Ec2) {
-        let service = lifeboat_ec2::service(accounts.clone(), shared_bus.clone(), options.ec2.clone());
+        let service = lifeboat_ec2::service(accounts.clone(), bus.clone(), options.ec2.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     if options.wants(ServiceName::Rds) {
-        let service = lifeboat_rds::service(accounts.clone(), shared_bus.clone(), options.rds.clone());
+        let service = lifeboat_rds::service(accounts.clone(), bus.clone(), options.rds.clone());
         running.spawn(service.run(shutdown.clone()));
     }
+    let mut router = lifeboat_common::http::router(health.clone(), metrics);
     if options.wants(ServiceName::Aggregator) {
-        let store = Arc::new(KvStore::open(bus.client().clone()).await.context("opening the state bucket")?);
-        let service = Aggregator::new(shared_bus.clone(), store, bus.client().clone(), options.aggregator.clone());
-        running.spawn(service.run(shutdown.clone()));
+        let store = options.state.open(&connected, &aws).await?;
+        let aggregator = Aggregator::new(bus.clone(), store, options.aggregator.clone());
+        router = router.merge(api::router(aggregator.clone()));
+        if let Some(client) = connected.nats.clone() {
+            running.spawn(aggregator.clone().serve_queries(client, shutdown.clone()));
+        }
+        running.spawn(aggregator.run(shutdown.clone()));
     }
-    info!(services = ?options.services, nats = %options.nats_url, "lifeboat services running");
+    let http = match options.http_addr {
+        Some(addr) => Some(lifeboat_common::http::serve(addr, router, shutdown.clone()).await?),
+        None => None,
+    };
+    info!(services = ?options.services, transport = ?options.transport, http = ?http.as_ref().map(|h| h.local_addr()), "lifeboat services running");
     let mut first_error = None;
     while let Some(finished) = running.join_next().await {
         let result = finished.context("service task panicked").and_then(|r| r.context("service failed"));
@@ -107,5 +201,28 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
             first_error.get_or_insert(e);
         }
     }
+    if let Some(http) = http {
+        http.wait().await?;
+    }
     first_error.map_or(Ok(()), Err)
+}
+
+/// `lifeboat admin init`: creates the SQS queues (with their dead-letter queues and redrive
+/// policies) and the DynamoDB state table, for installations not using the deploy template.
+pub async fn init(transport: &Transport, state: &StateStore) -> anyhow::Result<Vec<String>> {
+    let aws = load_base_config().await;
+    let mut created = Vec::new();
+    if let Transport::Sqs(config) = transport {
+        let bus = SqsBus::new(&aws, config.clone()).context("setting up the SQS bus")?;
+        bus.init_queues(WORK_KINDS).await.context("creating the SQS queues")?;
+        created.push(format!("SQS queues with prefix '{}' and their dead-letter queues", config.queue_prefix));
+    }
+    if let StateStore::DynamoDb { table } = state {
+        DynamoRecords::new(aws_sdk_dynamodb::Client::new(&aws), table)
+            .create_table()
+            .await
+            .context("creating the state table")?;
+        created.push(format!("DynamoDB table {table} (TTL on expires_at)"));
+    }
+    Ok(created)
 }

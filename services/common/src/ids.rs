@@ -31,3 +31,8 @@ pub fn task_id(request_id: &str, set_name: &str, backup_id: &str) -> String {
 pub fn set_task_id(request_id: &str, set_name: &str) -> String {
     task_id(request_id, set_name, "")
 }
+
+/// A fresh request id for a request submitted without one.
+pub fn new_request_id() -> String {
+    format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}

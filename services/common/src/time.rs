@@ -1,7 +1,7 @@
 //! Conversions between chrono times, protobuf timestamps and AWS `DateTime`s.
 
 use chrono::{DateTime, TimeZone, Utc};
-use prost_types::Timestamp;
+use lifeboat_proto::Timestamp;
 
 pub fn now() -> Timestamp {
     to_timestamp(Utc::now())

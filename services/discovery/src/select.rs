@@ -18,7 +18,7 @@ impl TimeRule {
     /// The set's rule; without one, the newest backup at or before `default_time` (the request's
     /// submission time, so that a replanned request picks the same backups).
     pub fn of(source: &Source, default_time: DateTime<Utc>) -> Self {
-        let time = |ts: &Option<prost_types::Timestamp>| {
+        let time = |ts: &Option<lifeboat_proto::Timestamp>| {
             ts.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or(default_time)
         };
         match &source.selection {

@@ -1,0 +1,218 @@
+//! The status HTTP API, served by the aggregator: submit a request, list requests, read one
+//! with its tasks, and follow its events live (Server-Sent Events) until the verdict. Bodies
+//! are the protobuf messages in their canonical JSON mapping; `docs/openapi.yaml` describes it.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use lifeboat_common::bus::OutgoingMessage;
+use lifeboat_common::ids::is_valid_request_id;
+use lifeboat_common::subjects;
+use lifeboat_proto::RestoreRequest;
+use prost::Message;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::service::Aggregator;
+
+/// Every route of the API, as (method, path): the OpenAPI description must list exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/requests"),
+    ("POST", "/v1/requests"),
+    ("GET", "/v1/requests/{id}"),
+    ("GET", "/v1/requests/{id}/events"),
+];
+
+/// Tasks returned by `GET /v1/requests/{id}` unless `?tasks=` says otherwise.
+const DEFAULT_TASKS: usize = 10_000;
+/// Followers look at the store at least this often (other replicas' changes do not wake them).
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+pub fn router(aggregator: Arc<Aggregator>) -> Router {
+    Router::new()
+        .route("/v1/requests", get(list).post(submit))
+        .route("/v1/requests/{id}", get(show))
+        .route("/v1/requests/{id}/events", get(follow))
+        .with_state(aggregator)
+}
+
+/// An error as users see it: a status and `{"error": "..."}`.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl ApiError {
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+
+    fn not_found(id: &str) -> Self {
+        Self(StatusCode::NOT_FOUND, format!("no request {id}"))
+    }
+}
+
+fn checked(id: &str) -> Result<&str, ApiError> {
+    if is_valid_request_id(id) {
+        Ok(id)
+    } else {
+        Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("request_id: '{id}' is not a request id (1 to 64 of A-Z a-z 0-9 _ -)"),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn list(State(aggregator): State<Arc<Aggregator>>, Query(page): Query<Page>) -> Result<Response, ApiError> {
+    let page =
+        aggregator.store().list(page.limit.unwrap_or(50), page.after.as_deref()).await.map_err(ApiError::internal)?;
+    Ok(Json(page).into_response())
+}
+
+#[derive(Deserialize)]
+struct Show {
+    tasks: Option<usize>,
+}
+
+async fn show(
+    State(aggregator): State<Arc<Aggregator>>,
+    Path(id): Path<String>,
+    Query(show): Query<Show>,
+) -> Result<Response, ApiError> {
+    let id = checked(&id)?;
+    let summary =
+        aggregator.store().summary(id, show.tasks.unwrap_or(DEFAULT_TASKS)).await.map_err(ApiError::internal)?;
+    summary.map(|s| Json(s).into_response()).ok_or_else(|| ApiError::not_found(id))
+}
+
+/// Accepts a RestoreRequest as JSON, or as protobuf with `Content-Type: application/x-protobuf`,
+/// and publishes it for discovery. Everything beyond the id is validated by discovery, which
+/// answers an invalid request with a REJECTED event naming each bad field.
+async fn submit(
+    State(aggregator): State<Arc<Aggregator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let protobuf = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-protobuf"));
+    let mut request: RestoreRequest = if protobuf {
+        RestoreRequest::decode(body.as_ref())
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("body: not a lifeboat.v1.RestoreRequest: {e}")))?
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("body: not a lifeboat.v1.RestoreRequest: {e}")))?
+    };
+    if request.request_id.is_empty() {
+        request.request_id = lifeboat_common::ids::new_request_id();
+    }
+    checked(&request.request_id)?;
+    if request.submitted_at.is_none() {
+        request.submitted_at = Some(lifeboat_common::time::now());
+    }
+    let id = request.request_id.clone();
+    let message = OutgoingMessage::proto(subjects::RESTORE_REQUESTS, &request)
+        .dedupe_id(id.clone())
+        .header(subjects::HEADER_REQUEST_ID, id.clone());
+    aggregator.bus().publish(message).await.map_err(ApiError::internal)?;
+    let location = format!("/v1/requests/{id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location.clone())],
+        Json(json!({ "requestId": id, "status": location })),
+    )
+        .into_response())
+}
+
+/// Server-Sent Events: every recorded event of the request in order (`event: status`, `id:`
+/// its sequence, so a client reconnecting with `Last-Event-ID` resumes), then `event: verdict`
+/// with the final summary, and the stream ends.
+async fn follow(
+    State(aggregator): State<Arc<Aggregator>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = checked(&id)?.to_string();
+    if aggregator.store().head(&id).await.map_err(ApiError::internal)?.is_none() {
+        return Err(ApiError::not_found(&id));
+    }
+    let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let changes = aggregator.changes();
+    let follower = Follower { aggregator, id, after, queue: VecDeque::new(), changes, done: false };
+    let stream = futures::stream::unfold(follower, |mut follower| async move {
+        follower.next().await.map(|event| (Ok::<_, Infallible>(event), follower))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+struct Follower {
+    aggregator: Arc<Aggregator>,
+    id: String,
+    after: u64,
+    queue: VecDeque<Event>,
+    changes: broadcast::Receiver<String>,
+    done: bool,
+}
+
+impl Follower {
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.read().await {
+                self.done = true;
+                return Some(Event::default().event("error").data(json!({ "error": e.to_string() }).to_string()));
+            }
+            if self.queue.is_empty() && !self.done {
+                tokio::select! {
+                    _ = self.changes.recv() => {}
+                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                }
+            }
+        }
+    }
+
+    /// Queues the events recorded since the last read, and the verdict once every event up
+    /// to the final one has been sent.
+    async fn read(&mut self) -> lifeboat_common::bus::Result<()> {
+        let store = self.aggregator.store();
+        for recorded in store.events(&self.id, self.after).await? {
+            self.after = recorded.sequence;
+            let data = serde_json::to_string(&recorded).unwrap_or_default();
+            self.queue.push_back(Event::default().event("status").id(recorded.sequence.to_string()).data(data));
+        }
+        if let Some((summary, sequence)) = store.head(&self.id).await? {
+            if summary.r#final && self.after >= sequence {
+                self.queue.push_back(
+                    Event::default().event("verdict").data(serde_json::to_string(&summary).unwrap_or_default()),
+                );
+                self.done = true;
+            }
+        }
+        Ok(())
+    }
+}
