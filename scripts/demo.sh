@@ -2,7 +2,8 @@
 # README command one: builds Lifeboat, starts nats-server and moto_server on free loopback
 # ports, runs every service, seeds volumes and snapshots in two regions and a DynamoDB table
 # with a backup, shows the plan of a restore request with three sets (one cross-region, one
-# DynamoDB), runs it and lists what was restored.
+# DynamoDB), runs it and lists what was restored, then reads the same restore back through the
+# status HTTP API (summary, and the first events of its live event stream).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -23,6 +24,8 @@ lifeboat=target/debug/lifeboat
 
 nats_port=$(python3 scripts/free-port.py)
 moto_port=$(python3 scripts/free-port.py)
+http_port=$(python3 scripts/free-port.py)
+api="http://127.0.0.1:${http_port}"
 export NATS_URL="nats://127.0.0.1:${nats_port}"
 export AWS_ENDPOINT_URL="http://127.0.0.1:${moto_port}"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
@@ -41,7 +44,7 @@ PY
 done
 
 echo "== starting the services (logs in $work/services.log)"
-"$lifeboat" serve all --check-interval 0.5 >"$work/services.log" 2>&1 & pids+=($!)
+"$lifeboat" serve all --check-interval 0.5 --http-addr "127.0.0.1:${http_port}" >"$work/services.log" 2>&1 & pids+=($!)
 
 echo "== seeding moto"
 .venv/bin/python scripts/seed_demo.py "$work/request.yaml"
@@ -60,4 +63,19 @@ status=0
 echo
 echo "== volumes and tables in moto tagged lifeboat:request-id=demo-restore"
 .venv/bin/python scripts/show_restored.py demo-restore
+
+echo
+echo "== the same restore through the status API (${api})"
+"$lifeboat" probe "$api/readyz" | head -c 300; echo
+"$lifeboat" --api-url "$api" restore status demo-restore | tail -4
+echo "-- first events of GET $api/v1/requests/demo-restore/events"
+python3 - "$api/v1/requests/demo-restore/events" <<'PY'
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=30) as stream:
+    lines = stream.read().decode().splitlines()
+events = [l for l in lines if l.startswith("event:")]
+for line in [l for l in lines if l][:6]:
+    print(line[:150])
+print(f"... {len(events)} events, ending with: {events[-1]}")
+PY
 exit "$status"

@@ -97,6 +97,12 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Exit 0 if a service answers its readiness probe, else 1 (for container health checks,
+    /// where the image has no curl).
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+    },
     /// Set up the queues and tables of an installation.
     Admin {
         #[command(subcommand)]
@@ -193,6 +199,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
+        Command::Probe { url } => {
+            let response = reqwest::get(url.as_str()).await.with_context(|| format!("GET {url}"))?;
+            let ready = response.status().is_success();
+            println!("{}", response.text().await.unwrap_or_default());
+            Ok(if ready { 0 } else { 1 })
+        }
         Command::Admin { command: AdminCommand::Init } => {
             for created in lifeboat_cli::serve::init(&cli.transport()?, &cli.state_store()).await? {
                 println!("ready: {created}");

@@ -78,10 +78,16 @@ impl StateStore {
                 let client = connected.nats.clone().context("the KV state store needs the NATS transport")?;
                 Arc::new(KvRecords::open(client).await.context("opening the state bucket")?)
             }
-            StateStore::DynamoDb { table } => Arc::new(DynamoRecords::new(aws_sdk_dynamodb::Client::new(aws), table)),
+            StateStore::DynamoDb { table } => Arc::new(DynamoRecords::new(state_table_client(aws), table)),
         };
         Ok(Store::new(records))
     }
+}
+
+/// The state table's client, counted in the AWS call metrics like every other.
+fn state_table_client(aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(aws).interceptor(lifeboat_common::metrics::AwsMetrics::new());
+    aws_sdk_dynamodb::Client::from_conf(config.build())
 }
 
 #[derive(Clone, Debug)]
@@ -218,10 +224,7 @@ pub async fn init(transport: &Transport, state: &StateStore) -> anyhow::Result<V
         created.push(format!("SQS queues with prefix '{}' and their dead-letter queues", config.queue_prefix));
     }
     if let StateStore::DynamoDb { table } = state {
-        DynamoRecords::new(aws_sdk_dynamodb::Client::new(&aws), table)
-            .create_table()
-            .await
-            .context("creating the state table")?;
+        DynamoRecords::new(state_table_client(&aws), table).create_table().await.context("creating the state table")?;
         created.push(format!("DynamoDB table {table} (TTL on expires_at)"));
     }
     Ok(created)

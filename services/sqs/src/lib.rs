@@ -133,7 +133,10 @@ impl SqsBus {
     /// A bus in the account and region of `sdk_config`. Queue URLs are looked up on first use,
     /// so the queues may come from a deploy template or [`SqsBus::init_queues`].
     pub fn new(sdk_config: &SdkConfig, config: SqsConfig) -> Result<Self> {
-        Self::from_client(Client::new(sdk_config), config)
+        let instrumented = aws_sdk_sqs::config::Builder::from(sdk_config)
+            .interceptor(lifeboat_common::metrics::AwsMetrics::new())
+            .build();
+        Self::from_client(Client::from_conf(instrumented), config)
     }
 
     pub fn from_client(client: Client, config: SqsConfig) -> Result<Self> {
