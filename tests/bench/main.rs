@@ -5,7 +5,10 @@
 //! 2. overhead: 200 EBS restores through Lifeboat (submit to final verdict) versus the same
 //!    CreateVolume calls made directly with the same concurrency.
 //!
-//! `cargo run --release -p lifeboat-tests --bin lifeboat-bench [-- FANOUT_TASKS RESTORES]`
+//! 3. aggregation: status events recorded per second by the aggregator's store, JetStream KV
+//!    and DynamoDB (moto), with one replica and with two racing for the same requests.
+//!
+//! `cargo run --release -p lifeboat-tests --bin lifeboat-bench [-- FANOUT_TASKS RESTORES EVENT_TASKS]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -186,6 +189,76 @@ async fn overhead(restores: usize) {
     println!("  per task, C - B (bus, events, aggregation):   {:.1} ms", per_task(lifeboat, same_calls));
 }
 
+/// The events of `requests` requests of `tasks_each` tasks: a plan, then QUEUED, RUNNING and
+/// SUCCEEDED per task.
+fn request_events(requests: usize, tasks_each: usize) -> Vec<Vec<pb::StatusEvent>> {
+    (0..requests)
+        .map(|r| {
+            let request_id = format!("agg-{r}");
+            let planned = pb::StatusEvent {
+                request_id: request_id.clone(),
+                detail: Some(pb::status_event::Detail::Planned(pb::RestorePlanned {
+                    total_tasks: tasks_each as u32,
+                    ..Default::default()
+                })),
+                at: Some(lifeboat_common::time::now()),
+                ..Default::default()
+            };
+            let mut events = vec![planned];
+            for phase in [pb::TaskPhase::Queued, pb::TaskPhase::Running, pb::TaskPhase::Succeeded] {
+                for t in 0..tasks_each {
+                    events.push(pb::StatusEvent {
+                        request_id: request_id.clone(),
+                        set_name: "bench".into(),
+                        task_id: format!("t-{t:05}"),
+                        phase: phase as i32,
+                        attempt: u32::from(phase != pb::TaskPhase::Queued),
+                        at: Some(lifeboat_common::time::now()),
+                        ..Default::default()
+                    });
+                }
+            }
+            events
+        })
+        .collect()
+}
+
+async fn aggregation(tasks: usize) {
+    const REQUESTS: usize = 8;
+    let tasks_each = (tasks / REQUESTS).max(1);
+    println!("== aggregation: {REQUESTS} requests of {tasks_each} tasks, 3 events per task");
+    for transport in [Transport::Nats, Transport::Sqs] {
+        let store_name = if transport == Transport::Nats { "JetStream KV" } else { "DynamoDB (moto)" };
+        for replicas in [1usize, 2] {
+            let servers = Servers::start_with(transport).await;
+            let mut stores = Vec::new();
+            for _ in 0..replicas {
+                stores.push(servers.store().await);
+            }
+            let requests = request_events(REQUESTS, tasks_each);
+            let total: usize = requests.iter().map(Vec::len).sum();
+            let started = Instant::now();
+            // Every replica records every event (as with redeliveries to both), requests side by side.
+            let work = stores.iter().flat_map(|store| {
+                requests.iter().map(move |events| async move {
+                    for event in events {
+                        store.record(event).await.expect("record");
+                    }
+                })
+            });
+            futures::future::join_all(work).await;
+            let elapsed = started.elapsed();
+            let summary = stores[0].summary("agg-0", 0).await.unwrap().unwrap();
+            assert_eq!(summary.counts.unwrap().succeeded as usize, tasks_each);
+            println!(
+                "  {store_name}, {replicas} replica(s) each given every event: {total} events recorded in {:.2}s, {:.0} events/s",
+                elapsed.as_secs_f64(),
+                total as f64 / elapsed.as_secs_f64()
+            );
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -194,5 +267,8 @@ async fn main() {
     if fan_out_tasks > 0 {
         fan_out(fan_out_tasks).await;
     }
-    overhead(restores).await;
+    if restores > 0 {
+        overhead(restores).await;
+    }
+    aggregation(args.get(2).copied().unwrap_or(2000)).await;
 }
