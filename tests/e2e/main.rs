@@ -4,6 +4,7 @@
 mod aggregator;
 mod api;
 mod clumio;
+mod deploy;
 mod dynamodb;
 mod ec2;
 mod everything;
