@@ -116,10 +116,9 @@ fn clumio_problems_are_reported_by_field() {
     assert!(flat.unwrap_err().starts_with("change_set_name: is required"), "the flat form names bare fields");
 }
 
-#[tokio::test]
-async fn a_clumio_request_restores_the_same_as_its_native_equivalent() {
+async fn a_clumio_request_restores_the_same_as_its_native_equivalent(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let east = servers.ec2("us-east-1");
     let mut volumes = Vec::new();
     for i in 0..2 {
@@ -193,3 +192,5 @@ async fn a_clumio_request_restores_the_same_as_its_native_equivalent() {
         );
     }
 }
+
+on_both_transports!(a_clumio_request_restores_the_same_as_its_native_equivalent,);

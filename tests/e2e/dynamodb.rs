@@ -100,10 +100,9 @@ async fn assert_restored_like_the_source(ddb: &Client, name: &str, request_id: &
     assert_eq!(items.count(), 1, "the data came back");
 }
 
-#[tokio::test]
-async fn a_table_comes_back_from_its_backup_with_tags_ttl_pitr_and_stream() {
+async fn a_table_comes_back_from_its_backup_with_tags_ttl_pitr_and_stream(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let ddb = Client::new(&servers.aws("us-east-1"));
     create_table(&ddb, "orders", &[("app", "shop"), ("team", "payments")]).await;
     let backup = ddb.create_backup().table_name("orders").backup_name("nightly").send().await.unwrap();
@@ -125,10 +124,9 @@ async fn a_table_comes_back_from_its_backup_with_tags_ttl_pitr_and_stream() {
     assert!(ddb.describe_table().table_name("logs-restored").send().await.is_err(), "logs was not selected");
 }
 
-#[tokio::test]
-async fn point_in_time_recovery_restores_the_table_state_and_a_taken_name_fails_clearly() {
+async fn point_in_time_recovery_restores_the_table_state_and_a_taken_name_fails_clearly(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let ddb = Client::new(&servers.aws("us-east-1"));
     let source_arn = create_table(&ddb, "orders", &[("app", "shop"), ("team", "payments")]).await;
     ddb.create_backup().table_name("orders").backup_name("nightly").send().await.unwrap();
@@ -165,3 +163,8 @@ async fn point_in_time_recovery_restores_the_table_state_and_a_taken_name_fails_
     let tags = tags_of_table(&ddb, theirs.table().unwrap().table_arn().unwrap()).await;
     assert!(!tags.contains_key("lifeboat:request-id"), "someone else's table is not touched: {tags:?}");
 }
+
+on_both_transports!(
+    a_table_comes_back_from_its_backup_with_tags_ttl_pitr_and_stream,
+    point_in_time_recovery_restores_the_table_state_and_a_taken_name_fails_clearly,
+);

@@ -30,10 +30,9 @@ fn ec2_set(name: &str, target: pb::Ec2Target) -> pb::RestoreSet {
     set
 }
 
-#[tokio::test]
-async fn instances_come_back_from_amis_in_their_subnet_stopped_on_request_and_across_regions() {
+async fn instances_come_back_from_amis_in_their_subnet_stopped_on_request_and_across_regions(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let east = servers.ec2("us-east-1");
     let west = servers.ec2("us-west-2");
     let (east_subnet, east_group) = network(&east, "us-east-1a").await;
@@ -118,3 +117,5 @@ async fn instances_come_back_from_amis_in_their_subnet_stopped_on_request_and_ac
     assert!(copy.images()[0].name().unwrap().starts_with("lifeboat-"));
     assert_eq!(west_instances[0].subnet_id(), Some(west_subnet.as_str()));
 }
+
+on_both_transports!(instances_come_back_from_amis_in_their_subnet_stopped_on_request_and_across_regions,);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use aws_sdk_ec2::types::{Filter, InstanceType, ResourceType as Ec2ResourceType, Tag, TagSpecification};
-use lifeboat_common::bus::{Bus, OutgoingMessage};
-use lifeboat_common::subjects::{self, TAG_REQUEST_ID};
+use lifeboat_common::bus::Queue;
+use lifeboat_common::subjects::TAG_REQUEST_ID;
 use lifeboat_proto as pb;
 use lifeboat_tests::*;
 
@@ -21,10 +21,9 @@ fn set(name: &str, region: &str, account: &str, kind: pb::ResourceType, targets:
     set
 }
 
-#[tokio::test]
-async fn every_type_across_accounts_and_regions_planned_then_restored_once_despite_duplicates() {
+async fn every_type_across_accounts_and_regions_planned_then_restored_once_despite_duplicates(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let accounts = lifeboat_common::aws::Accounts::new(servers.aws("us-east-1"), "LifeboatRestoreRole");
     let other_west = accounts.config_for(OTHER, "us-west-2").await.unwrap();
 
@@ -173,31 +172,33 @@ async fn every_type_across_accounts_and_regions_planned_then_restored_once_despi
 
     // The real request: planned while no resource service runs, then every task published again.
     client.submit(&request("all-1", sets("copy"))).await.unwrap();
-    let bus = servers.bus().await;
-    let mut stream = bus.context().get_stream(subjects::WORK_STREAM).await.unwrap();
+    let kinds = ["ebs", "dynamodb", "ec2", "rds"].map(|kind| Queue::Work(kind.to_string()));
     let mut stored = 0;
     for _ in 0..100 {
-        stored = stream.info().await.unwrap().state.messages;
+        stored = 0;
+        for kind in &kinds {
+            stored += queued_count(&servers, kind).await;
+        }
         if stored == 4 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(stored, 4, "four tasks queued");
-    let first = stream.info().await.unwrap().state.first_sequence;
-    for sequence in first..first + 4 {
-        let message = stream.get_raw_message(sequence).await.unwrap();
-        let duplicate = OutgoingMessage::new(message.subject.to_string(), message.payload.clone())
-            .dedupe_id(format!("again-{sequence}"));
-        bus.publish(duplicate).await.unwrap();
+    let mut queued_tasks = Vec::new();
+    for kind in &kinds {
+        queued_tasks.extend(queued(&servers, kind).await);
     }
+    let bus = servers.shared_bus().await;
+    let duplicates = queued_tasks.iter().enumerate().map(|(i, task)| task.republish(format!("again-{i}"))).collect();
+    bus.publish_all(duplicates).await.unwrap();
     planning.stop().await;
     let _services = Running::start(&servers, ServiceSet::default()).await;
     let summary = final_summary(&client, "all-1").await;
     assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:#?}");
     assert_eq!(summary.counts.unwrap().succeeded, 4);
     for kind in ["ebs", "dynamodb", "ec2", "rds"] {
-        work_drained(&bus, kind).await;
+        work_drained(&servers, kind).await;
     }
 
     // Exactly one of each, where it belongs.
@@ -214,3 +215,5 @@ async fn every_type_across_accounts_and_regions_planned_then_restored_once_despi
         databases.db_instances().iter().filter(|d| d.db_instance_identifier() == Some("billing-copy")).collect();
     assert_eq!(restored.len(), 1, "one database, in the other account");
 }
+
+on_both_transports!(every_type_across_accounts_and_regions_planned_then_restored_once_despite_duplicates,);

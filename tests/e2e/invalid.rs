@@ -1,7 +1,9 @@
 //! Bad input: every problem is reported with its field, nothing panics, and the services keep
 //! serving the next request.
 
-use lifeboat_common::bus::{Bus, OutgoingMessage};
+use std::time::Duration;
+
+use lifeboat_common::bus::{OutgoingMessage, Queue, QueueOptions};
 use lifeboat_common::subjects;
 use lifeboat_common::validate::Policy;
 use lifeboat_proto as pb;
@@ -17,10 +19,9 @@ async fn rejection(client: &lifeboat_cli::client::Client, request_id: &str) -> p
     summary.rejection.expect("a rejected summary says why")
 }
 
-#[tokio::test]
-async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs() {
+async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let east = servers.ec2("us-east-1");
     let volume = create_volume(&east, "us-east-1a", 8, &[("app", "ok")]).await;
     create_snapshot(&east, &volume, &[("app", "ok")]).await;
@@ -30,7 +31,7 @@ async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs(
         ServiceSet { discovery: Some(fast_discovery_config(policy)), ..ServiceSet::default() },
     )
     .await;
-    let bus = servers.bus().await;
+    let bus = servers.shared_bus().await;
     let client = servers.client().await;
 
     // Bytes that are not a RestoreRequest: rejected by the id in the header, kept in the dead letters.
@@ -128,30 +129,85 @@ async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs(
         .unwrap();
     assert_eq!(verdict(&final_summary(&client, "valid-after").await), pb::Verdict::Completed);
 
-    // The undecodable request is kept, with its reason, in the dead-letter stream.
-    let dead_letters = last_stored(&bus, subjects::DEADLETTER_STREAM, "lifeboat.deadletter.discovery").await;
-    assert_eq!(dead_letters.payload.as_ref(), &[0xff, 0xff, 0xff, 0x01, 0x02]);
-    let reason = dead_letters.headers.get(subjects::HEADER_DEADLETTER_REASON).unwrap().to_string();
-    assert!(reason.contains("UNDECODABLE_REQUEST"), "{reason}");
+    // The undecodable request is kept, with its reason, in the dead letters.
+    let dead = dead_letters(&servers, &Queue::Requests).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].payload, [0xff, 0xff, 0xff, 0x01, 0x02]);
+    assert!(dead[0].reason().unwrap().contains("UNDECODABLE_REQUEST"), "{:?}", dead[0].reason());
+    assert_eq!(dead[0].header(subjects::HEADER_REQUEST_ID), Some("garbage-1"));
 }
 
-#[tokio::test]
-async fn a_poison_task_is_dead_lettered_and_reported_failed() {
+/// Work bytes that are not a RestoreTask (discovery's headers still name the task).
+fn poison(request_id: &str, task_id: &str) -> OutgoingMessage {
+    OutgoingMessage::new(subjects::work_subject("ebs"), b"\x0a\xff\xff".to_vec())
+        .header(subjects::HEADER_REQUEST_ID, request_id)
+        .header(subjects::HEADER_TASK_ID, task_id)
+}
+
+/// What a poison task leaves: a FAILED task with the reason, and its bytes in the dead letters.
+async fn assert_poison_handled(servers: &Servers, request_id: &str, task_id: &str) -> pb::TaskState {
+    let summary = final_summary(&servers.client().await, request_id).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Failed, "{summary:#?}");
+    assert_eq!(summary.tasks.len(), 1);
+    let task = summary.tasks[0].clone();
+    assert_eq!(task.task_id, task_id);
+    assert_eq!(task.phase, pb::TaskPhase::Failed as i32);
+    assert_eq!(task.reason_code, "POISON_MESSAGE");
+    work_drained(servers, "ebs").await;
+    let dead = dead_letters(servers, &Queue::Work("ebs".into())).await;
+    assert_eq!(dead.len(), 1, "dead-lettered once: {dead:?}");
+    assert_eq!(dead[0].payload, b"\x0a\xff\xff");
+    let reason = dead[0].reason().expect("a reason");
+    assert!(reason.starts_with("POISON_MESSAGE: not a lifeboat.v1.RestoreTask"), "{reason}");
+    assert_eq!(dead[0].header(subjects::HEADER_DEADLETTER_SUBJECT), Some("lifeboat.work.ebs"));
+    assert_eq!(dead[0].header(subjects::HEADER_TASK_ID), Some(task_id));
+    task
+}
+
+async fn a_poison_task_is_dead_lettered_and_reported_failed(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
-    let bus = servers.bus().await;
-    report_planned(std::sync::Arc::new(bus.clone()), "poison-1", 1).await;
-    bus.publish(
-        OutgoingMessage::new(subjects::work_subject("ebs"), b"\x0a\xff\xff".to_vec())
-            .header(subjects::HEADER_REQUEST_ID, "poison-1")
-            .header(subjects::HEADER_TASK_ID, "t-poison"),
-    )
-    .await
-    .unwrap();
-    let client = servers.client().await;
-    let summary = final_summary(&client, "poison-1").await;
-    assert_eq!(verdict(&summary), pb::Verdict::Failed);
-    assert_eq!(summary.tasks[0].task_id, "t-poison");
-    assert_eq!(summary.tasks[0].reason_code, "POISON_MESSAGE");
+    let bus = servers.shared_bus().await;
+    report_planned(bus.clone(), "poison-1", 1).await;
+    bus.publish(poison("poison-1", "t-poison")).await.unwrap();
+    let task = assert_poison_handled(&servers, "poison-1", "t-poison").await;
+    assert_eq!(task.attempt, 1, "dead-lettered on its first delivery");
+}
+
+on_both_transports!(
+    invalid_requests_are_rejected_by_field_and_the_next_request_still_runs,
+    a_poison_task_is_dead_lettered_and_reported_failed,
+);
+
+/// Workers that take a poison task and die before settling it (the way a process crashes on
+/// it) use up its receives; the last receive the SQS redrive policy allows still reaches a live
+/// service, which dead-letters it with the reason and reports it FAILED. SQS only: the redrive
+/// policy is SQS's (JetStream consumers here have no max_deliver; the loop's max_deliveries is
+/// covered in resilience.rs). If dying workers took every receive, SQS would move the message
+/// to the dead-letter queue itself, without a reason and without anyone reporting the task.
+#[tokio::test]
+async fn sqs_a_poison_task_received_by_dying_workers_is_dead_lettered_on_its_last_receive() {
+    init_logging();
+    let servers = Servers::start_with(Transport::Sqs).await;
+    let work = Queue::Work("ebs".into());
+    let max_receive_count = 3;
+    let redrive = lifeboat_sqs::SqsConfig { max_receive_count, ..servers.sqs_config() };
+    lifeboat_sqs::SqsBus::new(&servers.aws("us-east-1"), redrive).unwrap().ensure_queue(&work).await.unwrap();
+    let bus = servers.shared_bus().await;
+    report_planned(bus.clone(), "poison-2", 1).await;
+    bus.publish(poison("poison-2", "t-dies")).await.unwrap();
+
+    // Received and never settled: back after each one-second ack wait.
+    let options = QueueOptions { ack_wait: Duration::from_secs(1), ..QueueOptions::default() };
+    let mut dying = bus.consume(&work, &options).await.unwrap();
+    for attempt in 1..max_receive_count {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), dying.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(delivery.attempt, attempt);
+    }
+    drop(dying);
+
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let task = assert_poison_handled(&servers, "poison-2", "t-dies").await;
+    assert_eq!(task.attempt, max_receive_count, "handled on the last receive SQS allows");
 }

@@ -18,10 +18,9 @@ fn rds_set(name: &str, kind: pb::ResourceType, target: pb::RdsTarget) -> pb::Res
     set
 }
 
-#[tokio::test]
-async fn databases_and_clusters_come_back_and_a_missing_subnet_group_fails_only_its_set() {
+async fn databases_and_clusters_come_back_and_a_missing_subnet_group_fails_only_its_set(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let ec2 = servers.ec2("us-east-1");
     let rds = Client::new(&servers.aws("us-east-1"));
     let vpc = ec2.create_vpc().cidr_block("10.1.0.0/16").send().await.unwrap();
@@ -135,3 +134,5 @@ async fn databases_and_clusters_come_back_and_a_missing_subnet_group_fails_only_
     assert!(task("pitr").selection_reason.starts_with("point-in-time recovery to"));
     assert!(rds.describe_db_instances().db_instance_identifier("orders-broken").send().await.is_err());
 }
+
+on_both_transports!(databases_and_clusters_come_back_and_a_missing_subnet_group_fails_only_its_set,);

@@ -1,8 +1,9 @@
-//! No lost or duplicated work: redelivered tasks and crashed workers.
+//! No lost or duplicated work: redelivered tasks, crashed workers, a restarted aggregator and
+//! a task that runs out of deliveries, over both transports.
 
 use std::time::Duration;
 
-use lifeboat_common::bus::{Bus, OutgoingMessage};
+use lifeboat_common::bus::{OutgoingMessage, Queue};
 use lifeboat_common::subjects::{self, TAG_TASK_ID};
 use lifeboat_proto as pb;
 use lifeboat_tests::*;
@@ -31,19 +32,18 @@ fn ebs_task(request_id: &str, task_id: &str, snapshot_id: &str, volume_id: &str)
     }
 }
 
-#[tokio::test]
-async fn the_same_task_delivered_twice_creates_one_volume() {
+async fn the_same_task_delivered_twice_creates_one_volume(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let east = servers.ec2("us-east-1");
     let volume = create_volume(&east, "us-east-1a", 8, &[]).await;
     let snapshot = create_snapshot(&east, &volume, &[]).await;
     let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
-    let bus = servers.bus().await;
+    let bus = servers.shared_bus().await;
 
-    // The plan, as discovery would publish it, then the same task twice with distinct message
-    // ids so that JetStream's dedupe does not hide the duplicate.
-    report_planned(std::sync::Arc::new(bus.clone()), "dup-1", 1).await;
+    // The plan, as discovery would publish it, then the same task twice with distinct dedupe
+    // ids so that the bus's dedupe (JetStream's, the FIFO queue's) does not hide the duplicate.
+    report_planned(bus.clone(), "dup-1", 1).await;
     let task = ebs_task("dup-1", "t-duplicate", &snapshot, &volume);
     for copy in ["first", "second"] {
         bus.publish(
@@ -57,7 +57,7 @@ async fn the_same_task_delivered_twice_creates_one_volume() {
     assert_eq!(verdict(&summary), pb::Verdict::Completed);
     assert_eq!(summary.counts.unwrap().succeeded, 1);
     // Both deliveries handled and acknowledged, then count.
-    work_drained(&bus, "ebs").await;
+    work_drained(&servers, "ebs").await;
     let volumes = volumes_tagged(&east, TAG_TASK_ID, "t-duplicate").await;
     assert_eq!(volumes.len(), 1, "exactly one volume for one task: {volumes:?}");
     assert_eq!(summary.tasks[0].created_resource_ids, vec![volumes[0].volume_id().unwrap().to_string()]);
@@ -65,26 +65,26 @@ async fn the_same_task_delivered_twice_creates_one_volume() {
 
 /// Runs an EBS service on its own runtime, so it can be killed the way a process dies: no
 /// graceful shutdown, no acks of what it was doing.
-fn start_doomed_ebs(nats_url: String, aws: aws_config::SdkConfig) -> tokio::runtime::Runtime {
+fn start_doomed_ebs(servers: &Servers) -> tokio::runtime::Runtime {
+    let (address, aws) = (servers.bus_address(), servers.aws("us-east-1"));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     runtime.spawn(async move {
-        let bus = lifeboat_common::jetstream::JetStreamBus::connect(&nats_url).await.unwrap();
+        let bus = address.connect().await;
         let accounts = lifeboat_common::aws::Accounts::new(aws, "role");
         // A long first re-check, so the task is mid-flight (volume created, not yet reported
         // done) when the process dies.
         let mut config = short_ack_wait(fast_ebs_config(), Duration::from_secs(2));
         config.service.wait.check_initial = Duration::from_secs(3);
         config.service.wait.check_max = Duration::from_secs(3);
-        let service = lifeboat_ebs::service(accounts, std::sync::Arc::new(bus), config);
+        let service = lifeboat_ebs::service(accounts, bus, config);
         let _ = service.run(tokio_util::sync::CancellationToken::new()).await;
     });
     runtime
 }
 
-#[tokio::test]
-async fn a_fresh_worker_finishes_what_a_crashed_one_started() {
+async fn a_fresh_worker_finishes_what_a_crashed_one_started(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let west = servers.ec2("us-west-2");
     let east = servers.ec2("us-east-1");
     let mut snapshots = Vec::new();
@@ -93,7 +93,7 @@ async fn a_fresh_worker_finishes_what_a_crashed_one_started() {
         snapshots.push(create_snapshot(&west, &volume, &[("crash", "yes")]).await);
     }
     let _others = Running::start(&servers, ServiceSet { ebs: None, ..ServiceSet::default() }).await;
-    let doomed = start_doomed_ebs(servers.nats_url.clone(), servers.aws("us-east-1"));
+    let doomed = start_doomed_ebs(&servers);
     let client = servers.client().await;
     // Cross-region: the first step starts a snapshot copy and comes back later for the volume.
     let target =
@@ -141,10 +141,9 @@ async fn a_fresh_worker_finishes_what_a_crashed_one_started() {
     assert_eq!(restored_from, snapshots.into_iter().collect());
 }
 
-#[tokio::test]
-async fn an_aggregator_restart_loses_nothing() {
+async fn an_aggregator_restart_loses_nothing(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let east = servers.ec2("us-east-1");
     let volume = create_volume(&east, "us-east-1a", 8, &[("keep", "state")]).await;
     create_snapshot(&east, &volume, &[("keep", "state")]).await;
@@ -163,7 +162,7 @@ async fn an_aggregator_restart_loses_nothing() {
     let before = final_summary(&client, "restart-1").await;
     services.stop().await;
 
-    // A new aggregator answers from the KV bucket alone.
+    // A new aggregator answers from its state store alone (JetStream KV, DynamoDB).
     let _aggregator = Running::start(
         &servers,
         ServiceSet { discovery: None, ebs: None, dynamodb: None, ec2: None, rds: None, aggregator: true },
@@ -177,10 +176,9 @@ async fn an_aggregator_restart_loses_nothing() {
     assert_eq!(after.tasks, before.tasks);
 }
 
-#[tokio::test]
-async fn a_task_that_never_gets_a_copy_slot_ends_failed_and_dead_lettered() {
+async fn a_task_that_never_gets_a_copy_slot_ends_failed_and_dead_lettered(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let west = servers.ec2("us-west-2");
     let volume = create_volume(&west, "us-west-2a", 8, &[("slot", "none")]).await;
     create_snapshot(&west, &volume, &[("slot", "none")]).await;
@@ -203,8 +201,17 @@ async fn a_task_that_never_gets_a_copy_slot_ends_failed_and_dead_lettered() {
     assert_eq!(task.reason_code, lifeboat_common::consumer::MAX_DELIVERIES, "{task:?}");
     assert_eq!(task.attempt, 3);
     assert!(snapshots_tagged(&servers.ec2("us-east-1"), subjects::TAG_REQUEST_ID, "no-slot").await.is_empty());
-    let bus = servers.bus().await;
-    let dead = last_stored(&bus, subjects::DEADLETTER_STREAM, "lifeboat.deadletter.work-ebs").await;
-    let task_back = <pb::RestoreTask as prost::Message>::decode(dead.payload.as_ref()).unwrap();
+    let dead = dead_letters(&servers, &Queue::Work("ebs".into())).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let task_back = <pb::RestoreTask as prost::Message>::decode(dead[0].payload.as_ref()).unwrap();
     assert_eq!(task_back.task_id, task.task_id, "the task is kept for inspection or replay");
+    let reason = dead[0].reason().expect("a reason");
+    assert!(reason.starts_with(lifeboat_common::consumer::MAX_DELIVERIES), "{reason}");
 }
+
+on_both_transports!(
+    the_same_task_delivered_twice_creates_one_volume,
+    a_fresh_worker_finishes_what_a_crashed_one_started,
+    an_aggregator_restart_loses_nothing,
+    a_task_that_never_gets_a_copy_slot_ends_failed_and_dead_lettered,
+);

@@ -1,5 +1,5 @@
-//! Bulk EBS restores end to end: discovery, the EBS service and the aggregator over real
-//! nats-server and moto_server.
+//! Bulk EBS restores end to end: discovery, the EBS service and the aggregator in moto, over
+//! NATS JetStream and over moto's SQS.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -7,10 +7,9 @@ use lifeboat_common::subjects::{TAG_REQUEST_ID, TAG_SOURCE_BACKUP, TAG_TASK_ID};
 use lifeboat_proto as pb;
 use lifeboat_tests::*;
 
-#[tokio::test]
-async fn bulk_restore_picks_before_and_after_every_volume_and_crosses_regions() {
+async fn bulk_restore_picks_before_and_after_every_volume_and_crosses_regions(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let east = servers.ec2("us-east-1");
     let west = servers.ec2("us-west-2");
 
@@ -124,10 +123,8 @@ async fn bulk_restore_picks_before_and_after_every_volume_and_crosses_regions() 
     assert_eq!(tags.get(TAG_TASK_ID), Some(&task.task_id));
     assert!(task.created_resource_ids.contains(&restored_a.volume_id().unwrap().to_string()));
 
-    // The last summary stays retrievable from its stream, for clients that come late.
-    let bus = servers.bus().await;
-    let stored = last_stored(&bus, lifeboat_common::subjects::SUMMARIES_STREAM, "lifeboat.events.summary.bulk-1").await;
-    let last = <pb::RequestSummary as prost::Message>::decode(stored.payload.as_ref()).unwrap();
+    // The last summary stays retrievable, for clients that come late.
+    let last = late_summary(&servers, "bulk-1").await;
     assert!(last.r#final);
     assert_eq!(verdict(&last), pb::Verdict::Completed);
 
@@ -136,10 +133,9 @@ async fn bulk_restore_picks_before_and_after_every_volume_and_crosses_regions() 
     assert!(volumes_tagged(&west, TAG_REQUEST_ID, "bulk-1").await.is_empty());
 }
 
-#[tokio::test]
-async fn dry_run_plans_every_backup_and_creates_nothing() {
+async fn dry_run_plans_every_backup_and_creates_nothing(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let east = servers.ec2("us-east-1");
     let volume = create_volume(&east, "us-east-1a", 8, &[("team", "payments")]).await;
     let first = create_snapshot(&east, &volume, &[("team", "payments")]).await;
@@ -199,10 +195,9 @@ async fn dry_run_plans_every_backup_and_creates_nothing() {
     assert_eq!(lifeboat_cli::render::exit_code(verdict(&summary)), 0);
 }
 
-#[tokio::test]
-async fn restores_in_another_account_through_assume_role() {
+async fn restores_in_another_account_through_assume_role(transport: Transport) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let other = "111111111111";
     let accounts = lifeboat_common::aws::Accounts::new(servers.aws("us-east-1"), "LifeboatRestoreRole");
     let other_ec2 = aws_sdk_ec2::Client::new(&accounts.config_for(other, "us-east-1").await.unwrap());
@@ -235,3 +230,9 @@ async fn restores_in_another_account_through_assume_role() {
     assert_eq!(restored[0].snapshot_id(), Some(their_snapshot.as_str()));
     assert!(volumes_tagged(&own_ec2, TAG_REQUEST_ID, "assume-1").await.is_empty(), "nothing in the caller's account");
 }
+
+on_both_transports!(
+    bulk_restore_picks_before_and_after_every_volume_and_crosses_regions,
+    dry_run_plans_every_backup_and_creates_nothing,
+    restores_in_another_account_through_assume_role,
+);

@@ -2,7 +2,7 @@
 //! Lifeboat services built in-process against them over either transport (NATS JetStream, or
 //! moto's SQS with the DynamoDB state store), and helpers to seed and inspect moto.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,17 +12,20 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_ec2::types::{Filter, ResourceType as Ec2ResourceType, Tag, TagSpecification, Volume};
+use base64::Engine;
 use lifeboat_aggregator::{api, Aggregator, AggregatorConfig, DynamoRecords, KvRecords, Store};
 use lifeboat_cli::client::{ApiClient, Client, LifeboatClient};
 use lifeboat_common::aws::Accounts;
-use lifeboat_common::bus::{Bus, QueueOptions};
+use lifeboat_common::bus::{Bus, OutgoingMessage, Queue, QueueOptions};
 use lifeboat_common::jetstream::JetStreamBus;
 use lifeboat_common::restore::WaitPolicy;
+use lifeboat_common::subjects;
 use lifeboat_common::validate::Policy;
 use lifeboat_common::ConsumerOptions;
 use lifeboat_discovery::{Discovery, DiscoveryConfig};
 use lifeboat_ebs::EbsConfig;
 use lifeboat_proto as pb;
+use lifeboat_sqs::{QueueKey, SqsBus};
 use tokio_util::sync::CancellationToken;
 
 /// The account moto serves for the test credentials.
@@ -163,9 +166,16 @@ impl Servers {
 
     /// The bus of this test's transport.
     pub async fn shared_bus(&self) -> Arc<dyn Bus> {
-        match self.transport {
-            Transport::Nats => Arc::new(self.bus().await),
-            Transport::Sqs => Arc::new(self.sqs()),
+        self.bus_address().connect().await
+    }
+
+    /// What it takes to connect to this test's bus from another runtime.
+    pub fn bus_address(&self) -> BusAddress {
+        BusAddress {
+            transport: self.transport,
+            nats_url: self.nats_url.clone(),
+            aws: self.aws("us-east-1"),
+            sqs: self.sqs_config(),
         }
     }
 
@@ -213,6 +223,25 @@ impl Servers {
         match self.transport {
             Transport::Nats => Client::Nats(LifeboatClient::from_bus(self.bus().await)),
             Transport::Sqs => Client::Api(ApiClient::new(&self.api_url()).expect("API client")),
+        }
+    }
+}
+
+/// Where a test's bus is, for services run on a runtime of their own (and killed with it, the
+/// way a process dies): connected there, their connections die with it too.
+#[derive(Clone)]
+pub struct BusAddress {
+    transport: Transport,
+    nats_url: String,
+    aws: SdkConfig,
+    sqs: lifeboat_sqs::SqsConfig,
+}
+
+impl BusAddress {
+    pub async fn connect(&self) -> Arc<dyn Bus> {
+        match self.transport {
+            Transport::Nats => Arc::new(JetStreamBus::connect(&self.nats_url).await.expect("connect to nats")),
+            Transport::Sqs => Arc::new(SqsBus::new(&self.aws, self.sqs.clone()).expect("SQS bus")),
         }
     }
 }
@@ -500,29 +529,206 @@ pub fn verdict(summary: &pb::RequestSummary) -> pb::Verdict {
     pb::Verdict::try_from(summary.verdict).unwrap_or_default()
 }
 
-/// Waits until every message of the `kind` work queue has been handled and acknowledged.
-pub async fn work_drained(bus: &JetStreamBus, kind: &str) {
-    let stream = bus.context().get_stream(lifeboat_common::subjects::WORK_STREAM).await.expect("work stream");
+/// Waits until every message of the `kind` work queue has been handled and settled: nothing
+/// pending or unacknowledged on its JetStream consumer, nothing visible, in flight or delayed in
+/// its SQS queue.
+pub async fn work_drained(servers: &Servers, kind: &str) {
+    let queue = Queue::Work(kind.to_string());
     for _ in 0..200 {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-            stream.get_consumer(&format!("work-{kind}")).await.expect("consumer");
-        let info = consumer.info().await.expect("consumer info");
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
+        let drained = match servers.transport {
+            Transport::Nats => {
+                let stream =
+                    servers.bus().await.context().get_stream(subjects::WORK_STREAM).await.expect("work stream");
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                    stream.get_consumer(&queue.consumer_name()).await.expect("consumer");
+                let info = consumer.info().await.expect("consumer info");
+                info.num_pending == 0 && info.num_ack_pending == 0
+            }
+            Transport::Sqs => servers.sqs().depth(&QueueKey::main(&queue)).await.expect("queue depth").total() == 0,
+        };
+        if drained {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("work queue {kind} not drained within 10s");
+    panic!("work queue {kind} not drained within 20s");
 }
 
-/// The last message stored in `stream` under `subject` (dead letters, summaries).
-pub async fn last_stored(
-    bus: &JetStreamBus,
-    stream: &str,
-    subject: &str,
-) -> async_nats::jetstream::message::StreamMessage {
-    let stream = bus.context().get_stream(stream).await.expect("stream exists");
-    stream.get_last_raw_message_by_subject(subject).await.expect("a stored message")
+/// A message as a queue holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Stored {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// Why it was dead-lettered (`CODE: reason`), if the consumer loop put it there.
+    pub fn reason(&self) -> Option<&str> {
+        self.header(subjects::HEADER_DEADLETTER_REASON)
+    }
+
+    /// The same message again, under another dedupe id.
+    pub fn republish(&self, dedupe_id: impl Into<String>) -> OutgoingMessage {
+        let message = OutgoingMessage::new(self.subject.clone(), self.payload.clone()).dedupe_id(dedupe_id);
+        self.headers.iter().fold(message, |message, (name, value)| message.header(name.clone(), value.clone()))
+    }
+}
+
+/// What `queue` holds now, without taking it off: the messages its JetStream stream stores
+/// under its subject, or everything its SQS queue holds. On SQS this receives the messages and
+/// makes them visible again at once, so each one's next delivery counts one attempt more.
+pub async fn queued(servers: &Servers, queue: &Queue) -> Vec<Stored> {
+    match servers.transport {
+        Transport::Nats => {
+            let stream = match queue {
+                Queue::Requests => subjects::REQUESTS_STREAM,
+                Queue::Work(_) => subjects::WORK_STREAM,
+                Queue::StatusEvents => subjects::EVENTS_STREAM,
+            };
+            let status_prefix = format!("{}.", subjects::STATUS_PREFIX);
+            stored_in_stream(&servers.bus().await, stream, |subject| match queue {
+                Queue::StatusEvents => subject.starts_with(&status_prefix),
+                _ => subject == queue.filter_subject(),
+            })
+            .await
+        }
+        Transport::Sqs => peek_sqs(&servers.sqs(), &QueueKey::main(queue)).await,
+    }
+}
+
+/// How many messages `queue` holds, without receiving any.
+pub async fn queued_count(servers: &Servers, queue: &Queue) -> u64 {
+    match servers.transport {
+        Transport::Nats => queued(servers, queue).await.len() as u64,
+        Transport::Sqs => servers.sqs().depth(&QueueKey::main(queue)).await.expect("queue depth").total(),
+    }
+}
+
+/// Everything dead-lettered from `queue` so far, oldest first on NATS: the messages of the
+/// LIFEBOAT_DEADLETTER stream under `lifeboat.deadletter.<consumer>`, or those of the SQS queue's
+/// dead-letter queue (also what SQS moved there itself by its redrive policy, without a reason).
+pub async fn dead_letters(servers: &Servers, queue: &Queue) -> Vec<Stored> {
+    match servers.transport {
+        Transport::Nats => {
+            let subject = queue.deadletter_subject();
+            stored_in_stream(&servers.bus().await, subjects::DEADLETTER_STREAM, |s| s == subject).await
+        }
+        Transport::Sqs => peek_sqs(&servers.sqs(), &QueueKey::dead_letter(queue)).await,
+    }
+}
+
+async fn stored_in_stream(bus: &JetStreamBus, stream: &str, wanted: impl Fn(&str) -> bool) -> Vec<Stored> {
+    let mut stream = bus.context().get_stream(stream).await.expect("stream exists");
+    let state = stream.info().await.expect("stream info").state.clone();
+    let mut stored = Vec::new();
+    if state.messages == 0 {
+        return stored;
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        // A work queue's acknowledged messages are gone: their sequences are holes.
+        let Ok(message) = stream.get_raw_message(sequence).await else { continue };
+        if !wanted(&message.subject) {
+            continue;
+        }
+        let mut headers = BTreeMap::new();
+        // JetStream's own (`Nats-Msg-Id`...) are not the message's headers.
+        for (name, values) in message.headers.iter().filter(|(name, _)| !name.to_string().starts_with("Nats-")) {
+            if let Some(value) = values.first() {
+                headers.insert(name.to_string(), value.to_string());
+            }
+        }
+        stored.push(Stored { subject: message.subject.to_string(), payload: message.payload.to_vec(), headers });
+    }
+    stored
+}
+
+/// Receives everything `key`'s queue holds, then makes it visible again.
+async fn peek_sqs(bus: &SqsBus, key: &QueueKey) -> Vec<Stored> {
+    let url = bus.url(key).await.expect("queue url");
+    let (mut stored, mut receipts) = (Vec::new(), Vec::new());
+    loop {
+        let received = bus
+            .client()
+            .receive_message()
+            .queue_url(url.as_ref())
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .visibility_timeout(30)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        if received.is_empty() {
+            break;
+        }
+        for message in received {
+            receipts.extend(message.receipt_handle().map(str::to_string));
+            stored.push(decode_sqs(&message, key));
+        }
+    }
+    for receipt in receipts {
+        bus.client()
+            .change_message_visibility()
+            .queue_url(url.as_ref())
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("make visible again");
+    }
+    stored
+}
+
+/// A received SQS message as Lifeboat sent it: base64 body, subject and headers as attributes
+/// (some of them packed as JSON in one).
+fn decode_sqs(message: &aws_sdk_sqs::types::Message, key: &QueueKey) -> Stored {
+    let body = message.body().unwrap_or_default();
+    let payload = match body {
+        "=" => Vec::new(),
+        body => base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_else(|_| body.as_bytes().to_vec()),
+    };
+    let (mut subject, mut headers) = (key.default_subject(), BTreeMap::new());
+    for (name, value) in message.message_attributes().into_iter().flatten() {
+        let Some(text) = value.string_value() else { continue };
+        match name.as_str() {
+            lifeboat_sqs::SUBJECT_ATTRIBUTE => subject = text.to_string(),
+            lifeboat_sqs::HEADERS_ATTRIBUTE => {
+                headers.extend(serde_json::from_str::<BTreeMap<String, String>>(text).expect("packed headers"))
+            }
+            _ => {
+                headers.insert(name.clone(), text.to_string());
+            }
+        }
+    }
+    Stored { subject, payload, headers }
+}
+
+/// The final summary a client that comes late still gets: the last one kept on the summaries
+/// stream (NATS), or what the status API answers from the state store (SQS has no fan-out).
+pub async fn late_summary(servers: &Servers, request_id: &str) -> pb::RequestSummary {
+    match servers.transport {
+        Transport::Nats => {
+            let bus = servers.bus().await;
+            let stream = bus.context().get_stream(subjects::SUMMARIES_STREAM).await.expect("summaries stream");
+            let stored = stream
+                .get_last_raw_message_by_subject(&subjects::summary_subject(request_id))
+                .await
+                .expect("a stored summary");
+            <pb::RequestSummary as prost::Message>::decode(stored.payload.as_ref()).expect("a summary")
+        }
+        Transport::Sqs => {
+            let reply = servers.client().await.status(request_id, false).await.expect("status");
+            assert!(reply.found, "{request_id} is known to the status API");
+            reply.summary.expect("a summary")
+        }
+    }
 }
 
 pub fn init_logging() {
