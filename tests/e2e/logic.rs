@@ -266,30 +266,6 @@ restore_sets:
 }
 
 #[test]
-fn docker_compose_runs_every_service_from_files_that_exist() {
-    use clap::ValueEnum;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let compose: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap()).unwrap();
-    let services = compose["services"].as_mapping().unwrap();
-    for name in ["nats", "moto", "discovery", "ebs", "aggregator"] {
-        assert!(services.contains_key(name), "docker-compose.yml has no {name} service");
-    }
-    let dockerfile = compose["x-lifeboat"]["build"]["dockerfile"].as_str().unwrap();
-    assert!(root.join(dockerfile).exists(), "{dockerfile} missing");
-    for (name, service) in services {
-        let Some(command) = service["command"].as_sequence() else { continue };
-        if command.first().and_then(|c| c.as_str()) == Some("serve") {
-            let served = command[1].as_str().unwrap();
-            assert!(
-                lifeboat_cli::serve::ServiceName::from_str(served, false).is_ok(),
-                "{name:?} runs unknown service {served}"
-            );
-        }
-    }
-}
-
-#[test]
 fn tables_show_the_resource_part_of_arns() {
     use lifeboat_cli::render::short_id;
     assert_eq!(short_id("arn:aws:dynamodb:us-east-1:123456789012:table/orders-restored"), "table/orders-restored");

@@ -16,3 +16,4 @@ mod rds;
 mod resilience;
 mod restore;
 mod sqs;
+mod stack;
