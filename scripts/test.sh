@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
+# The tracing tests run the real `lifeboat` binary, which `cargo test` does not build.
+cargo build --locked --bin lifeboat
 cargo test --workspace --locked "$@"

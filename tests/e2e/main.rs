@@ -17,3 +17,4 @@ mod resilience;
 mod restore;
 mod sqs;
 mod stack;
+mod traces;

@@ -16,12 +16,14 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use lifeboat_common::bus::OutgoingMessage;
 use lifeboat_common::ids::is_valid_request_id;
-use lifeboat_common::subjects;
+use lifeboat_common::{subjects, trace_context};
 use lifeboat_proto::RestoreRequest;
 use prost::Message;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use crate::service::Aggregator;
 
@@ -107,11 +109,36 @@ async fn show(
 /// Accepts a RestoreRequest as JSON, or as protobuf with `Content-Type: application/x-protobuf`,
 /// and publishes it for discovery. Everything beyond the id is validated by discovery, which
 /// answers an invalid request with a REJECTED event naming each bad field.
+///
+/// The request runs in a server span continuing the client's trace (its `traceparent`), so the
+/// request's trace starts at the client's submission.
 async fn submit(
     State(aggregator): State<Arc<Aggregator>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        "http.submit",
+        otel.name = "POST /v1/requests",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/v1/requests",
+        http.response.status_code = Empty,
+        lifeboat.service = "aggregator",
+        lifeboat.request_id = Empty,
+        trace_id = Empty,
+    );
+    trace_context::continue_trace(&span, trace_context::extract_http(&headers));
+    let accepted = accept(&aggregator, &headers, body).instrument(span.clone()).await;
+    let status = match &accepted {
+        Ok(response) => response.status(),
+        Err(ApiError(status, _)) => *status,
+    };
+    span.record("http.response.status_code", status.as_u16());
+    accepted
+}
+
+async fn accept(aggregator: &Aggregator, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let protobuf = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -131,6 +158,7 @@ async fn submit(
         request.submitted_at = Some(lifeboat_common::time::now());
     }
     let id = request.request_id.clone();
+    tracing::Span::current().record("lifeboat.request_id", id.as_str());
     let message = OutgoingMessage::proto(subjects::RESTORE_REQUESTS, &request)
         .dedupe_id(id.clone())
         .header(subjects::HEADER_REQUEST_ID, id.clone());

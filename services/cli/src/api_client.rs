@@ -44,6 +44,8 @@ impl ApiClient {
             .http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+            // The caller's trace continues in the API's span and everything after it.
+            .headers(lifeboat_common::trace_context::http_headers(&tracing::Span::current()))
             .body(request.encode_to_vec())
             .send()
             .await

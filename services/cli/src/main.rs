@@ -11,6 +11,7 @@ use lifeboat_cli::request_file;
 use lifeboat_cli::serve::{serve, ServeOptions, ServiceName, StateStore, Transport};
 use lifeboat_common::validate::{validate_request, Policy};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Parser)]
 #[command(name = "lifeboat", version, about = "Bulk restores of AWS resources across accounts and regions")]
@@ -168,9 +169,24 @@ enum RestoreCommand {
     Status { request_id: String },
 }
 
+impl Cli {
+    /// The `service.name` of this process's spans unless `OTEL_SERVICE_NAME` names one:
+    /// `lifeboat-ebs` for `lifeboat serve ebs`, `lifeboat` for anything else (several services
+    /// in one process tell theirs apart by the `lifeboat.service` span attribute).
+    fn service_name(&self) -> String {
+        match &self.command {
+            Command::Serve { services, .. } if services.len() == 1 && services[0] != ServiceName::All => {
+                let name = services[0].to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+                format!("{}-{name}", lifeboat_common::telemetry::DEFAULT_SERVICE_NAME)
+            }
+            _ => lifeboat_common::telemetry::DEFAULT_SERVICE_NAME.to_string(),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    lifeboat_common::telemetry::init();
     let cli = Cli::parse();
+    let telemetry = lifeboat_common::telemetry::init_as(&cli.service_name());
     // The AWS flags become the standard variables the SDK reads, set before any thread starts.
     for (variable, value) in [
         ("AWS_PROFILE", &cli.aws_profile),
@@ -188,7 +204,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Spans end when the tasks holding them are dropped with the runtime; then they are exported.
+    drop(runtime);
+    telemetry.shutdown();
+    match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -249,15 +269,28 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         }
                         return Ok(render::exit_code(lifeboat_proto::Verdict::Rejected));
                     }
-                    client.submit(&request).await?;
+                    // The root of the request's trace; discovery's work continues it.
+                    let span = tracing::info_span!(
+                        "lifeboat.submit",
+                        lifeboat.service = "cli",
+                        lifeboat.request_id = %request.request_id,
+                        lifeboat.restore_sets = request.restore_sets.len(),
+                        trace_id = tracing::field::Empty,
+                    );
+                    lifeboat_common::telemetry::record_trace_id(&span);
+                    client.submit(&request).instrument(span.clone()).await?;
                     if cli.output == Output::Text {
+                        let trace = lifeboat_common::telemetry::trace_id(&span)
+                            .map(|id| format!(", trace {id}"))
+                            .unwrap_or_default();
                         eprintln!(
-                            "submitted {} ({} restore sets{})",
+                            "submitted {} ({} restore sets{}{trace})",
                             request.request_id,
                             request.restore_sets.len(),
                             if request.dry_run { ", dry run" } else { "" }
                         );
                     }
+                    drop(span);
                     // A dry run is only useful with its plan, so it is always followed.
                     if watch || request.dry_run {
                         follow(&client, &request.request_id, timeout, cli.output).await

@@ -84,9 +84,11 @@ impl StateStore {
     }
 }
 
-/// The state table's client, counted in the AWS call metrics like every other.
+/// The state table's client, counted in the AWS call metrics and traced like every other.
 fn state_table_client(aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::config::Builder::from(aws).interceptor(lifeboat_common::metrics::AwsMetrics::new());
+    let config = aws_sdk_dynamodb::config::Builder::from(aws)
+        .interceptor(lifeboat_common::metrics::AwsMetrics::new())
+        .interceptor(lifeboat_common::aws_trace::AwsTracing::new());
     aws_sdk_dynamodb::Client::from_conf(config.build())
 }
 

@@ -1,7 +1,7 @@
 //! AWS access for every service: one `SdkConfig` per (account, region), reached by STS
 //! AssumeRole when the account is not the caller's, and the classification of AWS errors into
 //! retry / fail-the-task / reject. Every client built here records its calls and throttles
-//! ([`AwsMetrics`]).
+//! ([`AwsMetrics`]) and traces each operation as a span ([`AwsTracing`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::sync::{Mutex, OnceCell};
 
+use crate::aws_trace::AwsTracing;
 use crate::metrics::AwsMetrics;
 
 /// Default name of the role Lifeboat assumes in every other account.
@@ -169,6 +170,7 @@ pub fn dynamodb_client(config: &SdkConfig, account_id: &str, region: &str) -> aw
     let config = aws_sdk_dynamodb::config::Builder::from(config)
         .retry_partition(aws_sdk_dynamodb::config::retry::RetryPartition::new(partition))
         .interceptor(AwsMetrics::new())
+        .interceptor(AwsTracing::new())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }
@@ -179,6 +181,7 @@ pub fn rds_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
     let config = aws_sdk_rds::config::Builder::from(config)
         .retry_partition(aws_sdk_rds::config::retry::RetryPartition::new(partition))
         .interceptor(AwsMetrics::new())
+        .interceptor(AwsTracing::new())
         .build();
     aws_sdk_rds::Client::from_conf(config)
 }
@@ -189,13 +192,19 @@ pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
     let config = aws_sdk_ec2::config::Builder::from(config)
         .retry_partition(aws_sdk_ec2::config::retry::RetryPartition::new(partition))
         .interceptor(AwsMetrics::new())
+        .interceptor(AwsTracing::new())
         .build();
     aws_sdk_ec2::Client::from_conf(config)
 }
 
 /// An STS client that records its calls like every other Lifeboat client.
 pub fn sts_client(config: &SdkConfig) -> aws_sdk_sts::Client {
-    aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(config).interceptor(AwsMetrics::new()).build())
+    aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(config)
+            .interceptor(AwsMetrics::new())
+            .interceptor(AwsTracing::new())
+            .build(),
+    )
 }
 
 /// (account id, region)

@@ -32,6 +32,21 @@ pub enum BusError {
     Request { subject: String, message: String },
 }
 
+impl BusError {
+    /// The kind of failure, as a span's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BusError::Connect { .. } => "connect",
+            BusError::Setup { .. } => "setup",
+            BusError::Publish { .. } => "publish",
+            BusError::Receive(_) => "receive",
+            BusError::Ack(_) => "ack",
+            BusError::Store(_) => "store",
+            BusError::Request { .. } => "request",
+        }
+    }
+}
+
 pub type Result<T, E = BusError> = std::result::Result<T, E>;
 
 /// A message to publish durably.
@@ -91,6 +106,16 @@ impl Queue {
             Queue::Requests => subjects::RESTORE_REQUESTS.to_string(),
             Queue::Work(kind) => subjects::work_subject(kind),
             Queue::StatusEvents => format!("{}.>", subjects::STATUS_PREFIX),
+        }
+    }
+
+    /// The service consuming it, as the `lifeboat.service` attribute of its spans (one process
+    /// may run every service, so the resource's `service.name` cannot tell them apart).
+    pub fn service_name(&self) -> &str {
+        match self {
+            Queue::Requests => "discovery",
+            Queue::Work(kind) => kind,
+            Queue::StatusEvents => "aggregator",
         }
     }
 
@@ -183,4 +208,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Opens (creating if needed) the durable consumer of `queue`.
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>>;
+
+    /// The OpenTelemetry `messaging.system` of this transport (`nats`, `aws_sqs`), on the spans
+    /// of the consumer loop. Implementations publish through
+    /// [`crate::trace_context::publish_span`] so that every message carries the trace context.
+    fn messaging_system(&self) -> &'static str {
+        "lifeboat"
+    }
 }

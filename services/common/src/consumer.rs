@@ -1,6 +1,7 @@
 //! The one consumer loop: receives deliveries, runs the handler, and settles each delivery
 //! (ack, delayed retry, dead letter) from the outcome the handler returns. Business code never
-//! acks or sleeps. It also counts what it settled and reports whether it is consuming.
+//! acks or sleeps. It also counts what it settled, reports whether it is consuming, and runs
+//! each delivery in a `messaging.process` span that continues the trace the message carries.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::bus::{Bus, Delivery, OutgoingMessage, Queue, QueueOptions, Result};
 use crate::http::{Component, Health};
-use crate::{metrics, subjects};
+use crate::{metrics, subjects, trace_context};
 
 /// Dead-letter code of a delivery that asked for a retry once too often.
 pub const MAX_DELIVERIES: &str = "MAX_DELIVERIES";
@@ -101,7 +102,9 @@ where
             },
         };
         let (bus, handler, queue, options) = (bus.clone(), handler.clone(), queue.clone(), options.clone());
-        let span = tracing::info_span!("messaging.process", messaging.destination = %delivery.subject, messaging.delivery_attempt = delivery.attempt);
+        // A child of the publish that produced the message, through its headers; redeliveries
+        // carry the same headers, so every re-check of a long restore joins the same trace.
+        let span = trace_context::process_span(bus.messaging_system(), &queue, &delivery);
         tracker.spawn(
             async move {
                 settle(bus.as_ref(), &queue, handler.as_ref(), &options, delivery).await;

@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
 use async_trait::async_trait;
 use futures::StreamExt;
+use tracing::Instrument;
 
 use crate::bus::{Bus, BusError, Delivery, OutgoingMessage, Queue, QueueOptions, Result, Settle, WorkSource};
-use crate::subjects;
+use crate::{subjects, trace_context};
 
 /// Publishes awaiting their storage acknowledgement at once in [`Bus::publish_all`].
 const MAX_PUBLISHES_IN_FLIGHT: usize = 512;
@@ -120,17 +121,9 @@ impl JetStreamBus {
             .await
             .map_err(|e| BusError::Publish { subject: message.subject, message: e.to_string() })
     }
-}
 
-#[async_trait]
-impl Bus for JetStreamBus {
-    async fn publish(&self, message: OutgoingMessage) -> Result<()> {
-        let subject = message.subject.clone();
-        self.send(message).await?.await.map_err(|e| BusError::Publish { subject, message: e.to_string() })?;
-        Ok(())
-    }
-
-    async fn publish_all(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
+    /// Publishes awaiting at most [`MAX_PUBLISHES_IN_FLIGHT`] storage acknowledgements at once.
+    async fn publish_pipelined(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
         let mut in_flight = futures::stream::FuturesOrdered::new();
         for message in messages {
             if in_flight.len() >= MAX_PUBLISHES_IN_FLIGHT {
@@ -149,9 +142,36 @@ impl Bus for JetStreamBus {
         }
         Ok(())
     }
+}
+
+#[async_trait]
+impl Bus for JetStreamBus {
+    async fn publish(&self, mut message: OutgoingMessage) -> Result<()> {
+        let span = trace_context::publish_span(trace_context::SYSTEM_NATS, std::slice::from_mut(&mut message));
+        let subject = message.subject.clone();
+        let published = async {
+            self.send(message).await?.await.map_err(|e| BusError::Publish { subject, message: e.to_string() })?;
+            Ok(())
+        }
+        .instrument(span.clone())
+        .await;
+        trace_context::record_result(&span, &published);
+        published
+    }
+
+    async fn publish_all(&self, mut messages: Vec<OutgoingMessage>) -> Result<()> {
+        let span = trace_context::publish_span(trace_context::SYSTEM_NATS, &mut messages);
+        let published = self.publish_pipelined(messages).instrument(span.clone()).await;
+        trace_context::record_result(&span, &published);
+        published
+    }
 
     async fn notify(&self, message: OutgoingMessage) -> Result<()> {
         self.publish(message).await
+    }
+
+    fn messaging_system(&self) -> &'static str {
+        trace_context::SYSTEM_NATS
     }
 
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>> {

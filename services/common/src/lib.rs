@@ -1,8 +1,9 @@
 //! Shared by every Lifeboat service: the bus (trait, JetStream implementation, consumer loop),
-//! AWS clients per account and region, error classes, request validation, ids, telemetry, and
-//! the health and metrics endpoints.
+//! AWS clients per account and region, error classes, request validation, ids, telemetry (logs,
+//! and traces that follow a request across the bus), and the health and metrics endpoints.
 
 pub mod aws;
+pub mod aws_trace;
 pub mod bus;
 pub mod consumer;
 pub mod events;
@@ -14,6 +15,7 @@ pub mod restore;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;
+pub mod trace_context;
 pub mod validate;
 
 pub use bus::{Bus, BusError, Delivery, OutgoingMessage, Queue};

@@ -234,11 +234,16 @@ fn attempt_outcome(context: &InterceptorContext, runtime_components: &RuntimeCom
 
 /// The AWS error code of an operation error the SDK did not model: generated operation errors
 /// keep the parsed `ErrorMetadata` as their source.
-fn error_code<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a str> {
+pub(crate) fn error_code<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a str> {
+    error_metadata(error)?.code()
+}
+
+/// The parsed `ErrorMetadata` in an error's chain, if there is one.
+pub(crate) fn error_metadata<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a ErrorMetadata> {
     let mut next = Some(error);
     while let Some(current) = next {
         if let Some(metadata) = current.downcast_ref::<ErrorMetadata>() {
-            return metadata.code();
+            return Some(metadata);
         }
         next = current.source();
     }

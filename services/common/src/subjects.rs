@@ -1,5 +1,6 @@
 //! Subjects, stream, consumer and bucket names, headers and limits, in one place.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// Clients publish RestoreRequests here.
@@ -56,4 +57,15 @@ pub fn status_subject(request_id: &str) -> String {
 
 pub fn summary_subject(request_id: &str) -> String {
     format!("{SUMMARY_PREFIX}.{request_id}")
+}
+
+/// The family a subject belongs to, for span names: a per-request subject with `{request_id}`
+/// in place of the id (`lifeboat.events.status.{request_id}`), any other as it is.
+pub fn template(subject: &str) -> Cow<'_, str> {
+    for prefix in [STATUS_PREFIX, SUMMARY_PREFIX] {
+        if subject.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('.')).is_some_and(|id| !id.is_empty()) {
+            return Cow::Owned(format!("{prefix}.{{request_id}}"));
+        }
+    }
+    Cow::Borrowed(subject)
 }

@@ -26,7 +26,10 @@
 //! headers are String message attributes; headers whose names SQS refuses, and headers beyond
 //! the ten attributes SQS allows, travel together as JSON in one attribute and come back as
 //! headers. A body that is not base64 (written by something else) is delivered as its raw
-//! bytes, so that the handler can dead-letter it and report the task FAILED.
+//! bytes, so that the handler can dead-letter it and report the task FAILED. The W3C trace
+//! context is a header like any other (`traceparent`, `tracestate`: see
+//! [`lifeboat_common::trace_context`]), so with the subject, the request and task ids it takes
+//! four or five of the ten attributes.
 //!
 //! # Settling
 //!
@@ -80,7 +83,8 @@ use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use futures::StreamExt;
 use lifeboat_common::bus::{Bus, BusError, OutgoingMessage, Queue, QueueOptions, Result, WorkSource};
-use tracing::{debug, info, trace};
+use lifeboat_common::trace_context;
+use tracing::{debug, info, trace, Instrument};
 
 pub use codec::{fifo_id, HEADERS_ATTRIBUTE, SUBJECT_ATTRIBUTE};
 pub use config::{SqsConfig, ENV_PREFIX, ENV_QUEUE_OVERRIDE_PREFIX, MAX_RECEIVE_COUNT_LIMIT};
@@ -135,6 +139,7 @@ impl SqsBus {
     pub fn new(sdk_config: &SdkConfig, config: SqsConfig) -> Result<Self> {
         let instrumented = aws_sdk_sqs::config::Builder::from(sdk_config)
             .interceptor(lifeboat_common::metrics::AwsMetrics::new())
+            .interceptor(lifeboat_common::aws_trace::AwsTracing::new())
             .build();
         Self::from_client(Client::from_conf(instrumented), config)
     }
@@ -344,6 +349,56 @@ impl SqsBus {
         Ok((key, url, encoded))
     }
 
+    async fn send_one(&self, message: OutgoingMessage) -> Result<()> {
+        let (_, url, encoded) = self.encode(&message).await?;
+        let fifo = encoded.fifo.as_ref();
+        self.client
+            .send_message()
+            .queue_url(url.as_ref())
+            .message_body(encoded.body.clone())
+            .set_message_attributes(Some(encoded.attributes.clone()))
+            .set_message_group_id(fifo.map(|ids| ids.group_id.clone()))
+            .set_message_deduplication_id(fifo.map(|ids| ids.deduplication_id.clone()))
+            .send()
+            .await
+            .map_err(|e| BusError::Publish { subject: message.subject.clone(), message: describe(&e) })?;
+        Ok(())
+    }
+
+    async fn send_all(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
+        let mut queues: Vec<(QueueKey, Arc<str>, Vec<EncodedMessage>)> = Vec::new();
+        for message in &messages {
+            let (key, url, encoded) = self.encode(message).await?;
+            match queues.iter_mut().find(|(queued, _, _)| *queued == key) {
+                Some((_, _, encoded_messages)) => encoded_messages.push(encoded),
+                None => queues.push((key, url, vec![encoded])),
+            }
+        }
+        let mut batches = Vec::new();
+        for (_, url, encoded_messages) in queues {
+            let mut batch: Vec<EncodedMessage> = Vec::new();
+            let mut bytes = 0;
+            for message in encoded_messages {
+                if !batch.is_empty() && (batch.len() == MAX_BATCH_ENTRIES || bytes + message.size > MAX_BATCH_BYTES) {
+                    batches.push((url.clone(), std::mem::take(&mut batch)));
+                    bytes = 0;
+                }
+                bytes += message.size;
+                batch.push(message);
+            }
+            if !batch.is_empty() {
+                batches.push((url.clone(), batch));
+            }
+        }
+        let mut sent = futures::stream::iter(batches)
+            .map(|(url, batch)| self.send_batch(url, batch))
+            .buffered(MAX_BATCHES_IN_FLIGHT);
+        while let Some(result) = sent.next().await {
+            result?;
+        }
+        Ok(())
+    }
+
     /// Sends one batch, sending again the entries SQS failed on its side.
     async fn send_batch(&self, url: Arc<str>, mut batch: Vec<EncodedMessage>) -> Result<()> {
         for attempt in 1..=BATCH_SEND_ATTEMPTS {
@@ -417,62 +472,30 @@ where
 
 #[async_trait]
 impl Bus for SqsBus {
-    async fn publish(&self, message: OutgoingMessage) -> Result<()> {
-        let (_, url, encoded) = self.encode(&message).await?;
-        let fifo = encoded.fifo.as_ref();
-        self.client
-            .send_message()
-            .queue_url(url.as_ref())
-            .message_body(encoded.body.clone())
-            .set_message_attributes(Some(encoded.attributes.clone()))
-            .set_message_group_id(fifo.map(|ids| ids.group_id.clone()))
-            .set_message_deduplication_id(fifo.map(|ids| ids.deduplication_id.clone()))
-            .send()
-            .await
-            .map_err(|e| BusError::Publish { subject: message.subject.clone(), message: describe(&e) })?;
-        Ok(())
+    async fn publish(&self, mut message: OutgoingMessage) -> Result<()> {
+        let span = trace_context::publish_span(trace_context::SYSTEM_SQS, std::slice::from_mut(&mut message));
+        let published = self.send_one(message).instrument(span.clone()).await;
+        trace_context::record_result(&span, &published);
+        published
     }
 
     /// Batches of up to ten messages per queue, several batches in flight. Within a queue the
     /// batches keep the order given; SQS itself orders only within a FIFO message group.
-    async fn publish_all(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
-        let mut queues: Vec<(QueueKey, Arc<str>, Vec<EncodedMessage>)> = Vec::new();
-        for message in &messages {
-            let (key, url, encoded) = self.encode(message).await?;
-            match queues.iter_mut().find(|(queued, _, _)| *queued == key) {
-                Some((_, _, encoded_messages)) => encoded_messages.push(encoded),
-                None => queues.push((key, url, vec![encoded])),
-            }
-        }
-        let mut batches = Vec::new();
-        for (_, url, encoded_messages) in queues {
-            let mut batch: Vec<EncodedMessage> = Vec::new();
-            let mut bytes = 0;
-            for message in encoded_messages {
-                if !batch.is_empty() && (batch.len() == MAX_BATCH_ENTRIES || bytes + message.size > MAX_BATCH_BYTES) {
-                    batches.push((url.clone(), std::mem::take(&mut batch)));
-                    bytes = 0;
-                }
-                bytes += message.size;
-                batch.push(message);
-            }
-            if !batch.is_empty() {
-                batches.push((url.clone(), batch));
-            }
-        }
-        let mut sent = futures::stream::iter(batches)
-            .map(|(url, batch)| self.send_batch(url, batch))
-            .buffered(MAX_BATCHES_IN_FLIGHT);
-        while let Some(result) = sent.next().await {
-            result?;
-        }
-        Ok(())
+    async fn publish_all(&self, mut messages: Vec<OutgoingMessage>) -> Result<()> {
+        let span = trace_context::publish_span(trace_context::SYSTEM_SQS, &mut messages);
+        let published = self.send_all(messages).instrument(span.clone()).await;
+        trace_context::record_result(&span, &published);
+        published
     }
 
     /// Nothing to do: SQS has no fan-out to followers, who use the status API instead.
     async fn notify(&self, message: OutgoingMessage) -> Result<()> {
         trace!(subject = %message.subject, "notify is a no-op on sqs");
         Ok(())
+    }
+
+    fn messaging_system(&self) -> &'static str {
+        trace_context::SYSTEM_SQS
     }
 
     /// Receives from the queue's SQS queue. `max_ack_pending` has no SQS counterpart: SQS
