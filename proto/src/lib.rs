@@ -60,7 +60,10 @@ impl ResourceType {
 
 impl TaskPhase {
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Planned)
+        matches!(
+            self,
+            TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Planned | TaskPhase::Cancelled
+        )
     }
 
     /// Phases only move forward; a redelivered or reordered event with a lower rank is ignored.
@@ -70,7 +73,11 @@ impl TaskPhase {
             TaskPhase::Unspecified => 0,
             TaskPhase::Queued => 1,
             TaskPhase::Running | TaskPhase::Waiting => 2,
-            TaskPhase::Planned | TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped => 3,
+            TaskPhase::Planned
+            | TaskPhase::Succeeded
+            | TaskPhase::Failed
+            | TaskPhase::Skipped
+            | TaskPhase::Cancelled => 3,
         }
     }
 
@@ -84,6 +91,7 @@ impl TaskPhase {
             TaskPhase::Succeeded => "succeeded",
             TaskPhase::Failed => "failed",
             TaskPhase::Skipped => "skipped",
+            TaskPhase::Cancelled => "cancelled",
         }
     }
 }
@@ -98,6 +106,7 @@ impl Verdict {
             Verdict::PartiallyFailed => "PARTIALLY_FAILED",
             Verdict::Failed => "FAILED",
             Verdict::Rejected => "REJECTED",
+            Verdict::Cancelled => "CANCELLED",
         }
     }
 }
@@ -113,10 +122,11 @@ impl PhaseCounts {
             TaskPhase::Succeeded => self.succeeded += 1,
             TaskPhase::Failed => self.failed += 1,
             TaskPhase::Skipped => self.skipped += 1,
+            TaskPhase::Cancelled => self.cancelled += 1,
         }
     }
 
     pub fn terminal(&self) -> u32 {
-        self.planned + self.succeeded + self.failed + self.skipped
+        self.planned + self.succeeded + self.failed + self.skipped + self.cancelled
     }
 }

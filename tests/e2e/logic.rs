@@ -84,6 +84,7 @@ fn validation_names_every_bad_field() {
         Some(pb::source::Selection::PointInTime(pb::PointInTime {
             time: None,
             direction: pb::SearchDirection::Unspecified as i32,
+            until: None,
         }));
     let found = fields(validate_request(&req, &policy));
     for expected in [

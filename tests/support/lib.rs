@@ -478,9 +478,13 @@ pub fn ebs_set(
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             selection,
             point_in_time_recovery: false,
+            // Tests name their tags; a set without them restores everything, as asked.
+            all_resources: tags.is_empty(),
+            ..Default::default()
         }),
         resource_types: vec![pb::ResourceType::EbsVolume as i32],
         target: Some(pb::Targets { ebs: Some(target), ..Default::default() }),
+        ..Default::default()
     }
 }
 
@@ -488,6 +492,7 @@ pub fn before(at: chrono::DateTime<chrono::Utc>) -> Option<pb::source::Selection
     Some(pb::source::Selection::PointInTime(pb::PointInTime {
         time: Some(ts(at)),
         direction: pb::SearchDirection::Before as i32,
+        until: None,
     }))
 }
 
@@ -495,6 +500,7 @@ pub fn after(at: chrono::DateTime<chrono::Utc>) -> Option<pb::source::Selection>
     Some(pb::source::Selection::PointInTime(pb::PointInTime {
         time: Some(ts(at)),
         direction: pb::SearchDirection::After as i32,
+        until: None,
     }))
 }
 

@@ -52,6 +52,7 @@ fn subtract(counts: &mut PhaseCounts, phase: TaskPhase) {
         TaskPhase::Succeeded => &mut counts.succeeded,
         TaskPhase::Failed => &mut counts.failed,
         TaskPhase::Skipped => &mut counts.skipped,
+        TaskPhase::Cancelled => &mut counts.cancelled,
     };
     *slot = slot.saturating_sub(1);
 }

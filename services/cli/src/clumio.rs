@@ -291,6 +291,7 @@ fn convert_group(group: Group, index: usize, now: DateTime<Utc>) -> Result<pb::R
                     day(end).and_time(NaiveTime::from_hms_opt(23, 59, 59).unwrap_or_default()).and_utc(),
                 )),
                 direction: pb::SearchDirection::Before as i32,
+                until: None,
             }
         }
         "after" => {
@@ -298,6 +299,7 @@ fn convert_group(group: Group, index: usize, now: DateTime<Utc>) -> Result<pb::R
             pb::PointInTime {
                 time: Some(lifeboat_common::time::to_timestamp(day(start).and_time(NaiveTime::MIN).and_utc())),
                 direction: pb::SearchDirection::After as i32,
+                until: None,
             }
         }
         other => return Err(error(group.field("search_direction"), format!("'{other}' is not before or after"))),
@@ -371,8 +373,10 @@ fn convert_group(group: Group, index: usize, now: DateTime<Utc>) -> Result<pb::R
             tags,
             selection: Some(pb::source::Selection::PointInTime(point)),
             point_in_time_recovery: false,
+            ..Default::default()
         }),
         resource_types: resource_types.into_iter().map(|t| t as i32).collect(),
         target: Some(target),
+        ..Default::default()
     })
 }

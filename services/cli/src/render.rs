@@ -18,6 +18,7 @@ pub fn exit_code(verdict: Verdict) -> i32 {
         Verdict::PartiallyFailed => 3,
         Verdict::Failed => 4,
         Verdict::Rejected => 5,
+        Verdict::Cancelled => 7,
         Verdict::InProgress | Verdict::Unspecified => 6,
     }
 }

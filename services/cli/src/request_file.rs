@@ -35,6 +35,11 @@ pub struct Options {
     pub skip_source_tags: bool,
     #[serde(default)]
     pub max_wait_checks: u32,
+    /// More tasks than this (default 1,000) need `confirm_large`.
+    #[serde(default)]
+    pub max_tasks: u32,
+    #[serde(default)]
+    pub confirm_large: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -45,6 +50,9 @@ pub struct SetFile {
     pub resource_types: Vec<String>,
     #[serde(default)]
     pub target: TargetsFile,
+    /// The role to assume in the target account, instead of the deployment's role name.
+    #[serde(default)]
+    pub target_role_arn: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -62,6 +70,12 @@ pub struct SourceFile {
     /// Restore each resource's state at `point_in_time` from continuous backups (DynamoDB).
     #[serde(default)]
     pub point_in_time_recovery: bool,
+    /// Resource names or ids, `*` as a wildcard (`orders*`).
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Needed to restore a set without tags or names (the whole account and region).
+    #[serde(default)]
+    pub all_resources: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -72,6 +86,9 @@ pub struct PointInTimeFile {
     /// `before` (default) or `after`.
     #[serde(default)]
     pub direction: Option<String>,
+    /// `after` only: the oldest backup no later than this (RFC 3339).
+    #[serde(default)]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -101,8 +118,11 @@ pub struct RdsTargetFile {
     pub account_id: String,
     #[serde(default)]
     pub region: String,
+    /// Empty in the source account: the source's.
+    #[serde(default)]
     pub db_subnet_group: String,
-    /// The restored instance or cluster identifier.
+    /// The restored instance or cluster identifier; in another account the source's by default.
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub security_group_ids: Vec<String>,
@@ -115,6 +135,21 @@ pub struct RdsTargetFile {
     pub availability_zone: String,
     #[serde(default)]
     pub tags: HashMap<String, String>,
+    /// Overrides of the source's settings, which are otherwise carried over.
+    #[serde(default)]
+    pub db_parameter_group: String,
+    #[serde(default)]
+    pub option_group: String,
+    #[serde(default)]
+    pub multi_az: Option<bool>,
+    #[serde(default)]
+    pub storage_type: String,
+    #[serde(default)]
+    pub iops: Option<i32>,
+    #[serde(default)]
+    pub port: Option<i32>,
+    #[serde(default)]
+    pub db_cluster_parameter_group: String,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -232,6 +267,8 @@ impl RequestFile {
             options: Some(pb::RestoreOptions {
                 skip_source_tags: self.options.skip_source_tags,
                 max_wait_checks: self.options.max_wait_checks,
+                max_tasks: self.options.max_tasks,
+                confirm_large: self.options.confirm_large,
             }),
             submitted_at: Some(lifeboat_common::time::now()),
             requested_by: std::env::var("USER").unwrap_or_default(),
@@ -257,9 +294,14 @@ impl SetFile {
                         ))
                     }
                 };
+                let until = match &point.until {
+                    Some(until) => Some(parse_time(format!("{path}.source.point_in_time.until"), until)?),
+                    None => None,
+                };
                 Some(pb::source::Selection::PointInTime(pb::PointInTime {
                     time: Some(parse_time(format!("{path}.source.point_in_time.time"), &point.time)?),
                     direction: direction as i32,
+                    until,
                 }))
             }
             (None, Some(window)) => Some(pb::source::Selection::Window(pb::TimeWindow {
@@ -285,6 +327,13 @@ impl SetFile {
             instance_class: t.instance_class,
             tags: t.tags,
             availability_zone: t.availability_zone,
+            db_parameter_group: t.db_parameter_group,
+            option_group: t.option_group,
+            multi_az: t.multi_az,
+            storage_type: t.storage_type,
+            iops: t.iops,
+            port: t.port,
+            db_cluster_parameter_group: t.db_cluster_parameter_group,
         });
         let ec2 = self.target.ec2.map(|t| pb::Ec2Target {
             account_id: t.account_id,
@@ -326,9 +375,12 @@ impl SetFile {
                 tags: source.tags,
                 selection,
                 point_in_time_recovery: source.point_in_time_recovery,
+                names: source.names,
+                all_resources: source.all_resources,
             }),
             resource_types,
             target: Some(pb::Targets { ebs, dynamodb, ec2, rds, ..Default::default() }),
+            target_role_arn: self.target_role_arn,
         })
     }
 }

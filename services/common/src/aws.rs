@@ -207,8 +207,8 @@ pub fn sts_client(config: &SdkConfig) -> aws_sdk_sts::Client {
     )
 }
 
-/// (account id, region)
-type AccountRegion = (String, String);
+/// (account id, region, role ARN or empty for the deployment's role name)
+type AccountRegion = (String, String, String);
 
 /// `SdkConfig`s per account and region, cached.
 pub struct Accounts {
@@ -265,18 +265,35 @@ impl Accounts {
     /// error classified like any AWS call: a denied role fails the task with STS's code,
     /// throttling is retried. Concurrent callers for other accounts do not wait on each other.
     pub async fn config_for(&self, account_id: &str, region: &str) -> Result<SdkConfig, AwsError> {
-        let caller = self.caller_account().await?;
-        let account = if account_id.is_empty() { caller.clone() } else { account_id.to_string() };
-        let cell = self.configs.lock().await.entry((account.clone(), region.to_string())).or_default().clone();
-        cell.get_or_try_init(|| self.build_config(&caller, &account, region)).await.cloned()
+        self.config_as(account_id, region, "").await
     }
 
-    async fn build_config(&self, caller: &str, account: &str, region: &str) -> Result<SdkConfig, AwsError> {
+    /// Like [`Accounts::config_for`], but another account is reached through `role_arn` when
+    /// one is given (a restore set's `target_role_arn`).
+    pub async fn config_as(&self, account_id: &str, region: &str, role_arn: &str) -> Result<SdkConfig, AwsError> {
+        let caller = self.caller_account().await?;
+        let account = if account_id.is_empty() { caller.clone() } else { account_id.to_string() };
+        let key = (account.clone(), region.to_string(), role_arn.to_string());
+        let cell = self.configs.lock().await.entry(key).or_default().clone();
+        cell.get_or_try_init(|| self.build_config(&caller, &account, region, role_arn)).await.cloned()
+    }
+
+    async fn build_config(
+        &self,
+        caller: &str,
+        account: &str,
+        region: &str,
+        role_arn: &str,
+    ) -> Result<SdkConfig, AwsError> {
         let regional = self.base.to_builder().region(Region::new(region.to_string())).build();
         if account == caller {
             return Ok(regional);
         }
-        let role_arn = format!("arn:aws:iam::{account}:role/{}", self.role_name);
+        let role_arn = if role_arn.is_empty() {
+            format!("arn:aws:iam::{account}:role/{}", self.role_name)
+        } else {
+            role_arn.to_string()
+        };
         sts_client(&regional)
             .assume_role()
             .role_arn(&role_arn)

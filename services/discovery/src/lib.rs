@@ -4,6 +4,7 @@
 pub mod ami;
 pub mod dynamodb;
 pub mod ebs;
+pub mod estimate;
 pub mod rds;
 pub mod select;
 pub mod service;

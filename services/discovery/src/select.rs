@@ -11,6 +11,8 @@ use lifeboat_proto::{source, SearchDirection, Source};
 pub enum TimeRule {
     Before(DateTime<Utc>),
     After(DateTime<Utc>),
+    /// The oldest at or after the first time and at or before the second (`after` with `until`).
+    Between(DateTime<Utc>, DateTime<Utc>),
     Window(DateTime<Utc>, DateTime<Utc>),
 }
 
@@ -23,7 +25,10 @@ impl TimeRule {
         };
         match &source.selection {
             Some(source::Selection::PointInTime(point)) if point.direction == SearchDirection::After as i32 => {
-                TimeRule::After(time(&point.time))
+                match point.until.as_ref().and_then(lifeboat_common::time::from_timestamp) {
+                    Some(until) => TimeRule::Between(time(&point.time), until),
+                    None => TimeRule::After(time(&point.time)),
+                }
             }
             Some(source::Selection::PointInTime(point)) => TimeRule::Before(time(&point.time)),
             Some(source::Selection::Window(window)) => TimeRule::Window(time(&window.start), time(&window.end)),
@@ -37,7 +42,7 @@ impl TimeRule {
     pub fn point(self) -> (DateTime<Utc>, bool) {
         match self {
             TimeRule::Before(at) => (at, false),
-            TimeRule::After(at) => (at, true),
+            TimeRule::After(at) | TimeRule::Between(at, _) => (at, true),
             TimeRule::Window(start, _) => (start, true),
         }
     }
@@ -48,6 +53,9 @@ impl std::fmt::Display for TimeRule {
         match *self {
             TimeRule::Before(at) => write!(f, "newest at or before {}", rfc3339(at)),
             TimeRule::After(at) => write!(f, "oldest at or after {}", rfc3339(at)),
+            TimeRule::Between(at, until) => {
+                write!(f, "oldest at or after {} and at or before {}", rfc3339(at), rfc3339(until))
+            }
             TimeRule::Window(start, end) => write!(f, "in window {} .. {}", rfc3339(start), rfc3339(end)),
         }
     }
@@ -69,6 +77,32 @@ pub struct Candidate {
 /// True when every wanted tag is on the backup with the same value.
 pub fn tags_match(wanted: &HashMap<String, String>, actual: &HashMap<String, String>) -> bool {
     wanted.iter().all(|(key, value)| actual.get(key) == Some(value))
+}
+
+/// True when `patterns` is empty or one of them matches one of the resource's `names` (its id,
+/// its name, its Name tag). `*` matches any run of characters; everything else is literal.
+pub fn names_match(patterns: &[String], names: &[&str]) -> bool {
+    patterns.is_empty() || patterns.iter().any(|pattern| names.iter().any(|name| glob_match(pattern, name)))
+}
+
+/// `*` matches any run of characters (also none); matching is case-sensitive, like AWS names.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Picks backups per source resource. Returns (index into `candidates`, why) in a stable order:
@@ -96,6 +130,16 @@ pub fn pick(candidates: &[Candidate], rule: TimeRule) -> Vec<(usize, String)> {
             TimeRule::After(at) => {
                 if let Some(&index) = indices.iter().find(|&&i| candidates[i].created_at >= at) {
                     picked.push((index, format!("oldest of {of} at or after {}", rfc3339(at))));
+                }
+            }
+            TimeRule::Between(at, until) => {
+                if let Some(&index) =
+                    indices.iter().find(|&&i| candidates[i].created_at >= at && candidates[i].created_at <= until)
+                {
+                    picked.push((
+                        index,
+                        format!("oldest of {of} at or after {} and at or before {}", rfc3339(at), rfc3339(until)),
+                    ));
                 }
             }
             TimeRule::Window(start, end) => {

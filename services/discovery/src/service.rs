@@ -47,7 +47,12 @@ pub mod reason {
     pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
     pub const UNDECODABLE_REQUEST: &str = "UNDECODABLE_REQUEST";
     pub const NO_MATCHING_BACKUPS: &str = "NO_MATCHING_BACKUPS";
+    /// A protection group (S3) set, planned as skipped until the S3 service exists.
+    pub const S3_NOT_AVAILABLE: &str = "S3_NOT_AVAILABLE";
 }
+
+/// Tasks a request may start without `options.confirm_large` (or a higher `options.max_tasks`).
+pub const DEFAULT_MAX_TASKS: u32 = 1000;
 
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {
@@ -129,6 +134,17 @@ impl Discovery {
         let submitted =
             request.submitted_at.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or_else(Utc::now);
         let rule = TimeRule::of(&source, submitted);
+        if set.resource_types.contains(&(ResourceType::S3Bucket as i32)) {
+            let group = set.target.as_ref().and_then(|t| t.s3.as_ref()).map(|s3| s3.protection_group.clone());
+            return Ok(SetOutcome::Nothing {
+                phase: TaskPhase::Skipped,
+                code: reason::S3_NOT_AVAILABLE.to_string(),
+                message: format!(
+                    "S3 restores (protection group '{}') need the s3 service, which this deployment does not run",
+                    group.unwrap_or_default()
+                ),
+            });
+        }
         let mut tasks = Vec::new();
         for &kind in &set.resource_types {
             let Ok(kind) = ResourceType::try_from(kind) else { continue };
@@ -153,6 +169,8 @@ impl Discovery {
                     target: Some(target),
                     options: request.options,
                     selection_reason: why,
+                    target_role_arn: set.target_role_arn.clone(),
+                    generation: 0,
                 });
             }
         }
@@ -310,6 +328,22 @@ impl Discovery {
             }
         }
         let dry_run = request.dry_run;
+        if !dry_run {
+            let refused = guard(request, &outcomes);
+            if !refused.is_empty() {
+                return self.reject(&request.request_id, refused).await;
+            }
+        }
+        let planned_tasks: Vec<RestoreTask> = outcomes
+            .iter()
+            .filter_map(|(_, outcome)| match outcome {
+                SetOutcome::Tasks(tasks) => Some(tasks.iter().cloned()),
+                SetOutcome::Nothing { .. } => None,
+            })
+            .flatten()
+            .collect();
+        let total_size_gib: i64 = planned_tasks.iter().map(|t| t.backup.as_ref().map_or(0, |b| b.size_gib)).sum();
+        let estimated_seconds = crate::estimate::estimated_seconds(&planned_tasks);
         let mut work = Vec::new();
         let mut events = Vec::new();
         let mut set_plans = Vec::new();
@@ -319,7 +353,13 @@ impl Discovery {
                     set_plans.push(SetPlan { set_name: set.name.clone(), tasks: tasks.len() as u32 });
                     for task in tasks {
                         let phase = if dry_run { TaskPhase::Planned } else { TaskPhase::Queued };
-                        events.push(events::task_event(&task, phase, 0));
+                        let size_gib = task.backup.as_ref().map_or(0, |b| b.size_gib);
+                        events.push(StatusEvent {
+                            size_gib,
+                            // Kept by the aggregator so that `restore retry` needs no replanning.
+                            task: (!dry_run).then(|| task.clone()),
+                            ..events::task_event(&task, phase, 0)
+                        });
                         if !dry_run {
                             let kind = ResourceType::try_from(task.resource_type)
                                 .ok()
@@ -351,8 +391,17 @@ impl Discovery {
         let total_tasks = events.len() as u32;
         let planned = StatusEvent {
             request_id: request.request_id.clone(),
-            message: format!("{total_tasks} tasks planned"),
-            detail: Some(status_event::Detail::Planned(RestorePlanned { total_tasks, dry_run, sets: set_plans })),
+            message: format!(
+                "{total_tasks} tasks planned, {total_size_gib} GiB, {}",
+                crate::estimate::human(estimated_seconds)
+            ),
+            detail: Some(status_event::Detail::Planned(RestorePlanned {
+                total_tasks,
+                dry_run,
+                sets: set_plans,
+                total_size_gib,
+                estimated_seconds,
+            })),
             ..Default::default()
         };
         // The plan first, so watchers know the total; then the queued tasks, then the work.
@@ -373,6 +422,44 @@ impl Discovery {
             }
         }
     }
+}
+
+/// The blast-radius guard: a set without tags or names selects a whole account and region and
+/// runs only with `all_resources`; a request starting more than `max_tasks` tasks needs
+/// `confirm_large`. Dry runs are never refused, so they show what would be refused and why.
+fn guard(request: &RestoreRequest, outcomes: &[(&RestoreSet, SetOutcome)]) -> Vec<FieldError> {
+    let mut refused = Vec::new();
+    let mut total = 0u32;
+    for (set, outcome) in outcomes {
+        let SetOutcome::Tasks(tasks) = outcome else { continue };
+        total += tasks.len() as u32;
+        let index = request.restore_sets.iter().position(|s| s.name == set.name).unwrap_or_default();
+        let source = set.source.clone().unwrap_or_default();
+        if source.tags.is_empty() && source.names.is_empty() && !source.all_resources {
+            refused.push(FieldError {
+                field: format!("restore_sets[{index}].source.all_resources"),
+                message: format!(
+                    "set '{}' has no tags and no names, so it selects every resource in {}: {} backups would be \
+                     restored; set all_resources: true to restore them all, or narrow it with tags or names",
+                    set.name,
+                    if source.region.is_empty() { "the account".to_string() } else { source.region.clone() },
+                    tasks.len()
+                ),
+            });
+        }
+    }
+    let options = request.options.unwrap_or_default();
+    let limit = if options.max_tasks > 0 { options.max_tasks } else { DEFAULT_MAX_TASKS };
+    if total > limit && !options.confirm_large {
+        refused.push(FieldError {
+            field: "options.max_tasks".to_string(),
+            message: format!(
+                "the request would start {total} tasks, more than {limit}; confirm with --confirm-large \
+                 (options.confirm_large) or raise options.max_tasks"
+            ),
+        });
+    }
+    refused
 }
 
 #[async_trait]

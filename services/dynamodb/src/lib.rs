@@ -106,7 +106,7 @@ impl Restorer for DynamoDbRestorer {
 
     async fn step(&self, task: &RestoreTask, _attempt: u32) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
-        let config = self.accounts.config_for(&target.account_id, &target.region).await?;
+        let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
         let ddb = lifeboat_common::aws::dynamodb_client(&config, &target.account_id, &target.region);
         let step = restore_step(&ddb, task, &target, || self.admit(&target, &task.task_id)).await;
         if !matches!(step, Ok(Step::Waiting { .. }) | Err(_)) {

@@ -48,7 +48,7 @@ fn ebs_target(task: &RestoreTask) -> Option<&EbsTarget> {
 impl EbsRestorer {
     async fn clients(&self, task: &RestoreTask, target: &EbsTarget) -> Result<Clients, AwsError> {
         let backup = task.backup.clone().unwrap_or_default();
-        let target_config = self.accounts.config_for(&target.account_id, &target.region).await?;
+        let target_config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
         let source_config = if backup.account_id == target.account_id && backup.region == target.region {
             target_config.clone()
         } else {

@@ -68,7 +68,7 @@ impl Restorer for Ec2Restorer {
     async fn step(&self, task: &RestoreTask, _attempt: u32) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
         let backup = task.backup.clone().unwrap_or_default();
-        let target_config = self.accounts.config_for(&target.account_id, &target.region).await?;
+        let target_config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
         let source_config = self.accounts.config_for(&backup.account_id, &backup.region).await?;
         let clients = Clients {
             target: lifeboat_common::aws::ec2_client(&target_config, &target.account_id, &target.region),

@@ -69,7 +69,7 @@ impl Restorer for RdsRestorer {
 
     async fn step(&self, task: &RestoreTask, _attempt: u32) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
-        let config = self.accounts.config_for(&target.account_id, &target.region).await?;
+        let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
         let rds = lifeboat_common::aws::rds_client(&config, &target.account_id, &target.region);
         if task.resource_type == ResourceType::RdsCluster as i32 {
             cluster_step(&rds, task, &target).await
