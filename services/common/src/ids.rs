@@ -36,3 +36,16 @@ pub fn set_task_id(request_id: &str, set_name: &str) -> String {
 pub fn new_request_id() -> String {
     format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
+
+/// What a request asks for, as a short stable digest: the request without its submission time
+/// and submitter (a resubmitted file gets new ones), in the canonical JSON mapping with sorted
+/// keys (prost's maps have no stable order). Equal digests mean "the same request again"; a
+/// different digest under a known id is a conflict, refused at the edges (HTTP 409, the CLI).
+pub fn request_digest(request: &lifeboat_proto::RestoreRequest) -> String {
+    let mut request = request.clone();
+    request.submitted_at = None;
+    request.requested_by.clear();
+    let canonical = serde_json::to_value(&request).map(|v| v.to_string()).unwrap_or_default();
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}

@@ -401,6 +401,7 @@ impl Discovery {
                 sets: set_plans,
                 total_size_gib,
                 estimated_seconds,
+                request_digest: ids::request_digest(request),
             })),
             ..Default::default()
         };
