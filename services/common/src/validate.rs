@@ -266,11 +266,25 @@ fn validate_target(
             let place =
                 Place { account_id: &target.account_id, region: &target.region, zone: Some(&target.availability_zone) };
             check_place(&path, place, false, source_region, policy, errors);
-            if target.db_subnet_group.is_empty() {
-                errors.add(format!("{path}.db_subnet_group"), "is required");
+            // In the source's account and region the source's subnet group is used; an empty
+            // source account is the caller's, as is an empty target account.
+            let source_account = set.source.as_ref().map(|s| s.account_id.as_str()).unwrap_or_default();
+            let same_account = target.account_id.is_empty() || target.account_id == source_account;
+            let same_region = target.region.is_empty() || target.region == source_region;
+            if target.db_subnet_group.is_empty() && !(same_account && same_region) {
+                errors.add(
+                    format!("{path}.db_subnet_group"),
+                    "is required when restoring to another account or region (in the source's, the source's is used)",
+                );
             }
             if target.name.is_empty() {
-                errors.add(format!("{path}.name"), "is required (the restored instance or cluster identifier)");
+                if same_account {
+                    errors.add(
+                        format!("{path}.name"),
+                        "is required in the source's account (the restored instance or cluster identifier); only a \
+                         restore to another account may keep the source's identifier",
+                    );
+                }
             } else if !is_rds_identifier(&target.name) {
                 errors.add(
                     format!("{path}.name"),
@@ -279,6 +293,19 @@ fn validate_target(
                         target.name
                     ),
                 );
+            }
+            const STORAGE_TYPES: &[&str] = &["standard", "gp2", "gp3", "io1", "io2", "aurora", "aurora-iopt1"];
+            if !target.storage_type.is_empty() && !STORAGE_TYPES.contains(&target.storage_type.as_str()) {
+                errors.add(
+                    format!("{path}.storage_type"),
+                    format!("'{}' is not one of {}", target.storage_type, STORAGE_TYPES.join(", ")),
+                );
+            }
+            if target.iops.is_some_and(|iops| iops <= 0) {
+                errors.add(format!("{path}.iops"), "must be positive");
+            }
+            if target.port.is_some_and(|port| !(1150..=65535).contains(&port)) {
+                errors.add(format!("{path}.port"), "must be between 1150 and 65535");
             }
             check_security_groups(&path, &target.security_group_ids, errors);
             check_tags(&format!("{path}.tags"), target.tags.keys(), errors);

@@ -27,7 +27,7 @@ const SETS_LISTED_AT_ONCE: usize = 8;
 
 /// A valid RDS identifier (letters, digits, single hyphens, at most 63) from `wanted`; a short
 /// hash of `unique` keeps two long names apart.
-fn rds_identifier(wanted: &str, unique: &str) -> String {
+pub(crate) fn rds_identifier(wanted: &str, unique: &str) -> String {
     let mut id = String::new();
     for c in wanted.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }) {
         if !(c == '-' && id.ends_with('-')) {
@@ -275,36 +275,30 @@ impl Discovery {
             }
             ResourceType::RdsInstance | ResourceType::RdsCluster => {
                 let rds = lifeboat_common::aws::rds_client(&config, &account_id, region);
+                let selection = crate::rds::Selection { tags: &source.tags, names: &source.names };
                 let picked: Vec<(Backup, String)> = if source.point_in_time_recovery {
                     let (at, after) = rule.point();
-                    crate::rds::point_in_time(&rds, kind, &account_id, region, &source.tags, at, after).await?
+                    let until = match rule {
+                        TimeRule::Between(_, until) => Some(until),
+                        _ => None,
+                    };
+                    crate::rds::point_in_time(&rds, kind, &account_id, region, &selection, at, after, until).await?
                 } else {
                     let found = if kind == ResourceType::RdsCluster {
-                        crate::rds::cluster_snapshots(&rds, &account_id, region, &source.tags).await?
+                        crate::rds::cluster_snapshots(&rds, &account_id, region, &selection).await?
                     } else {
-                        crate::rds::instance_snapshots(&rds, &account_id, region, &source.tags).await?
+                        crate::rds::instance_snapshots(&rds, &account_id, region, &selection).await?
                     };
                     let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
-                    pick(&candidates, rule).into_iter().map(|(index, why)| (found[index].1.clone(), why)).collect()
+                    let mut picked: Vec<_> =
+                        pick(&candidates, rule).into_iter().map(|(index, why)| (found[index].1.clone(), why)).collect();
+                    crate::rds::capture_sources(&rds, kind, &mut picked).await?;
+                    picked
                 };
                 let mut target = targets.rds.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
-                let several = picked.len() > 1;
-                Ok(picked
-                    .into_iter()
-                    .map(|(backup, why)| {
-                        let mut target = target.clone();
-                        // One identifier per database: the set's name, suffixed by the source when several.
-                        if several {
-                            target.name = rds_identifier(
-                                &format!("{}-{}", target.name, backup.source_resource_id),
-                                &backup.backup_id,
-                            );
-                        }
-                        (backup, restore_task::Target::Rds(target), why)
-                    })
-                    .collect())
+                crate::rds::targets(&set.name, &account_id, region, target, picked)
             }
             // Validation keeps other types out until their services exist.
             _ => Ok(Vec::new()),

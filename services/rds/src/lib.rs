@@ -1,8 +1,14 @@
 //! The RDS restore service: DB instances from DB snapshots (copied to the target region first
-//! when needed) or to a point in time, and Aurora clusters from cluster snapshots or to a point
-//! in time, with a writer instance. Idempotent by the deterministic target identifier: a
-//! database of that name carrying our `lifeboat:task-id` tag is ours; anyone else's is a clear
+//! when needed, shared with the target account when it is another) or to a point in time (also
+//! of deleted instances, from their retained automated backups), and Aurora clusters from
+//! cluster snapshots or to a point in time, with a writer instance. The source's settings
+//! captured by discovery are applied unless the target overrides them; what cannot be applied
+//! is a named SETTINGS_NOT_RESTORED warning. Idempotent by the deterministic target identifier:
+//! a database of that name carrying our `lifeboat:task-id` tag is ours; anyone else's is a clear
 //! failure. Once available, the security groups and tags asked for are put in place.
+
+pub mod settings;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -13,6 +19,8 @@ use lifeboat_common::bus::Bus;
 use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_common::subjects::{self, TAG_TASK_ID};
 use lifeboat_proto::{restore_task, Backup, RdsTarget, ResourceType, RestoreTask};
+
+pub use snapshot::{Limits, TAG_RESTORE_COPY};
 
 #[derive(Clone, Debug)]
 pub struct RdsConfig {
@@ -31,12 +39,20 @@ pub type RdsService = RestoreService<RdsRestorer>;
 
 /// The RDS service, ready to `run`.
 pub fn service(accounts: Arc<Accounts>, bus: Arc<dyn Bus>, config: RdsConfig) -> Arc<RdsService> {
-    RestoreService::new(RdsRestorer { accounts, max_copies: config.max_copies_per_region }, bus, config.service)
+    let limits = Limits::new(config.max_copies_per_region);
+    RestoreService::new(RdsRestorer { accounts, limits }, bus, config.service)
 }
 
 pub struct RdsRestorer {
     accounts: Arc<Accounts>,
-    max_copies: usize,
+    limits: Limits,
+}
+
+/// The clients a restore step uses: the target account's in the target region, and for a
+/// restore into another account the source account's in the target region (to copy and share).
+pub struct Clients {
+    pub target: aws_sdk_rds::Client,
+    pub source: Option<aws_sdk_rds::Client>,
 }
 
 fn target_of(task: &RestoreTask) -> Option<&RdsTarget> {
@@ -55,32 +71,38 @@ impl Restorer for RdsRestorer {
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
         match target_of(task) {
             Some(t)
-                if task.backup.is_some()
-                    && !t.name.is_empty()
-                    && !t.db_subnet_group.is_empty()
-                    && !t.account_id.is_empty()
-                    && !t.region.is_empty() =>
+                if task.backup.is_some() && !t.name.is_empty() && !t.account_id.is_empty() && !t.region.is_empty() =>
             {
                 Ok(())
             }
-            _ => Err("task has no backup or no complete RDS target (account, region, name, DB subnet group)".into()),
+            _ => Err("task has no backup or no complete RDS target (account, region, name)".into()),
         }
     }
 
     async fn step(&self, task: &RestoreTask, _attempt: u32) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
+        let backup = task.backup.clone().unwrap_or_default();
         let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
-        let rds = lifeboat_common::aws::rds_client(&config, &target.account_id, &target.region);
-        if task.resource_type == ResourceType::RdsCluster as i32 {
-            cluster_step(&rds, task, &target).await
+        let source = if backup.account_id != target.account_id {
+            let config = self.accounts.config_for(&backup.account_id, &target.region).await?;
+            Some(lifeboat_common::aws::rds_client(&config, &backup.account_id, &target.region))
         } else {
-            instance_step(&rds, task, &target, self.max_copies).await
+            None
+        };
+        let clients =
+            Clients { target: lifeboat_common::aws::rds_client(&config, &target.account_id, &target.region), source };
+        if task.resource_type == ResourceType::RdsCluster as i32 {
+            cluster_step(&clients, task, &target).await
+        } else {
+            instance_step(&clients, task, &target, &self.limits).await
         }
     }
 }
 
-fn tags(task: &RestoreTask, target: &RdsTarget) -> Vec<Tag> {
-    restored_tags(task, &target.tags).into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+fn tags(task: &RestoreTask, target: &RdsTarget, not_applied: Option<String>) -> Vec<Tag> {
+    let mut tags = restored_tags(task, &target.tags);
+    tags.extend(not_applied.map(|names| (settings::TAG_NOT_RESTORED.to_string(), names)));
+    tags.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
 fn is_ours(tag_list: &[Tag], task_id: &str) -> bool {
@@ -88,12 +110,14 @@ fn is_ours(tag_list: &[Tag], task_id: &str) -> bool {
 }
 
 /// RDS's "no such instance, cluster or snapshot" codes.
-const NOT_FOUND: &[&str] = &[
+pub(crate) const NOT_FOUND: &[&str] = &[
     "DBInstanceNotFound",
     "DBInstanceNotFoundFault",
     "DBClusterNotFoundFault",
+    "DBClusterNotFound",
     "DBSnapshotNotFound",
     "DBSnapshotNotFoundFault",
+    "DBClusterSnapshotNotFoundFault",
 ];
 
 /// What a status means: done, still going, or failed.
@@ -126,78 +150,55 @@ async fn find_cluster(rds: &aws_sdk_rds::Client, id: &str) -> Result<Option<DbCl
     Ok(found.and_then(|output| output.db_clusters().first().cloned()))
 }
 
+fn same_place(backup: &Backup, target: &RdsTarget) -> bool {
+    backup.region == target.region && backup.account_id == target.account_id
+}
+
 /// One step of a DB instance restore.
 pub async fn instance_step(
-    rds: &aws_sdk_rds::Client,
+    clients: &Clients,
     task: &RestoreTask,
     target: &RdsTarget,
-    max_copies: usize,
+    limits: &Limits,
 ) -> Result<Step, AwsError> {
+    let rds = &clients.target;
     let backup = task.backup.clone().unwrap_or_default();
     let name = target.name.as_str();
     if let Some(db) = find_instance(rds, name).await? {
-        if !is_ours(db.tag_list(), &task.task_id) {
-            return Ok(Step::Failed {
-                code: "DBInstanceAlreadyExists".into(),
-                message: format!("DB instance {name} exists and was not restored by this task"),
-            });
-        }
-        let what = format!("DB instance {name}");
-        if let Some(step) = by_status(&what, db.db_instance_status().unwrap_or("creating")) {
-            return Ok(with_created(step, name));
-        }
-        // Put the asked-for security groups in place if the restore did not.
-        let current: Vec<&str> = db.vpc_security_groups().iter().filter_map(|g| g.vpc_security_group_id()).collect();
-        let mut wanted: Vec<&str> = target.security_group_ids.iter().map(String::as_str).collect();
-        wanted.sort_unstable();
-        let mut have = current.clone();
-        have.sort_unstable();
-        if !wanted.is_empty() && have != wanted {
-            rds.modify_db_instance()
-                .db_instance_identifier(name)
-                .set_vpc_security_group_ids(Some(target.security_group_ids.clone()))
-                .apply_immediately(true)
-                .send()
-                .await
-                .map_err(|e| classify("rds:ModifyDBInstance", e))?;
-            return Ok(Step::Waiting {
-                what: format!("{what}: applying security groups"),
-                created: vec![name.to_string()],
-            });
-        }
-        if let Some(arn) = db.db_instance_arn() {
-            rds.add_tags_to_resource()
-                .resource_name(arn)
-                .set_tags(Some(tags(task, target)))
-                .send()
-                .await
-                .map_err(|e| classify("rds:AddTagsToResource", e))?;
-        }
-        return Ok(Step::Done {
-            message: format!("{what} is available"),
-            created: vec![name.to_string()],
-            warnings: Vec::new(),
-        });
+        return restored_instance(rds, task, target, &backup, &db).await;
     }
-    let security_groups = (!target.security_group_ids.is_empty()).then(|| target.security_group_ids.clone());
-    let class = (!target.instance_class.is_empty()).then(|| target.instance_class.clone());
-    let zone = (!target.availability_zone.is_empty()).then(|| target.availability_zone.clone());
+    let wanted = settings::checked(rds, &backup, target, false).await?;
+    let not_applied = settings::not_applied_tag(&wanted);
     if let Some(at) = &backup.restore_time {
-        if backup.region != target.region || backup.account_id != target.account_id {
+        if !same_place(&backup, target) {
             return Ok(Step::Failed {
                 code: "PITR_SAME_REGION_ONLY".into(),
                 message: "point-in-time restores of DB instances are made in the source's account and region".into(),
             });
         }
+        let deleted = backup.settings.get(settings::AUTOMATED_BACKUPS_ARN).cloned();
+        let source_id = deleted.is_none().then(|| backup.source_resource_id.clone());
         rds.restore_db_instance_to_point_in_time()
-            .source_db_instance_identifier(&backup.source_resource_id)
+            .set_source_db_instance_identifier(source_id)
+            .set_source_db_instance_automated_backups_arn(deleted)
             .target_db_instance_identifier(name)
             .restore_time(aws_smithy_types::DateTime::from_secs(at.seconds))
-            .db_subnet_group_name(&target.db_subnet_group)
-            .set_vpc_security_group_ids(security_groups)
-            .set_db_instance_class(class)
-            .set_availability_zone(zone)
-            .set_tags(Some(tags(task, target)))
+            .set_db_subnet_group_name(wanted.db_subnet_group.clone())
+            .set_vpc_security_group_ids(wanted.security_group_ids.clone())
+            .set_db_instance_class(wanted.instance_class.clone())
+            .set_availability_zone(wanted.availability_zone.clone())
+            .set_db_parameter_group_name(wanted.db_parameter_group.clone())
+            .set_option_group_name(wanted.option_group.clone())
+            .set_multi_az(wanted.multi_az)
+            .set_storage_type(wanted.storage_type.clone())
+            .set_iops(wanted.iops)
+            .set_storage_throughput(wanted.storage_throughput)
+            .set_port(wanted.port)
+            .set_deletion_protection(wanted.deletion_protection)
+            .set_enable_iam_database_authentication(wanted.iam_auth)
+            .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
+            .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
+            .set_tags(Some(tags(task, target, not_applied)))
             .send()
             .await
             .map_err(|e| classify("rds:RestoreDBInstanceToPointInTime", e))?;
@@ -206,10 +207,16 @@ pub async fn instance_step(
             created: vec![name.to_string()],
         });
     }
-    let snapshot = if backup.region == target.region && backup.account_id == target.account_id {
+    let snapshot = if same_place(&backup, target) {
         backup.backup_id.clone()
+    } else if let Some(source) = &clients.source {
+        // Another account: a snapshot of the source account's, shared with the target.
+        match snapshot::shared_instance_snapshot(source, task, &backup, target, limits).await? {
+            Ok(arn) => arn,
+            Err(step) => return Ok(step),
+        }
     } else {
-        match copy_step(rds, task, &backup, target, max_copies).await? {
+        match snapshot::copied_instance_snapshot(rds, task, &backup, target, limits).await? {
             Ok(copy) => copy,
             Err(step) => return Ok(step),
         }
@@ -217,17 +224,83 @@ pub async fn instance_step(
     rds.restore_db_instance_from_db_snapshot()
         .db_instance_identifier(name)
         .db_snapshot_identifier(&snapshot)
-        .db_subnet_group_name(&target.db_subnet_group)
-        .set_vpc_security_group_ids(security_groups)
-        .set_db_instance_class(class)
-        .set_availability_zone(zone)
-        .set_tags(Some(tags(task, target)))
+        .set_db_subnet_group_name(wanted.db_subnet_group.clone())
+        .set_vpc_security_group_ids(wanted.security_group_ids.clone())
+        .set_db_instance_class(wanted.instance_class.clone())
+        .set_availability_zone(wanted.availability_zone.clone())
+        .set_db_parameter_group_name(wanted.db_parameter_group.clone())
+        .set_option_group_name(wanted.option_group.clone())
+        .set_multi_az(wanted.multi_az)
+        .set_storage_type(wanted.storage_type.clone())
+        .set_iops(wanted.iops)
+        .set_storage_throughput(wanted.storage_throughput)
+        .set_port(wanted.port)
+        .set_deletion_protection(wanted.deletion_protection)
+        .set_enable_iam_database_authentication(wanted.iam_auth)
+        .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
+        .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
+        .set_tags(Some(tags(task, target, not_applied)))
         .send()
         .await
         .map_err(|e| classify("rds:RestoreDBInstanceFromDBSnapshot", e))?;
     Ok(Step::Waiting {
         what: format!("DB instance {name} is being restored from {snapshot}"),
         created: vec![name.to_string()],
+    })
+}
+
+/// A restored instance of this name: ours and available, then put the security groups and
+/// tags in place and report what was not carried over.
+async fn restored_instance(
+    rds: &aws_sdk_rds::Client,
+    task: &RestoreTask,
+    target: &RdsTarget,
+    backup: &Backup,
+    db: &DbInstance,
+) -> Result<Step, AwsError> {
+    let name = target.name.as_str();
+    if !is_ours(db.tag_list(), &task.task_id) {
+        return Ok(Step::Failed {
+            code: "DBInstanceAlreadyExists".into(),
+            message: format!("DB instance {name} exists and was not restored by this task"),
+        });
+    }
+    let what = format!("DB instance {name}");
+    if let Some(step) = by_status(&what, db.db_instance_status().unwrap_or("creating")) {
+        return Ok(with_created(step, name));
+    }
+    // Put the asked-for security groups in place if the restore did not.
+    let mut have: Vec<&str> = db.vpc_security_groups().iter().filter_map(|g| g.vpc_security_group_id()).collect();
+    let mut wanted: Vec<&str> = target.security_group_ids.iter().map(String::as_str).collect();
+    wanted.sort_unstable();
+    have.sort_unstable();
+    if !wanted.is_empty() && have != wanted {
+        rds.modify_db_instance()
+            .db_instance_identifier(name)
+            .set_vpc_security_group_ids(Some(target.security_group_ids.clone()))
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(|e| classify("rds:ModifyDBInstance", e))?;
+        return Ok(Step::Waiting {
+            what: format!("{what}: applying security groups"),
+            created: vec![name.to_string()],
+        });
+    }
+    let tag = settings::not_restored_tag(db.tag_list()).map(str::to_string);
+    if let Some(arn) = db.db_instance_arn() {
+        rds.add_tags_to_resource()
+            .resource_name(arn)
+            .set_tags(Some(tags(task, target, tag.clone())))
+            .send()
+            .await
+            .map_err(|e| classify("rds:AddTagsToResource", e))?;
+    }
+    let asked = settings::restarted(backup, target, false, tag.as_deref());
+    Ok(Step::Done {
+        message: format!("{what} is available"),
+        created: vec![name.to_string()],
+        warnings: settings::instance_warnings(db, &asked, backup),
     })
 }
 
@@ -238,106 +311,74 @@ fn with_created(step: Step, id: &str) -> Step {
     }
 }
 
-/// The snapshot copied into the target region (`lifeboat-<task id>`, so a repeated step finds
-/// it), or the step to report while it is on its way.
-async fn copy_step(
-    rds: &aws_sdk_rds::Client,
-    task: &RestoreTask,
-    backup: &Backup,
-    target: &RdsTarget,
-    max_copies: usize,
-) -> Result<Result<String, Step>, AwsError> {
-    let copy_id = format!("lifeboat-{}", task.task_id);
-    let described = rds.describe_db_snapshots().db_snapshot_identifier(&copy_id).send().await;
-    if let Some(found) = absent_if_not_found(described.map_err(|e| classify("rds:DescribeDBSnapshots", e)), NOT_FOUND)?
-    {
-        let status = found.db_snapshots().first().and_then(|s| s.status()).unwrap_or("creating").to_string();
-        return Ok(match status.as_str() {
-            "available" => Ok(copy_id),
-            "failed" | "error" => {
-                Err(Step::Failed { code: "SnapshotCopyFailed".into(), message: format!("copy {copy_id} failed") })
-            }
-            other => Err(Step::Waiting {
-                what: format!("snapshot copy {copy_id} is {other}"),
-                created: vec![copy_id.clone()],
-            }),
-        });
-    }
-    // Counted in AWS: copies Lifeboat started that are not available yet.
-    let pending = rds
-        .describe_db_snapshots()
-        .snapshot_type("manual")
-        .send()
-        .await
-        .map_err(|e| classify("rds:DescribeDBSnapshots", e))?
-        .db_snapshots()
-        .iter()
-        .filter(|s| {
-            s.db_snapshot_identifier().is_some_and(|id| id.starts_with("lifeboat-")) && s.status() != Some("available")
-        })
-        .count();
-    if pending >= max_copies {
-        return Err(AwsError::retryable(
-            "rds:CopyDBSnapshot",
-            "CopyLimitInFlight",
-            format!("{pending} snapshot copies in flight to {}", target.region),
-        ));
-    }
-    let source_arn = format!("arn:aws:rds:{}:{}:snapshot:{}", backup.region, backup.account_id, backup.backup_id);
-    rds.copy_db_snapshot()
-        .source_db_snapshot_identifier(source_arn)
-        .target_db_snapshot_identifier(&copy_id)
-        .set_kms_key_id((!target.kms_key_id.is_empty()).then(|| target.kms_key_id.clone()))
-        .set_tags(Some(tags(task, target)))
-        .send()
-        .await
-        .map_err(|e| classify("rds:CopyDBSnapshot", e))?;
-    Ok(Err(Step::Waiting {
-        what: format!("copying {} to {} as {copy_id}", backup.backup_id, target.region),
-        created: vec![copy_id],
-    }))
-}
-
-/// One step of an Aurora cluster restore: the cluster, then its writer instance.
-pub async fn cluster_step(rds: &aws_sdk_rds::Client, task: &RestoreTask, target: &RdsTarget) -> Result<Step, AwsError> {
+/// One step of an Aurora cluster restore: the cluster, then its writer instance (of the
+/// target's class, else the source writer's).
+pub async fn cluster_step(clients: &Clients, task: &RestoreTask, target: &RdsTarget) -> Result<Step, AwsError> {
+    let rds = &clients.target;
     let backup = task.backup.clone().unwrap_or_default();
     let name = target.name.as_str();
-    let engine = backup.settings.get("engine").cloned().unwrap_or_else(|| "aurora-postgresql".to_string());
+    let engine = backup.settings.get(settings::ENGINE).cloned().unwrap_or_else(|| "aurora-postgresql".to_string());
     let Some(cluster) = find_cluster(rds, name).await? else {
-        if backup.region != target.region || backup.account_id != target.account_id {
+        if backup.region != target.region {
             return Ok(Step::Failed {
                 code: "CLUSTER_SAME_REGION_ONLY".into(),
-                message:
-                    "Aurora clusters are restored in the source's account and region; copy the cluster snapshot first"
-                        .into(),
+                message: "Aurora clusters are restored in the source's region; copy the cluster snapshot first".into(),
             });
         }
-        let security_groups = (!target.security_group_ids.is_empty()).then(|| target.security_group_ids.clone());
+        let wanted = settings::checked(rds, &backup, target, true).await?;
+        let not_applied = settings::not_applied_tag(&wanted);
         let kms = (!target.kms_key_id.is_empty()).then(|| target.kms_key_id.clone());
         match &backup.restore_time {
+            Some(_) if !same_place(&backup, target) => {
+                return Ok(Step::Failed {
+                    code: "PITR_SAME_REGION_ONLY".into(),
+                    message: "point-in-time restores of clusters are made in the source's account and region".into(),
+                })
+            }
             Some(at) => {
                 rds.restore_db_cluster_to_point_in_time()
                     .db_cluster_identifier(name)
                     .source_db_cluster_identifier(&backup.source_resource_id)
                     .restore_to_time(aws_smithy_types::DateTime::from_secs(at.seconds))
-                    .db_subnet_group_name(&target.db_subnet_group)
-                    .set_vpc_security_group_ids(security_groups)
+                    .set_db_subnet_group_name(wanted.db_subnet_group.clone())
+                    .set_vpc_security_group_ids(wanted.security_group_ids.clone())
                     .set_kms_key_id(kms)
-                    .set_tags(Some(tags(task, target)))
+                    .set_db_cluster_parameter_group_name(wanted.db_cluster_parameter_group.clone())
+                    .set_port(wanted.port)
+                    .set_deletion_protection(wanted.deletion_protection)
+                    .set_enable_iam_database_authentication(wanted.iam_auth)
+                    .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
+                    .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
+                    .set_tags(Some(tags(task, target, not_applied)))
                     .send()
                     .await
                     .map_err(|e| classify("rds:RestoreDBClusterToPointInTime", e))?;
             }
             None => {
+                let snapshot = match &clients.source {
+                    Some(source) if backup.account_id != target.account_id => {
+                        match snapshot::shared_cluster_snapshot(source, task, &backup, target).await? {
+                            Ok(arn) => arn,
+                            Err(step) => return Ok(step),
+                        }
+                    }
+                    _ => backup.backup_id.clone(),
+                };
                 rds.restore_db_cluster_from_snapshot()
                     .db_cluster_identifier(name)
-                    .snapshot_identifier(&backup.backup_id)
+                    .snapshot_identifier(&snapshot)
                     .engine(&engine)
-                    .set_engine_version(backup.settings.get("engine_version").cloned())
-                    .db_subnet_group_name(&target.db_subnet_group)
-                    .set_vpc_security_group_ids(security_groups)
+                    .set_engine_version(backup.settings.get(settings::ENGINE_VERSION).cloned())
+                    .set_db_subnet_group_name(wanted.db_subnet_group.clone())
+                    .set_vpc_security_group_ids(wanted.security_group_ids.clone())
                     .set_kms_key_id(kms)
-                    .set_tags(Some(tags(task, target)))
+                    .set_db_cluster_parameter_group_name(wanted.db_cluster_parameter_group.clone())
+                    .set_port(wanted.port)
+                    .set_deletion_protection(wanted.deletion_protection)
+                    .set_enable_iam_database_authentication(wanted.iam_auth)
+                    .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
+                    .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
+                    .set_tags(Some(tags(task, target, not_applied)))
                     .send()
                     .await
                     .map_err(|e| classify("rds:RestoreDBClusterFromSnapshot", e))?;
@@ -357,14 +398,21 @@ pub async fn cluster_step(rds: &aws_sdk_rds::Client, task: &RestoreTask, target:
     if let Some(step) = by_status(&format!("cluster {name}"), cluster.status().unwrap_or("creating")) {
         return Ok(with_created(step, name));
     }
+    let tag = settings::not_restored_tag(cluster.tag_list());
+    let asked = settings::restarted(&backup, target, true, tag);
+    let mut warnings = settings::cluster_warnings(&cluster, &asked, &backup);
     // A restored cluster has no instances; without a writer nobody can connect.
-    if target.instance_class.is_empty() {
+    let Some(class) = asked.instance_class.clone() else {
+        warnings.push(
+            "writer instance (the source writer's class is unknown; give target.rds.instance_class to create one)"
+                .into(),
+        );
         return Ok(Step::Done {
             message: format!("cluster {name} is available"),
             created: vec![name.to_string()],
-            warnings: vec!["writer instance (give target.rds.instance_class to create one)".into()],
+            warnings,
         });
-    }
+    };
     let writer = format!("{name}-writer");
     let created = vec![name.to_string(), writer.clone()];
     match find_instance(rds, &writer).await? {
@@ -372,22 +420,23 @@ pub async fn cluster_step(rds: &aws_sdk_rds::Client, task: &RestoreTask, target:
             rds.create_db_instance()
                 .db_instance_identifier(&writer)
                 .db_cluster_identifier(name)
-                .db_instance_class(&target.instance_class)
+                .db_instance_class(&class)
                 .engine(&engine)
-                .set_tags(Some(tags(task, target)))
+                .set_db_parameter_group_name(asked.db_parameter_group.clone())
+                .set_tags(Some(tags(task, target, None)))
                 .send()
                 .await
                 .map_err(|e| classify("rds:CreateDBInstance", e))?;
-            Ok(Step::Waiting { what: format!("writer {writer} is being created"), created })
+            Ok(Step::Waiting { what: format!("writer {writer} ({class}) is being created"), created })
         }
         Some(instance) => {
             match by_status(&format!("writer {writer}"), instance.db_instance_status().unwrap_or("creating")) {
                 Some(Step::Waiting { what, .. }) => Ok(Step::Waiting { what, created }),
                 Some(failed) => Ok(failed),
                 None => Ok(Step::Done {
-                    message: format!("cluster {name} and writer {writer} are available"),
+                    message: format!("cluster {name} and writer {writer} ({class}) are available"),
                     created,
-                    warnings: Vec::new(),
+                    warnings,
                 }),
             }
         }
