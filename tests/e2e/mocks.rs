@@ -236,3 +236,220 @@ fn settings_that_could_not_be_restored_are_a_warning_not_a_failure() {
     assert_eq!(decision.reason_code, "SETTINGS_NOT_RESTORED");
     assert!(decision.message.ends_with("not restored: TTL"), "{}", decision.message);
 }
+
+/// RDS paths moto 5.2.5 does not serve: its automated backups have no ARN or restore window
+/// and its point-in-time restore needs a live source; it cannot restore from another account's
+/// shared snapshot.
+mod rds {
+    use aws_sdk_rds::operation::describe_db_instance_automated_backups::DescribeDbInstanceAutomatedBackupsOutput;
+    use aws_sdk_rds::operation::describe_db_instances::{DescribeDBInstancesError, DescribeDbInstancesOutput};
+    use aws_sdk_rds::operation::describe_db_parameter_groups::DescribeDbParameterGroupsOutput;
+    use aws_sdk_rds::operation::modify_db_snapshot_attribute::ModifyDbSnapshotAttributeOutput;
+    use aws_sdk_rds::operation::restore_db_instance_from_db_snapshot::RestoreDbInstanceFromDbSnapshotOutput;
+    use aws_sdk_rds::operation::restore_db_instance_to_point_in_time::RestoreDbInstanceToPointInTimeOutput;
+    use aws_sdk_rds::types::{DbInstance, DbInstanceAutomatedBackup, DbParameterGroup, RestoreWindow, Tag};
+    use aws_sdk_rds::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use aws_smithy_types::error::ErrorMetadata;
+    use aws_smithy_types::DateTime;
+    use chrono::TimeZone;
+    use lifeboat_discovery::rds::{instance_window, point_in_time, restore_time, Selection};
+    use lifeboat_proto as pb;
+    use lifeboat_rds::{instance_step, Clients, Limits, Step};
+
+    const ARN: &str = "arn:aws:rds:us-east-1:123456789012:auto-backup:ab-orders";
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 1_790_000_000;
+
+    fn at(secs: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc.timestamp_opt(secs, 0).unwrap()
+    }
+
+    fn not_found() -> DescribeDBInstancesError {
+        DescribeDBInstancesError::generic(ErrorMetadata::builder().code("DBInstanceNotFound").message("gone").build())
+    }
+
+    #[tokio::test]
+    async fn rds_a_deleted_instance_is_restored_to_a_point_in_time_from_its_retained_automated_backups() {
+        let retained = mock!(Client::describe_db_instance_automated_backups).then_output(|| {
+            DescribeDbInstanceAutomatedBackupsOutput::builder()
+                .db_instance_automated_backups(
+                    DbInstanceAutomatedBackup::builder()
+                        .db_instance_identifier("orders")
+                        .db_instance_automated_backups_arn(ARN)
+                        .status("retained")
+                        .engine("postgres")
+                        .port(5433)
+                        .restore_window(
+                            RestoreWindow::builder()
+                                .earliest_time(DateTime::from_secs(NOW - 3 * DAY))
+                                .latest_time(DateTime::from_secs(NOW - DAY))
+                                .build(),
+                        )
+                        .tag_list(Tag::builder().key("app").value("shop").build())
+                        .build(),
+                )
+                .build()
+        });
+        let none_live = mock!(Client::describe_db_instances)
+            .match_requests(|req| req.db_instance_identifier().is_none())
+            .then_output(|| DescribeDbInstancesOutput::builder().build());
+        let rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&retained, &none_live]);
+        let tags = [("app".to_string(), "shop".to_string())].into();
+        let names = vec!["ord*".to_string()];
+        let selection = Selection { tags: &tags, names: &names };
+        let kind = pb::ResourceType::RdsInstance;
+        let found = point_in_time(&rds, kind, "123456789012", "us-east-1", &selection, at(NOW - 2 * DAY), false, None)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (backup, why) = found[0].clone();
+        assert_eq!((backup.backup_id.as_str(), backup.source_resource_id.as_str()), (ARN, "orders"));
+        assert_eq!(backup.restore_time.as_ref().map(|t| t.seconds), Some(NOW - 2 * DAY));
+        assert!(why.contains("deleted instance"), "{why}");
+        // Outside the retained window: nothing.
+        let late = point_in_time(&rds, kind, "123456789012", "us-east-1", &selection, at(NOW), true, None);
+        assert!(late.await.unwrap().is_empty());
+
+        let absent = mock!(Client::describe_db_instances).then_error(not_found);
+        let restore = mock!(Client::restore_db_instance_to_point_in_time)
+            .match_requests(|req| {
+                req.source_db_instance_automated_backups_arn() == Some(ARN)
+                    && req.source_db_instance_identifier().is_none()
+                    && req.target_db_instance_identifier() == Some("orders-restored")
+                    && req.restore_time().map(|t| t.secs()) == Some(NOW - 2 * DAY)
+                    && req.port() == Some(5433)
+                    && req.db_subnet_group_name() == Some("subnets")
+            })
+            .then_output(|| RestoreDbInstanceToPointInTimeOutput::builder().build());
+        let target_client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&absent, &restore]);
+        let target = pb::RdsTarget {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            name: "orders-restored".into(),
+            db_subnet_group: "subnets".into(),
+            ..Default::default()
+        };
+        let task = pb::RestoreTask {
+            task_id: "t-pitr".into(),
+            resource_type: kind as i32,
+            backup: Some(backup),
+            target: Some(pb::restore_task::Target::Rds(target.clone())),
+            ..Default::default()
+        };
+        let clients = Clients { target: target_client, source: None };
+        let step = instance_step(&clients, &task, &target, &Limits::new(20)).await.unwrap();
+        assert!(
+            matches!(&step, Step::Waiting { created, .. } if created == &["orders-restored".to_string()]),
+            "{step:?}"
+        );
+        assert_eq!(restore.num_calls(), 1);
+    }
+
+    #[test]
+    fn rds_the_restorable_window_comes_from_automated_backups_or_the_retention_period() {
+        let created = NOW - 30 * DAY;
+        let db = |retention: i32, created: i64| {
+            DbInstance::builder()
+                .db_instance_identifier("orders")
+                .backup_retention_period(retention)
+                .instance_create_time(DateTime::from_secs(created))
+                .latest_restorable_time(DateTime::from_secs(NOW))
+                .build()
+        };
+        // Retention, not the creation time, bounds the window of an old instance.
+        assert_eq!(instance_window(&db(7, created), None), (Some(at(NOW - 7 * DAY)), Some(at(NOW))));
+        // A young instance cannot be restored to before it existed.
+        assert_eq!(instance_window(&db(7, NOW - DAY), None), (Some(at(NOW - DAY)), Some(at(NOW))));
+        // RDS's own restore window wins when it reports one.
+        let automated = DbInstanceAutomatedBackup::builder()
+            .restore_window(RestoreWindow::builder().earliest_time(DateTime::from_secs(NOW - 5 * DAY)).build())
+            .build();
+        assert_eq!(instance_window(&db(7, created), Some(&automated)), (Some(at(NOW - 5 * DAY)), Some(at(NOW))));
+        // BEFORE takes the latest restorable time at or before the point, AFTER the earliest at or
+        // after it, bounded by `until`.
+        let (earliest, latest) = (at(NOW - 7 * DAY), at(NOW));
+        assert_eq!(restore_time(earliest, latest, at(NOW + DAY), false, None), Some(latest));
+        assert_eq!(restore_time(earliest, latest, at(NOW - 9 * DAY), true, None), Some(earliest));
+        assert_eq!(restore_time(earliest, latest, at(NOW - 9 * DAY), true, Some(at(NOW - 8 * DAY))), None);
+        assert_eq!(restore_time(earliest, latest, at(NOW - 9 * DAY), false, None), None);
+    }
+
+    #[tokio::test]
+    async fn rds_another_account_restores_from_the_shared_snapshot_arn_with_the_source_settings() {
+        let absent = mock!(Client::describe_db_instances).then_error(not_found);
+        let group_exists = mock!(Client::describe_db_parameter_groups)
+            .match_requests(|req| req.db_parameter_group_name() == Some("ledger-params"))
+            .then_output(|| {
+                DescribeDbParameterGroupsOutput::builder()
+                    .db_parameter_groups(DbParameterGroup::builder().db_parameter_group_name("ledger-params").build())
+                    .build()
+            });
+        let restore = mock!(Client::restore_db_instance_from_db_snapshot)
+            .match_requests(|req| {
+                req.db_snapshot_identifier() == Some("arn:aws:rds:us-east-1:123456789012:snapshot:ledger-nightly")
+                    && req.db_instance_identifier() == Some("ledger")
+                    && req.db_parameter_group_name() == Some("ledger-params")
+                    && req.multi_az() == Some(false)
+                    && req.port() == Some(6000)
+                    && req.storage_type() == Some("io1")
+                    && req.iops() == Some(1000)
+                    && req.deletion_protection() == Some(true)
+                    && req.enable_iam_database_authentication() == Some(true)
+                    && req.copy_tags_to_snapshot() == Some(true)
+                    && req.enable_cloudwatch_logs_exports() == ["postgresql".to_string()]
+                    && req.db_subnet_group_name() == Some("other-subnets")
+            })
+            .then_output(|| RestoreDbInstanceFromDbSnapshotOutput::builder().build());
+        let share = mock!(Client::modify_db_snapshot_attribute)
+            .match_requests(|req| {
+                req.db_snapshot_identifier() == Some("ledger-nightly")
+                    && req.attribute_name() == Some("restore")
+                    && req.values_to_add() == ["111111111111".to_string()]
+            })
+            .then_output(|| ModifyDbSnapshotAttributeOutput::builder().build());
+        let target_client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&absent, &group_exists, &restore]);
+        let source_client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&share]);
+        let settings = [
+            ("snapshot_type", "manual"),
+            ("db_parameter_group", "ledger-params"),
+            ("multi_az", "true"),
+            ("port", "5433"),
+            ("storage_type", "io1"),
+            ("iops", "1000"),
+            ("deletion_protection", "true"),
+            ("iam_database_authentication", "true"),
+            ("copy_tags_to_snapshot", "true"),
+            ("cloudwatch_logs_exports", "postgresql"),
+        ];
+        let backup = pb::Backup {
+            backup_id: "ledger-nightly".into(),
+            source_resource_id: "ledger".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        // Discovery keeps the source's identifier in another account; multi_az and port overridden.
+        let target = pb::RdsTarget {
+            account_id: "111111111111".into(),
+            region: "us-east-1".into(),
+            name: "ledger".into(),
+            db_subnet_group: "other-subnets".into(),
+            multi_az: Some(false),
+            port: Some(6000),
+            ..Default::default()
+        };
+        let task = pb::RestoreTask {
+            task_id: "t-shared".into(),
+            resource_type: pb::ResourceType::RdsInstance as i32,
+            backup: Some(backup),
+            target: Some(pb::restore_task::Target::Rds(target.clone())),
+            ..Default::default()
+        };
+        let clients = Clients { target: target_client, source: Some(source_client) };
+        let step = instance_step(&clients, &task, &target, &Limits::new(20)).await.unwrap();
+        assert!(matches!(&step, Step::Waiting { created, .. } if created == &["ledger".to_string()]), "{step:?}");
+        assert_eq!((share.num_calls(), restore.num_calls()), (1, 1), "shared from the source, restored in the target");
+    }
+}

@@ -16,10 +16,11 @@ use async_trait::async_trait;
 use aws_sdk_rds::types::{DbCluster, DbInstance, Tag};
 use lifeboat_common::aws::{absent_if_not_found, classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig};
 use lifeboat_common::subjects::{self, TAG_TASK_ID};
 use lifeboat_proto::{restore_task, Backup, RdsTarget, ResourceType, RestoreTask};
 
+pub use lifeboat_common::restore::Step;
 pub use snapshot::{Limits, TAG_RESTORE_COPY};
 
 #[derive(Clone, Debug)]
