@@ -262,9 +262,31 @@ async fn a_window_of_two_snapshots_restores_two_databases_with_distinct_names_an
     let rejection = refused.rejection.unwrap_or_default();
     assert!(rejection.errors.iter().any(|e| e.field == "restore_sets[0].target.rds.name"), "{rejection:?}");
 
-    // A setting that cannot be applied is a named warning: the source's parameter group is gone.
-    rds.delete_db_parameter_group().db_parameter_group_name("audit-params").send().await.unwrap();
-    let mut audit = rds_set("audit", pb::ResourceType::RdsInstance, target("audit-restored"));
+    // A setting that cannot be applied is a named warning: restored in us-west-2 (from a copy
+    // of the snapshot), where the source's parameter group does not exist.
+    let west = Client::new(&servers.aws("us-west-2"));
+    let west_ec2 = servers.ec2("us-west-2");
+    let vpc = west_ec2.create_vpc().cidr_block("10.3.0.0/16").send().await.unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let mut subnets = Vec::new();
+    for (cidr, zone) in [("10.3.1.0/24", "us-west-2a"), ("10.3.2.0/24", "us-west-2b")] {
+        let subnet =
+            west_ec2.create_subnet().vpc_id(&vpc_id).cidr_block(cidr).availability_zone(zone).send().await.unwrap();
+        subnets.push(subnet.subnet().unwrap().subnet_id().unwrap().to_string());
+    }
+    west.create_db_subnet_group()
+        .db_subnet_group_name("west-subnets")
+        .db_subnet_group_description("restores")
+        .set_subnet_ids(Some(subnets))
+        .send()
+        .await
+        .unwrap();
+    let west_target = pb::RdsTarget {
+        region: "us-west-2".into(),
+        db_subnet_group: "west-subnets".into(),
+        ..target("audit-restored")
+    };
+    let mut audit = rds_set("audit", pb::ResourceType::RdsInstance, west_target);
     let source = audit.source.as_mut().unwrap();
     source.tags = [("app".to_string(), "ledger".to_string())].into();
     source.names = vec!["audit".into()];
@@ -275,8 +297,10 @@ async fn a_window_of_two_snapshots_restores_two_databases_with_distinct_names_an
     assert_eq!(task.phase, pb::TaskPhase::Succeeded as i32);
     assert_eq!(task.reason_code, "SETTINGS_NOT_RESTORED");
     assert!(task.message.contains("db_parameter_group (audit-params"), "{}", task.message);
-    let restored = rds.describe_db_instances().db_instance_identifier("audit-restored").send().await.unwrap();
-    assert_eq!(restored.db_instances()[0].multi_az(), Some(true), "the other settings are applied");
+    let restored = west.describe_db_instances().db_instance_identifier("audit-restored").send().await.unwrap();
+    let db = &restored.db_instances()[0];
+    assert_eq!(db.multi_az(), Some(true), "the other settings are applied");
+    assert_eq!(db.endpoint().and_then(|e| e.port()), Some(5433));
 }
 
 const OTHER: &str = "111111111111";

@@ -75,6 +75,16 @@ fn or_source(over: &str, settings: &HashMap<String, String>, key: &str) -> Optio
     }
 }
 
+/// The target's group, else the source's unless it is a default one: RDS gives the engine's
+/// default group anyway, and its name differs between engine versions.
+fn group_or_source(over: &str, settings: &HashMap<String, String>, key: &str) -> Option<String> {
+    if over.is_empty() {
+        text(settings, key).filter(|g| !is_default_group(g))
+    } else {
+        Some(over.to_string())
+    }
+}
+
 /// Groups named `default.*` / `default:*` exist in every account and region.
 fn is_default_group(name: &str) -> bool {
     name.starts_with("default.") || name.starts_with("default:") || name == "default"
@@ -112,13 +122,13 @@ async fn option_group_exists(rds: &aws_sdk_rds::Client, name: &str) -> Result<bo
 pub fn asked(backup: &Backup, target: &RdsTarget, cluster: bool) -> Wanted {
     let s = &backup.settings;
     let mut wanted = Wanted {
-        db_parameter_group: or_source(&target.db_parameter_group, s, DB_PARAMETER_GROUP),
+        db_parameter_group: group_or_source(&target.db_parameter_group, s, DB_PARAMETER_GROUP),
         db_cluster_parameter_group: if cluster {
-            or_source(&target.db_cluster_parameter_group, s, DB_CLUSTER_PARAMETER_GROUP)
+            group_or_source(&target.db_cluster_parameter_group, s, DB_CLUSTER_PARAMETER_GROUP)
         } else {
             None
         },
-        option_group: if cluster { None } else { or_source(&target.option_group, s, OPTION_GROUP) },
+        option_group: if cluster { None } else { group_or_source(&target.option_group, s, OPTION_GROUP) },
         multi_az: if cluster { None } else { target.multi_az.or(flag(s, MULTI_AZ)) },
         storage_type: if cluster { None } else { or_source(&target.storage_type, s, STORAGE_TYPE) },
         iops: if cluster { None } else { target.iops.or(number(s, IOPS)) },
