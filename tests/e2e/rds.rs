@@ -387,3 +387,71 @@ async fn another_account_gets_the_snapshot_shared_keeps_the_source_name_and_encr
     assert_eq!(task.reason_code, "DBSnapshotNotFound", "moto's limit, see above: {task:?}");
     assert!(task.message.contains("ledger-nightly"), "{}", task.message);
 }
+
+#[tokio::test]
+async fn an_aurora_cluster_comes_back_with_a_writer_of_the_source_writers_class_and_its_settings() {
+    init_logging();
+    let servers = Servers::start().await;
+    let rds = Client::new(&servers.aws("us-east-1"));
+    subnet_group(&servers, &rds).await;
+    rds.create_db_cluster_parameter_group()
+        .db_cluster_parameter_group_name("reports-cluster-params")
+        .db_parameter_group_family("aurora-postgresql13")
+        .description("tuned")
+        .send()
+        .await
+        .unwrap();
+    rds.create_db_cluster()
+        .db_cluster_identifier("reports")
+        .engine("aurora-postgresql")
+        .master_username("admin")
+        .master_user_password("correct-horse-battery")
+        .db_subnet_group_name("restore-subnets")
+        .db_cluster_parameter_group_name("reports-cluster-params")
+        .port(5440)
+        .enable_iam_database_authentication(true)
+        .copy_tags_to_snapshot(true)
+        .enable_cloudwatch_logs_exports("postgresql")
+        .tags(tag("app", "reports"))
+        .send()
+        .await
+        .unwrap();
+    rds.create_db_instance()
+        .db_instance_identifier("reports-1")
+        .db_cluster_identifier("reports")
+        .engine("aurora-postgresql")
+        .db_instance_class("db.r6g.xlarge")
+        .send()
+        .await
+        .unwrap();
+    rds.create_db_cluster_snapshot()
+        .db_cluster_identifier("reports")
+        .db_cluster_snapshot_identifier("reports-nightly")
+        .tags(tag("app", "reports"))
+        .send()
+        .await
+        .unwrap();
+
+    let _services = Running::start(&servers, ServiceSet::default()).await;
+    let client = servers.client().await;
+    // No instance class and no subnet group: the source writer's class, the source's group.
+    let target = pb::RdsTarget { name: "reports-restored".into(), ..Default::default() };
+    let mut set = rds_set("reports", pb::ResourceType::RdsCluster, target);
+    let source = set.source.as_mut().unwrap();
+    source.tags = [("app".to_string(), "reports".to_string())].into();
+    source.names = vec!["reports".into()];
+    client.submit(&request("rds-cluster", vec![set])).await.unwrap();
+    let summary = final_summary(&client, "rds-cluster").await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:#?}");
+    assert_eq!(summary.tasks[0].created_resource_ids, ["reports-restored", "reports-restored-writer"]);
+    let clusters = rds.describe_db_clusters().db_cluster_identifier("reports-restored").send().await.unwrap();
+    let cluster = &clusters.db_clusters()[0];
+    assert_eq!(cluster.db_cluster_parameter_group(), Some("reports-cluster-params"));
+    assert_eq!(cluster.db_subnet_group(), Some("restore-subnets"));
+    assert_eq!(cluster.port(), Some(5440));
+    assert_eq!(cluster.iam_database_authentication_enabled(), Some(true));
+    assert_eq!(cluster.copy_tags_to_snapshot(), Some(true));
+    assert_eq!(cluster.enabled_cloudwatch_logs_exports(), ["postgresql".to_string()]);
+    let writer = rds.describe_db_instances().db_instance_identifier("reports-restored-writer").send().await.unwrap();
+    assert_eq!(writer.db_instances()[0].db_instance_class(), Some("db.r6g.xlarge"));
+}
