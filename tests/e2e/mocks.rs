@@ -452,4 +452,54 @@ mod rds {
         assert!(matches!(&step, Step::Waiting { created, .. } if created == &["ledger".to_string()]), "{step:?}");
         assert_eq!((share.num_calls(), restore.num_calls()), (1, 1), "shared from the source, restored in the target");
     }
+
+    #[test]
+    fn rds_targets_keep_the_source_name_elsewhere_stamp_window_backups_and_inherit_in_place() {
+        use lifeboat_discovery::rds::{targets, ENCRYPTED_WITHOUT_TARGET_KEY, RDS_NAME_REQUIRED};
+        let backup = |id: &str, secs: i64, encrypted: bool| pb::Backup {
+            backup_id: id.into(),
+            source_resource_id: "ledger".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            created_at: Some(pb::Timestamp { seconds: secs, nanos: 0 }),
+            encrypted,
+            settings: [("db_subnet_group", "db-subnets"), ("security_group_ids", "sg-1,sg-2")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let name_of = |planned: &(pb::Backup, pb::restore_task::Target, String)| match &planned.1 {
+            pb::restore_task::Target::Rds(target) => target.clone(),
+            other => panic!("{other:?}"),
+        };
+        let elsewhere = pb::RdsTarget {
+            account_id: "111111111111".into(),
+            region: "us-east-1".into(),
+            db_subnet_group: "other".into(),
+            ..Default::default()
+        };
+        let one = vec![(backup("ledger-nightly", NOW, false), String::new())];
+        let planned = targets("s", "123456789012", "us-east-1", elsewhere.clone(), one.clone()).unwrap();
+        assert_eq!(name_of(&planned[0]).name, "ledger", "another account keeps the source's identifier");
+
+        let here =
+            pb::RdsTarget { account_id: "123456789012".into(), region: "us-east-1".into(), ..Default::default() };
+        let refused = targets("s", "123456789012", "us-east-1", here.clone(), one).unwrap_err();
+        assert_eq!(refused.code, RDS_NAME_REQUIRED);
+
+        let two = vec![(backup("a", NOW, false), String::new()), (backup("b", NOW + 3600, false), String::new())];
+        let named = pb::RdsTarget { name: "ledger-restored".into(), ..here };
+        let planned = targets("s", "123456789012", "us-east-1", named, two).unwrap();
+        let names: Vec<String> = planned.iter().map(|p| name_of(p).name).collect();
+        assert_eq!(names, ["ledger-restored-20260921141320", "ledger-restored-20260921151320"]);
+        let target = name_of(&planned[0]);
+        assert_eq!(target.db_subnet_group, "db-subnets", "the source's subnet group in its own account and region");
+        assert_eq!(target.security_group_ids, ["sg-1", "sg-2"]);
+
+        let encrypted = vec![(backup("vault-nightly", NOW, true), String::new())];
+        let refused = targets("vault", "123456789012", "us-east-1", elsewhere, encrypted).unwrap_err();
+        assert_eq!(refused.code, ENCRYPTED_WITHOUT_TARGET_KEY);
+        assert!(refused.message.contains("set 'vault'"), "{}", refused.message);
+    }
 }
