@@ -1,6 +1,9 @@
 //! RDS restores end to end: a DB instance from its snapshot, an Aurora cluster from its cluster
 //! snapshot with a writer, a DB instance to a point in time, and a set whose DB subnet group
-//! does not exist failing with the AWS code while the others complete.
+//! does not exist failing with the AWS code while the others complete; a window of two
+//! snapshots restoring two databases with the source's settings, a setting that cannot be
+//! applied named as a warning, a cluster getting its source writer's class, and a snapshot
+//! shared with another account (moto's limits are covered by `mocks::rds`).
 
 use aws_sdk_rds::types::Tag;
 use aws_sdk_rds::Client;
@@ -301,6 +304,23 @@ async fn a_window_of_two_snapshots_restores_two_databases_with_distinct_names_an
     let db = &restored.db_instances()[0];
     assert_eq!(db.multi_az(), Some(true), "the other settings are applied");
     assert_eq!(db.endpoint().and_then(|e| e.port()), Some(5433));
+
+    // Lifeboat's own copy in us-west-2 is tagged as such and never planned as a backup of its own.
+    let copies = west.describe_db_snapshots().snapshot_type("manual").send().await.unwrap();
+    let copy =
+        copies.db_snapshots().iter().find(|s| s.db_snapshot_identifier().is_some_and(|id| id.starts_with("lifeboat-")));
+    let copy = copy.expect("the cross-region copy");
+    assert!(copy.tag_list().iter().any(|t| t.key() == Some(lifeboat_rds::TAG_RESTORE_COPY)), "{copy:?}");
+    let mut again = rds_set("again", pb::ResourceType::RdsInstance, target("audit-again"));
+    let source = again.source.as_mut().unwrap();
+    source.region = "us-west-2".into();
+    source.tags.clear();
+    source.names = vec!["audit".into()];
+    let mut plan = request("rds-copies", vec![again]);
+    plan.dry_run = true;
+    client.submit(&plan).await.unwrap();
+    let planned = final_summary(&client, "rds-copies").await;
+    assert_eq!(planned.tasks[0].reason_code, "NO_MATCHING_BACKUPS", "{planned:#?}");
 }
 
 const OTHER: &str = "111111111111";
