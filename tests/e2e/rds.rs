@@ -326,7 +326,7 @@ async fn a_window_of_two_snapshots_restores_two_databases_with_distinct_names_an
 const OTHER: &str = "111111111111";
 
 #[tokio::test]
-async fn another_account_gets_the_snapshot_shared_keeps_the_source_name_and_encrypted_ones_need_a_key() {
+async fn another_account_gets_the_snapshot_shared_and_encrypted_ones_need_a_key() {
     init_logging();
     let servers = Servers::start().await;
     let rds = Client::new(&servers.aws("us-east-1"));
@@ -398,7 +398,8 @@ async fn another_account_gets_the_snapshot_shared_keeps_the_source_name_and_encr
             .any(|s| s.db_snapshot_arn().is_some_and(|a| a.ends_with(":snapshot:ledger-nightly"))),
         "the target account sees the shared snapshot"
     );
-    // The restore names the database as the source did (no target name in another account).
+    // No target name in another account: the source's identifier is kept
+    // (`mocks::rds::rds_targets_keep_the_source_name_elsewhere_stamp_window_backups_and_inherit_in_place`).
     // moto 5.2.5 cannot restore from another account's snapshot ARN (it looks the name up in the
     // caller's own account), so the task ends there; the same step against the real SDK types
     // is `mocks::rds_another_account_restores_from_the_shared_snapshot_arn`.
