@@ -12,6 +12,7 @@ mod invalid;
 mod logic;
 mod mocks;
 mod observability;
+mod operator;
 mod rds;
 mod resilience;
 mod restore;
