@@ -229,3 +229,111 @@ on_both_transports!(
     cancel_ends_the_tasks_not_started_cancelled,
     list_filters_by_state_and_a_reused_id_with_another_body_is_refused,
 );
+
+fn event(task_id: &str, phase: pb::TaskPhase, attempt: u32, generation: u32) -> pb::StatusEvent {
+    pb::StatusEvent {
+        request_id: "r".into(),
+        set_name: "s".into(),
+        task_id: task_id.into(),
+        phase: phase as i32,
+        attempt,
+        generation,
+        at: Some(lifeboat_common::time::now()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_retry_generation_supersedes_the_old_run_and_old_runs_change_nothing() {
+    use lifeboat_aggregator::state::next_task;
+    use pb::TaskPhase::*;
+    let failed = next_task(None, &event("t", Failed, 1, 0)).unwrap();
+    // Within a generation a terminal phase is final.
+    assert!(next_task(Some(&failed), &event("t", Running, 2, 0)).is_none());
+    // A retry moves it back to QUEUED, with the attempt count starting over.
+    let queued = next_task(Some(&failed), &event("t", Queued, 0, 1)).unwrap();
+    assert_eq!((queued.phase, queued.generation, queued.attempt), (Queued as i32, 1, 0));
+    // Late events of the first run are ignored.
+    assert!(next_task(Some(&queued), &event("t", Succeeded, 3, 0)).is_none());
+    let done = next_task(Some(&queued), &event("t", Succeeded, 1, 1)).unwrap();
+    assert_eq!(done.phase, Succeeded as i32);
+
+    // The request: IN_PROGRESS again while the retried task runs, then recomputed.
+    let mut state = lifeboat_aggregator::RequestState::new("r");
+    let planned = pb::StatusEvent {
+        request_id: "r".into(),
+        detail: Some(pb::status_event::Detail::Planned(pb::RestorePlanned { total_tasks: 1, ..Default::default() })),
+        ..Default::default()
+    };
+    state.apply(&planned, None);
+    let first = state.apply(&event("t", Failed, 1, 0), None).task.unwrap();
+    assert_eq!(state.verdict(), pb::Verdict::Failed);
+    assert!(state.meta.finished_at.is_some());
+    let again = state.apply(&event("t", Queued, 0, 1), Some(&first)).task.unwrap();
+    assert_eq!(state.verdict(), pb::Verdict::InProgress);
+    assert!(state.meta.finished_at.is_none(), "not finished while the retry runs");
+    state.apply(&event("t", Succeeded, 1, 1), Some(&again));
+    assert_eq!(state.verdict(), pb::Verdict::Completed);
+    assert_eq!(state.summary().retries, 1);
+}
+
+#[test]
+fn a_cancelled_request_ends_cancelled_and_a_finished_one_cannot_be() {
+    let mut state = lifeboat_aggregator::RequestState::new("r");
+    let planned = pb::StatusEvent {
+        request_id: "r".into(),
+        detail: Some(pb::status_event::Detail::Planned(pb::RestorePlanned { total_tasks: 2, ..Default::default() })),
+        ..Default::default()
+    };
+    state.apply(&planned, None);
+    state.apply(&event("a", pb::TaskPhase::Succeeded, 1, 0), None);
+    let cancel = pb::StatusEvent { request_id: "r".into(), cancelled: Some(Default::default()), ..Default::default() };
+    assert!(state.apply(&cancel, None).meta);
+    assert_eq!(state.verdict(), pb::Verdict::InProgress, "until the last task has ended");
+    state.apply(&event("b", pb::TaskPhase::Cancelled, 1, 0), None);
+    assert_eq!(state.verdict(), pb::Verdict::Cancelled);
+    // Once finished, a cancel changes nothing.
+    let mut done = lifeboat_aggregator::RequestState::new("d");
+    done.apply(&planned, None);
+    done.apply(&event("a", pb::TaskPhase::Succeeded, 1, 0), None);
+    done.apply(&event("b", pb::TaskPhase::Succeeded, 1, 0), None);
+    assert!(!done.apply(&cancel, None).any());
+    assert_eq!(done.verdict(), pb::Verdict::Completed);
+}
+
+#[test]
+fn states_parse_and_lists_and_plans_render() {
+    use lifeboat_aggregator::operator::parse_state;
+    assert_eq!(parse_state("running").unwrap(), Some(pb::Verdict::InProgress));
+    assert_eq!(parse_state("partially-failed").unwrap(), Some(pb::Verdict::PartiallyFailed));
+    assert_eq!(parse_state("COMPLETED_WITH_WARNINGS").unwrap(), Some(pb::Verdict::CompletedWithWarnings));
+    assert_eq!(parse_state("").unwrap(), None);
+    assert!(parse_state("sleeping").is_err());
+
+    use lifeboat_cli::render;
+    assert_eq!(render::human_duration(40), "40 s");
+    assert_eq!(render::human_duration(25 * 60), "25 min");
+    assert_eq!(render::human_duration(3600 + 5 * 60), "1 h 5 min");
+    let now = std::time::SystemTime::now();
+    let started = lifeboat_common::time::to_timestamp(chrono::Utc::now() - chrono::Duration::minutes(12));
+    let summary = pb::RequestSummary {
+        request_id: "r-1".into(),
+        verdict: pb::Verdict::PartiallyFailed as i32,
+        r#final: true,
+        planned: true,
+        total_tasks: 3,
+        total_size_gib: 120,
+        estimated_seconds: 1500,
+        counts: Some(pb::PhaseCounts { succeeded: 2, failed: 1, ..Default::default() }),
+        started_at: Some(started),
+        ..Default::default()
+    };
+    assert_eq!(render::plan_line(&summary).as_deref(), Some("120 GiB, about 25 min"));
+    let table = render::list_table(std::slice::from_ref(&summary), now);
+    assert!(table.contains("PARTIALLY_FAILED") && table.contains("succeeded 2 · failed 1"), "{table}");
+    assert!(table.contains("120 GiB") && table.contains("12m"), "{table}");
+    println!("{table}{}", render::table(&summary));
+    assert!(render::table(&summary).contains("plan: 3 tasks, 120 GiB, about 25 min"));
+    let json = render::list_json(std::slice::from_ref(&summary));
+    assert_eq!(json[0]["total_size_gib"], 120);
+}
