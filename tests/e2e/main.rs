@@ -9,6 +9,7 @@ mod deploy;
 mod dynamodb;
 mod ec2;
 mod everything;
+mod guard;
 mod invalid;
 mod logic;
 mod mocks;

@@ -66,7 +66,9 @@ impl ListArgs {
         for name in &self.types {
             match ResourceType::from_short_name(name) {
                 Some(kind) => resource_types.push(kind),
-                None => anyhow::bail!("--type: unknown resource type '{name}' (ebs, ec2, rds-instance, rds-cluster, dynamodb)"),
+                None => anyhow::bail!(
+                    "--type: unknown resource type '{name}' (ebs, ec2, rds-instance, rds-cluster, dynamodb)"
+                ),
             }
         }
         for region in &self.copies_in {

@@ -159,7 +159,12 @@ impl Discovery {
                     })
                 }
             };
-            for (backup, target, why) in found {
+            // Name patterns apply to every type alike: the resource's id or name, or its Name tag.
+            let named = |backup: &Backup| {
+                let name_tag = backup.tags.get("Name").map(String::as_str).unwrap_or_default();
+                crate::select::names_match(&source.names, &[backup.source_resource_id.as_str(), name_tag])
+            };
+            for (backup, target, why) in found.into_iter().filter(|(backup, _, _)| named(backup)) {
                 tasks.push(RestoreTask {
                     request_id: request.request_id.clone(),
                     task_id: ids::task_id(&request.request_id, &set.name, &backup.backup_id),
