@@ -665,3 +665,30 @@ async fn every_published_clumio_example_is_planned_group_by_group_in_a_dry_run()
         );
     }
 }
+
+#[test]
+fn search_ids_select_by_aws_id_and_ec2_power_follows_should_power_on() {
+    let names = |mut fields: serde_json::Value| {
+        fields.as_object_mut().unwrap().insert("target_az".into(), json!("us-east-1a"));
+        let request = ebs_group(fields).unwrap();
+        request.restore_sets[0].source.as_ref().unwrap().names.clone()
+    };
+    assert_eq!(names(json!({"search_volume_id": "vol-0abc"})), ["vol-0abc"]);
+    assert!(names(json!({"search_volume_id": "abb2e20f-1234-11ef-9866-7205609e0abc"})).is_empty(), "a Clumio asset id");
+    assert!(names(json!({})).is_empty());
+    let ec2 = |extra: serde_json::Value| {
+        let mut group = json!({"ResourceType": "EC2", "target_az": "us-east-1a", "target_vpc_native_id": "vpc-1",
+            "target_subnet_native_id": "subnet-1", "target_ami_native_id": "ami-1", "target_eni_cfg_from_backup": true,
+            "target_instance_tags": [{"key": "team", "value": "web"}],
+            "target_volume_tags": [{"key": "team", "value": "disks"}, {"key": "kind", "value": "root"}]});
+        group.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let request = convert(json!({"RestoreGroups": [group]})).unwrap();
+        request.restore_sets[0].target.as_ref().unwrap().ec2.as_ref().unwrap().clone()
+    };
+    assert!(!ec2(json!({})).leave_stopped, "runbooks from before should_power_on started their instances");
+    assert!(ec2(json!({"should_power_on": false})).leave_stopped);
+    assert!(!ec2(json!({"should_power_on": true})).leave_stopped);
+    let tags = ec2(json!({})).tags;
+    assert_eq!((tags["team"].as_str(), tags["kind"].as_str()), ("web", "root"), "instance tags win a clash");
+    assert_eq!(ec2(json!({"search_instance_id": "i-0123"})).subnet_id, "subnet-1");
+}

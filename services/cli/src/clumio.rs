@@ -367,8 +367,8 @@ impl Group {
         Ok(all)
     }
 
-    /// Clumio's tag lists (`[{"key": "k", "value": "v"}]`), or a plain object of tags; later
-    /// fields win on a clash of keys.
+    /// Clumio's tag lists (`[{"key": "k", "value": "v"}]`), or a plain object of tags; the
+    /// first of `names` wins on a clash of keys.
     fn tags(&self, names: &[&str]) -> Result<HashMap<String, String>, RequestFileError> {
         let mut tags = HashMap::new();
         for name in names.iter().rev() {
