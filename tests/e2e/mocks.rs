@@ -438,6 +438,17 @@ mod dynamodb {
     }
 
     #[test]
+    fn backups_are_listed_only_for_the_time_the_rule_can_pick_from() {
+        use lifeboat_discovery::dynamodb::time_bounds;
+        let at = |secs: i64| chrono::DateTime::from_timestamp(secs, 0).unwrap();
+        // ListBackups' lower bound is inclusive, its upper bound exclusive.
+        assert_eq!(time_bounds(TimeRule::Before(at(NOW))), (None, Some(at(NOW + 1))));
+        assert_eq!(time_bounds(TimeRule::After(at(NOW))), (Some(at(NOW)), None));
+        assert_eq!(time_bounds(TimeRule::Between(at(NOW), at(NOW + 60))), (Some(at(NOW)), Some(at(NOW + 61))));
+        assert_eq!(time_bounds(TimeRule::Window(at(NOW), at(NOW + 60))), (Some(at(NOW)), Some(at(NOW + 61))));
+    }
+
+    #[test]
     fn another_account_is_refused_with_what_to_do_instead() {
         use lifeboat_discovery::dynamodb::cross_account_check;
         assert!(cross_account_check("s", "123456789012", "123456789012", "").is_ok());

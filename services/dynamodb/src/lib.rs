@@ -1,6 +1,8 @@
-//! The DynamoDB restore service: tables from on-demand backups or point-in-time recovery, at
-//! most 50 restores in flight per account and region, and, once the table is ACTIVE, the
-//! settings a DynamoDB restore drops (tags, TTL, point-in-time recovery, streams) put back.
+//! The DynamoDB restore service: tables from on-demand, SYSTEM and AWS Backup backups or by
+//! point-in-time recovery, at most 50 restores in flight per account and region, and, once the
+//! table is ACTIVE, the settings a DynamoDB restore drops (tags, TTL, point-in-time recovery,
+//! streams, deletion protection, billing mode) put back. A backup is restored only into its own
+//! account: DynamoDB has no cross-account restore.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
