@@ -3,6 +3,7 @@
 
 mod aggregator;
 mod api;
+mod catalog;
 mod clumio;
 mod deploy;
 mod dynamodb;

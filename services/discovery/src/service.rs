@@ -148,7 +148,7 @@ impl Discovery {
         let mut tasks = Vec::new();
         for &kind in &set.resource_types {
             let Ok(kind) = ResourceType::try_from(kind) else { continue };
-            let found = match self.find(set, &source, rule, kind).await {
+            let found = match Self::find(&self.accounts, set, &source, rule, kind).await {
                 Ok(found) => found,
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
@@ -188,16 +188,16 @@ impl Discovery {
     }
 
     /// The backups of one resource type in a set, each with its complete target and the reason
-    /// it was chosen.
-    async fn find(
-        &self,
+    /// it was chosen. Needs no bus: the catalog (`lifeboat backups list`) lists through it too.
+    pub async fn find(
+        accounts: &Accounts,
         set: &RestoreSet,
         source: &Source,
         rule: TimeRule,
         kind: ResourceType,
     ) -> Result<Vec<(Backup, restore_task::Target, String)>, AwsError> {
-        let account_id = self.accounts.resolve_account(&source.account_id).await?;
-        let config = self.accounts.config_for(&account_id, &source.region).await?;
+        let account_id = accounts.resolve_account(&source.account_id).await?;
+        let config = accounts.config_for(&account_id, &source.region).await?;
         let region = source.region.as_str();
         let targets = set.target.clone().unwrap_or_default();
         let target_account = |account: &str| if account.is_empty() { account_id.clone() } else { account.to_string() };
