@@ -446,6 +446,10 @@ mod dynamodb {
         assert_eq!(time_bounds(TimeRule::After(at(NOW))), (Some(at(NOW)), None));
         assert_eq!(time_bounds(TimeRule::Between(at(NOW), at(NOW + 60))), (Some(at(NOW)), Some(at(NOW + 61))));
         assert_eq!(time_bounds(TimeRule::Window(at(NOW), at(NOW + 60))), (Some(at(NOW)), Some(at(NOW + 61))));
+        // The catalog's "everything": no bounds, and no overflow.
+        let everything =
+            TimeRule::Window(chrono::DateTime::<chrono::Utc>::MIN_UTC, chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        assert_eq!(time_bounds(everything), (None, None));
     }
 
     #[test]

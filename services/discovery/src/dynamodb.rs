@@ -59,7 +59,7 @@ pub async fn tables(
         if !names_match(names, &[&name]) {
             continue;
         }
-        if let Some(table) = table(ddb, &name, tags).await? {
+        if let Found::Table(table) = table(ddb, &name, tags).await? {
             tables.push(table);
         }
     }
@@ -76,24 +76,28 @@ pub async fn table_names(ddb: &aws_sdk_dynamodb::Client) -> Result<Vec<String>, 
     Ok(names)
 }
 
+/// What a table lookup found.
+enum Found {
+    Table(Table),
+    /// It exists, but its tags do not match.
+    Unmatched,
+    Gone,
+}
+
 /// One table by name: one DescribeTable and its tags; its TTL and continuous backups only when
-/// the tags match. `None` when it is gone or its tags do not match.
-async fn table(
-    ddb: &aws_sdk_dynamodb::Client,
-    name: &str,
-    tags: &HashMap<String, String>,
-) -> Result<Option<Table>, AwsError> {
+/// the tags match.
+async fn table(ddb: &aws_sdk_dynamodb::Client, name: &str, tags: &HashMap<String, String>) -> Result<Found, AwsError> {
     let described =
         ddb.describe_table().table_name(name).send().await.map_err(|e| classify("dynamodb:DescribeTable", e));
     let Some(description) =
         absent_if_not_found(described, &["ResourceNotFoundException"])?.and_then(|d| d.table().cloned())
     else {
-        return Ok(None);
+        return Ok(Found::Gone);
     };
     let arn = description.table_arn().unwrap_or_default().to_string();
     let table_tags = resource_tags(ddb, &arn).await?;
     if !tags_match(tags, &table_tags) {
-        return Ok(None);
+        return Ok(Found::Unmatched);
     }
     let mut settings = table_settings(&description);
     let ttl = ddb
@@ -120,7 +124,7 @@ async fn table(
             restorable = from_aws(earliest).zip(from_aws(latest));
         }
     }
-    Ok(Some(Table {
+    Ok(Found::Table(Table {
         name: name.to_string(),
         arn,
         table_id: description.table_id().map(str::to_string),
@@ -192,14 +196,18 @@ pub struct Listed {
 }
 
 /// The creation-time range ListBackups can narrow to for `rule`: the lower bound is inclusive,
-/// the upper exclusive (so one second is added to keep a backup taken at the bound itself).
+/// the upper exclusive (so one second is added to keep a backup taken at the bound itself). A
+/// bound before 1970 or past year 9999 (a catalog's "everything") is left open.
 pub fn time_bounds(rule: TimeRule) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
-    let through = |at: DateTime<Utc>| Some(at + Duration::seconds(1));
+    const YEAR_10000: i64 = 253_402_300_800;
+    let from = |at: DateTime<Utc>| Some(at).filter(|t| t.timestamp() >= 0);
+    let through =
+        |at: DateTime<Utc>| at.checked_add_signed(Duration::seconds(1)).filter(|t| t.timestamp() < YEAR_10000);
     match rule {
         TimeRule::Before(at) => (None, through(at)),
-        TimeRule::After(at) => (Some(at), None),
-        TimeRule::Between(at, until) => (Some(at), through(until)),
-        TimeRule::Window(start, end) => (Some(start), through(end)),
+        TimeRule::After(at) => (from(at), None),
+        TimeRule::Between(at, until) => (from(at), through(until)),
+        TimeRule::Window(start, end) => (from(start), through(end)),
     }
 }
 
@@ -276,10 +284,9 @@ pub async fn backups(
         return Ok(Vec::new());
     }
     let existing: HashSet<String> = table_names(ddb).await?.into_iter().collect();
-    let mut origins: BTreeMap<String, Option<Table>> = BTreeMap::new();
+    let mut origins: BTreeMap<String, Found> = BTreeMap::new();
     for name in listed.iter().map(|b| &b.table_name) {
         if existing.contains(name) && !origins.contains_key(name) {
-            // `None`: its tags do not match (or it went away since ListTables).
             origins.insert(name.clone(), table(ddb, name, &source.tags).await?);
         }
     }
@@ -287,10 +294,9 @@ pub async fn backups(
     let mut kept = Vec::new();
     for backup in listed {
         let origin = match origins.get(&backup.table_name) {
-            Some(Some(table)) if same_incarnation(table, &backup) => Origin::Existing(table.clone()),
-            Some(Some(_)) => Origin::Deleted,
-            // Exists, but its tags do not match.
-            Some(None) if existing.contains(&backup.table_name) => continue,
+            Some(Found::Table(table)) if same_incarnation(table, &backup) => Origin::Existing(table.clone()),
+            Some(Found::Unmatched) => continue,
+            // Not there, gone since ListTables, or deleted and created again under the same name.
             _ => Origin::Deleted,
         };
         // A deleted table's tags are known only from AWS Backup recovery points (checked once picked).
