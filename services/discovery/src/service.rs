@@ -221,23 +221,21 @@ impl Discovery {
                     .collect())
             }
             ResourceType::DynamodbTable => {
-                let ddb = lifeboat_common::aws::dynamodb_client(&config, &account_id, region);
-                let mut picked = Vec::new();
-                for table in crate::dynamodb::tables(&ddb, &source.tags).await? {
-                    if source.point_in_time_recovery {
-                        let (at, after) = rule.point();
-                        picked.extend(crate::dynamodb::point_in_time(&table, &account_id, region, at, after));
-                    } else {
-                        let found = crate::dynamodb::backups(&ddb, &table, &account_id, region).await?;
-                        let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
-                        picked.extend(
-                            pick(&candidates, rule).into_iter().map(|(index, why)| (found[index].1.clone(), why)),
-                        );
-                    }
-                }
                 let mut target = targets.dynamodb.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
+                crate::dynamodb::cross_account_check(&set.name, &account_id, &target.account_id, &set.target_role_arn)?;
+                let ddb = lifeboat_common::aws::dynamodb_client(&config, &account_id, region);
+                let picked = if source.point_in_time_recovery {
+                    let (at, after) = rule.point();
+                    crate::dynamodb::tables(&ddb, &source.tags, &source.names)
+                        .await?
+                        .iter()
+                        .filter_map(|table| crate::dynamodb::point_in_time(table, &account_id, region, at, after))
+                        .collect()
+                } else {
+                    crate::dynamodb::backups(&ddb, source, rule, &account_id, region).await?
+                };
                 if !target.table_name.is_empty() && picked.len() > 1 {
                     return Err(AwsError::task_failure(
                         "plan",
