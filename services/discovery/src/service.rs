@@ -186,7 +186,16 @@ impl Discovery {
             return Ok(SetOutcome::Nothing {
                 phase: TaskPhase::Skipped,
                 code: reason::NO_MATCHING_BACKUPS.to_string(),
-                message: format!("nothing in {} has tags [{}] and {what} {rule}", source.region, tags.join(", ")),
+                message: if source.names.is_empty() {
+                    format!("nothing in {} has tags [{}] and {what} {rule}", source.region, tags.join(", "))
+                } else {
+                    format!(
+                        "nothing in {} is named [{}], has tags [{}] and {what} {rule}",
+                        source.region,
+                        source.names.join(", "),
+                        tags.join(", ")
+                    )
+                },
             });
         }
         Ok(SetOutcome::Tasks(tasks))
