@@ -3,11 +3,13 @@
 
 mod aggregator;
 mod api;
+mod catalog;
 mod clumio;
 mod deploy;
 mod dynamodb;
 mod ec2;
 mod everything;
+mod guard;
 mod invalid;
 mod logic;
 mod mocks;
