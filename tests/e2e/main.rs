@@ -3,15 +3,18 @@
 
 mod aggregator;
 mod api;
+mod catalog;
 mod clumio;
 mod deploy;
 mod dynamodb;
 mod ec2;
 mod everything;
+mod guard;
 mod invalid;
 mod logic;
 mod mocks;
 mod observability;
+mod operator;
 mod rds;
 mod resilience;
 mod restore;

@@ -1,5 +1,6 @@
-//! The status HTTP API, served by the aggregator: submit a request, list requests, read one
-//! with its tasks, and follow its events live (Server-Sent Events) until the verdict. Bodies
+//! The status HTTP API, served by the aggregator: submit a request, list requests (by state),
+//! read one with its tasks, follow its events live (Server-Sent Events) until the verdict, and
+//! retry or cancel it. Bodies
 //! are the protobuf messages in their canonical JSON mapping; `docs/openapi.yaml` describes it.
 
 use std::collections::VecDeque;
@@ -11,13 +12,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use lifeboat_common::bus::OutgoingMessage;
 use lifeboat_common::ids::is_valid_request_id;
 use lifeboat_common::{subjects, trace_context};
-use lifeboat_proto::RestoreRequest;
+use lifeboat_proto::{CancelQuery, OperatorReply, RestoreRequest, RetryQuery};
 use prost::Message;
 use serde::Deserialize;
 use serde_json::json;
@@ -25,6 +26,7 @@ use tokio::sync::broadcast;
 use tracing::field::Empty;
 use tracing::Instrument;
 
+use crate::operator::OperatorError;
 use crate::service::Aggregator;
 
 /// Every route of the API, as (method, path): the OpenAPI description must list exactly these.
@@ -33,6 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/requests"),
     ("GET", "/v1/requests/{id}"),
     ("GET", "/v1/requests/{id}/events"),
+    ("POST", "/v1/requests/{id}/retry"),
+    ("POST", "/v1/requests/{id}/cancel"),
 ];
 
 /// Tasks returned by `GET /v1/requests/{id}` unless `?tasks=` says otherwise.
@@ -45,6 +49,8 @@ pub fn router(aggregator: Arc<Aggregator>) -> Router {
         .route("/v1/requests", get(list).post(submit))
         .route("/v1/requests/{id}", get(show))
         .route("/v1/requests/{id}/events", get(follow))
+        .route("/v1/requests/{id}/retry", post(retry))
+        .route("/v1/requests/{id}/cancel", post(cancel))
         .with_state(aggregator)
 }
 
@@ -78,16 +84,62 @@ fn checked(id: &str) -> Result<&str, ApiError> {
     }
 }
 
+impl From<OperatorError> for ApiError {
+    fn from(e: OperatorError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self(status, e.to_string())
+    }
+}
+
 #[derive(Deserialize)]
 struct Page {
     limit: Option<usize>,
     after: Option<String>,
+    state: Option<String>,
 }
 
 async fn list(State(aggregator): State<Arc<Aggregator>>, Query(page): Query<Page>) -> Result<Response, ApiError> {
-    let page =
-        aggregator.store().list(page.limit.unwrap_or(50), page.after.as_deref()).await.map_err(ApiError::internal)?;
+    let state = page.state.unwrap_or_default();
+    let page = aggregator.list(&state, page.limit.unwrap_or(50), page.after.as_deref()).await?;
     Ok(Json(page).into_response())
+}
+
+/// `POST /v1/requests/{id}/retry`: a RetryQuery as JSON (`failedOnly`, `setNames`; the id
+/// comes from the path), or no body for every failed task.
+async fn retry(
+    State(aggregator): State<Arc<Aggregator>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = checked(&id)?;
+    let query: RetryQuery = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryQuery::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("body: not a lifeboat.v1.RetryQuery: {e}")))?
+    };
+    let retried = aggregator.retry(id, &query.set_names).await?;
+    let reply =
+        OperatorReply { status: 202, summary: Some(retried.summary), task_ids: retried.task_ids, ..Default::default() };
+    Ok((StatusCode::ACCEPTED, Json(reply)).into_response())
+}
+
+/// `POST /v1/requests/{id}/cancel`: a CancelQuery as JSON (`reason`, `requestedBy`), or no body.
+async fn cancel(
+    State(aggregator): State<Arc<Aggregator>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = checked(&id)?;
+    let query: CancelQuery = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelQuery::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("body: not a lifeboat.v1.CancelQuery: {e}")))?
+    };
+    let summary = aggregator.cancel(id, &query.reason, &query.requested_by).await?;
+    let reply = OperatorReply { status: 202, summary: Some(summary), ..Default::default() };
+    Ok((StatusCode::ACCEPTED, Json(reply)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -159,17 +211,29 @@ async fn accept(aggregator: &Aggregator, headers: &HeaderMap, body: Bytes) -> Re
     }
     let id = request.request_id.clone();
     tracing::Span::current().record("lifeboat.request_id", id.as_str());
+    // A known id: the same request again is a no-op, another one under its id a conflict.
+    if let Some((known, _)) = aggregator.store().head(&id).await.map_err(ApiError::internal)? {
+        if !known.request_digest.is_empty() {
+            if known.request_digest != lifeboat_common::ids::request_digest(&request) {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!("request_id: {id} is already used by a different request; submit this one under a new id"),
+                ));
+            }
+            return Ok(accepted(&id));
+        }
+    }
     let message = OutgoingMessage::proto(subjects::RESTORE_REQUESTS, &request)
         .dedupe_id(id.clone())
         .header(subjects::HEADER_REQUEST_ID, id.clone());
     aggregator.bus().publish(message).await.map_err(ApiError::internal)?;
+    Ok(accepted(&id))
+}
+
+fn accepted(id: &str) -> Response {
     let location = format!("/v1/requests/{id}");
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location.clone())],
-        Json(json!({ "requestId": id, "status": location })),
-    )
-        .into_response())
+    (StatusCode::ACCEPTED, [(header::LOCATION, location.clone())], Json(json!({ "requestId": id, "status": location })))
+        .into_response()
 }
 
 /// Server-Sent Events: every recorded event of the request in order (`event: status`, `id:`

@@ -8,12 +8,16 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lifeboat_common::bus::{Bus, BusError, Delivery, OutgoingMessage, Queue, Result};
 use lifeboat_common::{subjects, ConsumerOptions, Handler, Outcome};
-use lifeboat_proto::{ResourceType, StatusEvent, StatusQuery, StatusReply, TaskPhase, Verdict};
+use lifeboat_proto::{
+    CancelQuery, ListQuery, OperatorReply, ResourceType, RetryQuery, StatusEvent, StatusQuery, StatusReply, TaskPhase,
+    Verdict,
+};
 use prost::Message;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::operator::OperatorError;
 use crate::store::{Recorded, Store};
 
 /// Tasks by resource type and phase, as changes seen by this replica (+1 entering a phase,
@@ -70,7 +74,7 @@ impl Aggregator {
         lifeboat_common::run_consumer(bus, Queue::StatusEvents, self, options, shutdown).await
     }
 
-    async fn record(&self, event: &StatusEvent) -> Result<()> {
+    pub(crate) async fn record(&self, event: &StatusEvent) -> Result<()> {
         let Some(recorded) = self.store.record(event).await? else {
             debug!(request_id = %event.request_id, task_id = %event.task_id, "event changes nothing");
             return Ok(());
@@ -85,12 +89,18 @@ impl Aggregator {
         self.bus.notify(OutgoingMessage::proto(subjects::summary_subject(&event.request_id), summary)).await
     }
 
-    /// Answers `lifeboat.status.query` on NATS until `shutdown`.
+    /// Answers `lifeboat.status.query` and the operator's list, retry and cancel queries on
+    /// NATS until `shutdown`.
     pub async fn serve_queries(self: Arc<Self>, client: async_nats::Client, shutdown: CancellationToken) -> Result<()> {
-        let mut queries = client
-            .queue_subscribe(subjects::STATUS_QUERY, "status-aggregator".to_string())
-            .await
-            .map_err(|e| BusError::Setup { what: "status query subscription".into(), message: e.to_string() })?;
+        let mut subscriptions = Vec::new();
+        for subject in [subjects::STATUS_QUERY, subjects::LIST_QUERY, subjects::RETRY_QUERY, subjects::CANCEL_QUERY] {
+            let subscription = client
+                .queue_subscribe(subject, "status-aggregator".to_string())
+                .await
+                .map_err(|e| BusError::Setup { what: format!("{subject} subscription"), message: e.to_string() })?;
+            subscriptions.push(subscription);
+        }
+        let mut queries = futures::stream::select_all(subscriptions);
         loop {
             let query = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -99,10 +109,61 @@ impl Aggregator {
             let Some(reply_to) = query.reply.clone() else {
                 continue;
             };
-            let reply = self.answer(&query.payload).await;
-            if let Err(e) = client.publish(reply_to, reply.encode_to_vec().into()).await {
-                warn!(error = %e, "cannot answer a status query");
-            }
+            // Retries and cancels write to the store and the bus: they must not hold up status queries.
+            let (aggregator, client) = (self.clone(), client.clone());
+            tokio::spawn(async move {
+                let reply = match query.subject.as_str() {
+                    subjects::STATUS_QUERY => aggregator.answer(&query.payload).await.encode_to_vec(),
+                    subject => aggregator.operate(subject, &query.payload).await.encode_to_vec(),
+                };
+                if let Err(e) = client.publish(reply_to, reply.into()).await {
+                    warn!(error = %e, "cannot answer a query");
+                }
+            });
+        }
+    }
+
+    /// Runs one operator query received over NATS.
+    pub async fn operate(&self, subject: &str, payload: &[u8]) -> OperatorReply {
+        let undecodable = |e: prost::DecodeError| OperatorReply {
+            status: 400,
+            error: format!("not a query for {subject}: {e}"),
+            ..Default::default()
+        };
+        let failed =
+            |e: OperatorError| OperatorReply { status: e.status().into(), error: e.to_string(), ..Default::default() };
+        match subject {
+            subjects::LIST_QUERY => match ListQuery::decode(payload) {
+                Ok(query) => {
+                    let after = (!query.after.is_empty()).then_some(query.after.as_str());
+                    let limit = if query.limit == 0 { 50 } else { query.limit as usize };
+                    match self.list(&query.state, limit, after).await {
+                        Ok(page) => OperatorReply { status: 200, page: Some(page), ..Default::default() },
+                        Err(e) => failed(e),
+                    }
+                }
+                Err(e) => undecodable(e),
+            },
+            subjects::RETRY_QUERY => match RetryQuery::decode(payload) {
+                Ok(query) => match self.retry(&query.request_id, &query.set_names).await {
+                    Ok(retried) => OperatorReply {
+                        status: 202,
+                        summary: Some(retried.summary),
+                        task_ids: retried.task_ids,
+                        ..Default::default()
+                    },
+                    Err(e) => failed(e),
+                },
+                Err(e) => undecodable(e),
+            },
+            subjects::CANCEL_QUERY => match CancelQuery::decode(payload) {
+                Ok(query) => match self.cancel(&query.request_id, &query.reason, &query.requested_by).await {
+                    Ok(summary) => OperatorReply { status: 202, summary: Some(summary), ..Default::default() },
+                    Err(e) => failed(e),
+                },
+                Err(e) => undecodable(e),
+            },
+            other => OperatorReply { status: 404, error: format!("no such query: {other}"), ..Default::default() },
         }
     }
 

@@ -67,11 +67,21 @@ fn progress(phase: TaskPhase, attempt: u32) -> (u8, u32, bool) {
 /// The task as it is after `event`, or `None` if the event does not move it forward. Phases
 /// only move forward and a terminal phase is final, so duplicates and late arrivals change
 /// nothing; RUNNING and WAITING follow the latest delivery attempt.
+///
+/// A higher generation (a retry) supersedes the task whatever phase it had reached; events of
+/// an older generation change nothing.
 pub fn next_task(known: Option<&TaskState>, event: &StatusEvent) -> Option<TaskState> {
     let phase = TaskPhase::try_from(event.phase).unwrap_or(TaskPhase::Unspecified);
+    let mut superseded = false;
     if let Some(old) = known {
         let old_phase = phase_of(old);
-        if old_phase.is_terminal() || progress(phase, event.attempt) <= progress(old_phase, old.attempt) {
+        if event.generation < old.generation {
+            return None;
+        }
+        superseded = event.generation > old.generation;
+        if !superseded
+            && (old_phase.is_terminal() || progress(phase, event.attempt) <= progress(old_phase, old.attempt))
+        {
             return None;
         }
     }
@@ -95,7 +105,9 @@ pub fn next_task(known: Option<&TaskState>, event: &StatusEvent) -> Option<TaskS
         target: event.target.clone().or(old.target.clone()),
         selection_reason: pick(&event.selection_reason, &old.selection_reason),
         backup_created_at: event.backup_created_at.or(old.backup_created_at),
-        attempt: event.attempt.max(old.attempt),
+        attempt: if superseded { event.attempt } else { event.attempt.max(old.attempt) },
+        generation: event.generation,
+        task: event.task.clone().or(old.task),
     })
 }
 
@@ -145,11 +157,24 @@ impl RequestState {
             self.meta.started_at = event.at;
             change.meta = true;
         }
+        // Cancelling a finished request changes nothing: its verdict stands.
+        if event.cancelled.is_some() && !self.meta.cancelled && !self.is_final() {
+            self.meta.cancelled = true;
+            change.meta = true;
+        }
+        // A retry re-opens a cancelled request: its retried tasks run again.
+        if event.retried.is_some() && self.meta.cancelled {
+            self.meta.cancelled = false;
+            change.meta = true;
+        }
         match &event.detail {
             Some(status_event::Detail::Planned(planned)) if !self.meta.planned => {
                 self.meta.planned = true;
                 self.meta.total_tasks = planned.total_tasks;
                 self.meta.dry_run = planned.dry_run;
+                self.meta.total_size_gib = planned.total_size_gib;
+                self.meta.estimated_seconds = planned.estimated_seconds;
+                self.meta.request_digest = planned.request_digest.clone();
                 self.meta.sets =
                     planned.sets.iter().map(|s| SetSummary { set_name: s.set_name.clone(), counts: None }).collect();
                 change.meta = true;
@@ -164,6 +189,7 @@ impl RequestState {
                         self.count(old, -1);
                     }
                     self.count(&task, 1);
+                    self.meta.retries = self.meta.retries.max(task.generation);
                     change.task = Some(task);
                 }
             }
@@ -172,6 +198,11 @@ impl RequestState {
         }
         if self.is_final() && self.meta.finished_at.is_none() {
             self.meta.finished_at = event.at;
+            change.meta = true;
+        }
+        // Retried tasks re-open a finished request; it finishes again when they end.
+        if !self.is_final() && self.meta.finished_at.is_some() {
+            self.meta.finished_at = None;
             change.meta = true;
         }
         if change.any() {
@@ -194,6 +225,8 @@ impl RequestState {
             Verdict::Rejected
         } else if !self.is_final() {
             Verdict::InProgress
+        } else if self.meta.cancelled {
+            Verdict::Cancelled
         } else if c.succeeded + c.planned == 0 {
             // Nothing restored (or, for a dry run, nothing would be): never call that success.
             Verdict::Failed

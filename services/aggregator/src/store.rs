@@ -19,7 +19,7 @@ use futures::StreamExt;
 use lifeboat_common::bus::{BusError, Result};
 use lifeboat_common::subjects;
 use lifeboat_proto::{
-    PendingChange, RecordedEvent, RequestPage, RequestSummary, StatusEvent, StoredRequest, TaskState,
+    PendingChange, RecordedEvent, RequestPage, RequestSummary, StatusEvent, StoredRequest, TaskState, Verdict,
 };
 use prost::Message;
 use tokio::sync::Mutex;
@@ -179,31 +179,47 @@ impl Store {
             .map(|(stored, _)| (RequestState::from_stored(&stored).summary(), stored.sequence)))
     }
 
-    /// The request's summary, with up to `max_tasks` tasks (sorted by set and source).
+    /// The request's summary, with up to `max_tasks` tasks (sorted by set and source), without
+    /// the task bodies kept for retries.
     pub async fn summary(&self, request_id: &str, max_tasks: usize) -> Result<Option<RequestSummary>> {
         let Some((stored, _)) = self.request(request_id).await? else {
             return Ok(None);
         };
         let mut summary = RequestState::from_stored(&stored).summary();
         if max_tasks > 0 {
-            let mut tasks = self
-                .records
-                .tasks(request_id)
-                .await?
-                .iter()
-                .map(|bytes| decode::<TaskState>(bytes))
-                .collect::<Result<Vec<_>>>()?;
-            // The last change may not have reached its task record yet (its writer died).
-            if let Some(pending) = stored.pending.as_ref().and_then(|p| p.task.as_ref()) {
-                tasks.retain(|t| t.task_id != pending.task_id);
-                tasks.push(pending.clone());
-            }
-            sort_tasks(&mut tasks);
+            let mut tasks = self.tasks_of(request_id, &stored).await?;
+            tasks.iter_mut().for_each(|t| t.task = None);
             summary.tasks_truncated = tasks.len() > max_tasks;
             tasks.truncate(max_tasks);
             summary.tasks = tasks;
         }
         Ok(Some(summary))
+    }
+
+    /// The request's summary (no tasks) and every task with the RestoreTask it was queued with.
+    pub async fn tasks(&self, request_id: &str) -> Result<Option<(RequestSummary, Vec<TaskState>)>> {
+        let Some((stored, _)) = self.request(request_id).await? else {
+            return Ok(None);
+        };
+        let tasks = self.tasks_of(request_id, &stored).await?;
+        Ok(Some((RequestState::from_stored(&stored).summary(), tasks)))
+    }
+
+    async fn tasks_of(&self, request_id: &str, stored: &StoredRequest) -> Result<Vec<TaskState>> {
+        let mut tasks = self
+            .records
+            .tasks(request_id)
+            .await?
+            .iter()
+            .map(|bytes| decode::<TaskState>(bytes))
+            .collect::<Result<Vec<_>>>()?;
+        // The last change may not have reached its task record yet (its writer died).
+        if let Some(pending) = stored.pending.as_ref().and_then(|p| p.task.as_ref()) {
+            tasks.retain(|t| t.task_id != pending.task_id);
+            tasks.push(pending.clone());
+        }
+        sort_tasks(&mut tasks);
+        Ok(tasks)
     }
 
     /// The request's recorded events after sequence `after`, in order, with no gaps: an
@@ -236,14 +252,31 @@ impl Store {
         Ok(gapless)
     }
 
-    /// Requests, newest first, `limit` per page.
-    pub async fn list(&self, limit: usize, after: Option<&str>) -> Result<RequestPage> {
-        let (records, next) = self.records.requests(limit.clamp(1, 1000), after).await?;
-        let requests = records
-            .iter()
-            .map(|bytes| decode::<StoredRequest>(bytes).map(|stored| RequestState::from_stored(&stored).summary()))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RequestPage { requests, next: next.unwrap_or_default() })
+    /// Requests, newest first, `limit` per page; with a filter, only those with that verdict
+    /// (reading on through the store until the page is full or the store ends).
+    pub async fn list(&self, limit: usize, after: Option<&str>, verdict: Option<Verdict>) -> Result<RequestPage> {
+        let limit = limit.clamp(1, 1000);
+        let mut requests = Vec::new();
+        let mut cursor = after.map(str::to_string);
+        loop {
+            let (records, next) = self.records.requests(limit, cursor.as_deref()).await?;
+            for (i, bytes) in records.iter().enumerate() {
+                let summary = RequestState::from_stored(&decode::<StoredRequest>(bytes)?).summary();
+                let key = listing_key(&summary);
+                if verdict.is_none_or(|v| summary.verdict == v as i32) {
+                    requests.push(summary);
+                    if requests.len() == limit {
+                        // More may follow: the caller asks again from here.
+                        let more = next.is_some() || i + 1 < records.len();
+                        return Ok(RequestPage { requests, next: if more { key } else { String::new() } });
+                    }
+                }
+            }
+            if next.is_none() || records.is_empty() {
+                return Ok(RequestPage { requests, next: String::new() });
+            }
+            cursor = next;
+        }
     }
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lifeboat_common::bus::BusError;
-use lifeboat_proto::{RequestSummary, RestoreRequest, StatusReply};
+use lifeboat_proto::{
+    CancelQuery, OperatorReply, RequestPage, RequestSummary, RestoreRequest, RetryQuery, StatusReply,
+};
 use prost::Message;
 
 /// Summaries fetched while following, at most this often (events can come in thousands).
@@ -54,6 +56,39 @@ impl ApiClient {
             return Err(failed(&url, error_of(response).await));
         }
         Ok(())
+    }
+
+    pub async fn list(&self, state: &str, limit: u32) -> Result<RequestPage, BusError> {
+        let limit = if limit == 0 { 50 } else { limit };
+        // States are plain words (`partially_failed`): nothing to escape.
+        let url = format!("{}/v1/requests?state={state}&limit={limit}", self.base);
+        let response = self.http.get(&url).send().await.map_err(|e| failed(&url, e))?;
+        if !response.status().is_success() {
+            return Err(failed(&url, error_of(response).await));
+        }
+        response.json().await.map_err(|e| failed(&url, e))
+    }
+
+    pub async fn retry(&self, request_id: &str, set_names: &[String]) -> Result<OperatorReply, BusError> {
+        let body = RetryQuery { request_id: request_id.to_string(), failed_only: true, set_names: set_names.to_vec() };
+        self.operate(&format!("{}/v1/requests/{request_id}/retry", self.base), &body).await
+    }
+
+    pub async fn cancel(&self, request_id: &str, reason: &str) -> Result<OperatorReply, BusError> {
+        let body = CancelQuery {
+            request_id: request_id.to_string(),
+            reason: reason.to_string(),
+            requested_by: std::env::var("USER").unwrap_or_default(),
+        };
+        self.operate(&format!("{}/v1/requests/{request_id}/cancel", self.base), &body).await
+    }
+
+    async fn operate(&self, url: &str, body: &impl serde::Serialize) -> Result<OperatorReply, BusError> {
+        let response = self.http.post(url).json(body).send().await.map_err(|e| failed(url, e))?;
+        if !response.status().is_success() {
+            return Err(failed(url, error_of(response).await));
+        }
+        response.json().await.map_err(|e| failed(url, e))
     }
 
     pub async fn status(&self, request_id: &str, include_tasks: bool) -> Result<StatusReply, BusError> {

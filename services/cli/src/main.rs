@@ -64,7 +64,12 @@ impl Cli {
     fn transport(&self) -> anyhow::Result<Transport> {
         Ok(match self.transport {
             TransportKind::Nats => Transport::Nats { url: self.nats_url.clone() },
-            TransportKind::Sqs => Transport::Sqs(lifeboat_sqs::SqsConfig::from_env()?),
+            TransportKind::Sqs => {
+                let mut config = lifeboat_sqs::SqsConfig::from_env()?;
+                // Cancellation marks live beside the aggregator's records.
+                config.state_table = self.state_table.clone();
+                Transport::Sqs(config)
+            }
         })
     }
 
@@ -156,6 +161,50 @@ enum RestoreCommand {
         #[arg(long)]
         request_id: Option<String>,
         /// Give up watching after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Run even if the request plans more tasks than its `max_tasks` (default 1,000).
+        #[arg(long)]
+        confirm_large: bool,
+        /// Let sets without tags or names restore every resource of their account and region.
+        #[arg(long)]
+        all_resources: bool,
+    },
+    /// Requests, newest first, with verdict, counts and age.
+    List {
+        /// Only requests in this state: running, completed, completed_with_warnings,
+        /// partially_failed, failed, rejected or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Re-run the failed (and cancelled) tasks of a finished request, under the same task ids:
+    /// nothing that succeeded is restored again, and the verdict is recomputed.
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["failed", "set"])))]
+    Retry {
+        request_id: String,
+        /// Every failed or cancelled task.
+        #[arg(long)]
+        failed: bool,
+        /// Only the failed or cancelled tasks of this set (repeatable).
+        #[arg(long = "set", value_name = "NAME")]
+        set: Vec<String>,
+        /// Follow the request until it finishes again.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Cancel a running request: no new task starts; tasks not started end CANCELLED, started
+    /// ones run to their end; the verdict is CANCELLED.
+    Cancel {
+        request_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Follow the request until its last task has ended.
+        #[arg(long)]
+        watch: bool,
         #[arg(long)]
         timeout: Option<u64>,
     },
@@ -254,7 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore { command } => {
             let client = cli.client().await?;
             match command.clone() {
-                RestoreCommand::Submit { file, dry_run, watch, request_id, timeout } => {
+                RestoreCommand::Submit { file, dry_run, watch, request_id, timeout, confirm_large, all_resources } => {
                     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
                     let generated = lifeboat_common::ids::new_request_id();
                     let mut request = request_file::load(&file, &text, generated)?;
@@ -262,6 +311,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         request.request_id = id;
                     }
                     request.dry_run |= dry_run;
+                    if confirm_large {
+                        request.options.get_or_insert_with(Default::default).confirm_large = true;
+                    }
+                    if all_resources {
+                        for source in request.restore_sets.iter_mut().filter_map(|set| set.source.as_mut()) {
+                            if source.tags.is_empty() && source.names.is_empty() {
+                                source.all_resources = true;
+                            }
+                        }
+                    }
                     // The same checks discovery makes, before anything is published.
                     if let Err(errors) = validate_request(&request, &Policy::default()) {
                         for error in &errors {
@@ -302,6 +361,52 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         }
                         Ok(0)
                     }
+                }
+                RestoreCommand::List { state, limit } => {
+                    let page = client.list(state.as_deref().unwrap_or(""), limit).await?;
+                    match cli.output {
+                        Output::Json => {
+                            println!("{}", serde_json::to_string_pretty(&render::list_json(&page.requests))?)
+                        }
+                        Output::Text => print!("{}", render::list_table(&page.requests, std::time::SystemTime::now())),
+                    }
+                    Ok(0)
+                }
+                RestoreCommand::Retry { request_id, failed: _, set, watch, timeout } => {
+                    let reply = client.retry(&request_id, &set).await?;
+                    if cli.output == Output::Text {
+                        eprintln!("retrying {} tasks of {request_id}", reply.task_ids.len());
+                    }
+                    if watch {
+                        return follow(&client, &request_id, timeout, cli.output).await;
+                    }
+                    match cli.output {
+                        Output::Json => println!(
+                            "{}",
+                            serde_json::json!({"request_id": request_id, "retried_task_ids": reply.task_ids})
+                        ),
+                        Output::Text => println!("{request_id}"),
+                    }
+                    Ok(0)
+                }
+                RestoreCommand::Cancel { request_id, reason, watch, timeout } => {
+                    let reply = client.cancel(&request_id, &reason).await?;
+                    if cli.output == Output::Text {
+                        eprintln!(
+                            "cancelled {request_id}: tasks not started end CANCELLED, started ones run to their end"
+                        );
+                    }
+                    if watch {
+                        return follow(&client, &request_id, timeout, cli.output).await;
+                    }
+                    let summary = reply.summary.unwrap_or_default();
+                    match cli.output {
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&render::summary_json(&summary))?),
+                        Output::Text => {
+                            println!("{request_id}: {}", render::counts_line(&summary.counts.unwrap_or_default()))
+                        }
+                    }
+                    Ok(0)
                 }
                 RestoreCommand::Watch { request_id, timeout } => {
                     follow(&client, &request_id, timeout, cli.output).await

@@ -33,6 +33,7 @@ pub fn counts_line(counts: &PhaseCounts) -> String {
         ("succeeded", counts.succeeded),
         ("failed", counts.failed),
         ("skipped", counts.skipped),
+        ("cancelled", counts.cancelled),
     ] {
         if n > 0 {
             parts.push(format!("{name} {n}"));
@@ -63,7 +64,10 @@ impl Progress {
         let counts = summary.counts.unwrap_or_default();
         self.bar.set_length(summary.total_tasks as u64);
         self.bar.set_position(counts.terminal() as u64);
-        let line = counts_line(&counts);
+        let mut line = counts_line(&counts);
+        if let Some(plan) = plan_line(summary) {
+            line = if line.is_empty() { plan } else { format!("{line} · {plan}") };
+        }
         if self.bar.is_hidden() && line != self.last_line {
             eprintln!("{} {}/{} {}", summary.request_id, counts.terminal(), summary.total_tasks, line);
         }
@@ -162,6 +166,9 @@ pub fn table(summary: &RequestSummary) -> String {
     for set in &summary.sets {
         out.push_str(&format!("set {}: {}\n", set.set_name, counts_line(&set.counts.unwrap_or_default())));
     }
+    if let Some(plan) = plan_line(summary) {
+        out.push_str(&format!("plan: {} tasks, {plan}\n", summary.total_tasks));
+    }
     let plan = if summary.dry_run { " (dry run: nothing was created)" } else { "" };
     out.push_str(&format!("request {}: {}{plan}\n", summary.request_id, verdict(summary).short_name()));
     out
@@ -171,7 +178,81 @@ fn counts_json(counts: &PhaseCounts) -> Value {
     json!({
         "planned": counts.planned, "queued": counts.queued, "running": counts.running, "waiting": counts.waiting,
         "succeeded": counts.succeeded, "failed": counts.failed, "skipped": counts.skipped,
+        "cancelled": counts.cancelled,
     })
+}
+
+/// `1 h 5 min`, `12 min`, `40 s`: an estimate, so no more precision than that.
+pub fn human_duration(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s.div_ceil(60)),
+        s => {
+            let minutes = (s % 3600).div_ceil(60);
+            if minutes == 0 {
+                format!("{} h", s / 3600)
+            } else {
+                format!("{} h {minutes} min", s / 3600)
+            }
+        }
+    }
+}
+
+/// Size and estimated duration of a planned request: `120 GiB, about 25 min`.
+pub fn plan_line(summary: &RequestSummary) -> Option<String> {
+    (summary.planned && summary.rejection.is_none()).then(|| {
+        let estimate = if summary.estimated_seconds > 0 {
+            format!(", about {}", human_duration(summary.estimated_seconds.into()))
+        } else {
+            String::new()
+        };
+        format!("{} GiB{estimate}", summary.total_size_gib)
+    })
+}
+
+/// How long ago: `40s`, `12m`, `3h`, `2d`.
+pub fn age(at: Option<&lifeboat_proto::Timestamp>, now: std::time::SystemTime) -> String {
+    let Some(at) = at else { return "-".to_string() };
+    let now = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default();
+    let seconds = (now - at.seconds).max(0);
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// `lifeboat restore list`: one row per request, newest first.
+pub fn list_table(requests: &[RequestSummary], now: std::time::SystemTime) -> String {
+    if requests.is_empty() {
+        return "no requests\n".to_string();
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(["request", "verdict", "tasks", "counts", "size", "age"]);
+    for summary in requests {
+        let mut verdict = verdict(summary).short_name().to_string();
+        if summary.dry_run {
+            verdict.push_str(" (dry run)");
+        }
+        if summary.cancelled && summary.verdict == Verdict::InProgress as i32 {
+            verdict.push_str(" (cancelling)");
+        }
+        table.add_row([
+            summary.request_id.clone(),
+            verdict,
+            summary.total_tasks.to_string(),
+            counts_line(&summary.counts.unwrap_or_default()),
+            if summary.planned { format!("{} GiB", summary.total_size_gib) } else { String::new() },
+            age(summary.started_at.as_ref(), now),
+        ]);
+    }
+    format!("{table}\n")
+}
+
+pub fn list_json(requests: &[RequestSummary]) -> Value {
+    Value::Array(requests.iter().map(summary_json).collect())
 }
 
 pub fn summary_json(summary: &RequestSummary) -> Value {
@@ -182,6 +263,10 @@ pub fn summary_json(summary: &RequestSummary) -> Value {
         "final": summary.r#final,
         "dry_run": summary.dry_run,
         "total_tasks": summary.total_tasks,
+        "total_size_gib": summary.total_size_gib,
+        "estimated_seconds": summary.estimated_seconds,
+        "cancelled": summary.cancelled,
+        "retries": summary.retries,
         "counts": counts_json(&summary.counts.unwrap_or_default()),
         "sets": summary.sets.iter().map(|s| json!({"name": s.set_name, "counts": counts_json(&s.counts.unwrap_or_default())})).collect::<Vec<_>>(),
         "rejection": summary.rejection.as_ref().map(|r| json!({
@@ -204,6 +289,7 @@ pub fn summary_json(summary: &RequestSummary) -> Value {
             "reason_code": t.reason_code,
             "message": t.message,
             "attempts": t.attempt,
+            "generation": t.generation,
         })).collect::<Vec<_>>(),
         "tasks_truncated": summary.tasks_truncated,
     })

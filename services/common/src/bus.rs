@@ -209,6 +209,20 @@ pub trait Bus: Send + Sync + 'static {
     /// Opens (creating if needed) the durable consumer of `queue`.
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>>;
 
+    /// Marks a request cancelled (or, after a retry, no longer cancelled) where every service
+    /// of every replica can see it: a JetStream KV bucket, or an item of the DynamoDB state
+    /// table with SQS. The restore shell asks [`Bus::is_cancelled`] before it starts a task.
+    async fn set_cancelled(&self, request_id: &str, cancelled: bool) -> Result<()> {
+        let _ = (request_id, cancelled);
+        Err(BusError::Store("this transport cannot record cancellations".into()))
+    }
+
+    /// Whether the request was cancelled. Transports that cannot record it say no.
+    async fn is_cancelled(&self, request_id: &str) -> Result<bool> {
+        let _ = request_id;
+        Ok(false)
+    }
+
     /// The OpenTelemetry `messaging.system` of this transport (`nats`, `aws_sqs`), on the spans
     /// of the consumer loop. Implementations publish through
     /// [`crate::trace_context::publish_span`] so that every message carries the trace context.

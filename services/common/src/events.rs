@@ -37,12 +37,22 @@ impl Reporter {
         if event.at.is_none() {
             event.at = Some(crate::time::now());
         }
-        let dedupe_id = format!("{}.{}.{}.{}", event.request_id, event_key(&event), event.phase, event.attempt);
+        let mut dedupe_id = format!("{}.{}.{}.{}", event.request_id, event_key(&event), event.phase, event.attempt);
+        // A retried task reports the same phases and attempts again, as a new generation.
+        if event.generation > 0 {
+            dedupe_id.push_str(&format!(".g{}", event.generation));
+        }
         OutgoingMessage::proto(subjects::status_subject(&event.request_id), &event).dedupe_id(dedupe_id)
     }
 }
 
 fn event_key(event: &StatusEvent) -> &str {
+    if event.cancelled.is_some() {
+        return "cancelled";
+    }
+    if event.retried.is_some() {
+        return "retried";
+    }
     match (&event.detail, event.task_id.as_str()) {
         (Some(status_event::Detail::Planned(_)), _) => "planned",
         (Some(status_event::Detail::Rejected(_)), _) => "rejected",
@@ -65,6 +75,7 @@ pub fn task_event(task: &RestoreTask, phase: TaskPhase, attempt: u32) -> StatusE
         target: Some(target_location(task)),
         selection_reason: task.selection_reason.clone(),
         backup_created_at: backup.created_at,
+        generation: task.generation,
         ..Default::default()
     }
 }

@@ -22,6 +22,8 @@ const PULL_BATCH: usize = 32;
 pub struct JetStreamBus {
     client: async_nats::Client,
     context: jetstream::Context,
+    /// The bucket of cancelled requests, opened (or created) on first use.
+    cancellations: std::sync::Arc<tokio::sync::OnceCell<jetstream::kv::Store>>,
 }
 
 impl JetStreamBus {
@@ -37,7 +39,7 @@ impl JetStreamBus {
 
     pub async fn from_client(client: async_nats::Client) -> Result<Self> {
         let context = jetstream::new(client.clone());
-        let bus = Self { client, context };
+        let bus = Self { client, context, cancellations: Default::default() };
         bus.ensure_streams().await?;
         Ok(bus)
     }
@@ -98,6 +100,27 @@ impl JetStreamBus {
                 .map_err(|e| BusError::Setup { what: format!("stream {name}"), message: e.to_string() })?;
         }
         Ok(())
+    }
+
+    async fn cancellations(&self) -> Result<&jetstream::kv::Store> {
+        self.cancellations
+            .get_or_try_init(|| async {
+                if let Ok(store) = self.context.get_key_value(subjects::CANCELLATIONS_BUCKET).await {
+                    return Ok(store);
+                }
+                self.context
+                    .create_key_value(jetstream::kv::Config {
+                        bucket: subjects::CANCELLATIONS_BUCKET.to_string(),
+                        description: "Lifeboat: cancelled restore requests".to_string(),
+                        history: 1,
+                        max_age: subjects::CANCELLATIONS_MAX_AGE,
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| BusError::Setup { what: "the cancellations bucket".into(), message: e.to_string() })
+            })
+            .await
     }
 
     fn stream_of(queue: &Queue) -> &'static str {
@@ -172,6 +195,27 @@ impl Bus for JetStreamBus {
 
     fn messaging_system(&self) -> &'static str {
         trace_context::SYSTEM_NATS
+    }
+
+    async fn set_cancelled(&self, request_id: &str, cancelled: bool) -> Result<()> {
+        let bucket = self.cancellations().await?;
+        let failed = |e: &dyn std::fmt::Display| BusError::Store(format!("cancellation of {request_id}: {e}"));
+        if cancelled {
+            bucket.put(request_id, bytes::Bytes::from_static(b"cancelled")).await.map_err(|e| failed(&e))?;
+        } else {
+            bucket.delete(request_id).await.map_err(|e| failed(&e))?;
+        }
+        Ok(())
+    }
+
+    async fn is_cancelled(&self, request_id: &str) -> Result<bool> {
+        let entry = self
+            .cancellations()
+            .await?
+            .entry(request_id)
+            .await
+            .map_err(|e| BusError::Store(format!("cancellation of {request_id}: {e}")))?;
+        Ok(entry.is_some_and(|e| e.operation == jetstream::kv::Operation::Put))
     }
 
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>> {

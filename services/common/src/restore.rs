@@ -27,6 +27,8 @@ pub mod reason {
     pub const POISON_MESSAGE: &str = "POISON_MESSAGE";
     /// Restored, but some of the source's settings could not be applied (a warning).
     pub const SETTINGS_NOT_RESTORED: &str = "SETTINGS_NOT_RESTORED";
+    /// The request was cancelled before the task started; nothing was created.
+    pub const REQUEST_CANCELLED: &str = "REQUEST_CANCELLED";
 }
 
 /// Where a restore stands after a step.
@@ -212,6 +214,19 @@ impl<R: Restorer> RestoreService<R> {
         let lock = self.task_locks.lock().await.entry(task.task_id.clone()).or_default().clone();
         let guard = lock.lock().await;
         if attempt == 1 {
+            // The first delivery has created nothing yet: a cancelled request's task ends here.
+            match self.bus.is_cancelled(&task.request_id).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    drop(guard);
+                    self.forget_lock(&task.task_id, lock).await;
+                    return self.report_cancelled(task, attempt, queued_at).await;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot tell whether the request was cancelled; will retry");
+                    return Outcome::RetryAfter(retry_initial);
+                }
+            }
             if let Err(e) = self.reporter.report(task_event(task, TaskPhase::Running, attempt)).await {
                 warn!(error = %e, "cannot report; will retry");
                 return Outcome::RetryAfter(retry_initial);
@@ -246,6 +261,25 @@ impl<R: Restorer> RestoreService<R> {
             Err(e) => {
                 warn!(error = %e, "cannot report; will retry");
                 Outcome::RetryAfter(retry_initial)
+            }
+        }
+    }
+
+    async fn report_cancelled(&self, task: &RestoreTask, attempt: u32, queued_at: Option<SystemTime>) -> Outcome {
+        let event = StatusEvent {
+            reason_code: reason::REQUEST_CANCELLED.to_string(),
+            message: "the request was cancelled before this task started; nothing was created".to_string(),
+            ..task_event(task, TaskPhase::Cancelled, attempt)
+        };
+        match self.reporter.report(event).await {
+            Ok(()) => {
+                info!("task cancelled before it started");
+                task_finished(task, TaskPhase::Cancelled, reason::REQUEST_CANCELLED, queued_at);
+                Outcome::Done
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot report; will retry");
+                Outcome::RetryAfter(self.config.wait.retry_initial)
             }
         }
     }

@@ -15,6 +15,12 @@ pub const SUMMARY_PREFIX: &str = "lifeboat.events.summary";
 pub const DEADLETTER_PREFIX: &str = "lifeboat.deadletter";
 /// Request/reply: StatusQuery -> StatusReply.
 pub const STATUS_QUERY: &str = "lifeboat.status.query";
+/// Request/reply with the aggregator: ListQuery -> OperatorReply (a page of requests).
+pub const LIST_QUERY: &str = "lifeboat.status.list";
+/// Request/reply: RetryQuery -> OperatorReply (`lifeboat restore retry`).
+pub const RETRY_QUERY: &str = "lifeboat.status.retry";
+/// Request/reply: CancelQuery -> OperatorReply (`lifeboat restore cancel`).
+pub const CANCEL_QUERY: &str = "lifeboat.status.cancel";
 
 pub const REQUESTS_STREAM: &str = "LIFEBOAT_REQUESTS";
 pub const WORK_STREAM: &str = "LIFEBOAT_WORK";
@@ -24,6 +30,12 @@ pub const SUMMARIES_STREAM: &str = "LIFEBOAT_SUMMARIES";
 pub const DEADLETTER_STREAM: &str = "LIFEBOAT_DEADLETTER";
 /// JetStream KV bucket with the aggregator's per-request state.
 pub const STATE_BUCKET: &str = "lifeboat_restores";
+/// JetStream KV bucket of cancelled requests (key: request id), read by the restore shell.
+pub const CANCELLATIONS_BUCKET: &str = "lifeboat_cancellations";
+/// Cancellation marks are kept as long as request state.
+pub const CANCELLATIONS_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The sort key of a request's cancellation item in the DynamoDB state table (SQS transport).
+pub const CANCELLED_SORT_KEY: &str = "cancelled";
 
 /// Set by clients on published requests so that even an undecodable request can be answered.
 pub const HEADER_REQUEST_ID: &str = "Lifeboat-Request-Id";
@@ -46,6 +58,16 @@ pub const TAG_TASK_ID: &str = "lifeboat:task-id";
 pub const TAG_REQUEST_ID: &str = "lifeboat:request-id";
 pub const TAG_SOURCE_BACKUP: &str = "lifeboat:source-backup-id";
 pub const TAG_SOURCE_RESOURCE: &str = "lifeboat:source-resource-id";
+
+/// The dedupe id of a task's work message: the task id for its first run, and with the
+/// generation for a retry (the first run's id would still be deduplicated for minutes).
+pub fn work_dedupe_id(task_id: &str, generation: u32) -> String {
+    if generation == 0 {
+        task_id.to_string()
+    } else {
+        format!("{task_id}.g{generation}")
+    }
+}
 
 pub fn work_subject(kind: &str) -> String {
     format!("{WORK_PREFIX}.{kind}")

@@ -47,9 +47,6 @@ pub mod setting {
 /// On snapshots Lifeboat copies while restoring (`lifeboat-<task>`): never a backup of their own.
 pub const TAG_RESTORE_COPY: &str = "lifeboat:restore-copy";
 
-/// An RDS set restoring into the source's own account without a target name.
-pub const RDS_NAME_REQUIRED: &str = "RDS_NAME_REQUIRED";
-
 /// Why a set cannot go to another account: its snapshots are encrypted and no key was given.
 pub const ENCRYPTED_WITHOUT_TARGET_KEY: &str = "ENCRYPTED_WITHOUT_TARGET_KEY";
 
@@ -541,16 +538,6 @@ pub fn targets(
 ) -> Result<Vec<(Backup, restore_task::Target, String)>, AwsError> {
     let same_account = target.account_id == source_account;
     let same_place = same_account && target.region == source_region;
-    if same_account && target.name.is_empty() && !picked.is_empty() {
-        return Err(AwsError::task_failure(
-            "plan",
-            RDS_NAME_REQUIRED,
-            format!(
-                "set '{}' restores into the source's account {source_account}: target.rds.name is required there",
-                set_name
-            ),
-        ));
-    }
     if !same_account && target.kms_key_id.is_empty() {
         if let Some((backup, _)) = picked.iter().find(|(b, _)| b.encrypted) {
             return Err(AwsError::task_failure(

@@ -46,6 +46,9 @@ pub struct SqsConfig {
     /// Meant for development against moto or LocalStack; in AWS the deploy template or
     /// `SqsBus::init_queues` creates them, and services need no `sqs:CreateQueue` permission.
     pub create_queues: bool,
+    /// The DynamoDB table holding the aggregator's state, where a cancelled request is marked
+    /// (item `pk` = request id, `sk` = `cancelled`) for every resource service to see.
+    pub state_table: String,
 }
 
 impl Default for SqsConfig {
@@ -58,6 +61,7 @@ impl Default for SqsConfig {
             visibility_timeout: Duration::from_secs(30),
             receive_batch: MAX_RECEIVE_BATCH,
             create_queues: false,
+            state_table: "lifeboat-state".to_string(),
         }
     }
 }
@@ -71,7 +75,7 @@ impl SqsConfig {
     /// The defaults changed by these variables (tests pass their own):
     /// `LIFEBOAT_SQS_PREFIX`, `LIFEBOAT_SQS_MAX_RECEIVE_COUNT`, `LIFEBOAT_SQS_WAIT_SECONDS`,
     /// `LIFEBOAT_SQS_VISIBILITY_SECONDS`, `LIFEBOAT_SQS_RECEIVE_BATCH`,
-    /// `LIFEBOAT_SQS_CREATE_QUEUES` (`true`/`false`) and `LIFEBOAT_SQS_QUEUE_<NAME>`, where
+    /// `LIFEBOAT_SQS_STATE_TABLE`, `LIFEBOAT_SQS_CREATE_QUEUES` (`true`/`false`) and `LIFEBOAT_SQS_QUEUE_<NAME>`, where
     /// `<NAME>` is the logical queue name in upper case with `_` for `-`.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, BusError> {
         let mut config = Self::default();
@@ -90,6 +94,7 @@ impl SqsConfig {
                 "WAIT_SECONDS" => config.wait_time = seconds()?,
                 "VISIBILITY_SECONDS" => config.visibility_timeout = seconds()?,
                 "RECEIVE_BATCH" => config.receive_batch = value.trim().parse().map_err(|_| invalid("a count"))?,
+                "STATE_TABLE" => config.state_table = value.clone(),
                 "CREATE_QUEUES" => {
                     config.create_queues = match value.trim().to_ascii_lowercase().as_str() {
                         "true" | "1" | "yes" => true,

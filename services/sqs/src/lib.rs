@@ -67,6 +67,7 @@
 //! 12-hour visibility limit from the send instead of the receive; and its queue depths are
 //! exact where AWS's lag.
 
+mod cancel;
 mod codec;
 mod config;
 mod names;
@@ -129,6 +130,9 @@ impl QueueDepth {
 pub struct SqsBus {
     client: Client,
     config: Arc<SqsConfig>,
+    /// The state table's client, for cancellation marks (absent when built from an SQS client
+    /// alone: such a bus cannot record cancellations).
+    state: Option<aws_sdk_dynamodb::Client>,
     /// Queue URLs looked up so far; a queue's URL never changes while it exists.
     urls: Arc<Mutex<HashMap<QueueKey, Arc<str>>>>,
 }
@@ -141,12 +145,18 @@ impl SqsBus {
             .interceptor(lifeboat_common::metrics::AwsMetrics::new())
             .interceptor(lifeboat_common::aws_trace::AwsTracing::new())
             .build();
-        Self::from_client(Client::from_conf(instrumented), config)
+        let state = aws_sdk_dynamodb::config::Builder::from(sdk_config)
+            .interceptor(lifeboat_common::metrics::AwsMetrics::new())
+            .interceptor(lifeboat_common::aws_trace::AwsTracing::new())
+            .build();
+        let mut bus = Self::from_client(Client::from_conf(instrumented), config)?;
+        bus.state = Some(aws_sdk_dynamodb::Client::from_conf(state));
+        Ok(bus)
     }
 
     pub fn from_client(client: Client, config: SqsConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Self { client, config: Arc::new(config), urls: Arc::default() })
+        Ok(Self { client, config: Arc::new(config), state: None, urls: Arc::default() })
     }
 
     pub fn client(&self) -> &Client {
@@ -496,6 +506,18 @@ impl Bus for SqsBus {
 
     fn messaging_system(&self) -> &'static str {
         trace_context::SYSTEM_SQS
+    }
+
+    async fn set_cancelled(&self, request_id: &str, cancelled: bool) -> Result<()> {
+        let state = self.state.as_ref().ok_or_else(|| BusError::Store("no state table client".into()))?;
+        cancel::set(state, &self.config.state_table, request_id, cancelled).await
+    }
+
+    async fn is_cancelled(&self, request_id: &str) -> Result<bool> {
+        match &self.state {
+            Some(state) => cancel::get(state, &self.config.state_table, request_id).await,
+            None => Ok(false),
+        }
     }
 
     /// Receives from the queue's SQS queue. `max_ack_pending` has no SQS counterpart: SQS
