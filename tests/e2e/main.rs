@@ -5,6 +5,7 @@ mod aggregator;
 mod api;
 mod clumio;
 mod deploy;
+mod dr;
 mod dynamodb;
 mod ec2;
 mod everything;

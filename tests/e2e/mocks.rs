@@ -236,3 +236,99 @@ fn settings_that_could_not_be_restored_are_a_warning_not_a_failure() {
     assert_eq!(decision.reason_code, "SETTINGS_NOT_RESTORED");
     assert!(decision.message.ends_with("not restored: TTL"), "{}", decision.message);
 }
+
+/// On AWS a copy made by CopySnapshot carries the VolumeId `vol-ffffffff`; discovery follows
+/// its description back to the original (looked up by id in its region) to group it.
+#[tokio::test]
+async fn copies_with_the_placeholder_volume_id_are_grouped_by_their_original_volume() {
+    use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+    use aws_sdk_ec2::types::{Snapshot, Tag};
+
+    let snapshot = |id: &str, volume: &str, description: &str, at: i64| {
+        Snapshot::builder()
+            .snapshot_id(id)
+            .volume_id(volume)
+            .owner_id("123456789012")
+            .description(description)
+            .start_time(aws_smithy_types::DateTime::from_secs(at))
+            .tags(Tag::builder().key("app").value("web").build())
+            .build()
+    };
+    // In the DR region: three copies of three volumes' snapshots, one older copy of the first,
+    // and a copy Lifeboat made while restoring (never a backup of its own).
+    let listing = mock!(Client::describe_snapshots)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("status")))
+        .then_output(move || {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot("snap-c1", "vol-ffffffff", "[Copied snap-o1 from us-east-1]", 1_790_000_100))
+                .snapshots(snapshot(
+                    "snap-c1-old",
+                    "vol-ffffffff",
+                    "[Copied snap-o1-old from us-east-1]",
+                    1_790_000_000,
+                ))
+                .snapshots(snapshot("snap-c2", "vol-ffffffff", "[Copied snap-o2 from us-east-1]", 1_790_000_100))
+                .snapshots(snapshot("snap-c3", "vol-ffffffff", "[Copied snap-o3 from us-east-1]", 1_790_000_100))
+                .snapshots(
+                    Snapshot::builder()
+                        .snapshot_id("snap-restore-copy")
+                        .volume_id("vol-ffffffff")
+                        .owner_id("123456789012")
+                        .start_time(aws_smithy_types::DateTime::from_secs(1_790_000_200))
+                        .tags(Tag::builder().key("app").value("web").build())
+                        .tags(Tag::builder().key("lifeboat:restore-copy").value("t-1").build())
+                        .build(),
+                )
+                .build()
+        });
+    // The originals, by id in their region.
+    let originals = mock!(Client::describe_snapshots)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("snapshot-id")))
+        .then_output(|| DescribeSnapshotsOutput::builder().build())
+        .clone();
+    let original = |id: &'static str, volume: &'static str| {
+        mock!(Client::describe_snapshots)
+            .match_requests(move |req| {
+                req.filters().iter().any(|f| f.name() == Some("snapshot-id") && f.values() == [id.to_string()])
+            })
+            .then_output(move || {
+                DescribeSnapshotsOutput::builder()
+                    .snapshots(
+                        Snapshot::builder()
+                            .snapshot_id(id)
+                            .volume_id(volume)
+                            .start_time(aws_smithy_types::DateTime::from_secs(1_789_000_000))
+                            .build(),
+                    )
+                    .build()
+            })
+    };
+    let (o1, o1_old, o2, o3) = (
+        original("snap-o1", "vol-1"),
+        original("snap-o1-old", "vol-1"),
+        original("snap-o2", "vol-2"),
+        original("snap-o3", "vol-3"),
+    );
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&listing, &o1, &o1_old, &o2, &o3, &originals]);
+    let tags = [("app".to_string(), "web".to_string())].into();
+    let found = lifeboat_discovery::ebs::list_snapshots(&ec2, "123456789012", "us-west-2", &tags).await.unwrap();
+    let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+    assert!(candidates.iter().all(|c| c.backup_id != "snap-restore-copy"), "a restore copy is not a backup");
+    let picked = lifeboat_discovery::select::pick(
+        &candidates,
+        lifeboat_discovery::select::TimeRule::Before(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+    );
+    let groups: Vec<(String, String)> =
+        picked.iter().map(|(i, _)| (found[*i].1.source_resource_id.clone(), found[*i].1.backup_id.clone())).collect();
+    assert_eq!(
+        groups,
+        [
+            ("vol-1".to_string(), "snap-c1".to_string()),
+            ("vol-2".to_string(), "snap-c2".to_string()),
+            ("vol-3".to_string(), "snap-c3".to_string())
+        ],
+        "three sources, three groups, each the newest copy of its own source"
+    );
+    assert_eq!(found[0].1.settings.get("source_region").map(String::as_str), Some("us-east-1"));
+    assert_eq!(o1.num_calls(), 1, "each original looked up once, by id");
+}
