@@ -290,15 +290,28 @@ impl Discovery {
             }
             ResourceType::Ec2Instance => {
                 let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
-                let found = crate::ami::list_images(&ec2, &account_id, region, &source.tags).await?;
+                let regions = SourceRegions { accounts: self.accounts.clone(), account_id: account_id.clone() };
+                let found = crate::ami::find_images(&ec2, &regions, &account_id, region, &source.tags).await?;
+                let found: Vec<_> = found
+                    .into_iter()
+                    .filter(|(candidate, _)| {
+                        let name = candidate.tags.get("Name").map(String::as_str).unwrap_or_default();
+                        names_match(&source.names, &[&candidate.source_resource_id, &candidate.backup_id, name])
+                    })
+                    .collect();
                 let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+                let picked = pick(&candidates, rule);
+                let mut backups: Vec<Backup> = picked.iter().map(|(index, _)| found[*index].1.clone()).collect();
+                crate::ami::capture_settings(&regions, &mut backups).await?;
                 let mut target = targets.ec2.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
-                Ok(pick(&candidates, rule)
-                    .into_iter()
-                    .map(|(index, why)| (found[index].1.clone(), restore_task::Target::Ec2(target.clone()), why))
-                    .collect())
+                let mut planned = Vec::new();
+                for (backup, (_, why)) in backups.into_iter().zip(picked) {
+                    let target = crate::ami::complete_target(&set.name, &target, &backup)?;
+                    planned.push((backup, restore_task::Target::Ec2(target), why));
+                }
+                Ok(planned)
             }
             ResourceType::RdsInstance | ResourceType::RdsCluster => {
                 let rds = lifeboat_common::aws::rds_client(&config, &account_id, region);

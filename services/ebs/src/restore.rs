@@ -119,17 +119,15 @@ pub fn volume_settings(task: &RestoreTask, target: &EbsTarget) -> VolumeSettings
     out
 }
 
-/// The source's tags for the restored volume: the source volume's, captured by discovery, when
-/// it still existed; otherwise the snapshot's.
+/// The source's tags for the restored volume: the snapshot's, with the source volume's
+/// (captured by discovery while it still existed) over them.
 pub fn source_tags(backup: &Backup) -> HashMap<String, String> {
-    if backup.settings.get(setting::TAGS_FROM).map(String::as_str) != Some("volume") {
-        return backup.tags.clone();
+    let mut tags = backup.tags.clone();
+    if backup.settings.get(setting::TAGS_FROM).map(String::as_str) == Some("volume") {
+        let volume_tags = backup.settings.iter().filter_map(|(k, v)| Some((k.strip_prefix(setting::TAG_PREFIX)?, v)));
+        tags.extend(volume_tags.map(|(k, v)| (k.to_string(), v.clone())));
     }
-    backup
-        .settings
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(setting::TAG_PREFIX)?.to_string(), v.clone())))
-        .collect()
+    tags
 }
 
 /// Limits shared by every task of this process.
