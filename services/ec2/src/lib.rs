@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, CreateVolumePermission, CreateVolumePermissionModifications, EbsBlockDevice, Filter,
-    HttpTokensState, IamInstanceProfileSpecification, Image, ImageState, Instance, InstanceMetadataEndpointState,
+    AttributeBooleanValue, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState,
+    IamInstanceProfileSpecification, Image, ImageState, Instance, InstanceMetadataEndpointState,
     InstanceMetadataOptionsRequest, InstanceMetadataTagsState, InstanceStateName, InstanceType, LaunchPermission,
-    LaunchPermissionModifications, Placement, ResourceType, Tag, TagSpecification,
+    LaunchPermissionModifications, OperationType, Placement, ResourceType, SnapshotAttributeName, Tag,
+    TagSpecification,
 };
 use lifeboat_common::aws::{classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
@@ -320,6 +321,17 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
             AwsError::retryable("ec2:RunInstances", "NoInstance", "RunInstances returned no instance")
         })?;
     let id = instance.instance_id().unwrap_or_default().to_string();
+    if settings.disable_api_termination {
+        // Also set on its own: not every endpoint applies RunInstances' DisableApiTermination.
+        clients
+            .target
+            .modify_instance_attribute()
+            .instance_id(&id)
+            .disable_api_termination(AttributeBooleanValue::builder().value(true).build())
+            .send()
+            .await
+            .map_err(|e| classify("ec2:ModifyInstanceAttribute", e))?;
+    }
     Ok(Step::Waiting { what: format!("instance {id} is starting"), created: vec![id] })
 }
 
@@ -418,11 +430,10 @@ async fn share_image(source: &aws_sdk_ec2::Client, image_id: &str, account_id: &
         source
             .modify_snapshot_attribute()
             .snapshot_id(&snapshot_id)
-            .create_volume_permission(
-                CreateVolumePermissionModifications::builder()
-                    .add(CreateVolumePermission::builder().user_id(account_id).build())
-                    .build(),
-            )
+            // The attribute form (also what moto reads) rather than CreateVolumePermission.Add.
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(OperationType::Add)
+            .user_ids(account_id)
             .send()
             .await
             .map_err(|e| classify("ec2:ModifySnapshotAttribute", e))?;
