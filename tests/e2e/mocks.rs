@@ -332,3 +332,62 @@ async fn copies_with_the_placeholder_volume_id_are_grouped_by_their_original_vol
     assert_eq!(found[0].1.settings.get("source_region").map(String::as_str), Some("us-east-1"));
     assert_eq!(o1.num_calls(), 1, "each original looked up once, by id");
 }
+
+/// AMI copies carry no SourceInstanceId on AWS; discovery follows SourceImageId and
+/// SourceImageRegion to the original (by id) to group a copy with the instance it came from,
+/// and never selects an AMI Lifeboat copied while restoring.
+#[tokio::test]
+async fn ami_copies_are_grouped_by_the_instance_of_their_source_image() {
+    use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+    use aws_sdk_ec2::types::{Image, ImageState, Tag};
+
+    let copy = |id: &str, source_image: &str| {
+        Image::builder()
+            .image_id(id)
+            .owner_id("123456789012")
+            .state(ImageState::Available)
+            .creation_date("2026-11-01T00:00:00.000Z")
+            .source_image_id(source_image)
+            .source_image_region("us-east-1")
+            .tags(Tag::builder().key("app").value("web").build())
+            .build()
+    };
+    let listing = mock!(Client::describe_images)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("state")))
+        .then_output(move || {
+            DescribeImagesOutput::builder()
+                .images(copy("ami-c1", "ami-o1"))
+                .images(copy("ami-c2", "ami-o2"))
+                .images(
+                    Image::builder()
+                        .image_id("ami-restore-copy")
+                        .owner_id("123456789012")
+                        .state(ImageState::Available)
+                        .creation_date("2026-11-02T00:00:00.000Z")
+                        .tags(Tag::builder().key("app").value("web").build())
+                        .tags(Tag::builder().key("lifeboat:restore-copy").value("t-1").build())
+                        .tags(Tag::builder().key("lifeboat:source-instance").value("i-1").build())
+                        .build(),
+                )
+                .build()
+        });
+    let original = |id: &'static str, instance: &'static str| {
+        mock!(Client::describe_images)
+            .match_requests(move |req| {
+                req.filters().iter().any(|f| f.name() == Some("image-id") && f.values() == [id.to_string()])
+            })
+            .then_output(move || {
+                DescribeImagesOutput::builder()
+                    .images(Image::builder().image_id(id).source_instance_id(instance).build())
+                    .build()
+            })
+    };
+    let (o1, o2) = (original("ami-o1", "i-1"), original("ami-o2", "i-2"));
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&listing, &o1, &o2]);
+    let tags = [("app".to_string(), "web".to_string())].into();
+    let found = lifeboat_discovery::ami::list_images(&ec2, "123456789012", "us-west-2", &tags).await.unwrap();
+    let groups: Vec<(&str, &str)> =
+        found.iter().map(|(_, b)| (b.backup_id.as_str(), b.source_resource_id.as_str())).collect();
+    assert_eq!(groups, [("ami-c1", "i-1"), ("ami-c2", "i-2")]);
+    assert_eq!(found[0].1.settings.get("source_region").map(String::as_str), Some("us-east-1"));
+}
