@@ -115,6 +115,10 @@ async fn instances_come_back_from_amis_in_their_subnet_stopped_on_request_and_ac
     assert_ne!(copied, image_id, "launched from a copy in us-west-2");
     let copy = west.describe_images().image_ids(copied).send().await.unwrap();
     assert!(copy.images()[0].name().unwrap().starts_with("lifeboat-"));
+    let copy_tags: std::collections::HashMap<_, _> =
+        copy.images()[0].tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
+    assert_eq!(copy_tags.get("lifeboat:source-instance"), Some(&source_id.as_str()), "{copy_tags:?}");
+    assert!(copy_tags.contains_key("lifeboat:restore-copy"));
     assert_eq!(west_instances[0].subnet_id(), Some(west_subnet.as_str()));
 }
 

@@ -391,3 +391,29 @@ async fn ami_copies_are_grouped_by_the_instance_of_their_source_image() {
     assert_eq!(groups, [("ami-c1", "i-1"), ("ami-c2", "i-2")]);
     assert_eq!(found[0].1.settings.get("source_region").map(String::as_str), Some("us-east-1"));
 }
+
+/// An AMI whose snapshots are under the AWS-managed key cannot go to another account without a
+/// key of its own: the set fails at plan time, naming it (moto's AMIs are never encrypted).
+#[test]
+fn an_encrypted_ami_for_another_account_needs_a_target_key() {
+    let backup = pb::Backup {
+        backup_id: "ami-1".into(),
+        source_resource_id: "i-1".into(),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        encrypted: true,
+        kms_key_id: "arn:aws:kms:us-east-1:123456789012:alias/aws/ebs".into(),
+        ..Default::default()
+    };
+    let target = pb::Ec2Target {
+        account_id: "210987654321".into(),
+        region: "us-east-1".into(),
+        subnet_id: "subnet-1".into(),
+        ..Default::default()
+    };
+    let error = lifeboat_discovery::ami::complete_target("web", &target, &backup).unwrap_err();
+    assert_eq!((error.class, error.code.as_str()), (ErrorClass::TaskFailure, "ENCRYPTED_WITHOUT_TARGET_KEY"));
+    assert!(error.to_string().contains("set 'web'") && error.to_string().contains("target.ec2.kms_key_id"), "{error}");
+    let with_key = pb::Ec2Target { kms_key_id: "alias/restores".into(), ..target };
+    assert!(lifeboat_discovery::ami::complete_target("web", &with_key, &backup).is_ok());
+}
