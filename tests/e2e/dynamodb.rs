@@ -1,5 +1,6 @@
 //! DynamoDB restores end to end: from a backup and by point-in-time recovery, with the settings
-//! a DynamoDB restore drops put back, and a target name that is taken.
+//! a DynamoDB restore drops put back, and a target name that is taken; deleted tables found by
+//! their backups and selected by name patterns; a cross-account set refused at plan time.
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
@@ -164,7 +165,144 @@ async fn point_in_time_recovery_restores_the_table_state_and_a_taken_name_fails_
     assert!(!tags.contains_key("lifeboat:request-id"), "someone else's table is not touched: {tags:?}");
 }
 
+/// A set restoring the tables whose names match `names`.
+fn dynamodb_names_set(name: &str, names: &[&str], tags: &[(&str, &str)], suffix: &str) -> pb::RestoreSet {
+    let mut set = dynamodb_set(name, tags, suffix);
+    let source = set.source.as_mut().unwrap();
+    source.names = names.iter().map(|n| n.to_string()).collect();
+    source.all_resources = false;
+    set
+}
+
+async fn a_deleted_table_comes_back_from_its_backup_selected_by_name(transport: Transport) {
+    init_logging();
+    let servers = Servers::start_with(transport).await;
+    let ddb = Client::new(&servers.aws("us-east-1"));
+    // The incident: `orders` was backed up, then deleted.
+    create_table(&ddb, "orders", &[("app", "shop"), ("team", "payments")]).await;
+    ddb.put_item()
+        .table_name("orders")
+        .item("id", AttributeValue::S("order-2".into()))
+        .send()
+        .await
+        .expect("second item");
+    let backup = ddb.create_backup().table_name("orders").backup_name("before-incident").send().await.unwrap();
+    let deleted_backup_arn = backup.backup_details().unwrap().backup_arn().to_string();
+    ddb.delete_table().table_name("orders").send().await.expect("delete the table");
+    // Still there: another `orders*` table, and tables the patterns do not name.
+    create_table(&ddb, "orders-eu", &[("app", "shop"), ("team", "payments")]).await;
+    ddb.create_backup().table_name("orders-eu").backup_name("nightly").send().await.unwrap();
+    create_table(&ddb, "logs", &[("app", "shop")]).await;
+    ddb.create_backup().table_name("logs").backup_name("nightly").send().await.unwrap();
+    create_table(&ddb, "archive", &[]).await;
+    ddb.create_backup().table_name("archive").backup_name("last").send().await.unwrap();
+    ddb.delete_table().table_name("archive").send().await.unwrap();
+
+    let _services = Running::start(&servers, ServiceSet::default()).await;
+    let client = servers.client().await;
+    let sets = vec![
+        dynamodb_names_set("by-pattern", &["orders*"], &[], "restored"),
+        // Tags and a name: the deleted table's tags are unknown, so its name decides.
+        dynamodb_names_set("by-name-and-tags", &["orders"], &[("app", "shop")], "named"),
+        // Tags only: a deleted table without known tags cannot be told apart, so only existing ones.
+        dynamodb_names_set("by-tags", &[], &[("app", "shop"), ("team", "payments")], "tagged"),
+    ];
+    client.submit(&request("ddb-deleted", sets)).await.unwrap();
+    let summary = final_summary(&client, "ddb-deleted").await;
+
+    assert_eq!(verdict(&summary), pb::Verdict::CompletedWithWarnings, "{summary:#?}");
+    let mut restored: Vec<(&str, &str)> =
+        summary.tasks.iter().map(|t| (t.set_name.as_str(), t.source_resource_id.as_str())).collect();
+    restored.sort();
+    assert_eq!(
+        restored,
+        [
+            ("by-name-and-tags", "orders"),
+            ("by-pattern", "orders"),
+            ("by-pattern", "orders-eu"),
+            ("by-tags", "orders-eu")
+        ]
+    );
+    for task in &summary.tasks {
+        assert_eq!(task.phase, pb::TaskPhase::Succeeded as i32, "{task:?}");
+    }
+    let task = |set: &str, table: &str| {
+        summary.tasks.iter().find(|t| t.set_name == set && t.source_resource_id == table).unwrap().clone()
+    };
+
+    // The deleted table: back from its backup, with its data and what its backup says about it.
+    let deleted = task("by-pattern", "orders");
+    assert_eq!(deleted.source_backup_id, deleted_backup_arn);
+    assert!(
+        deleted.selection_reason.contains("table orders no longer exists, restored from its on-demand backup"),
+        "{}",
+        deleted.selection_reason
+    );
+    let table = ddb.describe_table().table_name("orders-restored").send().await.expect("the deleted table is back");
+    let table = table.table().unwrap();
+    assert_eq!(table.restore_summary().unwrap().source_backup_arn(), Some(deleted_backup_arn.as_str()));
+    // moto's DescribeBackup reports no SourceTableFeatureDetails (TTL, stream, SSE) and no billing
+    // mode, so here there is nothing more to re-apply; the mocks tests cover what AWS reports.
+    assert_eq!(ddb.scan().table_name("orders-restored").send().await.unwrap().count(), 2, "both items came back");
+    let tags = tags_of_table(&ddb, table.table_arn().unwrap()).await;
+    assert_eq!(tags.get("restored-by").map(String::as_str), Some("lifeboat"));
+    assert_eq!(tags.get("lifeboat:source-resource-id").map(String::as_str), Some("orders"), "{tags:?}");
+    // The one thing a user must know: the source's tags did not come back.
+    assert_eq!(deleted.reason_code, "SETTINGS_NOT_RESTORED", "{deleted:?}");
+    assert!(
+        deleted
+            .message
+            .contains("not restored: source tags (table orders no longer exists and its backup carries none)"),
+        "{}",
+        deleted.message
+    );
+
+    let by_name = task("by-name-and-tags", "orders");
+    assert!(by_name.selection_reason.contains("selected by name only: its tags are not known"), "{by_name:?}");
+    assert!(ddb.describe_table().table_name("orders-named").send().await.is_ok());
+
+    // The existing table: restored like any other, every setting of the source put back.
+    let existing = task("by-pattern", "orders-eu");
+    assert_eq!(existing.reason_code, "", "{existing:?}");
+    assert!(!existing.selection_reason.contains("no longer exists"), "{}", existing.selection_reason);
+    assert_restored_like_the_source(&ddb, "orders-eu-restored", "ddb-deleted").await;
+    assert!(ddb.describe_table().table_name("orders-eu-tagged").send().await.is_ok());
+    for absent in ["orders-tagged", "logs-restored", "archive-restored", "logs-tagged"] {
+        assert!(ddb.describe_table().table_name(absent).send().await.is_err(), "{absent} was not selected");
+    }
+}
+
+async fn a_cross_account_set_fails_at_plan_time_saying_what_to_do(transport: Transport) {
+    init_logging();
+    let servers = Servers::start_with(transport).await;
+    let ddb = Client::new(&servers.aws("us-east-1"));
+    create_table(&ddb, "orders", &[("app", "shop")]).await;
+    ddb.create_backup().table_name("orders").backup_name("nightly").send().await.unwrap();
+
+    let _services = Running::start(&servers, ServiceSet::default()).await;
+    let client = servers.client().await;
+    let mut other_account = dynamodb_names_set("to-dr-account", &["orders"], &[], "dr");
+    other_account.target.as_mut().unwrap().dynamodb.as_mut().unwrap().account_id = "210987654321".into();
+    let same_account = dynamodb_names_set("in-place", &["orders"], &[], "copy");
+    client.submit(&request("ddb-xacct", vec![other_account, same_account])).await.unwrap();
+    let summary = final_summary(&client, "ddb-xacct").await;
+
+    assert_eq!(verdict(&summary), pb::Verdict::PartiallyFailed, "{summary:#?}");
+    let refused = summary.tasks.iter().find(|t| t.set_name == "to-dr-account").unwrap();
+    assert_eq!(refused.phase, pb::TaskPhase::Failed as i32);
+    assert_eq!(refused.reason_code, "CROSS_ACCOUNT_UNSUPPORTED", "{refused:?}");
+    for needle in ["set 'to-dr-account'", "into account 210987654321", "AWS Backup"] {
+        assert!(refused.message.contains(needle), "{needle}: {}", refused.message);
+    }
+    let done = summary.tasks.iter().find(|t| t.set_name == "in-place").unwrap();
+    assert_eq!(done.phase, pb::TaskPhase::Succeeded as i32, "{done:?}");
+    assert!(ddb.describe_table().table_name("orders-copy").send().await.is_ok());
+    assert!(ddb.describe_table().table_name("orders-dr").send().await.is_err(), "nothing restored for the DR set");
+}
+
 on_both_transports!(
     a_table_comes_back_from_its_backup_with_tags_ttl_pitr_and_stream,
     point_in_time_recovery_restores_the_table_state_and_a_taken_name_fails_clearly,
+    a_deleted_table_comes_back_from_its_backup_selected_by_name,
+    a_cross_account_set_fails_at_plan_time_saying_what_to_do,
 );

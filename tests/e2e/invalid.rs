@@ -53,11 +53,17 @@ async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs(
 
     // A type this deployment has no service for yet.
     let mut set = ebs_set("s", "us-east-1", &[("app", "ok")], None, target("us-east-1b"));
-    set.resource_types = vec![pb::ResourceType::S3Bucket as i32];
+    set.resource_types = vec![pb::ResourceType::Route53Zone as i32];
     client.submit(&request("unsupported-type", vec![set])).await.unwrap();
     let rejected = rejection(&client, "unsupported-type").await;
     assert_eq!(rejected.field, "restore_sets[0].resource_types[0]");
     assert!(rejected.message.contains("not supported"), "{}", rejected.message);
+
+    // S3 (a protection group) is accepted and planned as skipped, but needs its target.
+    let mut set = ebs_set("s", "us-east-1", &[("app", "ok")], None, target("us-east-1b"));
+    set.resource_types = vec![pb::ResourceType::S3Bucket as i32];
+    client.submit(&request("s3-no-target", vec![set])).await.unwrap();
+    assert_eq!(rejection(&client, "s3-no-target").await.field, "restore_sets[0].target.s3");
 
     // Missing availability zone, in the second set; the first set is fine and nothing starts.
     let good = ebs_set("good", "us-east-1", &[("app", "ok")], None, target("us-east-1b"));

@@ -3,12 +3,14 @@
 
 mod aggregator;
 mod api;
+mod catalog;
 mod clumio;
 mod deploy;
 mod dr;
 mod dynamodb;
 mod ec2;
 mod everything;
+mod guard;
 mod invalid;
 mod logic;
 mod mocks;

@@ -417,3 +417,387 @@ fn an_encrypted_ami_for_another_account_needs_a_target_key() {
     let with_key = pb::Ec2Target { kms_key_id: "alias/restores".into(), ..target };
     assert!(lifeboat_discovery::ami::complete_target("web", &with_key, &backup).is_ok());
 }
+
+/// DynamoDB: backups of deleted tables, every backup type, pagination, and the settings a
+/// backup reports, as AWS returns them (moto has no SYSTEM or AWS_BACKUP types, no pages).
+mod dynamodb {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::operation::describe_backup::DescribeBackupOutput;
+    use aws_sdk_dynamodb::operation::list_backups::{ListBackupsInput, ListBackupsOutput};
+    use aws_sdk_dynamodb::operation::list_tables::ListTablesOutput;
+    use aws_sdk_dynamodb::operation::list_tags_of_resource::ListTagsOfResourceOutput;
+    use aws_sdk_dynamodb::types::{
+        BackupDescription, BackupStatus, BackupSummary, BackupType, BackupTypeFilter, BillingMode, KeySchemaElement,
+        KeyType, ProvisionedThroughput, SourceTableDetails, SourceTableFeatureDetails, SseDescription, SseType,
+        StreamSpecification, StreamViewType, Tag, TimeToLiveDescription, TimeToLiveStatus,
+    };
+    use aws_sdk_dynamodb::Client;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+    use aws_smithy_types::DateTime;
+    use lifeboat_discovery::select::TimeRule;
+    use lifeboat_proto as pb;
+
+    const NOW: i64 = 1_790_000_000;
+    const SYSTEM_ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/backup/01-system";
+    const OLDER_ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/backup/00-user";
+    const LOGS_ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/logs/backup/01-user";
+    const RECOVERY_POINT_ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/orders-eu/backup/01-awsbackup";
+    const KEY_ARN: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn summary(arn: &str, table: &str, kind: BackupType, age_secs: i64) -> BackupSummary {
+        BackupSummary::builder()
+            .backup_arn(arn)
+            .table_name(table)
+            .backup_type(kind)
+            .backup_status(BackupStatus::Available)
+            .backup_creation_date_time(DateTime::from_secs(NOW - age_secs))
+            .backup_size_bytes(3 * (1 << 30) + 1)
+            .build()
+    }
+
+    /// Two pages of region-wide backups, asked for every type up to NOW: `orders` (deleted) has a
+    /// SYSTEM and an older user backup, `orders-eu` (deleted) an AWS Backup recovery point.
+    fn pages() -> (Rule, Rule) {
+        let region_wide = |req: &ListBackupsInput| {
+            req.backup_type() == Some(&BackupTypeFilter::All)
+                && req.table_name().is_none()
+                && req.time_range_lower_bound().is_none()
+                && req.time_range_upper_bound() == Some(&DateTime::from_secs(NOW + 1))
+        };
+        let first = mock!(Client::list_backups)
+            .match_requests(move |req| region_wide(req) && req.exclusive_start_backup_arn().is_none())
+            .then_output(|| {
+                ListBackupsOutput::builder()
+                    .backup_summaries(summary(SYSTEM_ARN, "orders", BackupType::System, 60))
+                    .backup_summaries(summary(OLDER_ARN, "orders", BackupType::User, 86_400))
+                    .backup_summaries(summary(LOGS_ARN, "logs", BackupType::User, 60))
+                    .last_evaluated_backup_arn(LOGS_ARN)
+                    .build()
+            });
+        let second = mock!(Client::list_backups)
+            .match_requests(move |req| region_wide(req) && req.exclusive_start_backup_arn() == Some(LOGS_ARN))
+            .then_output(|| {
+                let creating = BackupSummary::builder()
+                    .backup_arn("arn:aws:dynamodb:us-east-1:123456789012:table/orders-new/backup/02")
+                    .table_name("orders-new")
+                    .backup_status(BackupStatus::Creating)
+                    .backup_creation_date_time(DateTime::from_secs(NOW - 5))
+                    .build();
+                ListBackupsOutput::builder()
+                    .backup_summaries(summary(RECOVERY_POINT_ARN, "orders-eu", BackupType::AwsBackup, 120))
+                    .backup_summaries(creating)
+                    .build()
+            });
+        (first, second)
+    }
+
+    fn no_tables() -> Rule {
+        mock!(Client::list_tables).then_output(|| ListTablesOutput::builder().build())
+    }
+
+    fn recovery_point_tags(tags: &'static [(&'static str, &'static str)]) -> Rule {
+        mock!(Client::list_tags_of_resource)
+            .match_requests(|req| req.resource_arn() == Some(RECOVERY_POINT_ARN))
+            .then_output(move || {
+                let tags = tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build().unwrap());
+                ListTagsOfResourceOutput::builder().set_tags(Some(tags.collect())).build()
+            })
+    }
+
+    /// What DescribeBackup reports of the deleted `orders` table: on demand, TTL, a stream, a CMK.
+    fn described_backups() -> Rule {
+        mock!(Client::describe_backup).then_output(|| {
+            let table = SourceTableDetails::builder()
+                .table_name("orders")
+                .table_id("0f0e-orders")
+                .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
+                .table_creation_date_time(DateTime::from_secs(NOW - 1_000_000))
+                .provisioned_throughput(
+                    ProvisionedThroughput::builder().read_capacity_units(0).write_capacity_units(0).build().unwrap(),
+                )
+                .billing_mode(BillingMode::PayPerRequest)
+                .build()
+                .unwrap();
+            let features = SourceTableFeatureDetails::builder()
+                .time_to_live_description(
+                    TimeToLiveDescription::builder()
+                        .attribute_name("expires_at")
+                        .time_to_live_status(TimeToLiveStatus::Enabled)
+                        .build(),
+                )
+                .stream_description(
+                    StreamSpecification::builder()
+                        .stream_enabled(true)
+                        .stream_view_type(StreamViewType::NewImage)
+                        .build()
+                        .unwrap(),
+                )
+                .sse_description(SseDescription::builder().sse_type(SseType::Kms).kms_master_key_arn(KEY_ARN).build())
+                .build();
+            DescribeBackupOutput::builder()
+                .backup_description(
+                    BackupDescription::builder()
+                        .source_table_details(table)
+                        .source_table_feature_details(features)
+                        .build(),
+                )
+                .build()
+        })
+    }
+
+    fn source(names: &[&str], tags: &[(&str, &str)]) -> pb::Source {
+        pb::Source {
+            region: "us-east-1".into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    async fn selected(
+        source: &pb::Source,
+        recovery_point: &'static [(&'static str, &'static str)],
+    ) -> Vec<(pb::Backup, String)> {
+        let (first, second) = pages();
+        let (tables, tags, described) = (no_tables(), recovery_point_tags(recovery_point), described_backups());
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&first, &second, &tables, &tags, &described]);
+        let rule = TimeRule::Before(chrono::DateTime::from_timestamp(NOW, 0).unwrap());
+        let found =
+            lifeboat_discovery::dynamodb::backups(&ddb, source, rule, "123456789012", "us-east-1").await.unwrap();
+        assert_eq!((first.num_calls(), second.num_calls()), (1, 1), "both pages, once each");
+        found
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[tokio::test]
+    async fn deleted_tables_are_found_in_every_backup_type_over_all_pages_with_their_settings() {
+        let found = selected(&source(&["orders*"], &[]), &[("app", "shop")]).await;
+        let ids: Vec<_> = found.iter().map(|(b, _)| (b.source_resource_id.as_str(), b.backup_id.as_str())).collect();
+        assert_eq!(ids, [("orders", SYSTEM_ARN), ("orders-eu", RECOVERY_POINT_ARN)], "the newest of each; not logs");
+
+        let (orders, why) = &found[0];
+        assert_eq!(
+            orders.settings,
+            settings(&[
+                ("table_deleted", "true"),
+                ("billing_mode", "PAY_PER_REQUEST"),
+                ("ttl_attribute", "expires_at"),
+                ("stream_view_type", "NEW_IMAGE"),
+                ("sse_kms_key_arn", KEY_ARN),
+                // A SYSTEM backup is what DynamoDB keeps of a deleted table that had PITR on.
+                ("point_in_time_recovery", "true"),
+            ])
+        );
+        assert!((orders.encrypted, orders.kms_key_id.as_str()) == (true, KEY_ARN));
+        assert_eq!(orders.size_gib, 4, "rounded up from the backup's size");
+        assert!(orders.tags.is_empty());
+        assert!(why.starts_with("newest of 2 at or before"), "{why}");
+        assert!(why.ends_with("table orders no longer exists, restored from its SYSTEM backup"), "{why}");
+
+        let (orders_eu, why) = &found[1];
+        assert_eq!(orders_eu.tags, settings(&[("app", "shop")]), "the recovery point's tags");
+        assert!(why.ends_with("restored from its AWS Backup recovery point (its backup's tags)"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_table_without_known_tags_is_selected_by_name_only() {
+        // Tags and names: `orders` has no known tags, so its name decides; the recovery point of
+        // `orders-eu` carries tags, and they do not match.
+        let found = selected(&source(&["orders*"], &[("app", "shop")]), &[("app", "other")]).await;
+        let ids: Vec<_> = found.iter().map(|(b, _)| b.source_resource_id.as_str()).collect();
+        assert_eq!(ids, ["orders"]);
+        assert!(found[0].1.ends_with("(selected by name only: its tags are not known)"), "{}", found[0].1);
+
+        // Tags only: a deleted table is selected only where its backup's tags say so.
+        let found = selected(&source(&[], &[("app", "shop")]), &[("app", "shop")]).await;
+        let ids: Vec<_> = found.iter().map(|(b, _)| b.source_resource_id.as_str()).collect();
+        assert_eq!(ids, ["orders-eu"]);
+    }
+
+    #[test]
+    fn backups_are_listed_only_for_the_time_the_rule_can_pick_from() {
+        use lifeboat_discovery::dynamodb::time_bounds;
+        let at = |secs: i64| chrono::DateTime::from_timestamp(secs, 0).unwrap();
+        // ListBackups' lower bound is inclusive, its upper bound exclusive.
+        assert_eq!(time_bounds(TimeRule::Before(at(NOW))), (None, Some(at(NOW + 1))));
+        assert_eq!(time_bounds(TimeRule::After(at(NOW))), (Some(at(NOW)), None));
+        assert_eq!(time_bounds(TimeRule::Between(at(NOW), at(NOW + 60))), (Some(at(NOW)), Some(at(NOW + 61))));
+        assert_eq!(time_bounds(TimeRule::Window(at(NOW), at(NOW + 60))), (Some(at(NOW)), Some(at(NOW + 61))));
+        // The catalog's "everything": no bounds, and no overflow.
+        let everything =
+            TimeRule::Window(chrono::DateTime::<chrono::Utc>::MIN_UTC, chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        assert_eq!(time_bounds(everything), (None, None));
+    }
+
+    #[test]
+    fn another_account_is_refused_with_what_to_do_instead() {
+        use lifeboat_discovery::dynamodb::cross_account_check;
+        assert!(cross_account_check("s", "123456789012", "123456789012", "").is_ok());
+        let same_role = "arn:aws:iam::123456789012:role/Restore";
+        assert!(cross_account_check("s", "123456789012", "123456789012", same_role).is_ok());
+        let error = cross_account_check("dr", "123456789012", "210987654321", "").unwrap_err();
+        assert_eq!((error.code.as_str(), error.class), ("CROSS_ACCOUNT_UNSUPPORTED", super::ErrorClass::TaskFailure));
+        assert!(error.message.starts_with("set 'dr': DynamoDB cannot restore a backup of account 123456789012"));
+        // A role in another account would land the table there too.
+        let error =
+            cross_account_check("dr", "123456789012", "123456789012", "arn:aws:iam::210987654321:role/R").unwrap_err();
+        assert!(error.message.contains("into account 210987654321"), "{}", error.message);
+    }
+
+    fn restore_task(settings_: &[(&str, &str)], kms_key_id: &str) -> (pb::RestoreTask, pb::DynamoDbTarget) {
+        let target = pb::DynamoDbTarget {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            table_name: "orders-restored".into(),
+            kms_key_id: kms_key_id.into(),
+            ..Default::default()
+        };
+        let task = pb::RestoreTask {
+            request_id: "r".into(),
+            task_id: "t-ddb".into(),
+            backup: Some(pb::Backup {
+                backup_id: SYSTEM_ARN.into(),
+                source_resource_id: "orders".into(),
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+                settings: settings(settings_),
+                ..Default::default()
+            }),
+            target: Some(pb::restore_task::Target::Dynamodb(target.clone())),
+            ..Default::default()
+        };
+        (task, target)
+    }
+
+    fn no_table_yet() -> Rule {
+        mock!(Client::describe_table).then_error(|| {
+            aws_sdk_dynamodb::operation::describe_table::DescribeTableError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder().code("ResourceNotFoundException").build(),
+            )
+        })
+    }
+
+    async fn restore_encrypted_with(settings_: &[(&str, &str)], target_key: &str, expected_key: &'static str) {
+        use aws_sdk_dynamodb::operation::restore_table_from_backup::RestoreTableFromBackupOutput;
+        let describe = no_table_yet();
+        let restore = mock!(Client::restore_table_from_backup)
+            .match_requests(move |req| {
+                let sse = req.sse_specification_override();
+                req.backup_arn() == Some(SYSTEM_ARN)
+                    && sse.is_some_and(|s| {
+                        s.enabled() == Some(true)
+                            && s.sse_type() == Some(&SseType::Kms)
+                            && s.kms_master_key_id() == Some(expected_key)
+                    })
+            })
+            .then_output(|| RestoreTableFromBackupOutput::builder().build());
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &restore]);
+        let (task, target) = restore_task(settings_, target_key);
+        let step = lifeboat_dynamodb::restore_step(&ddb, &task, &target, || Ok(())).await.unwrap();
+        assert!(matches!(step, lifeboat_common::restore::Step::Waiting { .. }), "{step:?}");
+        assert_eq!(restore.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_restore_is_encrypted_with_the_target_key_else_the_source_key() {
+        restore_encrypted_with(&[("sse_kms_key_arn", KEY_ARN)], "alias/restores", "alias/restores").await;
+        restore_encrypted_with(&[("sse_kms_key_arn", KEY_ARN)], "", KEY_ARN).await;
+    }
+
+    #[tokio::test]
+    async fn the_settings_of_a_deleted_table_are_put_back_on_the_restored_one() {
+        use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+        use aws_sdk_dynamodb::operation::describe_time_to_live::DescribeTimeToLiveOutput;
+        use aws_sdk_dynamodb::operation::tag_resource::TagResourceOutput;
+        use aws_sdk_dynamodb::operation::update_continuous_backups::UpdateContinuousBackupsOutput;
+        use aws_sdk_dynamodb::operation::update_table::UpdateTableOutput;
+        use aws_sdk_dynamodb::operation::update_time_to_live::UpdateTimeToLiveOutput;
+        use aws_sdk_dynamodb::types::{BillingModeSummary, RestoreSummary, TableDescription, TableStatus};
+        use lifeboat_common::restore::Step;
+
+        let restored = |stream: bool| {
+            let table = TableDescription::builder()
+                .table_name("orders-restored")
+                .table_arn("arn:aws:dynamodb:us-east-1:123456789012:table/orders-restored")
+                .table_status(TableStatus::Active)
+                .billing_mode_summary(BillingModeSummary::builder().billing_mode(BillingMode::PayPerRequest).build())
+                .restore_summary(
+                    RestoreSummary::builder()
+                        .source_backup_arn(SYSTEM_ARN)
+                        .restore_date_time(DateTime::from_secs(NOW))
+                        .restore_in_progress(false)
+                        .build()
+                        .unwrap(),
+                );
+            let table = if stream {
+                table.stream_specification(
+                    StreamSpecification::builder()
+                        .stream_enabled(true)
+                        .stream_view_type(StreamViewType::NewImage)
+                        .build()
+                        .unwrap(),
+                )
+            } else {
+                table
+            };
+            DescribeTableOutput::builder().table(table.build()).build()
+        };
+        let update_stream = mock!(Client::update_table)
+            .match_requests(|req| {
+                req.stream_specification().is_some_and(|s| s.stream_view_type() == Some(&StreamViewType::NewImage))
+            })
+            .then_output(|| UpdateTableOutput::builder().build());
+        let ttl_off = mock!(Client::describe_time_to_live).then_output(|| DescribeTimeToLiveOutput::builder().build());
+        let ttl_on = mock!(Client::update_time_to_live)
+            .match_requests(|req| req.time_to_live_specification().is_some_and(|t| t.attribute_name() == "expires_at"))
+            .then_output(|| UpdateTimeToLiveOutput::builder().build());
+        let pitr =
+            mock!(Client::update_continuous_backups).then_output(|| UpdateContinuousBackupsOutput::builder().build());
+        let tag = mock!(Client::tag_resource).then_output(|| TagResourceOutput::builder().build());
+        let (task, target) = restore_task(
+            &[
+                ("table_deleted", "true"),
+                ("billing_mode", "PAY_PER_REQUEST"),
+                ("ttl_attribute", "expires_at"),
+                ("stream_view_type", "NEW_IMAGE"),
+                ("point_in_time_recovery", "true"),
+            ],
+            "",
+        );
+
+        // First check: the stream is missing, one UpdateTable is started and the task waits.
+        let describe = mock!(Client::describe_table).then_output(move || restored(false));
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &update_stream, &tag]);
+        let step = lifeboat_dynamodb::restore_step(&ddb, &task, &target, || Ok(())).await.unwrap();
+        assert!(
+            matches!(&step, Step::Waiting { what, .. } if what.ends_with("applying stream (NEW_IMAGE)")),
+            "{step:?}"
+        );
+        assert_eq!((describe.num_calls(), update_stream.num_calls(), tag.num_calls()), (1, 1, 0));
+
+        // Next check: the stream is there; TTL, PITR and tags are put back, and the one thing that
+        // cannot be is named.
+        let describe = mock!(Client::describe_table).then_output(move || restored(true));
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &ttl_off, &ttl_on, &pitr, &tag]);
+        let step = lifeboat_dynamodb::restore_step(&ddb, &task, &target, || Ok(())).await.unwrap();
+        let Step::Done { warnings, .. } = step else { panic!("{step:?}") };
+        assert_eq!(warnings, ["source tags (table orders no longer exists and its backup carries none)"]);
+        assert_eq!((describe.num_calls(), ttl_on.num_calls(), pitr.num_calls(), tag.num_calls()), (1, 1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_backup_of_another_account_is_not_restored() {
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&no_table_yet()]);
+        let (task, mut target) = restore_task(&[], "");
+        target.account_id = "210987654321".into();
+        let step = lifeboat_dynamodb::restore_step(&ddb, &task, &target, || Ok(())).await.unwrap();
+        assert!(
+            matches!(&step, lifeboat_common::restore::Step::Failed { code, .. } if code == "CROSS_ACCOUNT_UNSUPPORTED"),
+            "{step:?}"
+        );
+    }
+}

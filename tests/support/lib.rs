@@ -743,3 +743,45 @@ pub fn init_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// The published files under `tests/fixtures/<folder>`, as (file name, text), sorted by name.
+pub fn fixtures(folder: &str, extension: &str) -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(folder);
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("fixture entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            (path.file_name().expect("file name").to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// An AMI of a fresh instance (in the region's default VPC), the image tagged with `tags`.
+pub async fn create_tagged_image(ec2: &aws_sdk_ec2::Client, name: &str, tags: &[(&str, &str)]) -> String {
+    let base = ec2.describe_images().owners("amazon").send().await.expect("describe base images");
+    let base_image = base.images().first().and_then(|i| i.image_id()).expect("a base image").to_string();
+    let launched = ec2
+        .run_instances()
+        .image_id(base_image)
+        .min_count(1)
+        .max_count(1)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .send()
+        .await
+        .expect("run an instance to image");
+    let instance_id = launched.instances().first().and_then(|i| i.instance_id()).expect("instance id").to_string();
+    ec2.create_image()
+        .instance_id(instance_id)
+        .name(name)
+        .set_tag_specifications(tag_spec(Ec2ResourceType::Image, tags))
+        .send()
+        .await
+        .expect("create image")
+        .image_id()
+        .expect("image id")
+        .to_string()
+}

@@ -23,13 +23,13 @@ use tracing::{info, warn};
 use crate::select::{names_match, pick, TimeRule};
 
 /// EC2 clients of a set's source account in any region (copies lead back to their originals).
-struct SourceRegions {
-    accounts: Arc<Accounts>,
+struct SourceRegions<'a> {
+    accounts: &'a Accounts,
     account_id: String,
 }
 
 #[async_trait]
-impl crate::ebs::RegionClients for SourceRegions {
+impl crate::ebs::RegionClients for SourceRegions<'_> {
     async fn ec2(&self, region: &str) -> Result<aws_sdk_ec2::Client, AwsError> {
         let config = self.accounts.config_for(&self.account_id, region).await?;
         Ok(lifeboat_common::aws::ec2_client(&config, &self.account_id, region))
@@ -162,7 +162,7 @@ impl Discovery {
         let mut tasks = Vec::new();
         for &kind in &set.resource_types {
             let Ok(kind) = ResourceType::try_from(kind) else { continue };
-            let found = match self.find(set, &source, rule, kind).await {
+            let found = match Self::find(&self.accounts, set, &source, rule, kind).await {
                 Ok(found) => found,
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
@@ -173,7 +173,12 @@ impl Discovery {
                     })
                 }
             };
-            for (backup, target, why) in found {
+            // Name patterns apply to every type alike: the resource's id or name, or its Name tag.
+            let named = |backup: &Backup| {
+                let name_tag = backup.tags.get("Name").map(String::as_str).unwrap_or_default();
+                crate::select::names_match(&source.names, &[backup.source_resource_id.as_str(), name_tag])
+            };
+            for (backup, target, why) in found.into_iter().filter(|(backup, _, _)| named(backup)) {
                 tasks.push(RestoreTask {
                     request_id: request.request_id.clone(),
                     task_id: ids::task_id(&request.request_id, &set.name, &backup.backup_id),
@@ -195,23 +200,32 @@ impl Discovery {
             return Ok(SetOutcome::Nothing {
                 phase: TaskPhase::Skipped,
                 code: reason::NO_MATCHING_BACKUPS.to_string(),
-                message: format!("nothing in {} has tags [{}] and {what} {rule}", source.region, tags.join(", ")),
+                message: if source.names.is_empty() {
+                    format!("nothing in {} has tags [{}] and {what} {rule}", source.region, tags.join(", "))
+                } else {
+                    format!(
+                        "nothing in {} is named [{}], has tags [{}] and {what} {rule}",
+                        source.region,
+                        source.names.join(", "),
+                        tags.join(", ")
+                    )
+                },
             });
         }
         Ok(SetOutcome::Tasks(tasks))
     }
 
     /// The backups of one resource type in a set, each with its complete target and the reason
-    /// it was chosen.
-    async fn find(
-        &self,
+    /// it was chosen. Needs no bus: the catalog (`lifeboat backups list`) lists through it too.
+    pub async fn find(
+        accounts: &Accounts,
         set: &RestoreSet,
         source: &Source,
         rule: TimeRule,
         kind: ResourceType,
     ) -> Result<Vec<(Backup, restore_task::Target, String)>, AwsError> {
-        let account_id = self.accounts.resolve_account(&source.account_id).await?;
-        let config = self.accounts.config_for(&account_id, &source.region).await?;
+        let account_id = accounts.resolve_account(&source.account_id).await?;
+        let config = accounts.config_for(&account_id, &source.region).await?;
         let region = source.region.as_str();
         let targets = set.target.clone().unwrap_or_default();
         let target_account = |account: &str| if account.is_empty() { account_id.clone() } else { account.to_string() };
@@ -219,7 +233,7 @@ impl Discovery {
         match kind {
             ResourceType::EbsVolume => {
                 let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
-                let regions = SourceRegions { accounts: self.accounts.clone(), account_id: account_id.clone() };
+                let regions = SourceRegions { accounts, account_id: account_id.clone() };
                 let found = crate::ebs::find_snapshots(&ec2, &regions, &account_id, region, &source.tags).await?;
                 let found: Vec<_> = found
                     .into_iter()
@@ -232,34 +246,38 @@ impl Discovery {
                 let picked = pick(&candidates, rule);
                 let mut backups: Vec<Backup> = picked.iter().map(|(index, _)| found[*index].1.clone()).collect();
                 crate::ebs::capture_settings(&regions, &mut backups).await?;
+                // Without a target (the catalog lists through here) nothing is completed.
+                let listing_only = targets.ebs.is_none();
                 let mut target = targets.ebs.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
                 let mut planned = Vec::new();
                 for (backup, (_, why)) in backups.into_iter().zip(picked) {
-                    let target = crate::ebs::complete_target(&set.name, &target, &backup)?;
+                    let target = if listing_only {
+                        target.clone()
+                    } else {
+                        crate::ebs::complete_target(&set.name, &target, &backup)?
+                    };
                     planned.push((backup, restore_task::Target::Ebs(target), why));
                 }
                 Ok(planned)
             }
             ResourceType::DynamodbTable => {
-                let ddb = lifeboat_common::aws::dynamodb_client(&config, &account_id, region);
-                let mut picked = Vec::new();
-                for table in crate::dynamodb::tables(&ddb, &source.tags).await? {
-                    if source.point_in_time_recovery {
-                        let (at, after) = rule.point();
-                        picked.extend(crate::dynamodb::point_in_time(&table, &account_id, region, at, after));
-                    } else {
-                        let found = crate::dynamodb::backups(&ddb, &table, &account_id, region).await?;
-                        let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
-                        picked.extend(
-                            pick(&candidates, rule).into_iter().map(|(index, why)| (found[index].1.clone(), why)),
-                        );
-                    }
-                }
                 let mut target = targets.dynamodb.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
+                crate::dynamodb::cross_account_check(&set.name, &account_id, &target.account_id, &set.target_role_arn)?;
+                let ddb = lifeboat_common::aws::dynamodb_client(&config, &account_id, region);
+                let picked = if source.point_in_time_recovery {
+                    let (at, after) = rule.point();
+                    crate::dynamodb::tables(&ddb, &source.tags, &source.names)
+                        .await?
+                        .iter()
+                        .filter_map(|table| crate::dynamodb::point_in_time(table, &account_id, region, at, after))
+                        .collect()
+                } else {
+                    crate::dynamodb::backups(&ddb, source, rule, &account_id, region).await?
+                };
                 if !target.table_name.is_empty() && picked.len() > 1 {
                     return Err(AwsError::task_failure(
                         "plan",
@@ -290,7 +308,7 @@ impl Discovery {
             }
             ResourceType::Ec2Instance => {
                 let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
-                let regions = SourceRegions { accounts: self.accounts.clone(), account_id: account_id.clone() };
+                let regions = SourceRegions { accounts, account_id: account_id.clone() };
                 let found = crate::ami::find_images(&ec2, &regions, &account_id, region, &source.tags).await?;
                 let found: Vec<_> = found
                     .into_iter()
@@ -303,12 +321,17 @@ impl Discovery {
                 let picked = pick(&candidates, rule);
                 let mut backups: Vec<Backup> = picked.iter().map(|(index, _)| found[*index].1.clone()).collect();
                 crate::ami::capture_settings(&regions, &mut backups).await?;
+                let listing_only = targets.ec2.is_none();
                 let mut target = targets.ec2.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
                 let mut planned = Vec::new();
                 for (backup, (_, why)) in backups.into_iter().zip(picked) {
-                    let target = crate::ami::complete_target(&set.name, &target, &backup)?;
+                    let target = if listing_only {
+                        target.clone()
+                    } else {
+                        crate::ami::complete_target(&set.name, &target, &backup)?
+                    };
                     planned.push((backup, restore_task::Target::Ec2(target), why));
                 }
                 Ok(planned)

@@ -1,14 +1,16 @@
-//! The DynamoDB restore service: tables from on-demand backups or point-in-time recovery, at
-//! most 50 restores in flight per account and region, and, once the table is ACTIVE, the
-//! settings a DynamoDB restore drops (tags, TTL, point-in-time recovery, streams) put back.
+//! The DynamoDB restore service: tables from on-demand, SYSTEM and AWS Backup backups or by
+//! point-in-time recovery, at most 50 restores in flight per account and region, and, once the
+//! table is ACTIVE, the settings a DynamoDB restore drops (tags, TTL, point-in-time recovery,
+//! streams, deletion protection, billing mode) put back. A backup is restored only into its own
+//! account: DynamoDB has no cross-account restore.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    PointInTimeRecoverySpecification, SseSpecification, SseType, StreamSpecification, StreamViewType, TableDescription,
-    TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
+    BillingMode, PointInTimeRecoverySpecification, SseSpecification, SseType, StreamSpecification, StreamViewType,
+    TableDescription, TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use lifeboat_common::aws::{absent_if_not_found, classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
@@ -116,8 +118,24 @@ impl Restorer for DynamoDbRestorer {
     }
 }
 
+/// Keys of [`Backup::settings`] discovery captures (see `lifeboat_discovery::dynamodb::setting`).
+pub mod setting {
+    pub const TTL_ATTRIBUTE: &str = "ttl_attribute";
+    pub const POINT_IN_TIME_RECOVERY: &str = "point_in_time_recovery";
+    pub const STREAM_VIEW_TYPE: &str = "stream_view_type";
+    pub const BILLING_MODE: &str = "billing_mode";
+    pub const DELETION_PROTECTION: &str = "deletion_protection";
+    pub const SSE_KMS_KEY_ARN: &str = "sse_kms_key_arn";
+    pub const TABLE_DELETED: &str = "table_deleted";
+}
+
+/// Reason code of a task that would restore a backup into another account.
+pub const CROSS_ACCOUNT_UNSUPPORTED: &str = "CROSS_ACCOUNT_UNSUPPORTED";
+
 /// One step of a table restore, idempotent: the target table is ours when its restore summary
-/// names our source, so a repeated step finds it instead of restoring again.
+/// names our source, so a repeated step finds it instead of restoring again. Each step describes
+/// the table once; settings that need an UpdateTable are applied one per step (a table takes one
+/// update at a time), the rest once the table is settled.
 pub async fn restore_step(
     ddb: &aws_sdk_dynamodb::Client,
     task: &RestoreTask,
@@ -126,6 +144,15 @@ pub async fn restore_step(
 ) -> Result<Step, AwsError> {
     let backup = task.backup.clone().unwrap_or_default();
     let name = &target.table_name;
+    if !backup.account_id.is_empty() && backup.account_id != target.account_id {
+        return Ok(Step::Failed {
+            code: CROSS_ACCOUNT_UNSUPPORTED.into(),
+            message: format!(
+                "DynamoDB cannot restore {} of account {} into account {}",
+                backup.backup_id, backup.account_id, target.account_id
+            ),
+        });
+    }
     let Some(table) = describe(ddb, name).await? else {
         admit()?;
         start_restore(ddb, &backup, target).await?;
@@ -144,7 +171,11 @@ pub async fn restore_step(
     if table.table_status() != Some(&TableStatus::Active) || summary.is_some_and(|s| s.restore_in_progress()) {
         return Ok(Step::Waiting { what: format!("table {name} is being restored"), created: vec![arn] });
     }
-    let warnings = reconcile(ddb, task, &backup, target, &table, &arn).await?;
+    let mut warnings = Vec::new();
+    if let Some(applying) = update_table(ddb, &backup, name, &table, &mut warnings).await? {
+        return Ok(Step::Waiting { what: format!("table {name}: applying {applying}"), created: vec![arn] });
+    }
+    warnings.extend(reconcile(ddb, task, &backup, target, &arn).await?);
     Ok(Step::Done { message: format!("table {name} is active"), created: vec![arn], warnings })
 }
 
@@ -154,14 +185,23 @@ async fn describe(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Result<Option<T
     Ok(absent_if_not_found(described, &["ResourceNotFoundException"])?.and_then(|output| output.table().cloned()))
 }
 
+/// The key the restored table is encrypted with: the target's, else the source's own key when
+/// the restore stays in its region (a KMS key is regional). Without either, DynamoDB's default.
+fn restore_kms_key<'a>(backup: &'a Backup, target: &'a DynamoDbTarget) -> Option<&'a str> {
+    if !target.kms_key_id.is_empty() {
+        return Some(&target.kms_key_id);
+    }
+    let source_key = backup.settings.get(setting::SSE_KMS_KEY_ARN).filter(|k| !k.is_empty());
+    source_key.filter(|_| backup.region == target.region).map(String::as_str)
+}
+
 async fn start_restore(
     ddb: &aws_sdk_dynamodb::Client,
     backup: &Backup,
     target: &DynamoDbTarget,
 ) -> Result<(), AwsError> {
-    let sse = (!target.kms_key_id.is_empty()).then(|| {
-        SseSpecification::builder().enabled(true).sse_type(SseType::Kms).kms_master_key_id(&target.kms_key_id).build()
-    });
+    let sse = restore_kms_key(backup, target)
+        .map(|key| SseSpecification::builder().enabled(true).sse_type(SseType::Kms).kms_master_key_id(key).build());
     match &backup.restore_time {
         Some(at) => {
             let time = aws_smithy_types::DateTime::from_secs(at.seconds);
@@ -195,37 +235,103 @@ async fn start_restore(
     Ok(())
 }
 
-/// Puts back what a restore does not carry over. Every call is a no-op when the setting is
-/// already there; a setting that cannot be applied is a warning, a retryable error a retry.
+/// A warning for a setting that could not be applied, or the error when it is worth a retry.
+fn warn_or_retry(warnings: &mut Vec<String>, what: &str, result: Result<(), AwsError>) -> Result<bool, AwsError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(e) => {
+            warnings.push(format!("{what} ({}: {})", e.code, e.message));
+            Ok(false)
+        }
+    }
+}
+
+/// Starts the first UpdateTable the restored table still needs (billing mode, stream, deletion
+/// protection, judged from `table` as described in this step) and says which; `None` when none
+/// is needed. A setting AWS refuses becomes a warning and the next one is tried.
+async fn update_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    backup: &Backup,
+    name: &str,
+    table: &TableDescription,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, AwsError> {
+    let settings = &backup.settings;
+    let current_mode = table.billing_mode_summary().and_then(|b| b.billing_mode());
+    if settings.get(setting::BILLING_MODE).is_some_and(|m| m == BillingMode::PayPerRequest.as_str())
+        && current_mode != Some(&BillingMode::PayPerRequest)
+    {
+        let sent = ddb.update_table().table_name(name).billing_mode(BillingMode::PayPerRequest).send().await;
+        let result = sent.map(|_| ()).map_err(|e| classify("dynamodb:UpdateTable", e));
+        if warn_or_retry(warnings, "billing mode PAY_PER_REQUEST", result)? {
+            return Ok(Some("billing mode PAY_PER_REQUEST".into()));
+        }
+    }
+    if let Some(view) = settings.get(setting::STREAM_VIEW_TYPE) {
+        if !table.stream_specification().is_some_and(|s| s.stream_enabled()) {
+            let what = format!("stream ({view})");
+            let result = async {
+                let spec = StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::from(view.as_str()))
+                    .build()
+                    .map_err(|e| {
+                        AwsError::task_failure("dynamodb:UpdateTable", "InvalidSpecification", e.to_string())
+                    })?;
+                ddb.update_table()
+                    .table_name(name)
+                    .stream_specification(spec)
+                    .send()
+                    .await
+                    .map_err(|e| classify("dynamodb:UpdateTable", e))?;
+                Ok(())
+            };
+            if warn_or_retry(warnings, &what, result.await)? {
+                return Ok(Some(what));
+            }
+        }
+    }
+    if settings.get(setting::DELETION_PROTECTION).is_some_and(|v| v == "true")
+        && table.deletion_protection_enabled() != Some(true)
+    {
+        let sent = ddb.update_table().table_name(name).deletion_protection_enabled(true).send().await;
+        let result = sent.map(|_| ()).map_err(|e| classify("dynamodb:UpdateTable", e));
+        if warn_or_retry(warnings, "deletion protection", result)? {
+            return Ok(Some("deletion protection".into()));
+        }
+    }
+    Ok(None)
+}
+
+/// Puts back what a restore does not carry over and needs no UpdateTable: tags, TTL,
+/// point-in-time recovery. Every call is a no-op when the setting is already there; a setting
+/// that cannot be applied is a warning, a retryable error a retry.
 async fn reconcile(
     ddb: &aws_sdk_dynamodb::Client,
     task: &RestoreTask,
     backup: &Backup,
     target: &DynamoDbTarget,
-    table: &TableDescription,
     arn: &str,
 ) -> Result<Vec<String>, AwsError> {
     let name = target.table_name.as_str();
     let mut warnings = Vec::new();
-    let mut outcome = |what: &str, result: Result<(), AwsError>| -> Result<(), AwsError> {
-        match result {
-            Err(e) if e.is_retryable() => Err(e),
-            Err(e) => {
-                warnings.push(format!("{what} ({}: {})", e.code, e.message));
-                Ok(())
-            }
-            Ok(()) => Ok(()),
-        }
-    };
 
     let tags: Vec<Tag> = restored_tags(task, &target.tags)
         .into_iter()
         .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
         .collect();
     let tagged = ddb.tag_resource().resource_arn(arn).set_tags(Some(tags)).send().await;
-    outcome("tags", tagged.map(|_| ()).map_err(|e| classify("dynamodb:TagResource", e)))?;
+    warn_or_retry(&mut warnings, "tags", tagged.map(|_| ()).map_err(|e| classify("dynamodb:TagResource", e)))?;
+    let skip_source_tags = task.options.as_ref().is_some_and(|o| o.skip_source_tags);
+    if backup.settings.contains_key(setting::TABLE_DELETED) && backup.tags.is_empty() && !skip_source_tags {
+        warnings.push(format!(
+            "source tags (table {} no longer exists and its backup carries none)",
+            backup.source_resource_id
+        ));
+    }
 
-    if let Some(attribute) = backup.settings.get("ttl_attribute") {
+    if let Some(attribute) = backup.settings.get(setting::TTL_ATTRIBUTE) {
         let result = async {
             let ttl = ddb
                 .describe_time_to_live()
@@ -247,10 +353,10 @@ async fn reconcile(
             }
             Ok(())
         };
-        outcome(&format!("TTL on {attribute}"), result.await)?;
+        warn_or_retry(&mut warnings, &format!("TTL on {attribute}"), result.await)?;
     }
 
-    if backup.settings.get("point_in_time_recovery").is_some_and(|v| v == "true") {
+    if backup.settings.get(setting::POINT_IN_TIME_RECOVERY).is_some_and(|v| v == "true") {
         let result = async {
             let spec = PointInTimeRecoverySpecification::builder()
                 .point_in_time_recovery_enabled(true)
@@ -266,29 +372,15 @@ async fn reconcile(
                 .map_err(|e| classify("dynamodb:UpdateContinuousBackups", e))?;
             Ok(())
         };
-        outcome("point-in-time recovery", result.await)?;
+        warn_or_retry(&mut warnings, "point-in-time recovery", result.await)?;
     }
 
-    if let Some(view) = backup.settings.get("stream_view_type") {
-        let enabled = table.stream_specification().is_some_and(|s| s.stream_enabled());
-        if !enabled {
-            let result = async {
-                let spec = StreamSpecification::builder()
-                    .stream_enabled(true)
-                    .stream_view_type(StreamViewType::from(view.as_str()))
-                    .build()
-                    .map_err(|e| {
-                        AwsError::task_failure("dynamodb:UpdateTable", "InvalidSpecification", e.to_string())
-                    })?;
-                ddb.update_table()
-                    .table_name(name)
-                    .stream_specification(spec)
-                    .send()
-                    .await
-                    .map_err(|e| classify("dynamodb:UpdateTable", e))?;
-                Ok(())
-            };
-            outcome(&format!("stream ({view})"), result.await)?;
+    if let Some(key) = backup.settings.get(setting::SSE_KMS_KEY_ARN) {
+        if restore_kms_key(backup, target).is_none() {
+            warnings.push(format!(
+                "encryption with the source's KMS key ({key} is in {}; set target.dynamodb.kms_key_id for {})",
+                backup.region, target.region
+            ));
         }
     }
     Ok(warnings)
