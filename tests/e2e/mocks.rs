@@ -281,35 +281,30 @@ async fn copies_with_the_placeholder_volume_id_are_grouped_by_their_original_vol
                 )
                 .build()
         });
-    // The originals, by id in their region.
+    // The originals, by id in their region: one call for all of them.
     let originals = mock!(Client::describe_snapshots)
-        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("snapshot-id")))
-        .then_output(|| DescribeSnapshotsOutput::builder().build())
-        .clone();
-    let original = |id: &'static str, volume: &'static str| {
-        mock!(Client::describe_snapshots)
-            .match_requests(move |req| {
-                req.filters().iter().any(|f| f.name() == Some("snapshot-id") && f.values() == [id.to_string()])
+        .match_requests(|req| {
+            req.filters().iter().any(|f| {
+                f.name() == Some("snapshot-id")
+                    && f.values() == ["snap-o1", "snap-o1-old", "snap-o2", "snap-o3"].map(String::from)
             })
-            .then_output(move || {
-                DescribeSnapshotsOutput::builder()
-                    .snapshots(
-                        Snapshot::builder()
-                            .snapshot_id(id)
-                            .volume_id(volume)
-                            .start_time(aws_smithy_types::DateTime::from_secs(1_789_000_000))
-                            .build(),
-                    )
+        })
+        .then_output(|| {
+            let original = |id: &str, volume: &str| {
+                Snapshot::builder()
+                    .snapshot_id(id)
+                    .volume_id(volume)
+                    .start_time(aws_smithy_types::DateTime::from_secs(1_789_000_000))
                     .build()
-            })
-    };
-    let (o1, o1_old, o2, o3) = (
-        original("snap-o1", "vol-1"),
-        original("snap-o1-old", "vol-1"),
-        original("snap-o2", "vol-2"),
-        original("snap-o3", "vol-3"),
-    );
-    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&listing, &o1, &o1_old, &o2, &o3, &originals]);
+            };
+            DescribeSnapshotsOutput::builder()
+                .snapshots(original("snap-o1", "vol-1"))
+                .snapshots(original("snap-o1-old", "vol-1"))
+                .snapshots(original("snap-o2", "vol-2"))
+                .snapshots(original("snap-o3", "vol-3"))
+                .build()
+        });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&listing, &originals]);
     let tags = [("app".to_string(), "web".to_string())].into();
     let found = lifeboat_discovery::ebs::list_snapshots(&ec2, "123456789012", "us-west-2", &tags).await.unwrap();
     let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
@@ -330,7 +325,7 @@ async fn copies_with_the_placeholder_volume_id_are_grouped_by_their_original_vol
         "three sources, three groups, each the newest copy of its own source"
     );
     assert_eq!(found[0].1.settings.get("source_region").map(String::as_str), Some("us-east-1"));
-    assert_eq!(o1.num_calls(), 1, "each original looked up once, by id");
+    assert_eq!(originals.num_calls(), 1, "the originals looked up together, by id");
 }
 
 /// AMI copies carry no SourceInstanceId on AWS; discovery follows SourceImageId and
