@@ -237,6 +237,182 @@ fn settings_that_could_not_be_restored_are_a_warning_not_a_failure() {
     assert!(decision.message.ends_with("not restored: TTL"), "{}", decision.message);
 }
 
+/// On AWS a copy made by CopySnapshot carries the VolumeId `vol-ffffffff`; discovery follows
+/// its description back to the original (looked up by id in its region) to group it.
+#[tokio::test]
+async fn copies_with_the_placeholder_volume_id_are_grouped_by_their_original_volume() {
+    use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+    use aws_sdk_ec2::types::{Snapshot, Tag};
+
+    let snapshot = |id: &str, volume: &str, description: &str, at: i64| {
+        Snapshot::builder()
+            .snapshot_id(id)
+            .volume_id(volume)
+            .owner_id("123456789012")
+            .description(description)
+            .start_time(aws_smithy_types::DateTime::from_secs(at))
+            .tags(Tag::builder().key("app").value("web").build())
+            .build()
+    };
+    // In the DR region: three copies of three volumes' snapshots, one older copy of the first,
+    // and a copy Lifeboat made while restoring (never a backup of its own).
+    let listing = mock!(Client::describe_snapshots)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("status")))
+        .then_output(move || {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot("snap-c1", "vol-ffffffff", "[Copied snap-o1 from us-east-1]", 1_790_000_100))
+                .snapshots(snapshot(
+                    "snap-c1-old",
+                    "vol-ffffffff",
+                    "[Copied snap-o1-old from us-east-1]",
+                    1_790_000_000,
+                ))
+                .snapshots(snapshot("snap-c2", "vol-ffffffff", "[Copied snap-o2 from us-east-1]", 1_790_000_100))
+                .snapshots(snapshot("snap-c3", "vol-ffffffff", "[Copied snap-o3 from us-east-1]", 1_790_000_100))
+                .snapshots(
+                    Snapshot::builder()
+                        .snapshot_id("snap-restore-copy")
+                        .volume_id("vol-ffffffff")
+                        .owner_id("123456789012")
+                        .start_time(aws_smithy_types::DateTime::from_secs(1_790_000_200))
+                        .tags(Tag::builder().key("app").value("web").build())
+                        .tags(Tag::builder().key("lifeboat:restore-copy").value("t-1").build())
+                        .build(),
+                )
+                .build()
+        });
+    // The originals, by id in their region: one call for all of them.
+    let originals = mock!(Client::describe_snapshots)
+        .match_requests(|req| {
+            req.filters().iter().any(|f| {
+                f.name() == Some("snapshot-id")
+                    && f.values() == ["snap-o1", "snap-o1-old", "snap-o2", "snap-o3"].map(String::from)
+            })
+        })
+        .then_output(|| {
+            let original = |id: &str, volume: &str| {
+                Snapshot::builder()
+                    .snapshot_id(id)
+                    .volume_id(volume)
+                    .start_time(aws_smithy_types::DateTime::from_secs(1_789_000_000))
+                    .build()
+            };
+            DescribeSnapshotsOutput::builder()
+                .snapshots(original("snap-o1", "vol-1"))
+                .snapshots(original("snap-o1-old", "vol-1"))
+                .snapshots(original("snap-o2", "vol-2"))
+                .snapshots(original("snap-o3", "vol-3"))
+                .build()
+        });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&listing, &originals]);
+    let tags = [("app".to_string(), "web".to_string())].into();
+    let found = lifeboat_discovery::ebs::list_snapshots(&ec2, "123456789012", "us-west-2", &tags).await.unwrap();
+    let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+    assert!(candidates.iter().all(|c| c.backup_id != "snap-restore-copy"), "a restore copy is not a backup");
+    let picked = lifeboat_discovery::select::pick(
+        &candidates,
+        lifeboat_discovery::select::TimeRule::Before(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+    );
+    let groups: Vec<(String, String)> =
+        picked.iter().map(|(i, _)| (found[*i].1.source_resource_id.clone(), found[*i].1.backup_id.clone())).collect();
+    assert_eq!(
+        groups,
+        [
+            ("vol-1".to_string(), "snap-c1".to_string()),
+            ("vol-2".to_string(), "snap-c2".to_string()),
+            ("vol-3".to_string(), "snap-c3".to_string())
+        ],
+        "three sources, three groups, each the newest copy of its own source"
+    );
+    assert_eq!(found[0].1.settings.get("source_region").map(String::as_str), Some("us-east-1"));
+    assert_eq!(originals.num_calls(), 1, "the originals looked up together, by id");
+}
+
+/// AMI copies carry no SourceInstanceId on AWS; discovery follows SourceImageId and
+/// SourceImageRegion to the original (by id) to group a copy with the instance it came from,
+/// and never selects an AMI Lifeboat copied while restoring.
+#[tokio::test]
+async fn ami_copies_are_grouped_by_the_instance_of_their_source_image() {
+    use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+    use aws_sdk_ec2::types::{Image, ImageState, Tag};
+
+    let copy = |id: &str, source_image: &str| {
+        Image::builder()
+            .image_id(id)
+            .owner_id("123456789012")
+            .state(ImageState::Available)
+            .creation_date("2026-11-01T00:00:00.000Z")
+            .source_image_id(source_image)
+            .source_image_region("us-east-1")
+            .tags(Tag::builder().key("app").value("web").build())
+            .build()
+    };
+    let listing = mock!(Client::describe_images)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("state")))
+        .then_output(move || {
+            DescribeImagesOutput::builder()
+                .images(copy("ami-c1", "ami-o1"))
+                .images(copy("ami-c2", "ami-o2"))
+                .images(
+                    Image::builder()
+                        .image_id("ami-restore-copy")
+                        .owner_id("123456789012")
+                        .state(ImageState::Available)
+                        .creation_date("2026-11-02T00:00:00.000Z")
+                        .tags(Tag::builder().key("app").value("web").build())
+                        .tags(Tag::builder().key("lifeboat:restore-copy").value("t-1").build())
+                        .tags(Tag::builder().key("lifeboat:source-instance").value("i-1").build())
+                        .build(),
+                )
+                .build()
+        });
+    let original = |id: &'static str, instance: &'static str| {
+        mock!(Client::describe_images)
+            .match_requests(move |req| {
+                req.filters().iter().any(|f| f.name() == Some("image-id") && f.values() == [id.to_string()])
+            })
+            .then_output(move || {
+                DescribeImagesOutput::builder()
+                    .images(Image::builder().image_id(id).source_instance_id(instance).build())
+                    .build()
+            })
+    };
+    let (o1, o2) = (original("ami-o1", "i-1"), original("ami-o2", "i-2"));
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&listing, &o1, &o2]);
+    let tags = [("app".to_string(), "web".to_string())].into();
+    let found = lifeboat_discovery::ami::list_images(&ec2, "123456789012", "us-west-2", &tags).await.unwrap();
+    let groups: Vec<(&str, &str)> =
+        found.iter().map(|(_, b)| (b.backup_id.as_str(), b.source_resource_id.as_str())).collect();
+    assert_eq!(groups, [("ami-c1", "i-1"), ("ami-c2", "i-2")]);
+    assert_eq!(found[0].1.settings.get("source_region").map(String::as_str), Some("us-east-1"));
+}
+
+/// An AMI whose snapshots are under the AWS-managed key cannot go to another account without a
+/// key of its own: the set fails at plan time, naming it (moto's AMIs are never encrypted).
+#[test]
+fn an_encrypted_ami_for_another_account_needs_a_target_key() {
+    let backup = pb::Backup {
+        backup_id: "ami-1".into(),
+        source_resource_id: "i-1".into(),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        encrypted: true,
+        kms_key_id: "arn:aws:kms:us-east-1:123456789012:alias/aws/ebs".into(),
+        ..Default::default()
+    };
+    let target = pb::Ec2Target {
+        account_id: "210987654321".into(),
+        region: "us-east-1".into(),
+        subnet_id: "subnet-1".into(),
+        ..Default::default()
+    };
+    let error = lifeboat_discovery::ami::complete_target("web", &target, &backup).unwrap_err();
+    assert_eq!((error.class, error.code.as_str()), (ErrorClass::TaskFailure, "ENCRYPTED_WITHOUT_TARGET_KEY"));
+    assert!(error.to_string().contains("set 'web'") && error.to_string().contains("target.ec2.kms_key_id"), "{error}");
+    let with_key = pb::Ec2Target { kms_key_id: "alias/restores".into(), ..target };
+    assert!(lifeboat_discovery::ami::complete_target("web", &with_key, &backup).is_ok());
+}
+
 /// DynamoDB: backups of deleted tables, every backup type, pagination, and the settings a
 /// backup reports, as AWS returns them (moto has no SYSTEM or AWS_BACKUP types, no pages).
 mod dynamodb {
