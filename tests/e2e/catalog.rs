@@ -140,4 +140,25 @@ async fn backups_list_shows_exactly_the_restorable_backups() {
     assert_eq!(continuous.len(), 1, "{continuous:?}");
     assert_eq!(continuous[0].source_resource_id, "orders");
     assert!(continuous[0].note.contains("restorable"), "{}", continuous[0].note);
+
+    // The same through the command a user types, as JSON.
+    let output = tokio::process::Command::new(crate::traces::lifeboat_binary())
+        .args(["backups", "list", "--source", "us-east-1", "--tag", "app=web", "--type", "ebs"])
+        .args(["--copies-in", "us-west-2", "--output", "json"])
+        .env_remove("AWS_PROFILE")
+        .env("AWS_ENDPOINT_URL", &servers.moto_url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .await
+        .expect("run lifeboat backups list");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("JSON list");
+    let ids: BTreeSet<String> = listed.iter().map(|e| e["backupId"].as_str().unwrap().to_string()).collect();
+    let ebs: BTreeSet<String> = expected.iter().filter(|(t, _, _)| t == "ebs").map(|(_, _, b)| b.clone()).collect();
+    assert_eq!(ids, ebs);
+    let kept_json = listed.iter().find(|e| e["backupId"] == kept_new.as_str()).unwrap();
+    assert_eq!(kept_json["copiesIn"], serde_json::json!(["us-west-2"]));
+    assert_eq!(kept_json["sizeGib"], 8);
 }

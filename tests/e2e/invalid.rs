@@ -67,7 +67,14 @@ async fn invalid_requests_are_rejected_by_field_and_the_next_request_still_runs(
 
     // Missing availability zone, in the second set; the first set is fine and nothing starts.
     let good = ebs_set("good", "us-east-1", &[("app", "ok")], None, target("us-east-1b"));
-    let bad = ebs_set("no-zone", "us-east-1", &[("app", "ok")], None, target(""));
+    // In another region the zone cannot be inherited from the source volume.
+    let bad = ebs_set(
+        "no-zone",
+        "us-east-1",
+        &[("app", "ok")],
+        None,
+        pb::EbsTarget { region: "us-west-2".into(), ..target("") },
+    );
     client.submit(&request("missing-az", vec![good, bad])).await.unwrap();
     assert_eq!(rejection(&client, "missing-az").await.field, "restore_sets[1].target.ebs.availability_zone");
 

@@ -293,7 +293,6 @@ fn validation_names_bad_fields_of_every_target_type() {
         "restore_sets[0].source.point_in_time_recovery",
         "restore_sets[0].source.point_in_time_recovery",
         "restore_sets[0].target.ec2.availability_zone",
-        "restore_sets[0].target.ec2.subnet_id",
         "restore_sets[0].target.ec2.security_group_ids[0]",
     ] {
         assert!(found.iter().any(|f| f == expected), "{expected} not in {found:?}");

@@ -6,6 +6,7 @@ mod api;
 mod catalog;
 mod clumio;
 mod deploy;
+mod dr;
 mod dynamodb;
 mod ec2;
 mod everything;

@@ -237,268 +237,180 @@ fn settings_that_could_not_be_restored_are_a_warning_not_a_failure() {
     assert!(decision.message.ends_with("not restored: TTL"), "{}", decision.message);
 }
 
-/// RDS paths moto 5.2.5 does not serve: its automated backups have no ARN or restore window
-/// and its point-in-time restore needs a live source; it cannot restore from another account's
-/// shared snapshot.
-mod rds {
-    use aws_sdk_rds::operation::describe_db_instance_automated_backups::DescribeDbInstanceAutomatedBackupsOutput;
-    use aws_sdk_rds::operation::describe_db_instances::{DescribeDBInstancesError, DescribeDbInstancesOutput};
-    use aws_sdk_rds::operation::describe_db_parameter_groups::DescribeDbParameterGroupsOutput;
-    use aws_sdk_rds::operation::modify_db_snapshot_attribute::ModifyDbSnapshotAttributeOutput;
-    use aws_sdk_rds::operation::restore_db_instance_from_db_snapshot::RestoreDbInstanceFromDbSnapshotOutput;
-    use aws_sdk_rds::operation::restore_db_instance_to_point_in_time::RestoreDbInstanceToPointInTimeOutput;
-    use aws_sdk_rds::types::{DbInstance, DbInstanceAutomatedBackup, DbParameterGroup, RestoreWindow, Tag};
-    use aws_sdk_rds::Client;
-    use aws_smithy_mocks::{mock, mock_client, RuleMode};
-    use aws_smithy_types::error::ErrorMetadata;
-    use aws_smithy_types::DateTime;
-    use chrono::TimeZone;
-    use lifeboat_discovery::rds::{instance_window, point_in_time, restore_time, Selection};
-    use lifeboat_proto as pb;
-    use lifeboat_rds::{instance_step, Clients, Limits, Step};
+/// On AWS a copy made by CopySnapshot carries the VolumeId `vol-ffffffff`; discovery follows
+/// its description back to the original (looked up by id in its region) to group it.
+#[tokio::test]
+async fn copies_with_the_placeholder_volume_id_are_grouped_by_their_original_volume() {
+    use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+    use aws_sdk_ec2::types::{Snapshot, Tag};
 
-    const ARN: &str = "arn:aws:rds:us-east-1:123456789012:auto-backup:ab-orders";
-    const DAY: i64 = 86_400;
-    const NOW: i64 = 1_790_000_000;
-
-    fn at(secs: i64) -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc.timestamp_opt(secs, 0).unwrap()
-    }
-
-    fn not_found() -> DescribeDBInstancesError {
-        DescribeDBInstancesError::generic(ErrorMetadata::builder().code("DBInstanceNotFound").message("gone").build())
-    }
-
-    #[tokio::test]
-    async fn rds_a_deleted_instance_is_restored_to_a_point_in_time_from_its_retained_automated_backups() {
-        let retained = mock!(Client::describe_db_instance_automated_backups).then_output(|| {
-            DescribeDbInstanceAutomatedBackupsOutput::builder()
-                .db_instance_automated_backups(
-                    DbInstanceAutomatedBackup::builder()
-                        .db_instance_identifier("orders")
-                        .db_instance_automated_backups_arn(ARN)
-                        .status("retained")
-                        .engine("postgres")
-                        .port(5433)
-                        .restore_window(
-                            RestoreWindow::builder()
-                                .earliest_time(DateTime::from_secs(NOW - 3 * DAY))
-                                .latest_time(DateTime::from_secs(NOW - DAY))
-                                .build(),
-                        )
-                        .tag_list(Tag::builder().key("app").value("shop").build())
+    let snapshot = |id: &str, volume: &str, description: &str, at: i64| {
+        Snapshot::builder()
+            .snapshot_id(id)
+            .volume_id(volume)
+            .owner_id("123456789012")
+            .description(description)
+            .start_time(aws_smithy_types::DateTime::from_secs(at))
+            .tags(Tag::builder().key("app").value("web").build())
+            .build()
+    };
+    // In the DR region: three copies of three volumes' snapshots, one older copy of the first,
+    // and a copy Lifeboat made while restoring (never a backup of its own).
+    let listing = mock!(Client::describe_snapshots)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("status")))
+        .then_output(move || {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot("snap-c1", "vol-ffffffff", "[Copied snap-o1 from us-east-1]", 1_790_000_100))
+                .snapshots(snapshot(
+                    "snap-c1-old",
+                    "vol-ffffffff",
+                    "[Copied snap-o1-old from us-east-1]",
+                    1_790_000_000,
+                ))
+                .snapshots(snapshot("snap-c2", "vol-ffffffff", "[Copied snap-o2 from us-east-1]", 1_790_000_100))
+                .snapshots(snapshot("snap-c3", "vol-ffffffff", "[Copied snap-o3 from us-east-1]", 1_790_000_100))
+                .snapshots(
+                    Snapshot::builder()
+                        .snapshot_id("snap-restore-copy")
+                        .volume_id("vol-ffffffff")
+                        .owner_id("123456789012")
+                        .start_time(aws_smithy_types::DateTime::from_secs(1_790_000_200))
+                        .tags(Tag::builder().key("app").value("web").build())
+                        .tags(Tag::builder().key("lifeboat:restore-copy").value("t-1").build())
                         .build(),
                 )
                 .build()
         });
-        let none_live = mock!(Client::describe_db_instances)
-            .match_requests(|req| req.db_instance_identifier().is_none())
-            .then_output(|| DescribeDbInstancesOutput::builder().build());
-        let rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&retained, &none_live]);
-        let tags = [("app".to_string(), "shop".to_string())].into();
-        let names = vec!["ord*".to_string()];
-        let selection = Selection { tags: &tags, names: &names };
-        let kind = pb::ResourceType::RdsInstance;
-        let found = point_in_time(&rds, kind, "123456789012", "us-east-1", &selection, at(NOW - 2 * DAY), false, None)
-            .await
-            .unwrap();
-        assert_eq!(found.len(), 1, "{found:?}");
-        let (backup, why) = found[0].clone();
-        assert_eq!((backup.backup_id.as_str(), backup.source_resource_id.as_str()), (ARN, "orders"));
-        assert_eq!(backup.restore_time.as_ref().map(|t| t.seconds), Some(NOW - 2 * DAY));
-        assert!(why.contains("deleted instance"), "{why}");
-        // Outside the retained window: nothing.
-        let late = point_in_time(&rds, kind, "123456789012", "us-east-1", &selection, at(NOW), true, None);
-        assert!(late.await.unwrap().is_empty());
-
-        let absent = mock!(Client::describe_db_instances).then_error(not_found);
-        let restore = mock!(Client::restore_db_instance_to_point_in_time)
-            .match_requests(|req| {
-                req.source_db_instance_automated_backups_arn() == Some(ARN)
-                    && req.source_db_instance_identifier().is_none()
-                    && req.target_db_instance_identifier() == Some("orders-restored")
-                    && req.restore_time().map(|t| t.secs()) == Some(NOW - 2 * DAY)
-                    && req.port() == Some(5433)
-                    && req.db_subnet_group_name() == Some("subnets")
+    // The originals, by id in their region: one call for all of them.
+    let originals = mock!(Client::describe_snapshots)
+        .match_requests(|req| {
+            req.filters().iter().any(|f| {
+                f.name() == Some("snapshot-id")
+                    && f.values() == ["snap-o1", "snap-o1-old", "snap-o2", "snap-o3"].map(String::from)
             })
-            .then_output(|| RestoreDbInstanceToPointInTimeOutput::builder().build());
-        let target_client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&absent, &restore]);
-        let target = pb::RdsTarget {
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            name: "orders-restored".into(),
-            db_subnet_group: "subnets".into(),
-            ..Default::default()
-        };
-        let task = pb::RestoreTask {
-            task_id: "t-pitr".into(),
-            resource_type: kind as i32,
-            backup: Some(backup),
-            target: Some(pb::restore_task::Target::Rds(target.clone())),
-            ..Default::default()
-        };
-        let clients = Clients { target: target_client, source: None };
-        let step = instance_step(&clients, &task, &target, &Limits::new(20)).await.unwrap();
-        assert!(
-            matches!(&step, Step::Waiting { created, .. } if created == &["orders-restored".to_string()]),
-            "{step:?}"
-        );
-        assert_eq!(restore.num_calls(), 1);
-    }
-
-    #[test]
-    fn rds_the_restorable_window_comes_from_automated_backups_or_the_retention_period() {
-        let created = NOW - 30 * DAY;
-        let db = |retention: i32, created: i64| {
-            DbInstance::builder()
-                .db_instance_identifier("orders")
-                .backup_retention_period(retention)
-                .instance_create_time(DateTime::from_secs(created))
-                .latest_restorable_time(DateTime::from_secs(NOW))
-                .build()
-        };
-        // Retention, not the creation time, bounds the window of an old instance.
-        assert_eq!(instance_window(&db(7, created), None), (Some(at(NOW - 7 * DAY)), Some(at(NOW))));
-        // A young instance cannot be restored to before it existed.
-        assert_eq!(instance_window(&db(7, NOW - DAY), None), (Some(at(NOW - DAY)), Some(at(NOW))));
-        // RDS's own restore window wins when it reports one.
-        let automated = DbInstanceAutomatedBackup::builder()
-            .restore_window(RestoreWindow::builder().earliest_time(DateTime::from_secs(NOW - 5 * DAY)).build())
-            .build();
-        assert_eq!(instance_window(&db(7, created), Some(&automated)), (Some(at(NOW - 5 * DAY)), Some(at(NOW))));
-        // BEFORE takes the latest restorable time at or before the point, AFTER the earliest at or
-        // after it, bounded by `until`.
-        let (earliest, latest) = (at(NOW - 7 * DAY), at(NOW));
-        assert_eq!(restore_time(earliest, latest, at(NOW + DAY), false, None), Some(latest));
-        assert_eq!(restore_time(earliest, latest, at(NOW - 9 * DAY), true, None), Some(earliest));
-        assert_eq!(restore_time(earliest, latest, at(NOW - 9 * DAY), true, Some(at(NOW - 8 * DAY))), None);
-        assert_eq!(restore_time(earliest, latest, at(NOW - 9 * DAY), false, None), None);
-    }
-
-    #[tokio::test]
-    async fn rds_another_account_restores_from_the_shared_snapshot_arn_with_the_source_settings() {
-        let absent = mock!(Client::describe_db_instances).then_error(not_found);
-        let group_exists = mock!(Client::describe_db_parameter_groups)
-            .match_requests(|req| req.db_parameter_group_name() == Some("ledger-params"))
-            .then_output(|| {
-                DescribeDbParameterGroupsOutput::builder()
-                    .db_parameter_groups(DbParameterGroup::builder().db_parameter_group_name("ledger-params").build())
+        })
+        .then_output(|| {
+            let original = |id: &str, volume: &str| {
+                Snapshot::builder()
+                    .snapshot_id(id)
+                    .volume_id(volume)
+                    .start_time(aws_smithy_types::DateTime::from_secs(1_789_000_000))
                     .build()
-            });
-        let restore = mock!(Client::restore_db_instance_from_db_snapshot)
-            .match_requests(|req| {
-                req.db_snapshot_identifier() == Some("arn:aws:rds:us-east-1:123456789012:snapshot:ledger-nightly")
-                    && req.db_instance_identifier() == Some("ledger")
-                    && req.db_parameter_group_name() == Some("ledger-params")
-                    && req.multi_az() == Some(false)
-                    && req.port() == Some(6000)
-                    && req.storage_type() == Some("io1")
-                    && req.iops() == Some(1000)
-                    && req.deletion_protection() == Some(true)
-                    && req.enable_iam_database_authentication() == Some(true)
-                    && req.copy_tags_to_snapshot() == Some(true)
-                    && req.enable_cloudwatch_logs_exports() == ["postgresql".to_string()]
-                    && req.db_subnet_group_name() == Some("other-subnets")
+            };
+            DescribeSnapshotsOutput::builder()
+                .snapshots(original("snap-o1", "vol-1"))
+                .snapshots(original("snap-o1-old", "vol-1"))
+                .snapshots(original("snap-o2", "vol-2"))
+                .snapshots(original("snap-o3", "vol-3"))
+                .build()
+        });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&listing, &originals]);
+    let tags = [("app".to_string(), "web".to_string())].into();
+    let found = lifeboat_discovery::ebs::list_snapshots(&ec2, "123456789012", "us-west-2", &tags).await.unwrap();
+    let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+    assert!(candidates.iter().all(|c| c.backup_id != "snap-restore-copy"), "a restore copy is not a backup");
+    let picked = lifeboat_discovery::select::pick(
+        &candidates,
+        lifeboat_discovery::select::TimeRule::Before(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+    );
+    let groups: Vec<(String, String)> =
+        picked.iter().map(|(i, _)| (found[*i].1.source_resource_id.clone(), found[*i].1.backup_id.clone())).collect();
+    assert_eq!(
+        groups,
+        [
+            ("vol-1".to_string(), "snap-c1".to_string()),
+            ("vol-2".to_string(), "snap-c2".to_string()),
+            ("vol-3".to_string(), "snap-c3".to_string())
+        ],
+        "three sources, three groups, each the newest copy of its own source"
+    );
+    assert_eq!(found[0].1.settings.get("source_region").map(String::as_str), Some("us-east-1"));
+    assert_eq!(originals.num_calls(), 1, "the originals looked up together, by id");
+}
+
+/// AMI copies carry no SourceInstanceId on AWS; discovery follows SourceImageId and
+/// SourceImageRegion to the original (by id) to group a copy with the instance it came from,
+/// and never selects an AMI Lifeboat copied while restoring.
+#[tokio::test]
+async fn ami_copies_are_grouped_by_the_instance_of_their_source_image() {
+    use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+    use aws_sdk_ec2::types::{Image, ImageState, Tag};
+
+    let copy = |id: &str, source_image: &str| {
+        Image::builder()
+            .image_id(id)
+            .owner_id("123456789012")
+            .state(ImageState::Available)
+            .creation_date("2026-11-01T00:00:00.000Z")
+            .source_image_id(source_image)
+            .source_image_region("us-east-1")
+            .tags(Tag::builder().key("app").value("web").build())
+            .build()
+    };
+    let listing = mock!(Client::describe_images)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("state")))
+        .then_output(move || {
+            DescribeImagesOutput::builder()
+                .images(copy("ami-c1", "ami-o1"))
+                .images(copy("ami-c2", "ami-o2"))
+                .images(
+                    Image::builder()
+                        .image_id("ami-restore-copy")
+                        .owner_id("123456789012")
+                        .state(ImageState::Available)
+                        .creation_date("2026-11-02T00:00:00.000Z")
+                        .tags(Tag::builder().key("app").value("web").build())
+                        .tags(Tag::builder().key("lifeboat:restore-copy").value("t-1").build())
+                        .tags(Tag::builder().key("lifeboat:source-instance").value("i-1").build())
+                        .build(),
+                )
+                .build()
+        });
+    let original = |id: &'static str, instance: &'static str| {
+        mock!(Client::describe_images)
+            .match_requests(move |req| {
+                req.filters().iter().any(|f| f.name() == Some("image-id") && f.values() == [id.to_string()])
             })
-            .then_output(|| RestoreDbInstanceFromDbSnapshotOutput::builder().build());
-        let share = mock!(Client::modify_db_snapshot_attribute)
-            .match_requests(|req| {
-                req.db_snapshot_identifier() == Some("ledger-nightly")
-                    && req.attribute_name() == Some("restore")
-                    && req.values_to_add() == ["111111111111".to_string()]
+            .then_output(move || {
+                DescribeImagesOutput::builder()
+                    .images(Image::builder().image_id(id).source_instance_id(instance).build())
+                    .build()
             })
-            .then_output(|| ModifyDbSnapshotAttributeOutput::builder().build());
-        let target_client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&absent, &group_exists, &restore]);
-        let source_client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&share]);
-        let settings = [
-            ("snapshot_type", "manual"),
-            ("db_parameter_group", "ledger-params"),
-            ("multi_az", "true"),
-            ("port", "5433"),
-            ("storage_type", "io1"),
-            ("iops", "1000"),
-            ("deletion_protection", "true"),
-            ("iam_database_authentication", "true"),
-            ("copy_tags_to_snapshot", "true"),
-            ("cloudwatch_logs_exports", "postgresql"),
-        ];
-        let backup = pb::Backup {
-            backup_id: "ledger-nightly".into(),
-            source_resource_id: "ledger".into(),
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ..Default::default()
-        };
-        // Discovery keeps the source's identifier in another account; multi_az and port overridden.
-        let target = pb::RdsTarget {
-            account_id: "111111111111".into(),
-            region: "us-east-1".into(),
-            name: "ledger".into(),
-            db_subnet_group: "other-subnets".into(),
-            multi_az: Some(false),
-            port: Some(6000),
-            ..Default::default()
-        };
-        let task = pb::RestoreTask {
-            task_id: "t-shared".into(),
-            resource_type: pb::ResourceType::RdsInstance as i32,
-            backup: Some(backup),
-            target: Some(pb::restore_task::Target::Rds(target.clone())),
-            ..Default::default()
-        };
-        let clients = Clients { target: target_client, source: Some(source_client) };
-        let step = instance_step(&clients, &task, &target, &Limits::new(20)).await.unwrap();
-        assert!(matches!(&step, Step::Waiting { created, .. } if created == &["ledger".to_string()]), "{step:?}");
-        assert_eq!((share.num_calls(), restore.num_calls()), (1, 1), "shared from the source, restored in the target");
-    }
+    };
+    let (o1, o2) = (original("ami-o1", "i-1"), original("ami-o2", "i-2"));
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&listing, &o1, &o2]);
+    let tags = [("app".to_string(), "web".to_string())].into();
+    let found = lifeboat_discovery::ami::list_images(&ec2, "123456789012", "us-west-2", &tags).await.unwrap();
+    let groups: Vec<(&str, &str)> =
+        found.iter().map(|(_, b)| (b.backup_id.as_str(), b.source_resource_id.as_str())).collect();
+    assert_eq!(groups, [("ami-c1", "i-1"), ("ami-c2", "i-2")]);
+    assert_eq!(found[0].1.settings.get("source_region").map(String::as_str), Some("us-east-1"));
+}
 
-    #[test]
-    fn rds_targets_keep_the_source_name_elsewhere_stamp_window_backups_and_inherit_in_place() {
-        use lifeboat_discovery::rds::{targets, ENCRYPTED_WITHOUT_TARGET_KEY};
-        let backup = |id: &str, secs: i64, encrypted: bool| pb::Backup {
-            backup_id: id.into(),
-            source_resource_id: "ledger".into(),
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            created_at: Some(pb::Timestamp { seconds: secs, nanos: 0 }),
-            encrypted,
-            settings: [("db_subnet_group", "db-subnets"), ("security_group_ids", "sg-1,sg-2")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        };
-        let name_of = |planned: &(pb::Backup, pb::restore_task::Target, String)| match &planned.1 {
-            pb::restore_task::Target::Rds(target) => target.clone(),
-            other => panic!("{other:?}"),
-        };
-        let elsewhere = pb::RdsTarget {
-            account_id: "111111111111".into(),
-            region: "us-east-1".into(),
-            db_subnet_group: "other".into(),
-            ..Default::default()
-        };
-        let one = vec![(backup("ledger-nightly", NOW, false), String::new())];
-        let planned = targets("s", "123456789012", "us-east-1", elsewhere.clone(), one).unwrap();
-        assert_eq!(name_of(&planned[0]).name, "ledger", "another account keeps the source's identifier");
-
-        let here =
-            pb::RdsTarget { account_id: "123456789012".into(), region: "us-east-1".into(), ..Default::default() };
-        let two = vec![(backup("a", NOW, false), String::new()), (backup("b", NOW + 3600, false), String::new())];
-        let named = pb::RdsTarget { name: "ledger-restored".into(), ..here };
-        let planned = targets("s", "123456789012", "us-east-1", named, two).unwrap();
-        let names: Vec<String> = planned.iter().map(|p| name_of(p).name).collect();
-        assert_eq!(names, ["ledger-restored-20260921141320", "ledger-restored-20260921151320"]);
-        let target = name_of(&planned[0]);
-        assert_eq!(target.db_subnet_group, "db-subnets", "the source's subnet group in its own account and region");
-        assert_eq!(target.security_group_ids, ["sg-1", "sg-2"]);
-
-        let encrypted = vec![(backup("vault-nightly", NOW, true), String::new())];
-        let refused = targets("vault", "123456789012", "us-east-1", elsewhere, encrypted).unwrap_err();
-        assert_eq!(refused.code, ENCRYPTED_WITHOUT_TARGET_KEY);
-        assert!(refused.message.contains("set 'vault'"), "{}", refused.message);
-    }
+/// An AMI whose snapshots are under the AWS-managed key cannot go to another account without a
+/// key of its own: the set fails at plan time, naming it (moto's AMIs are never encrypted).
+#[test]
+fn an_encrypted_ami_for_another_account_needs_a_target_key() {
+    let backup = pb::Backup {
+        backup_id: "ami-1".into(),
+        source_resource_id: "i-1".into(),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        encrypted: true,
+        kms_key_id: "arn:aws:kms:us-east-1:123456789012:alias/aws/ebs".into(),
+        ..Default::default()
+    };
+    let target = pb::Ec2Target {
+        account_id: "210987654321".into(),
+        region: "us-east-1".into(),
+        subnet_id: "subnet-1".into(),
+        ..Default::default()
+    };
+    let error = lifeboat_discovery::ami::complete_target("web", &target, &backup).unwrap_err();
+    assert_eq!((error.class, error.code.as_str()), (ErrorClass::TaskFailure, "ENCRYPTED_WITHOUT_TARGET_KEY"));
+    assert!(error.to_string().contains("set 'web'") && error.to_string().contains("target.ec2.kms_key_id"), "{error}");
+    let with_key = pb::Ec2Target { kms_key_id: "alias/restores".into(), ..target };
+    assert!(lifeboat_discovery::ami::complete_target("web", &with_key, &backup).is_ok());
 }
 
 /// DynamoDB: backups of deleted tables, every backup type, pagination, and the settings a
@@ -882,5 +794,269 @@ mod dynamodb {
             matches!(&step, lifeboat_common::restore::Step::Failed { code, .. } if code == "CROSS_ACCOUNT_UNSUPPORTED"),
             "{step:?}"
         );
+    }
+}
+
+/// RDS paths moto 5.2.5 does not serve: its automated backups have no ARN or restore window
+/// and its point-in-time restore needs a live source; it cannot restore from another account's
+/// shared snapshot.
+mod rds {
+    use aws_sdk_rds::operation::describe_db_instance_automated_backups::DescribeDbInstanceAutomatedBackupsOutput;
+    use aws_sdk_rds::operation::describe_db_instances::{DescribeDBInstancesError, DescribeDbInstancesOutput};
+    use aws_sdk_rds::operation::describe_db_parameter_groups::DescribeDbParameterGroupsOutput;
+    use aws_sdk_rds::operation::modify_db_snapshot_attribute::ModifyDbSnapshotAttributeOutput;
+    use aws_sdk_rds::operation::restore_db_instance_from_db_snapshot::RestoreDbInstanceFromDbSnapshotOutput;
+    use aws_sdk_rds::operation::restore_db_instance_to_point_in_time::RestoreDbInstanceToPointInTimeOutput;
+    use aws_sdk_rds::types::{DbInstance, DbInstanceAutomatedBackup, DbParameterGroup, RestoreWindow, Tag};
+    use aws_sdk_rds::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use aws_smithy_types::error::ErrorMetadata;
+    use aws_smithy_types::DateTime;
+    use chrono::TimeZone;
+    use lifeboat_discovery::rds::{instance_window, point_in_time, restore_time, Selection};
+    use lifeboat_proto as pb;
+    use lifeboat_rds::{instance_step, Clients, Limits, Step};
+
+    const ARN: &str = "arn:aws:rds:us-east-1:123456789012:auto-backup:ab-orders";
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 1_790_000_000;
+
+    fn at(secs: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc.timestamp_opt(secs, 0).unwrap()
+    }
+
+    fn not_found() -> DescribeDBInstancesError {
+        DescribeDBInstancesError::generic(ErrorMetadata::builder().code("DBInstanceNotFound").message("gone").build())
+    }
+
+    #[tokio::test]
+    async fn rds_a_deleted_instance_is_restored_to_a_point_in_time_from_its_retained_automated_backups() {
+        let retained = mock!(Client::describe_db_instance_automated_backups).then_output(|| {
+            DescribeDbInstanceAutomatedBackupsOutput::builder()
+                .db_instance_automated_backups(
+                    DbInstanceAutomatedBackup::builder()
+                        .db_instance_identifier("orders")
+                        .db_instance_automated_backups_arn(ARN)
+                        .status("retained")
+                        .engine("postgres")
+                        .port(5433)
+                        .restore_window(
+                            RestoreWindow::builder()
+                                .earliest_time(DateTime::from_secs(NOW - 3 * DAY))
+                                .latest_time(DateTime::from_secs(NOW - DAY))
+                                .build(),
+                        )
+                        .tag_list(Tag::builder().key("app").value("shop").build())
+                        .build(),
+                )
+                .build()
+        });
+        let none_live = mock!(Client::describe_db_instances)
+            .match_requests(|req| req.db_instance_identifier().is_none())
+            .then_output(|| DescribeDbInstancesOutput::builder().build());
+        let rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&retained, &none_live]);
+        let tags = [("app".to_string(), "shop".to_string())].into();
+        let names = vec!["ord*".to_string()];
+        let selection = Selection { tags: &tags, names: &names };
+        let kind = pb::ResourceType::RdsInstance;
+        let found = point_in_time(&rds, kind, "123456789012", "us-east-1", &selection, at(NOW - 2 * DAY), false, None)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (backup, why) = found[0].clone();
+        assert_eq!((backup.backup_id.as_str(), backup.source_resource_id.as_str()), (ARN, "orders"));
+        assert_eq!(backup.restore_time.as_ref().map(|t| t.seconds), Some(NOW - 2 * DAY));
+        assert!(why.contains("deleted instance"), "{why}");
+        // Outside the retained window: nothing.
+        let late = point_in_time(&rds, kind, "123456789012", "us-east-1", &selection, at(NOW), true, None);
+        assert!(late.await.unwrap().is_empty());
+
+        let absent = mock!(Client::describe_db_instances).then_error(not_found);
+        let restore = mock!(Client::restore_db_instance_to_point_in_time)
+            .match_requests(|req| {
+                req.source_db_instance_automated_backups_arn() == Some(ARN)
+                    && req.source_db_instance_identifier().is_none()
+                    && req.target_db_instance_identifier() == Some("orders-restored")
+                    && req.restore_time().map(|t| t.secs()) == Some(NOW - 2 * DAY)
+                    && req.port() == Some(5433)
+                    && req.db_subnet_group_name() == Some("subnets")
+            })
+            .then_output(|| RestoreDbInstanceToPointInTimeOutput::builder().build());
+        let target_client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&absent, &restore]);
+        let target = pb::RdsTarget {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            name: "orders-restored".into(),
+            db_subnet_group: "subnets".into(),
+            ..Default::default()
+        };
+        let task = pb::RestoreTask {
+            task_id: "t-pitr".into(),
+            resource_type: kind as i32,
+            backup: Some(backup),
+            target: Some(pb::restore_task::Target::Rds(target.clone())),
+            ..Default::default()
+        };
+        let clients = Clients { target: target_client, source: None };
+        let step = instance_step(&clients, &task, &target, &Limits::new(20)).await.unwrap();
+        assert!(
+            matches!(&step, Step::Waiting { created, .. } if created == &["orders-restored".to_string()]),
+            "{step:?}"
+        );
+        assert_eq!(restore.num_calls(), 1);
+    }
+
+    #[test]
+    fn rds_the_restorable_window_comes_from_automated_backups_or_the_retention_period() {
+        let created = NOW - 30 * DAY;
+        let db = |retention: i32, created: i64| {
+            DbInstance::builder()
+                .db_instance_identifier("orders")
+                .backup_retention_period(retention)
+                .instance_create_time(DateTime::from_secs(created))
+                .latest_restorable_time(DateTime::from_secs(NOW))
+                .build()
+        };
+        // Retention, not the creation time, bounds the window of an old instance.
+        assert_eq!(instance_window(&db(7, created), None), (Some(at(NOW - 7 * DAY)), Some(at(NOW))));
+        // A young instance cannot be restored to before it existed.
+        assert_eq!(instance_window(&db(7, NOW - DAY), None), (Some(at(NOW - DAY)), Some(at(NOW))));
+        // RDS's own restore window wins when it reports one.
+        let automated = DbInstanceAutomatedBackup::builder()
+            .restore_window(RestoreWindow::builder().earliest_time(DateTime::from_secs(NOW - 5 * DAY)).build())
+            .build();
+        assert_eq!(instance_window(&db(7, created), Some(&automated)), (Some(at(NOW - 5 * DAY)), Some(at(NOW))));
+        // BEFORE takes the latest restorable time at or before the point, AFTER the earliest at or
+        // after it, bounded by `until`.
+        let (earliest, latest) = (at(NOW - 7 * DAY), at(NOW));
+        assert_eq!(restore_time(earliest, latest, at(NOW + DAY), false, None), Some(latest));
+        assert_eq!(restore_time(earliest, latest, at(NOW - 9 * DAY), true, None), Some(earliest));
+        assert_eq!(restore_time(earliest, latest, at(NOW - 9 * DAY), true, Some(at(NOW - 8 * DAY))), None);
+        assert_eq!(restore_time(earliest, latest, at(NOW - 9 * DAY), false, None), None);
+    }
+
+    #[tokio::test]
+    async fn rds_another_account_restores_from_the_shared_snapshot_arn_with_the_source_settings() {
+        let absent = mock!(Client::describe_db_instances).then_error(not_found);
+        let group_exists = mock!(Client::describe_db_parameter_groups)
+            .match_requests(|req| req.db_parameter_group_name() == Some("ledger-params"))
+            .then_output(|| {
+                DescribeDbParameterGroupsOutput::builder()
+                    .db_parameter_groups(DbParameterGroup::builder().db_parameter_group_name("ledger-params").build())
+                    .build()
+            });
+        let restore = mock!(Client::restore_db_instance_from_db_snapshot)
+            .match_requests(|req| {
+                req.db_snapshot_identifier() == Some("arn:aws:rds:us-east-1:123456789012:snapshot:ledger-nightly")
+                    && req.db_instance_identifier() == Some("ledger")
+                    && req.db_parameter_group_name() == Some("ledger-params")
+                    && req.multi_az() == Some(false)
+                    && req.port() == Some(6000)
+                    && req.storage_type() == Some("io1")
+                    && req.iops() == Some(1000)
+                    && req.deletion_protection() == Some(true)
+                    && req.enable_iam_database_authentication() == Some(true)
+                    && req.copy_tags_to_snapshot() == Some(true)
+                    && req.enable_cloudwatch_logs_exports() == ["postgresql".to_string()]
+                    && req.db_subnet_group_name() == Some("other-subnets")
+            })
+            .then_output(|| RestoreDbInstanceFromDbSnapshotOutput::builder().build());
+        let share = mock!(Client::modify_db_snapshot_attribute)
+            .match_requests(|req| {
+                req.db_snapshot_identifier() == Some("ledger-nightly")
+                    && req.attribute_name() == Some("restore")
+                    && req.values_to_add() == ["111111111111".to_string()]
+            })
+            .then_output(|| ModifyDbSnapshotAttributeOutput::builder().build());
+        let target_client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&absent, &group_exists, &restore]);
+        let source_client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&share]);
+        let settings = [
+            ("snapshot_type", "manual"),
+            ("db_parameter_group", "ledger-params"),
+            ("multi_az", "true"),
+            ("port", "5433"),
+            ("storage_type", "io1"),
+            ("iops", "1000"),
+            ("deletion_protection", "true"),
+            ("iam_database_authentication", "true"),
+            ("copy_tags_to_snapshot", "true"),
+            ("cloudwatch_logs_exports", "postgresql"),
+        ];
+        let backup = pb::Backup {
+            backup_id: "ledger-nightly".into(),
+            source_resource_id: "ledger".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        // Discovery keeps the source's identifier in another account; multi_az and port overridden.
+        let target = pb::RdsTarget {
+            account_id: "111111111111".into(),
+            region: "us-east-1".into(),
+            name: "ledger".into(),
+            db_subnet_group: "other-subnets".into(),
+            multi_az: Some(false),
+            port: Some(6000),
+            ..Default::default()
+        };
+        let task = pb::RestoreTask {
+            task_id: "t-shared".into(),
+            resource_type: pb::ResourceType::RdsInstance as i32,
+            backup: Some(backup),
+            target: Some(pb::restore_task::Target::Rds(target.clone())),
+            ..Default::default()
+        };
+        let clients = Clients { target: target_client, source: Some(source_client) };
+        let step = instance_step(&clients, &task, &target, &Limits::new(20)).await.unwrap();
+        assert!(matches!(&step, Step::Waiting { created, .. } if created == &["ledger".to_string()]), "{step:?}");
+        assert_eq!((share.num_calls(), restore.num_calls()), (1, 1), "shared from the source, restored in the target");
+    }
+
+    #[test]
+    fn rds_targets_keep_the_source_name_elsewhere_stamp_window_backups_and_inherit_in_place() {
+        use lifeboat_discovery::rds::{targets, ENCRYPTED_WITHOUT_TARGET_KEY};
+        let backup = |id: &str, secs: i64, encrypted: bool| pb::Backup {
+            backup_id: id.into(),
+            source_resource_id: "ledger".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            created_at: Some(pb::Timestamp { seconds: secs, nanos: 0 }),
+            encrypted,
+            settings: [("db_subnet_group", "db-subnets"), ("security_group_ids", "sg-1,sg-2")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let name_of = |planned: &(pb::Backup, pb::restore_task::Target, String)| match &planned.1 {
+            pb::restore_task::Target::Rds(target) => target.clone(),
+            other => panic!("{other:?}"),
+        };
+        let elsewhere = pb::RdsTarget {
+            account_id: "111111111111".into(),
+            region: "us-east-1".into(),
+            db_subnet_group: "other".into(),
+            ..Default::default()
+        };
+        let one = vec![(backup("ledger-nightly", NOW, false), String::new())];
+        let planned = targets("s", "123456789012", "us-east-1", elsewhere.clone(), one).unwrap();
+        assert_eq!(name_of(&planned[0]).name, "ledger", "another account keeps the source's identifier");
+
+        let here =
+            pb::RdsTarget { account_id: "123456789012".into(), region: "us-east-1".into(), ..Default::default() };
+        let two = vec![(backup("a", NOW, false), String::new()), (backup("b", NOW + 3600, false), String::new())];
+        let named = pb::RdsTarget { name: "ledger-restored".into(), ..here };
+        let planned = targets("s", "123456789012", "us-east-1", named, two).unwrap();
+        let names: Vec<String> = planned.iter().map(|p| name_of(p).name).collect();
+        assert_eq!(names, ["ledger-restored-20260921141320", "ledger-restored-20260921151320"]);
+        let target = name_of(&planned[0]);
+        assert_eq!(target.db_subnet_group, "db-subnets", "the source's subnet group in its own account and region");
+        assert_eq!(target.security_group_ids, ["sg-1", "sg-2"]);
+
+        let encrypted = vec![(backup("vault-nightly", NOW, true), String::new())];
+        let refused = targets("vault", "123456789012", "us-east-1", elsewhere, encrypted).unwrap_err();
+        assert_eq!(refused.code, ENCRYPTED_WITHOUT_TARGET_KEY);
+        assert!(refused.message.contains("set 'vault'"), "{}", refused.message);
     }
 }

@@ -107,6 +107,13 @@ async fn bulk_restore_picks_before_and_after_every_volume_and_crosses_regions(tr
     assert_eq!(cross.volume_type().map(|t| t.as_str()), Some("io2"));
     assert_eq!(cross.iops(), Some(5000));
     assert_eq!(tags_of(cross).get("Name").map(String::as_str), Some("db-1"));
+    // The copy says which volume it protects and that it is a restore copy, not a backup.
+    let copies = snapshots_tagged(&east, TAG_REQUEST_ID, "bulk-1").await;
+    assert_eq!(copies.len(), 1);
+    let copy_tags: HashMap<_, _> =
+        copies[0].tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
+    assert_eq!(copy_tags.get("lifeboat:source-volume"), Some(&db.as_str()));
+    assert!(copy_tags.contains_key("lifeboat:restore-copy"), "{copy_tags:?}");
 
     // Settings and tags on the restored volumes: source snapshot tags, Lifeboat's, the set's extra.
     let restored_a = restored.iter().find(|v| v.snapshot_id() == Some(old_a.as_str())).unwrap();

@@ -135,7 +135,7 @@ fn hex(bytes: &[u8]) -> String {
 /// The `lifeboat` binary of this build: `$LIFEBOAT_BIN`, or the one next to this test binary's
 /// directory, built (or found fresh) by cargo first. `cargo test` builds only the binaries of the
 /// package under test, so a plain run would otherwise find none, or last week's.
-fn lifeboat_binary() -> PathBuf {
+pub(crate) fn lifeboat_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {

@@ -119,6 +119,11 @@ enum Command {
         #[command(subcommand)]
         command: RestoreCommand,
     },
+    /// The catalog: what can be restored, per resource.
+    Backups {
+        #[command(subcommand)]
+        command: lifeboat_cli::catalog::BackupsCommand,
+    },
     /// Run services (all of them, or some) in this process.
     Serve {
         #[arg(value_enum, required = true)]
@@ -268,6 +273,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
+        Command::Backups { command: lifeboat_cli::catalog::BackupsCommand::List(args) } => {
+            lifeboat_cli::catalog::run(args, cli.output == Output::Json).await
+        }
         Command::Probe { url } => {
             let response = reqwest::get(url.as_str()).await.with_context(|| format!("GET {url}"))?;
             let ready = response.status().is_success();

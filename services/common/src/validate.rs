@@ -188,7 +188,13 @@ fn validate_target(
             };
             let place =
                 Place { account_id: &target.account_id, region: &target.region, zone: Some(&target.availability_zone) };
-            check_place(&path, place, true, source_region, policy, errors);
+            // In the source's account and region the zone is inherited from the source volume
+            // (discovery fails the set, naming this field, when that volume is gone).
+            let source_account = set.source.as_ref().map(|s| s.account_id.as_str()).unwrap_or_default();
+            let other_account =
+                !target.account_id.is_empty() && !source_account.is_empty() && target.account_id != source_account;
+            let other_region = !target.region.is_empty() && target.region != source_region;
+            check_place(&path, place, other_account || other_region, source_region, policy, errors);
             let volume_type = target.volume_type.as_str();
             if !volume_type.is_empty() && !VOLUME_TYPES.contains(&volume_type) {
                 errors.add(
@@ -246,9 +252,16 @@ fn validate_target(
             let place =
                 Place { account_id: &target.account_id, region: &target.region, zone: Some(&target.availability_zone) };
             check_place(&path, place, false, source_region, policy, errors);
-            if target.subnet_id.is_empty() {
-                errors.add(format!("{path}.subnet_id"), "is required");
-            } else if !target.subnet_id.starts_with("subnet-") {
+            // In the source's account and region the subnet (and its security groups) are
+            // inherited from the source instance; discovery fails the set, naming this field,
+            // when that instance is gone.
+            let source_account = set.source.as_ref().map(|s| s.account_id.as_str()).unwrap_or_default();
+            let other_account =
+                !target.account_id.is_empty() && !source_account.is_empty() && target.account_id != source_account;
+            let other_region = !target.region.is_empty() && target.region != source_region;
+            if target.subnet_id.is_empty() && (other_account || other_region) {
+                errors.add(format!("{path}.subnet_id"), "is required in another account or region");
+            } else if !target.subnet_id.is_empty() && !target.subnet_id.starts_with("subnet-") {
                 errors.add(format!("{path}.subnet_id"), format!("'{}' is not a subnet id", target.subnet_id));
             }
             if !target.vpc_id.is_empty() && !target.vpc_id.starts_with("vpc-") {

@@ -20,7 +20,21 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::select::{pick, TimeRule};
+use crate::select::{names_match, pick, TimeRule};
+
+/// EC2 clients of a set's source account in any region (copies lead back to their originals).
+struct SourceRegions<'a> {
+    accounts: &'a Accounts,
+    account_id: String,
+}
+
+#[async_trait]
+impl crate::ebs::RegionClients for SourceRegions<'_> {
+    async fn ec2(&self, region: &str) -> Result<aws_sdk_ec2::Client, AwsError> {
+        let config = self.accounts.config_for(&self.account_id, region).await?;
+        Ok(lifeboat_common::aws::ec2_client(&config, &self.account_id, region))
+    }
+}
 
 /// Restore sets of one request whose backups are listed at the same time.
 const SETS_LISTED_AT_ONCE: usize = 8;
@@ -219,15 +233,34 @@ impl Discovery {
         match kind {
             ResourceType::EbsVolume => {
                 let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
-                let found = crate::ebs::list_snapshots(&ec2, &account_id, region, &source.tags).await?;
+                let regions = SourceRegions { accounts, account_id: account_id.clone() };
+                let found = crate::ebs::find_snapshots(&ec2, &regions, &account_id, region, &source.tags).await?;
+                let found: Vec<_> = found
+                    .into_iter()
+                    .filter(|(candidate, _)| {
+                        let name = candidate.tags.get("Name").map(String::as_str).unwrap_or_default();
+                        names_match(&source.names, &[&candidate.source_resource_id, &candidate.backup_id, name])
+                    })
+                    .collect();
                 let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+                let picked = pick(&candidates, rule);
+                let mut backups: Vec<Backup> = picked.iter().map(|(index, _)| found[*index].1.clone()).collect();
+                crate::ebs::capture_settings(&regions, &mut backups).await?;
+                // Without a target (the catalog lists through here) nothing is completed.
+                let listing_only = targets.ebs.is_none();
                 let mut target = targets.ebs.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
-                Ok(pick(&candidates, rule)
-                    .into_iter()
-                    .map(|(index, why)| (found[index].1.clone(), restore_task::Target::Ebs(target.clone()), why))
-                    .collect())
+                let mut planned = Vec::new();
+                for (backup, (_, why)) in backups.into_iter().zip(picked) {
+                    let target = if listing_only {
+                        target.clone()
+                    } else {
+                        crate::ebs::complete_target(&set.name, &target, &backup)?
+                    };
+                    planned.push((backup, restore_task::Target::Ebs(target), why));
+                }
+                Ok(planned)
             }
             ResourceType::DynamodbTable => {
                 let mut target = targets.dynamodb.unwrap_or_default();
@@ -275,15 +308,33 @@ impl Discovery {
             }
             ResourceType::Ec2Instance => {
                 let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
-                let found = crate::ami::list_images(&ec2, &account_id, region, &source.tags).await?;
+                let regions = SourceRegions { accounts, account_id: account_id.clone() };
+                let found = crate::ami::find_images(&ec2, &regions, &account_id, region, &source.tags).await?;
+                let found: Vec<_> = found
+                    .into_iter()
+                    .filter(|(candidate, _)| {
+                        let name = candidate.tags.get("Name").map(String::as_str).unwrap_or_default();
+                        names_match(&source.names, &[&candidate.source_resource_id, &candidate.backup_id, name])
+                    })
+                    .collect();
                 let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
+                let picked = pick(&candidates, rule);
+                let mut backups: Vec<Backup> = picked.iter().map(|(index, _)| found[*index].1.clone()).collect();
+                crate::ami::capture_settings(&regions, &mut backups).await?;
+                let listing_only = targets.ec2.is_none();
                 let mut target = targets.ec2.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
-                Ok(pick(&candidates, rule)
-                    .into_iter()
-                    .map(|(index, why)| (found[index].1.clone(), restore_task::Target::Ec2(target.clone()), why))
-                    .collect())
+                let mut planned = Vec::new();
+                for (backup, (_, why)) in backups.into_iter().zip(picked) {
+                    let target = if listing_only {
+                        target.clone()
+                    } else {
+                        crate::ami::complete_target(&set.name, &target, &backup)?
+                    };
+                    planned.push((backup, restore_task::Target::Ec2(target), why));
+                }
+                Ok(planned)
             }
             ResourceType::RdsInstance | ResourceType::RdsCluster => {
                 let rds = lifeboat_common::aws::rds_client(&config, &account_id, region);

@@ -21,8 +21,113 @@ pub struct Clients {
     pub source: aws_sdk_ec2::Client,
 }
 
-fn available(volume_id: String, created: Vec<String>) -> Step {
-    Step::Done { message: format!("volume {volume_id} is available"), created, warnings: Vec::new() }
+fn available(volume_id: String, created: Vec<String>, warnings: Vec<String>) -> Step {
+    Step::Done { message: format!("volume {volume_id} is available"), created, warnings }
+}
+
+/// On every copy this service makes: the volume the copied snapshot protects, so that discovery
+/// groups the copy with its source (AWS gives copies the VolumeId `vol-ffffffff`). Kept in step
+/// with `lifeboat_discovery::ebs`.
+pub const TAG_SOURCE_VOLUME: &str = "lifeboat:source-volume";
+/// On every copy this service makes (value: the task id): discovery never selects it as a
+/// backup of its own.
+pub const TAG_RESTORE_COPY: &str = "lifeboat:restore-copy";
+
+/// Keys of `Backup.settings` that discovery captured from the source volume.
+pub mod setting {
+    pub const VOLUME_TYPE: &str = "volume_type";
+    pub const IOPS: &str = "iops";
+    pub const THROUGHPUT: &str = "throughput";
+    pub const ENCRYPTED: &str = "encrypted";
+    pub const KMS_KEY_ID: &str = "kms_key_id";
+    pub const MULTI_ATTACH: &str = "multi_attach_enabled";
+    pub const SOURCE_REGION: &str = "source_region";
+    pub const TAGS_FROM: &str = "tags_from";
+    pub const TAG_PREFIX: &str = "tag:";
+}
+
+/// What a new volume gets: the target's settings, else the source volume's; and the source's
+/// settings that cannot be applied, each named (SETTINGS_NOT_RESTORED).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeSettings {
+    pub volume_type: Option<String>,
+    pub iops: Option<i32>,
+    pub throughput: Option<i32>,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+    pub multi_attach: bool,
+    pub warnings: Vec<String>,
+}
+
+/// The settings of the volume restored by `task`. Pure, so every delivery computes the same
+/// warnings.
+pub fn volume_settings(task: &RestoreTask, target: &EbsTarget) -> VolumeSettings {
+    let backup = task.backup.clone().unwrap_or_default();
+    let captured = |key: &str| backup.settings.get(key).filter(|v| !v.is_empty()).cloned();
+    let number = |key: &str| captured(key).and_then(|v| v.parse::<i32>().ok());
+    let mut out = VolumeSettings::default();
+    let source_type = captured(setting::VOLUME_TYPE);
+    out.volume_type = Some(target.volume_type.clone()).filter(|t| !t.is_empty()).or(source_type.clone());
+    let final_type = out.volume_type.clone().unwrap_or_default();
+    let type_kept = source_type.is_some() && source_type.as_deref() == Some(final_type.as_str());
+    out.iops = target.iops;
+    if out.iops.is_none() {
+        if let Some(iops) = number(setting::IOPS) {
+            // gp2, st1 and sc1 report a baseline IOPS that cannot be set.
+            let settable = matches!(final_type.as_str(), "io1" | "io2" | "gp3");
+            if type_kept && settable {
+                out.iops = Some(iops);
+            } else if settable || matches!(source_type.as_deref(), Some("io1" | "io2" | "gp3")) {
+                out.warnings.push(format!("iops (the source's {iops} on {final_type}: give target.ebs.iops)"));
+            }
+        }
+    }
+    out.throughput = target.throughput;
+    if out.throughput.is_none() {
+        if let Some(throughput) = number(setting::THROUGHPUT) {
+            if type_kept && final_type == "gp3" {
+                out.throughput = Some(throughput);
+            } else if source_type.as_deref() == Some("gp3") {
+                out.warnings
+                    .push(format!("throughput (the source's {throughput} MiB/s does not apply to {final_type})"));
+            }
+        }
+    }
+    let source_region = captured(setting::SOURCE_REGION).unwrap_or_else(|| backup.region.clone());
+    let same_place = target.account_id == backup.account_id && target.region == source_region;
+    out.encrypted = !target.kms_key_id.is_empty() || captured(setting::ENCRYPTED).is_some() || backup.encrypted;
+    if !target.kms_key_id.is_empty() {
+        out.kms_key_id = Some(target.kms_key_id.clone());
+    } else if let Some(key) = captured(setting::KMS_KEY_ID) {
+        if same_place {
+            out.kms_key_id = Some(key);
+        } else {
+            out.warnings.push(format!(
+                "kms_key_id (the source's key {key} is not in {}/{}: encrypted with the target's default key; give \
+                 target.ebs.kms_key_id)",
+                target.account_id, target.region
+            ));
+        }
+    }
+    if captured(setting::MULTI_ATTACH).is_some() {
+        if matches!(final_type.as_str(), "io1" | "io2") {
+            out.multi_attach = true;
+        } else {
+            out.warnings.push(format!("multi_attach_enabled (not available on {final_type})"));
+        }
+    }
+    out
+}
+
+/// The source's tags for the restored volume: the snapshot's, with the source volume's
+/// (captured by discovery while it still existed) over them.
+pub fn source_tags(backup: &Backup) -> HashMap<String, String> {
+    let mut tags = backup.tags.clone();
+    if backup.settings.get(setting::TAGS_FROM).map(String::as_str) == Some("volume") {
+        let volume_tags = backup.settings.iter().filter_map(|(k, v)| Some((k.strip_prefix(setting::TAG_PREFIX)?, v)));
+        tags.extend(volume_tags.map(|(k, v)| (k.to_string(), v.clone())));
+    }
+    tags
 }
 
 /// Limits shared by every task of this process.
@@ -47,6 +152,7 @@ pub async fn restore_step(
     limits: &Limits,
 ) -> Result<Step, AwsError> {
     let backup = task.backup.clone().unwrap_or_default();
+    let settings = volume_settings(task, target);
     if let Some(volume) = find_volume(&clients.target, &task.task_id).await? {
         let volume_id = volume.volume_id().unwrap_or_default().to_string();
         let mut created = vec![volume_id.clone()];
@@ -54,7 +160,7 @@ pub async fn restore_step(
             volume.tags().iter().filter(|t| t.key() == Some(TAG_COPY_ID)).filter_map(|t| t.value().map(str::to_string)),
         );
         return Ok(match volume.state() {
-            Some(VolumeState::Available) | Some(VolumeState::InUse) => available(volume_id, created),
+            Some(VolumeState::Available) | Some(VolumeState::InUse) => available(volume_id, created, settings.warnings),
             Some(VolumeState::Creating) | None => {
                 Step::Waiting { what: format!("volume {volume_id} is being created"), created }
             }
@@ -115,12 +221,12 @@ pub async fn restore_step(
             }
         }
     };
-    let volume = create_volume(&clients.target, task, target, &snapshot_id, copy_id.as_deref()).await?;
+    let volume = create_volume(&clients.target, task, target, &settings, &snapshot_id, copy_id.as_deref()).await?;
     let volume_id = volume.volume_id().unwrap_or_default().to_string();
     let mut created = vec![volume_id.clone()];
     created.extend(copy_id);
     Ok(match volume.state() {
-        Some(VolumeState::Available) => available(volume_id, created),
+        Some(VolumeState::Available) => available(volume_id, created, settings.warnings),
         _ => Step::Waiting { what: format!("volume {volume_id} is being created from {snapshot_id}"), created },
     })
 }
@@ -211,7 +317,7 @@ async fn start_copy(
         .source_region(&backup.region)
         .source_snapshot_id(&backup.backup_id)
         .description(format!("Lifeboat restore {} of {}", task.task_id, backup.backup_id))
-        .tag_specifications(tag_spec(ResourceType::Snapshot, lifeboat_tags(task)));
+        .tag_specifications(tag_spec(ResourceType::Snapshot, copy_tags(task)));
     if !target.kms_key_id.is_empty() {
         copy = copy.encrypted(true).kms_key_id(&target.kms_key_id);
     }
@@ -221,10 +327,20 @@ async fn start_copy(
     })
 }
 
+/// Lifeboat's tags on a copy, with the source volume and the restore-copy marker.
+pub fn copy_tags(task: &RestoreTask) -> Vec<(String, String)> {
+    let backup = task.backup.clone().unwrap_or_default();
+    let mut tags = lifeboat_tags(task);
+    tags.push((TAG_SOURCE_VOLUME.to_string(), backup.source_resource_id));
+    tags.push((TAG_RESTORE_COPY.to_string(), task.task_id.clone()));
+    tags
+}
+
 async fn create_volume(
     ec2: &aws_sdk_ec2::Client,
     task: &RestoreTask,
     target: &EbsTarget,
+    settings: &VolumeSettings,
     snapshot_id: &str,
     copy_id: Option<&str>,
 ) -> Result<Volume, AwsError> {
@@ -239,17 +355,20 @@ async fn create_volume(
         // The task id is the idempotency token: AWS returns the same volume for a repeated call.
         .client_token(&task.task_id)
         .tag_specifications(tag_spec(ResourceType::Volume, tags));
-    if !target.volume_type.is_empty() {
-        create = create.volume_type(VolumeType::from(target.volume_type.as_str()));
+    if let Some(volume_type) = &settings.volume_type {
+        create = create.volume_type(VolumeType::from(volume_type.as_str()));
     }
-    if let Some(iops) = target.iops {
+    if let Some(iops) = settings.iops {
         create = create.iops(iops);
     }
-    if let Some(throughput) = target.throughput {
+    if let Some(throughput) = settings.throughput {
         create = create.throughput(throughput);
     }
-    if !target.kms_key_id.is_empty() {
-        create = create.encrypted(true).kms_key_id(&target.kms_key_id);
+    if settings.encrypted {
+        create = create.encrypted(true).set_kms_key_id(settings.kms_key_id.clone());
+    }
+    if settings.multi_attach {
+        create = create.multi_attach_enabled(true);
     }
     let output = create.send().await.map_err(|e| classify("ec2:CreateVolume", e))?;
     let volume_id = output.volume_id().ok_or_else(|| {
@@ -258,9 +377,14 @@ async fn create_volume(
     Ok(Volume::builder().volume_id(volume_id).set_state(output.state().cloned()).build())
 }
 
-/// The snapshot's tags, the set's extra tags, then Lifeboat's own (see [`restored_tags`]).
+/// The source volume's tags (or the snapshot's, see [`source_tags`]), the set's extra tags,
+/// then Lifeboat's own (see [`restored_tags`]).
 pub fn volume_tags(task: &RestoreTask, target: &EbsTarget) -> Vec<(String, String)> {
-    restored_tags(task, &target.tags)
+    let mut task = task.clone();
+    if let Some(backup) = task.backup.as_mut() {
+        backup.tags = source_tags(backup);
+    }
+    restored_tags(&task, &target.tags)
 }
 
 fn tag_spec(resource_type: ResourceType, tags: Vec<(String, String)>) -> TagSpecification {

@@ -5,9 +5,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use std::collections::HashMap;
+
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, Image, ImageState, Instance,
-    InstanceStateName, InstanceType, LaunchPermission, LaunchPermissionModifications, Placement, ResourceType, Tag,
+    AttributeBooleanValue, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState,
+    IamInstanceProfileSpecification, Image, ImageState, Instance, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceMetadataTagsState, InstanceStateName, InstanceType, LaunchPermission,
+    LaunchPermissionModifications, OperationType, Placement, ResourceType, SnapshotAttributeName, Tag,
     TagSpecification,
 };
 use lifeboat_common::aws::{classify, Accounts, AwsError};
@@ -15,6 +19,107 @@ use lifeboat_common::bus::Bus;
 use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_common::subjects::TAG_TASK_ID;
 use lifeboat_proto::{restore_task, Ec2Target, RestoreTask};
+
+/// On every AMI copy this service makes: the instance the AMI was made from (copies carry no
+/// SourceInstanceId). Kept in step with `lifeboat_discovery::ami`.
+pub const TAG_SOURCE_INSTANCE: &str = "lifeboat:source-instance";
+/// On every copy this service makes (value: the task id): never selected as a backup.
+pub const TAG_RESTORE_COPY: &str = "lifeboat:restore-copy";
+
+/// Keys of `Backup.settings` that discovery captured from the source instance.
+pub mod setting {
+    pub const INSTANCE_TYPE: &str = "instance_type";
+    pub const KEY_NAME: &str = "key_name";
+    pub const IAM_INSTANCE_PROFILE_ARN: &str = "iam_instance_profile_arn";
+    pub const USER_DATA: &str = "user_data";
+    pub const DISABLE_API_TERMINATION: &str = "disable_api_termination";
+    pub const HTTP_TOKENS: &str = "metadata_http_tokens";
+    pub const HTTP_ENDPOINT: &str = "metadata_http_endpoint";
+    pub const HTTP_PUT_RESPONSE_HOP_LIMIT: &str = "metadata_http_put_response_hop_limit";
+    pub const INSTANCE_METADATA_TAGS: &str = "metadata_instance_metadata_tags";
+    pub const SOURCE_REGION: &str = "source_region";
+    pub const TAGS_FROM: &str = "tags_from";
+    pub const TAG_PREFIX: &str = "tag:";
+}
+
+/// What the new instance gets from the source instance (the target's choices win), and the
+/// source's settings that cannot be applied, each named (SETTINGS_NOT_RESTORED).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstanceSettings {
+    pub key_name: Option<String>,
+    pub iam_instance_profile_arn: Option<String>,
+    pub user_data: Option<String>,
+    pub disable_api_termination: bool,
+    pub metadata: Option<InstanceMetadataOptionsRequest>,
+    pub warnings: Vec<String>,
+}
+
+/// Pure, so every delivery computes the same warnings.
+pub fn instance_settings(task: &RestoreTask, target: &Ec2Target) -> InstanceSettings {
+    let backup = task.backup.clone().unwrap_or_default();
+    let captured = |key: &str| backup.settings.get(key).filter(|v| !v.is_empty()).cloned();
+    let source_region = captured(setting::SOURCE_REGION).unwrap_or_else(|| backup.region.clone());
+    let same_account = target.account_id == backup.account_id;
+    let same_place = same_account && target.region == source_region;
+    let mut out = InstanceSettings { user_data: captured(setting::USER_DATA), ..Default::default() };
+    out.disable_api_termination = captured(setting::DISABLE_API_TERMINATION).as_deref() == Some("true");
+    if target.key_pair_name.is_empty() {
+        if let Some(key) = captured(setting::KEY_NAME) {
+            if same_place {
+                out.key_name = Some(key);
+            } else {
+                out.warnings.push(format!(
+                    "key_name (the source's key pair '{key}' is in {}/{source_region}; give target.ec2.key_pair_name)",
+                    backup.account_id
+                ));
+            }
+        }
+    }
+    if target.iam_instance_profile.is_empty() {
+        if let Some(profile) = captured(setting::IAM_INSTANCE_PROFILE_ARN) {
+            if same_account {
+                out.iam_instance_profile_arn = Some(profile);
+            } else {
+                out.warnings.push(format!(
+                    "iam_instance_profile (the source's {profile} is in account {}; give target.ec2.iam_instance_profile)",
+                    backup.account_id
+                ));
+            }
+        }
+    }
+    let tokens = captured(setting::HTTP_TOKENS);
+    let endpoint = captured(setting::HTTP_ENDPOINT);
+    let hops = captured(setting::HTTP_PUT_RESPONSE_HOP_LIMIT).and_then(|h| h.parse::<i32>().ok());
+    let metadata_tags = captured(setting::INSTANCE_METADATA_TAGS);
+    if tokens.is_some() || endpoint.is_some() || hops.is_some() || metadata_tags.is_some() {
+        out.metadata = Some(
+            InstanceMetadataOptionsRequest::builder()
+                .set_http_tokens(tokens.map(|t| HttpTokensState::from(t.as_str())))
+                .set_http_endpoint(endpoint.map(|e| InstanceMetadataEndpointState::from(e.as_str())))
+                .set_http_put_response_hop_limit(hops)
+                .set_instance_metadata_tags(metadata_tags.map(|t| InstanceMetadataTagsState::from(t.as_str())))
+                .build(),
+        );
+    }
+    out
+}
+
+/// The restored instance's tags: the AMI's, the source instance's over them (when discovery
+/// saw it), the set's, Lifeboat's.
+fn instance_tags(task: &RestoreTask, target: &Ec2Target) -> Vec<(String, String)> {
+    let mut task = task.clone();
+    if let Some(backup) = task.backup.as_mut() {
+        if backup.settings.get(setting::TAGS_FROM).map(String::as_str) == Some("instance") {
+            let from_instance: HashMap<String, String> = backup
+                .settings
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(setting::TAG_PREFIX)?.to_string(), v.clone())))
+                .collect();
+            backup.tags.extend(from_instance);
+        }
+    }
+    restored_tags(&task, &target.tags)
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Ec2Config {
@@ -92,8 +197,9 @@ fn tag_spec(kind: ResourceType, tags: &[(String, String)]) -> TagSpecification {
 /// One step of an instance restore.
 pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Target) -> Result<Step, AwsError> {
     let backup = task.backup.clone().unwrap_or_default();
+    let settings = instance_settings(task, target);
     if let Some(instance) = find_instance(&clients.target, &task.task_id).await? {
-        return settle_instance(&clients.target, &instance, target).await;
+        return settle_instance(&clients.target, &instance, target, settings.warnings).await;
     }
     if target.account_id != backup.account_id {
         share_image(&clients.source, &backup.backup_id, &target.account_id).await?;
@@ -124,7 +230,9 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
                 });
             }
             None => {
-                let tags = restored_tags(task, &target.tags);
+                let mut tags = restored_tags(task, &target.tags);
+                tags.push((TAG_SOURCE_INSTANCE.to_string(), backup.source_resource_id.clone()));
+                tags.push((TAG_RESTORE_COPY.to_string(), task.task_id.clone()));
                 let copy = clients
                     .target
                     .copy_image()
@@ -165,7 +273,7 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
             ),
         });
     };
-    let tags = restored_tags(task, &target.tags);
+    let tags = instance_tags(task, target);
     let mut run = clients
         .target
         .run_instances()
@@ -184,11 +292,24 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
     }
     if !target.key_pair_name.is_empty() {
         run = run.key_name(&target.key_pair_name);
+    } else if let Some(key) = &settings.key_name {
+        run = run.key_name(key);
     }
     if !target.iam_instance_profile.is_empty() {
         run = run.iam_instance_profile(
             IamInstanceProfileSpecification::builder().name(&target.iam_instance_profile).build(),
         );
+    } else if let Some(arn) = &settings.iam_instance_profile_arn {
+        run = run.iam_instance_profile(IamInstanceProfileSpecification::builder().arn(arn).build());
+    }
+    if let Some(user_data) = &settings.user_data {
+        run = run.user_data(user_data);
+    }
+    if settings.disable_api_termination {
+        run = run.disable_api_termination(true);
+    }
+    if let Some(metadata) = settings.metadata.clone() {
+        run = run.metadata_options(metadata);
     }
     if !target.kms_key_id.is_empty() {
         run = run
@@ -200,17 +321,33 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
             AwsError::retryable("ec2:RunInstances", "NoInstance", "RunInstances returned no instance")
         })?;
     let id = instance.instance_id().unwrap_or_default().to_string();
+    if settings.disable_api_termination {
+        // Also set on its own: not every endpoint applies RunInstances' DisableApiTermination.
+        clients
+            .target
+            .modify_instance_attribute()
+            .instance_id(&id)
+            .disable_api_termination(AttributeBooleanValue::builder().value(true).build())
+            .send()
+            .await
+            .map_err(|e| classify("ec2:ModifyInstanceAttribute", e))?;
+    }
     Ok(Step::Waiting { what: format!("instance {id} is starting"), created: vec![id] })
 }
 
 /// Running (or stopped, when asked) is done; on the way there, wait.
-async fn settle_instance(ec2: &aws_sdk_ec2::Client, instance: &Instance, target: &Ec2Target) -> Result<Step, AwsError> {
+async fn settle_instance(
+    ec2: &aws_sdk_ec2::Client,
+    instance: &Instance,
+    target: &Ec2Target,
+    warnings: Vec<String>,
+) -> Result<Step, AwsError> {
     let id = instance.instance_id().unwrap_or_default().to_string();
     let state = instance.state().and_then(|s| s.name()).cloned();
     let done = |what: &str| Step::Done {
         message: format!("instance {id} is {what}"),
         created: vec![id.clone()],
-        warnings: Vec::new(),
+        warnings: warnings.clone(),
     };
     Ok(match (state, target.leave_stopped) {
         (Some(InstanceStateName::Running), false) => done("running"),
@@ -267,6 +404,8 @@ async fn find_copy(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Option<Im
     Ok(output.images().first().cloned())
 }
 
+/// Another account gets launch permission on the AMI and create-volume permission on its EBS
+/// snapshots (without the latter it cannot launch from it, nor copy it).
 async fn share_image(source: &aws_sdk_ec2::Client, image_id: &str, account_id: &str) -> Result<(), AwsError> {
     source
         .modify_image_attribute()
@@ -279,6 +418,26 @@ async fn share_image(source: &aws_sdk_ec2::Client, image_id: &str, account_id: &
         .send()
         .await
         .map_err(|e| classify("ec2:ModifyImageAttribute", e))?;
+    let images =
+        source.describe_images().image_ids(image_id).send().await.map_err(|e| classify("ec2:DescribeImages", e))?;
+    let snapshots: Vec<String> = images
+        .images()
+        .iter()
+        .flat_map(|i| i.block_device_mappings())
+        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+        .collect();
+    for snapshot_id in snapshots {
+        source
+            .modify_snapshot_attribute()
+            .snapshot_id(&snapshot_id)
+            // The attribute form (also what moto reads) rather than CreateVolumePermission.Add.
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(OperationType::Add)
+            .user_ids(account_id)
+            .send()
+            .await
+            .map_err(|e| classify("ec2:ModifySnapshotAttribute", e))?;
+    }
     Ok(())
 }
 
@@ -307,6 +466,9 @@ async fn encrypted_mappings(
                         .set_snapshot_id(ebs.snapshot_id().map(str::to_string))
                         .set_volume_size(ebs.volume_size())
                         .set_volume_type(ebs.volume_type().cloned())
+                        // Re-encrypting keeps the devices' performance.
+                        .set_iops(ebs.iops())
+                        .set_throughput(ebs.throughput())
                         .set_delete_on_termination(ebs.delete_on_termination())
                         .encrypted(true)
                         .kms_key_id(kms_key_id)
