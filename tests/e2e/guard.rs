@@ -93,6 +93,8 @@ async fn after_until_takes_the_oldest_inside_and_names_select_by_id(transport: T
     let _too_early = create_snapshot(&east, &first, &tags).await;
     let after = tick().await;
     let inside = create_snapshot(&east, &first, &tags).await;
+    // Snapshot times have whole seconds: the later one must be a second later.
+    tick().await;
     let later_inside = create_snapshot(&east, &first, &tags).await;
     let until = tick().await;
     let _too_late = create_snapshot(&east, &first, &tags).await;
