@@ -12,6 +12,7 @@ pub mod ids;
 pub mod jetstream;
 pub mod metrics;
 pub mod restore;
+pub mod settings;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;

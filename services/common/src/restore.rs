@@ -29,6 +29,10 @@ pub mod reason {
     pub const SETTINGS_NOT_RESTORED: &str = "SETTINGS_NOT_RESTORED";
     /// The request was cancelled before the task started; nothing was created.
     pub const REQUEST_CANCELLED: &str = "REQUEST_CANCELLED";
+    /// A restore into another account that the resource type cannot do (DynamoDB backups).
+    pub const CROSS_ACCOUNT_UNSUPPORTED: &str = "CROSS_ACCOUNT_UNSUPPORTED";
+    /// A cross-account restore of an encrypted backup without a key usable in the target.
+    pub const ENCRYPTED_WITHOUT_TARGET_KEY: &str = "ENCRYPTED_WITHOUT_TARGET_KEY";
 }
 
 /// Where a restore stands after a step.

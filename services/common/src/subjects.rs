@@ -58,6 +58,16 @@ pub const TAG_TASK_ID: &str = "lifeboat:task-id";
 pub const TAG_REQUEST_ID: &str = "lifeboat:request-id";
 pub const TAG_SOURCE_BACKUP: &str = "lifeboat:source-backup-id";
 pub const TAG_SOURCE_RESOURCE: &str = "lifeboat:source-resource-id";
+/// On a snapshot or AMI copy (Lifeboat's restore-time copies, and its backups): the volume or
+/// instance it protects, so that discovery groups a copy with its source (AWS gives copied
+/// snapshots the VolumeId `vol-ffffffff`, and AMI copies no SourceInstanceId).
+pub const TAG_SOURCE_VOLUME: &str = "lifeboat:source-volume";
+pub const TAG_SOURCE_INSTANCE: &str = "lifeboat:source-instance";
+/// On every copy Lifeboat makes while restoring (value: the task id): never selected as a
+/// backup of its own.
+pub const TAG_RESTORE_COPY: &str = "lifeboat:restore-copy";
+/// AWS Backup's tag on its recovery points: the ARN of the protected resource.
+pub const TAG_AWS_BACKUP_SOURCE: &str = "aws:backup:source-resource";
 
 /// The dedupe id of a task's work message: the task id for its first run, and with the
 /// generation for a retry (the first run's id would still be deduplicated for minutes).

@@ -16,31 +16,10 @@ use crate::select::Candidate;
 /// set it); otherwise the type is read from the source instance, if it still exists.
 pub const TAG_INSTANCE_TYPE: &str = "lifeboat:instance-type";
 
-/// On every AMI copy Lifeboat makes: the instance the AMI was made from (copies carry no
-/// SourceInstanceId). Kept in step with `lifeboat_ec2`.
-pub const TAG_SOURCE_INSTANCE: &str = "lifeboat:source-instance";
+pub use lifeboat_common::subjects::TAG_SOURCE_INSTANCE;
 
 /// Settings keys in `Backup.settings` for EC2 (read by the EC2 service).
-pub mod setting {
-    pub const INSTANCE_TYPE: &str = "instance_type";
-    pub const SUBNET_ID: &str = "subnet_id";
-    /// Comma-separated.
-    pub const SECURITY_GROUP_IDS: &str = "security_group_ids";
-    pub const AVAILABILITY_ZONE: &str = "availability_zone";
-    pub const KEY_NAME: &str = "key_name";
-    pub const IAM_INSTANCE_PROFILE_ARN: &str = "iam_instance_profile_arn";
-    /// Base64, as DescribeInstanceAttribute returns it.
-    pub const USER_DATA: &str = "user_data";
-    pub const DISABLE_API_TERMINATION: &str = "disable_api_termination";
-    pub const HTTP_TOKENS: &str = "metadata_http_tokens";
-    pub const HTTP_ENDPOINT: &str = "metadata_http_endpoint";
-    pub const HTTP_PUT_RESPONSE_HOP_LIMIT: &str = "metadata_http_put_response_hop_limit";
-    pub const INSTANCE_METADATA_TAGS: &str = "metadata_instance_metadata_tags";
-    pub const SOURCE_REGION: &str = "source_region";
-    /// `instance` when the `tag:` entries are the source instance's.
-    pub const TAGS_FROM: &str = "tags_from";
-    pub const TAG_PREFIX: &str = "tag:";
-}
+pub use lifeboat_common::settings::ec2 as setting;
 
 /// Every available AMI owned by `account_id` with all `tags`, grouped by the instance it was
 /// made from: Lifeboat's and AWS Backup's tags, SourceInstanceId, or for a copy the source

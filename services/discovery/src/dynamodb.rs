@@ -19,19 +19,7 @@ use lifeboat_proto::{Backup, ResourceType, Source};
 use crate::select::{names_match, pick, tags_match, Candidate, TimeRule};
 
 /// Keys of [`Backup::settings`] for DynamoDB, shared with the restoring service.
-pub mod setting {
-    pub const TTL_ATTRIBUTE: &str = "ttl_attribute";
-    pub const POINT_IN_TIME_RECOVERY: &str = "point_in_time_recovery";
-    pub const STREAM_VIEW_TYPE: &str = "stream_view_type";
-    /// `PAY_PER_REQUEST` or `PROVISIONED`.
-    pub const BILLING_MODE: &str = "billing_mode";
-    pub const DELETION_PROTECTION: &str = "deletion_protection";
-    /// The KMS key the source was encrypted with (SSE type KMS).
-    pub const SSE_KMS_KEY_ARN: &str = "sse_kms_key_arn";
-    /// `true` when the source table no longer existed at planning time: the settings come from
-    /// the backup, and the table's tags are known only if the backup carries them.
-    pub const TABLE_DELETED: &str = "table_deleted";
-}
+pub use lifeboat_common::settings::dynamodb as setting;
 
 /// A source table that exists and matched the set's names and tags.
 #[derive(Clone, Debug)]
@@ -505,5 +493,4 @@ pub fn cross_account_check(
     }
 }
 
-/// Reason code of a DynamoDB set that asks for another account.
-pub const CROSS_ACCOUNT_UNSUPPORTED: &str = "CROSS_ACCOUNT_UNSUPPORTED";
+pub use lifeboat_common::restore::reason::CROSS_ACCOUNT_UNSUPPORTED;

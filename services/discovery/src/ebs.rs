@@ -15,14 +15,9 @@ use crate::select::Candidate;
 /// Page size for DescribeSnapshots (the API's maximum).
 const PAGE_SIZE: i32 = 1000;
 
-/// On a snapshot (a Lifeboat copy, or a Lifeboat backup): the volume it protects. The EBS
-/// service sets it on every copy it makes (kept in step with `lifeboat_ebs::restore`).
-pub const TAG_SOURCE_VOLUME: &str = "lifeboat:source-volume";
-/// On a copy Lifeboat made while restoring (value: the task id). Such copies are never
-/// selected as backups of their own.
-pub const TAG_RESTORE_COPY: &str = "lifeboat:restore-copy";
-/// AWS Backup's tag on its recovery points: the ARN of the protected resource.
-pub const TAG_AWS_BACKUP_SOURCE: &str = "aws:backup:source-resource";
+pub use lifeboat_common::subjects::TAG_AWS_BACKUP_SOURCE;
+pub use lifeboat_common::subjects::TAG_RESTORE_COPY;
+pub use lifeboat_common::subjects::TAG_SOURCE_VOLUME;
 /// The VolumeId AWS gives snapshots made by CopySnapshot (and some imports).
 pub const PLACEHOLDER_VOLUME_ID: &str = "vol-ffffffff";
 /// How many copies of copies are followed back to the original snapshot.
@@ -31,21 +26,7 @@ const MAX_COPY_CHAIN: usize = 4;
 const IDS_PER_CALL: usize = 200;
 
 /// Settings keys in `Backup.settings` for EBS (read by the EBS service).
-pub mod setting {
-    pub const VOLUME_TYPE: &str = "volume_type";
-    pub const IOPS: &str = "iops";
-    pub const THROUGHPUT: &str = "throughput";
-    pub const ENCRYPTED: &str = "encrypted";
-    pub const KMS_KEY_ID: &str = "kms_key_id";
-    pub const AVAILABILITY_ZONE: &str = "availability_zone";
-    pub const MULTI_ATTACH: &str = "multi_attach_enabled";
-    /// The region of the source volume (for a copy in a DR region: the original's region).
-    pub const SOURCE_REGION: &str = "source_region";
-    /// `volume` when the tags below are the source volume's, `snapshot` when it is gone.
-    pub const TAGS_FROM: &str = "tags_from";
-    /// Prefix of the source volume's tags: `tag:<key>` = value.
-    pub const TAG_PREFIX: &str = "tag:";
-}
+pub use lifeboat_common::settings::ebs as setting;
 
 /// EC2 clients of the source account in other regions, for following a copy back to the
 /// snapshot it was copied from.
@@ -347,9 +328,7 @@ pub fn is_aws_managed_key(kms_key_id: &str) -> bool {
 
 /// Reason codes of EBS planning.
 pub mod reason {
-    /// A cross-account restore of a backup encrypted with a key that cannot be shared, and no
-    /// `kms_key_id` in the target.
-    pub const ENCRYPTED_WITHOUT_TARGET_KEY: &str = "ENCRYPTED_WITHOUT_TARGET_KEY";
+    pub use lifeboat_common::restore::reason::ENCRYPTED_WITHOUT_TARGET_KEY;
     /// No `availability_zone` in the target, and none to inherit from the source volume.
     pub const AVAILABILITY_ZONE_UNKNOWN: &str = "AVAILABILITY_ZONE_UNKNOWN";
 }

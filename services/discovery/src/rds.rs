@@ -16,39 +16,11 @@ use crate::select::{names_match, Candidate};
 
 /// Keys of `Backup.settings` for RDS. The rds service reads the same keys
 /// (`lifeboat_rds::settings`); values are strings, lists comma-separated, booleans `true`/`false`.
-pub mod setting {
-    pub const ENGINE: &str = "engine";
-    pub const ENGINE_VERSION: &str = "engine_version";
-    /// `manual` or `automated`: automated snapshots cannot be shared and are copied first.
-    pub const SNAPSHOT_TYPE: &str = "snapshot_type";
-    /// The DB parameter group (for a cluster: its writer's).
-    pub const DB_PARAMETER_GROUP: &str = "db_parameter_group";
-    pub const DB_CLUSTER_PARAMETER_GROUP: &str = "db_cluster_parameter_group";
-    pub const OPTION_GROUP: &str = "option_group";
-    pub const MULTI_AZ: &str = "multi_az";
-    pub const STORAGE_TYPE: &str = "storage_type";
-    pub const IOPS: &str = "iops";
-    pub const STORAGE_THROUGHPUT: &str = "storage_throughput";
-    pub const PORT: &str = "port";
-    pub const DELETION_PROTECTION: &str = "deletion_protection";
-    pub const IAM_AUTH: &str = "iam_database_authentication";
-    pub const COPY_TAGS_TO_SNAPSHOT: &str = "copy_tags_to_snapshot";
-    pub const LOG_EXPORTS: &str = "cloudwatch_logs_exports";
-    pub const INSTANCE_CLASS: &str = "instance_class";
-    /// Aurora: the class of the source cluster's writer, so the restored cluster gets one.
-    pub const WRITER_INSTANCE_CLASS: &str = "writer_instance_class";
-    pub const DB_SUBNET_GROUP: &str = "db_subnet_group";
-    pub const SECURITY_GROUP_IDS: &str = "security_group_ids";
-    pub const AVAILABILITY_ZONE: &str = "availability_zone";
-    /// Point in time of a deleted instance: its retained automated backups' ARN.
-    pub const AUTOMATED_BACKUPS_ARN: &str = "automated_backups_arn";
-}
+pub use lifeboat_common::settings::rds as setting;
 
-/// On snapshots Lifeboat copies while restoring (`lifeboat-<task>`): never a backup of their own.
-pub const TAG_RESTORE_COPY: &str = "lifeboat:restore-copy";
+pub use lifeboat_common::subjects::TAG_RESTORE_COPY;
 
-/// Why a set cannot go to another account: its snapshots are encrypted and no key was given.
-pub const ENCRYPTED_WITHOUT_TARGET_KEY: &str = "ENCRYPTED_WITHOUT_TARGET_KEY";
+pub use lifeboat_common::restore::reason::ENCRYPTED_WITHOUT_TARGET_KEY;
 
 fn tags_of(list: &[Tag]) -> HashMap<String, String> {
     list.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()

@@ -119,18 +119,9 @@ impl Restorer for DynamoDbRestorer {
 }
 
 /// Keys of [`Backup::settings`] discovery captures (see `lifeboat_discovery::dynamodb::setting`).
-pub mod setting {
-    pub const TTL_ATTRIBUTE: &str = "ttl_attribute";
-    pub const POINT_IN_TIME_RECOVERY: &str = "point_in_time_recovery";
-    pub const STREAM_VIEW_TYPE: &str = "stream_view_type";
-    pub const BILLING_MODE: &str = "billing_mode";
-    pub const DELETION_PROTECTION: &str = "deletion_protection";
-    pub const SSE_KMS_KEY_ARN: &str = "sse_kms_key_arn";
-    pub const TABLE_DELETED: &str = "table_deleted";
-}
+pub use lifeboat_common::settings::dynamodb as setting;
 
-/// Reason code of a task that would restore a backup into another account.
-pub const CROSS_ACCOUNT_UNSUPPORTED: &str = "CROSS_ACCOUNT_UNSUPPORTED";
+pub use lifeboat_common::restore::reason::CROSS_ACCOUNT_UNSUPPORTED;
 
 /// One step of a table restore, idempotent: the target table is ours when its restore summary
 /// names our source, so a repeated step finds it instead of restoring again. Each step describes

@@ -25,26 +25,11 @@ fn available(volume_id: String, created: Vec<String>, warnings: Vec<String>) -> 
     Step::Done { message: format!("volume {volume_id} is available"), created, warnings }
 }
 
-/// On every copy this service makes: the volume the copied snapshot protects, so that discovery
-/// groups the copy with its source (AWS gives copies the VolumeId `vol-ffffffff`). Kept in step
-/// with `lifeboat_discovery::ebs`.
-pub const TAG_SOURCE_VOLUME: &str = "lifeboat:source-volume";
-/// On every copy this service makes (value: the task id): discovery never selects it as a
-/// backup of its own.
-pub const TAG_RESTORE_COPY: &str = "lifeboat:restore-copy";
+pub use lifeboat_common::subjects::TAG_RESTORE_COPY;
+pub use lifeboat_common::subjects::TAG_SOURCE_VOLUME;
 
 /// Keys of `Backup.settings` that discovery captured from the source volume.
-pub mod setting {
-    pub const VOLUME_TYPE: &str = "volume_type";
-    pub const IOPS: &str = "iops";
-    pub const THROUGHPUT: &str = "throughput";
-    pub const ENCRYPTED: &str = "encrypted";
-    pub const KMS_KEY_ID: &str = "kms_key_id";
-    pub const MULTI_ATTACH: &str = "multi_attach_enabled";
-    pub const SOURCE_REGION: &str = "source_region";
-    pub const TAGS_FROM: &str = "tags_from";
-    pub const TAG_PREFIX: &str = "tag:";
-}
+pub use lifeboat_common::settings::ebs as setting;
 
 /// What a new volume gets: the target's settings, else the source volume's; and the source's
 /// settings that cannot be applied, each named (SETTINGS_NOT_RESTORED).

@@ -20,27 +20,11 @@ use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceC
 use lifeboat_common::subjects::TAG_TASK_ID;
 use lifeboat_proto::{restore_task, Ec2Target, RestoreTask};
 
-/// On every AMI copy this service makes: the instance the AMI was made from (copies carry no
-/// SourceInstanceId). Kept in step with `lifeboat_discovery::ami`.
-pub const TAG_SOURCE_INSTANCE: &str = "lifeboat:source-instance";
-/// On every copy this service makes (value: the task id): never selected as a backup.
-pub const TAG_RESTORE_COPY: &str = "lifeboat:restore-copy";
+pub use lifeboat_common::subjects::TAG_RESTORE_COPY;
+pub use lifeboat_common::subjects::TAG_SOURCE_INSTANCE;
 
 /// Keys of `Backup.settings` that discovery captured from the source instance.
-pub mod setting {
-    pub const INSTANCE_TYPE: &str = "instance_type";
-    pub const KEY_NAME: &str = "key_name";
-    pub const IAM_INSTANCE_PROFILE_ARN: &str = "iam_instance_profile_arn";
-    pub const USER_DATA: &str = "user_data";
-    pub const DISABLE_API_TERMINATION: &str = "disable_api_termination";
-    pub const HTTP_TOKENS: &str = "metadata_http_tokens";
-    pub const HTTP_ENDPOINT: &str = "metadata_http_endpoint";
-    pub const HTTP_PUT_RESPONSE_HOP_LIMIT: &str = "metadata_http_put_response_hop_limit";
-    pub const INSTANCE_METADATA_TAGS: &str = "metadata_instance_metadata_tags";
-    pub const SOURCE_REGION: &str = "source_region";
-    pub const TAGS_FROM: &str = "tags_from";
-    pub const TAG_PREFIX: &str = "tag:";
-}
+pub use lifeboat_common::settings::ec2 as setting;
 
 /// What the new instance gets from the source instance (the target's choices win), and the
 /// source's settings that cannot be applied, each named (SETTINGS_NOT_RESTORED).

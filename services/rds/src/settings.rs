@@ -1,5 +1,5 @@
 //! The source settings a restore carries over: captured by discovery into `Backup.settings`
-//! (keys shared with `lifeboat_discovery::rds::setting`), overridden by the target, checked
+//! (keys in `lifeboat_common::settings::rds`), overridden by the target, checked
 //! against the target account and region, and compared with what RDS restored. Whatever cannot
 //! be applied is named, never dropped silently.
 
@@ -9,24 +9,7 @@ use aws_sdk_rds::types::{DbCluster, DbInstance};
 use lifeboat_common::aws::{absent_if_not_found, classify, AwsError};
 use lifeboat_proto::{Backup, RdsTarget};
 
-pub const ENGINE: &str = "engine";
-pub const ENGINE_VERSION: &str = "engine_version";
-pub const SNAPSHOT_TYPE: &str = "snapshot_type";
-pub const DB_PARAMETER_GROUP: &str = "db_parameter_group";
-pub const DB_CLUSTER_PARAMETER_GROUP: &str = "db_cluster_parameter_group";
-pub const OPTION_GROUP: &str = "option_group";
-pub const MULTI_AZ: &str = "multi_az";
-pub const STORAGE_TYPE: &str = "storage_type";
-pub const IOPS: &str = "iops";
-pub const STORAGE_THROUGHPUT: &str = "storage_throughput";
-pub const PORT: &str = "port";
-pub const DELETION_PROTECTION: &str = "deletion_protection";
-pub const IAM_AUTH: &str = "iam_database_authentication";
-pub const COPY_TAGS_TO_SNAPSHOT: &str = "copy_tags_to_snapshot";
-pub const LOG_EXPORTS: &str = "cloudwatch_logs_exports";
-pub const WRITER_INSTANCE_CLASS: &str = "writer_instance_class";
-pub const DB_SUBNET_GROUP: &str = "db_subnet_group";
-pub const AUTOMATED_BACKUPS_ARN: &str = "automated_backups_arn";
+pub use lifeboat_common::settings::rds::*;
 
 /// On the restored database: the settings (space-separated names) that could not be applied
 /// when the restore started, so that the final step reports them.

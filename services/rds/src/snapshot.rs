@@ -13,8 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::settings;
 
-/// On snapshots Lifeboat copies while restoring; discovery never selects them as backups.
-pub const TAG_RESTORE_COPY: &str = "lifeboat:restore-copy";
+pub use lifeboat_common::subjects::TAG_RESTORE_COPY;
 
 /// Copies in flight per destination region, as this process has seen them: a copy is counted
 /// from its start until a step sees it available or failed (a restarted process counts each
