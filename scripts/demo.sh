@@ -52,6 +52,10 @@ echo
 cat "$work/request.yaml"
 
 echo
+echo "== the catalog: every restorable backup of the web volumes (and any copies in us-west-2)"
+"$lifeboat" backups list --source us-east-1 --tag app=web --type ebs --copies-in us-west-2
+
+echo
 echo "== dry run: what would be restored, from which snapshot, to where"
 "$lifeboat" restore submit "$work/request.yaml" --dry-run --request-id demo-plan --timeout 60
 
