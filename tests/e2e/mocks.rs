@@ -1060,3 +1060,69 @@ mod rds {
         assert!(refused.message.contains("set 'vault'"), "{}", refused.message);
     }
 }
+
+/// Who manages a backup's key decides whether another account can get it: KMS is asked once per
+/// key; an AWS-managed key is refused at plan time without a target key, a customer managed one
+/// is shared, and a key KMS will not describe is judged by its name.
+#[tokio::test]
+async fn kms_says_which_encrypted_backups_another_account_can_use() {
+    use aws_sdk_kms::operation::describe_key::{DescribeKeyError, DescribeKeyOutput};
+    use aws_sdk_kms::types::{KeyManagerType, KeyMetadata};
+    let metadata = |id: &str, manager: KeyManagerType| {
+        DescribeKeyOutput::builder()
+            .key_metadata(KeyMetadata::builder().key_id(id).key_manager(manager).build().unwrap())
+            .build()
+    };
+    let aws_key = "arn:aws:kms:us-east-1:123456789012:key/aws-owned-ebs";
+    let customer_key = "arn:aws:kms:us-east-1:123456789012:key/customer";
+    let gone_key = "arn:aws:kms:us-east-1:123456789012:key/gone";
+    let aws_rule = mock!(aws_sdk_kms::Client::describe_key)
+        .match_requests(move |r| r.key_id() == Some(aws_key))
+        .then_output(move || metadata(aws_key, KeyManagerType::Aws));
+    let customer_rule = mock!(aws_sdk_kms::Client::describe_key)
+        .match_requests(move |r| r.key_id() == Some(customer_key))
+        .then_output(move || metadata(customer_key, KeyManagerType::Customer));
+    let gone_rule = mock!(aws_sdk_kms::Client::describe_key)
+        .match_requests(move |r| r.key_id() == Some(gone_key))
+        .then_error(|| {
+            DescribeKeyError::NotFoundException(
+                aws_sdk_kms::types::error::NotFoundException::builder().message("no such key").build(),
+            )
+        });
+    let kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&aws_rule, &customer_rule, &gone_rule]);
+    let snapshot = |id: &str, key: &str| pb::Backup {
+        backup_id: id.into(),
+        source_resource_id: format!("vol-{id}"),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        encrypted: !key.is_empty(),
+        kms_key_id: key.into(),
+        ..Default::default()
+    };
+    let mut backups = vec![
+        snapshot("snap-a1", aws_key),
+        snapshot("snap-a2", aws_key),
+        snapshot("snap-c", customer_key),
+        snapshot("snap-g", gone_key),
+        snapshot("snap-plain", ""),
+    ];
+    lifeboat_discovery::keys::note_key_managers(&kms, backups.iter_mut().collect()).await.unwrap();
+    assert_eq!(aws_rule.num_calls(), 1, "one DescribeKey per key");
+    assert_eq!(customer_rule.num_calls(), 1);
+    assert_eq!(gone_rule.num_calls(), 1);
+    use lifeboat_discovery::keys::{is_aws_managed, is_customer_managed};
+    assert!(is_aws_managed(&backups[0]) && is_aws_managed(&backups[1]));
+    assert!(!is_aws_managed(&backups[2]) && is_customer_managed(&backups[2]));
+    assert!(!is_aws_managed(&backups[3]) && !is_customer_managed(&backups[3]), "unknown: judged by its name");
+
+    // Another account: the AWS-managed one is refused at plan time, the customer's is planned.
+    let target = pb::EbsTarget {
+        account_id: "111111111111".into(),
+        region: "us-east-1".into(),
+        availability_zone: "us-east-1a".into(),
+        ..Default::default()
+    };
+    let refused = lifeboat_discovery::ebs::complete_target("web", &target, &backups[0]).unwrap_err();
+    assert_eq!(refused.code, "ENCRYPTED_WITHOUT_TARGET_KEY");
+    assert!(lifeboat_discovery::ebs::complete_target("web", &target, &backups[2]).is_ok());
+}

@@ -197,6 +197,17 @@ pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
     aws_sdk_ec2::Client::from_conf(config)
 }
 
+/// A KMS client in its account and region's retry partition (discovery asks who manages a key).
+pub fn kms_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_kms::Client {
+    let partition = retry_partition_name("kms", account_id, region);
+    let config = aws_sdk_kms::config::Builder::from(config)
+        .retry_partition(aws_sdk_kms::config::retry::RetryPartition::new(partition))
+        .interceptor(AwsMetrics::new())
+        .interceptor(AwsTracing::new())
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
 /// An STS client that records its calls like every other Lifeboat client.
 pub fn sts_client(config: &SdkConfig) -> aws_sdk_sts::Client {
     aws_sdk_sts::Client::from_conf(

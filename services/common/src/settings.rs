@@ -1,6 +1,11 @@
 //! Keys of `Backup.settings`: the source settings discovery captures at planning time and the
 //! restore services apply, one module per resource type, so both sides name them alike.
 
+/// Who manages the KMS key of an encrypted backup: `AWS` (the default `aws/ebs`, `aws/rds`
+/// keys, which cannot be shared with another account) or `CUSTOMER`; absent when not asked or
+/// not known. Discovery asks KMS only for backups going to another account without a key.
+pub const KMS_KEY_MANAGER: &str = "kms_key_manager";
+
 /// EBS volumes (from the source volume, else the snapshot).
 pub mod ebs {
     pub const VOLUME_TYPE: &str = "volume_type";

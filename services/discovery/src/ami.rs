@@ -267,11 +267,7 @@ pub mod reason {
 pub fn complete_target(set_name: &str, target: &Ec2Target, backup: &Backup) -> Result<Ec2Target, AwsError> {
     let mut target = target.clone();
     let same_account = target.account_id == backup.account_id;
-    if !same_account
-        && backup.encrypted
-        && target.kms_key_id.is_empty()
-        && crate::ebs::is_aws_managed_key(&backup.kms_key_id)
-    {
+    if !same_account && backup.encrypted && target.kms_key_id.is_empty() && crate::keys::is_aws_managed(backup) {
         return Err(AwsError::task_failure(
             "plan",
             crate::ebs::reason::ENCRYPTED_WITHOUT_TARGET_KEY,

@@ -319,13 +319,6 @@ pub async fn capture_settings(regions: &dyn RegionClients, backups: &mut [Backup
     Ok(())
 }
 
-/// True for a key that cannot be shared with another account: the AWS-managed `aws/ebs` key
-/// (moto reports encrypted snapshots with no key at all; AWS names the key by ARN, and an
-/// `alias/aws/…` ARN is AWS-managed).
-pub fn is_aws_managed_key(kms_key_id: &str) -> bool {
-    kms_key_id.is_empty() || kms_key_id.contains("alias/aws/")
-}
-
 /// Reason codes of EBS planning.
 pub mod reason {
     pub use lifeboat_common::restore::reason::ENCRYPTED_WITHOUT_TARGET_KEY;
@@ -339,7 +332,7 @@ pub mod reason {
 pub fn complete_target(set_name: &str, target: &EbsTarget, backup: &Backup) -> Result<EbsTarget, AwsError> {
     let mut target = target.clone();
     let same_account = target.account_id == backup.account_id;
-    if !same_account && backup.encrypted && target.kms_key_id.is_empty() && is_aws_managed_key(&backup.kms_key_id) {
+    if !same_account && backup.encrypted && target.kms_key_id.is_empty() && crate::keys::is_aws_managed(backup) {
         return Err(AwsError::task_failure(
             "plan",
             reason::ENCRYPTED_WITHOUT_TARGET_KEY,

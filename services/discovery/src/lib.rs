@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod dynamodb;
 pub mod ebs;
 pub mod estimate;
+pub mod keys;
 pub mod rds;
 pub mod select;
 pub mod service;

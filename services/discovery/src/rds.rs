@@ -511,7 +511,8 @@ pub fn targets(
     let same_account = target.account_id == source_account;
     let same_place = same_account && target.region == source_region;
     if !same_account && target.kms_key_id.is_empty() {
-        if let Some((backup, _)) = picked.iter().find(|(b, _)| b.encrypted) {
+        // Only a key KMS says is the customer's can be shared; an unknown one is refused too.
+        if let Some((backup, _)) = picked.iter().find(|(b, _)| b.encrypted && !crate::keys::is_customer_managed(b)) {
             return Err(AwsError::task_failure(
                 "plan",
                 ENCRYPTED_WITHOUT_TARGET_KEY,

@@ -251,6 +251,10 @@ impl Discovery {
                 let mut target = targets.ebs.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
+                if !listing_only {
+                    let to = (target.account_id.as_str(), target.kms_key_id.as_str());
+                    note_keys(&config, &account_id, region, to, backups.iter_mut().collect()).await?;
+                }
                 let mut planned = Vec::new();
                 for (backup, (_, why)) in backups.into_iter().zip(picked) {
                     let target = if listing_only {
@@ -325,6 +329,10 @@ impl Discovery {
                 let mut target = targets.ec2.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
+                if !listing_only {
+                    let to = (target.account_id.as_str(), target.kms_key_id.as_str());
+                    note_keys(&config, &account_id, region, to, backups.iter_mut().collect()).await?;
+                }
                 let mut planned = Vec::new();
                 for (backup, (_, why)) in backups.into_iter().zip(picked) {
                     let target = if listing_only {
@@ -361,6 +369,10 @@ impl Discovery {
                 let mut target = targets.rds.unwrap_or_default();
                 target.account_id = target_account(&target.account_id);
                 target.region = target_region(&target.region);
+                let mut picked = picked;
+                let to = (target.account_id.as_str(), target.kms_key_id.as_str());
+                let backups: Vec<&mut Backup> = picked.iter_mut().map(|(backup, _)| backup).collect();
+                note_keys(&config, &account_id, region, to, backups).await?;
                 crate::rds::targets(&set.name, &account_id, region, target, picked)
             }
             // Validation keeps other types out until their services exist.
@@ -480,6 +492,23 @@ impl Discovery {
             }
         }
     }
+}
+
+/// For backups going to another account without a target key (`to`: the target account and
+/// key), asks KMS who manages their keys: an AWS-managed key cannot be shared, which the targets
+/// then refuse at plan time with ENCRYPTED_WITHOUT_TARGET_KEY.
+async fn note_keys<'a>(
+    config: &aws_config::SdkConfig,
+    account_id: &str,
+    region: &str,
+    (target_account, target_key): (&str, &str),
+    backups: Vec<&'a mut Backup>,
+) -> Result<(), AwsError> {
+    if target_account == account_id || !target_key.is_empty() {
+        return Ok(());
+    }
+    let kms = lifeboat_common::aws::kms_client(config, account_id, region);
+    crate::keys::note_key_managers(&kms, backups).await
 }
 
 /// The blast-radius guard: a set without tags or names selects a whole account and region and
