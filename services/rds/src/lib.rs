@@ -155,6 +155,31 @@ fn same_place(backup: &Backup, target: &RdsTarget) -> bool {
     backup.region == target.region && backup.account_id == target.account_id
 }
 
+/// The settings a DB instance restore asks for (the source's, overridden by the target), on
+/// either restore call's builder: RestoreDBInstanceFromDBSnapshot and ToPointInTime name them alike.
+macro_rules! with_instance_settings {
+    ($builder:expr, $wanted:expr, $tags:expr) => {{
+        let wanted = &$wanted;
+        $builder
+            .set_db_subnet_group_name(wanted.db_subnet_group.clone())
+            .set_vpc_security_group_ids(wanted.security_group_ids.clone())
+            .set_db_instance_class(wanted.instance_class.clone())
+            .set_availability_zone(wanted.availability_zone.clone())
+            .set_db_parameter_group_name(wanted.db_parameter_group.clone())
+            .set_option_group_name(wanted.option_group.clone())
+            .set_multi_az(wanted.multi_az)
+            .set_storage_type(wanted.storage_type.clone())
+            .set_iops(wanted.iops)
+            .set_storage_throughput(wanted.storage_throughput)
+            .set_port(wanted.port)
+            .set_deletion_protection(wanted.deletion_protection)
+            .set_enable_iam_database_authentication(wanted.iam_auth)
+            .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
+            .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
+            .set_tags(Some($tags))
+    }};
+}
+
 /// One step of a DB instance restore.
 pub async fn instance_step(
     clients: &Clients,
@@ -179,27 +204,13 @@ pub async fn instance_step(
         }
         let deleted = backup.settings.get(settings::AUTOMATED_BACKUPS_ARN).cloned();
         let source_id = deleted.is_none().then(|| backup.source_resource_id.clone());
-        rds.restore_db_instance_to_point_in_time()
+        let restore = rds
+            .restore_db_instance_to_point_in_time()
             .set_source_db_instance_identifier(source_id)
             .set_source_db_instance_automated_backups_arn(deleted)
             .target_db_instance_identifier(name)
-            .restore_time(aws_smithy_types::DateTime::from_secs(at.seconds))
-            .set_db_subnet_group_name(wanted.db_subnet_group.clone())
-            .set_vpc_security_group_ids(wanted.security_group_ids.clone())
-            .set_db_instance_class(wanted.instance_class.clone())
-            .set_availability_zone(wanted.availability_zone.clone())
-            .set_db_parameter_group_name(wanted.db_parameter_group.clone())
-            .set_option_group_name(wanted.option_group.clone())
-            .set_multi_az(wanted.multi_az)
-            .set_storage_type(wanted.storage_type.clone())
-            .set_iops(wanted.iops)
-            .set_storage_throughput(wanted.storage_throughput)
-            .set_port(wanted.port)
-            .set_deletion_protection(wanted.deletion_protection)
-            .set_enable_iam_database_authentication(wanted.iam_auth)
-            .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
-            .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
-            .set_tags(Some(tags(task, target, not_applied)))
+            .restore_time(aws_smithy_types::DateTime::from_secs(at.seconds));
+        with_instance_settings!(restore, wanted, tags(task, target, not_applied))
             .send()
             .await
             .map_err(|e| classify("rds:RestoreDBInstanceToPointInTime", e))?;
@@ -222,25 +233,9 @@ pub async fn instance_step(
             Err(step) => return Ok(step),
         }
     };
-    rds.restore_db_instance_from_db_snapshot()
-        .db_instance_identifier(name)
-        .db_snapshot_identifier(&snapshot)
-        .set_db_subnet_group_name(wanted.db_subnet_group.clone())
-        .set_vpc_security_group_ids(wanted.security_group_ids.clone())
-        .set_db_instance_class(wanted.instance_class.clone())
-        .set_availability_zone(wanted.availability_zone.clone())
-        .set_db_parameter_group_name(wanted.db_parameter_group.clone())
-        .set_option_group_name(wanted.option_group.clone())
-        .set_multi_az(wanted.multi_az)
-        .set_storage_type(wanted.storage_type.clone())
-        .set_iops(wanted.iops)
-        .set_storage_throughput(wanted.storage_throughput)
-        .set_port(wanted.port)
-        .set_deletion_protection(wanted.deletion_protection)
-        .set_enable_iam_database_authentication(wanted.iam_auth)
-        .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
-        .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
-        .set_tags(Some(tags(task, target, not_applied)))
+    let restore =
+        rds.restore_db_instance_from_db_snapshot().db_instance_identifier(name).db_snapshot_identifier(&snapshot);
+    with_instance_settings!(restore, wanted, tags(task, target, not_applied))
         .send()
         .await
         .map_err(|e| classify("rds:RestoreDBInstanceFromDBSnapshot", e))?;
