@@ -255,16 +255,8 @@ impl Discovery {
                     let to = (target.account_id.as_str(), target.kms_key_id.as_str());
                     note_keys(&config, &account_id, region, to, backups.iter_mut().collect()).await?;
                 }
-                let mut planned = Vec::new();
-                for (backup, (_, why)) in backups.into_iter().zip(picked) {
-                    let target = if listing_only {
-                        target.clone()
-                    } else {
-                        crate::ebs::complete_target(&set.name, &target, &backup)?
-                    };
-                    planned.push((backup, restore_task::Target::Ebs(target), why));
-                }
-                Ok(planned)
+                let complete = |backup: &Backup| crate::ebs::complete_target(&set.name, &target, backup);
+                planned_with(backups, picked, &target, listing_only, complete, restore_task::Target::Ebs)
             }
             ResourceType::DynamodbTable => {
                 let mut target = targets.dynamodb.unwrap_or_default();
@@ -333,16 +325,8 @@ impl Discovery {
                     let to = (target.account_id.as_str(), target.kms_key_id.as_str());
                     note_keys(&config, &account_id, region, to, backups.iter_mut().collect()).await?;
                 }
-                let mut planned = Vec::new();
-                for (backup, (_, why)) in backups.into_iter().zip(picked) {
-                    let target = if listing_only {
-                        target.clone()
-                    } else {
-                        crate::ami::complete_target(&set.name, &target, &backup)?
-                    };
-                    planned.push((backup, restore_task::Target::Ec2(target), why));
-                }
-                Ok(planned)
+                let complete = |backup: &Backup| crate::ami::complete_target(&set.name, &target, backup);
+                planned_with(backups, picked, &target, listing_only, complete, restore_task::Target::Ec2)
             }
             ResourceType::RdsInstance | ResourceType::RdsCluster => {
                 let rds = lifeboat_common::aws::rds_client(&config, &account_id, region);
@@ -492,6 +476,24 @@ impl Discovery {
             }
         }
     }
+}
+
+/// Each picked backup with its target completed from its source (or, when only listing for the
+/// catalog, the target as it is) and the reason it was chosen.
+fn planned_with<T: Clone>(
+    backups: Vec<Backup>,
+    picked: Vec<(usize, String)>,
+    target: &T,
+    listing_only: bool,
+    complete: impl Fn(&Backup) -> Result<T, AwsError>,
+    wrap: fn(T) -> restore_task::Target,
+) -> Result<Vec<(Backup, restore_task::Target, String)>, AwsError> {
+    let mut planned = Vec::new();
+    for (backup, (_, why)) in backups.into_iter().zip(picked) {
+        let target = if listing_only { target.clone() } else { complete(&backup)? };
+        planned.push((backup, wrap(target), why));
+    }
+    Ok(planned)
 }
 
 /// For backups going to another account without a target key (`to`: the target account and
