@@ -180,6 +180,24 @@ macro_rules! with_instance_settings {
     }};
 }
 
+/// The same for an Aurora cluster restore, from a snapshot or to a point in time.
+macro_rules! with_cluster_settings {
+    ($builder:expr, $wanted:expr, $kms:expr, $tags:expr) => {{
+        let wanted = &$wanted;
+        $builder
+            .set_db_subnet_group_name(wanted.db_subnet_group.clone())
+            .set_vpc_security_group_ids(wanted.security_group_ids.clone())
+            .set_kms_key_id($kms)
+            .set_db_cluster_parameter_group_name(wanted.db_cluster_parameter_group.clone())
+            .set_port(wanted.port)
+            .set_deletion_protection(wanted.deletion_protection)
+            .set_enable_iam_database_authentication(wanted.iam_auth)
+            .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
+            .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
+            .set_tags(Some($tags))
+    }};
+}
+
 /// One step of a DB instance restore.
 pub async fn instance_step(
     clients: &Clients,
@@ -332,20 +350,12 @@ pub async fn cluster_step(clients: &Clients, task: &RestoreTask, target: &RdsTar
                 })
             }
             Some(at) => {
-                rds.restore_db_cluster_to_point_in_time()
+                let restore = rds
+                    .restore_db_cluster_to_point_in_time()
                     .db_cluster_identifier(name)
                     .source_db_cluster_identifier(&backup.source_resource_id)
-                    .restore_to_time(aws_smithy_types::DateTime::from_secs(at.seconds))
-                    .set_db_subnet_group_name(wanted.db_subnet_group.clone())
-                    .set_vpc_security_group_ids(wanted.security_group_ids.clone())
-                    .set_kms_key_id(kms)
-                    .set_db_cluster_parameter_group_name(wanted.db_cluster_parameter_group.clone())
-                    .set_port(wanted.port)
-                    .set_deletion_protection(wanted.deletion_protection)
-                    .set_enable_iam_database_authentication(wanted.iam_auth)
-                    .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
-                    .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
-                    .set_tags(Some(tags(task, target, not_applied)))
+                    .restore_to_time(aws_smithy_types::DateTime::from_secs(at.seconds));
+                with_cluster_settings!(restore, wanted, kms, tags(task, target, not_applied))
                     .send()
                     .await
                     .map_err(|e| classify("rds:RestoreDBClusterToPointInTime", e))?;
@@ -360,21 +370,13 @@ pub async fn cluster_step(clients: &Clients, task: &RestoreTask, target: &RdsTar
                     }
                     _ => backup.backup_id.clone(),
                 };
-                rds.restore_db_cluster_from_snapshot()
+                let restore = rds
+                    .restore_db_cluster_from_snapshot()
                     .db_cluster_identifier(name)
                     .snapshot_identifier(&snapshot)
                     .engine(&engine)
-                    .set_engine_version(backup.settings.get(settings::ENGINE_VERSION).cloned())
-                    .set_db_subnet_group_name(wanted.db_subnet_group.clone())
-                    .set_vpc_security_group_ids(wanted.security_group_ids.clone())
-                    .set_kms_key_id(kms)
-                    .set_db_cluster_parameter_group_name(wanted.db_cluster_parameter_group.clone())
-                    .set_port(wanted.port)
-                    .set_deletion_protection(wanted.deletion_protection)
-                    .set_enable_iam_database_authentication(wanted.iam_auth)
-                    .set_copy_tags_to_snapshot(wanted.copy_tags_to_snapshot)
-                    .set_enable_cloudwatch_logs_exports(wanted.log_exports.clone())
-                    .set_tags(Some(tags(task, target, not_applied)))
+                    .set_engine_version(backup.settings.get(settings::ENGINE_VERSION).cloned());
+                with_cluster_settings!(restore, wanted, kms, tags(task, target, not_applied))
                     .send()
                     .await
                     .map_err(|e| classify("rds:RestoreDBClusterFromSnapshot", e))?;
