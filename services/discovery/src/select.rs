@@ -74,6 +74,15 @@ pub struct Candidate {
     pub tags: HashMap<String, String>,
 }
 
+impl Candidate {
+    /// True when `patterns` is empty or one matches the source resource's id, the backup's id
+    /// or the backup's Name tag (snapshots and AMIs are named either way).
+    pub fn is_named(&self, patterns: &[String]) -> bool {
+        let name_tag = self.tags.get("Name").map(String::as_str).unwrap_or_default();
+        names_match(patterns, &[&self.source_resource_id, &self.backup_id, name_tag])
+    }
+}
+
 /// True when every wanted tag is on the backup with the same value.
 pub fn tags_match(wanted: &HashMap<String, String>, actual: &HashMap<String, String>) -> bool {
     wanted.iter().all(|(key, value)| actual.get(key) == Some(value))

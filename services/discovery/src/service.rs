@@ -20,7 +20,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::select::{names_match, pick, TimeRule};
+use crate::select::{pick, TimeRule};
 
 /// EC2 clients of a set's source account in any region (copies lead back to their originals).
 struct SourceRegions<'a> {
@@ -173,12 +173,7 @@ impl Discovery {
                     })
                 }
             };
-            // Name patterns apply to every type alike: the resource's id or name, or its Name tag.
-            let named = |backup: &Backup| {
-                let name_tag = backup.tags.get("Name").map(String::as_str).unwrap_or_default();
-                crate::select::names_match(&source.names, &[backup.source_resource_id.as_str(), name_tag])
-            };
-            for (backup, target, why) in found.into_iter().filter(|(backup, _, _)| named(backup)) {
+            for (backup, target, why) in found {
                 tasks.push(RestoreTask {
                     request_id: request.request_id.clone(),
                     task_id: ids::task_id(&request.request_id, &set.name, &backup.backup_id),
@@ -235,13 +230,8 @@ impl Discovery {
                 let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
                 let regions = SourceRegions { accounts, account_id: account_id.clone() };
                 let found = crate::ebs::find_snapshots(&ec2, &regions, &account_id, region, &source.tags).await?;
-                let found: Vec<_> = found
-                    .into_iter()
-                    .filter(|(candidate, _)| {
-                        let name = candidate.tags.get("Name").map(String::as_str).unwrap_or_default();
-                        names_match(&source.names, &[&candidate.source_resource_id, &candidate.backup_id, name])
-                    })
-                    .collect();
+                let found: Vec<_> =
+                    found.into_iter().filter(|(candidate, _)| candidate.is_named(&source.names)).collect();
                 let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
                 let picked = pick(&candidates, rule);
                 let mut backups: Vec<Backup> = picked.iter().map(|(index, _)| found[*index].1.clone()).collect();
@@ -306,13 +296,8 @@ impl Discovery {
                 let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
                 let regions = SourceRegions { accounts, account_id: account_id.clone() };
                 let found = crate::ami::find_images(&ec2, &regions, &account_id, region, &source.tags).await?;
-                let found: Vec<_> = found
-                    .into_iter()
-                    .filter(|(candidate, _)| {
-                        let name = candidate.tags.get("Name").map(String::as_str).unwrap_or_default();
-                        names_match(&source.names, &[&candidate.source_resource_id, &candidate.backup_id, name])
-                    })
-                    .collect();
+                let found: Vec<_> =
+                    found.into_iter().filter(|(candidate, _)| candidate.is_named(&source.names)).collect();
                 let candidates: Vec<_> = found.iter().map(|(c, _)| c.clone()).collect();
                 let picked = pick(&candidates, rule);
                 let mut backups: Vec<Backup> = picked.iter().map(|(index, _)| found[*index].1.clone()).collect();
