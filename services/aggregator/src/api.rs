@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use lifeboat_common::bus::OutgoingMessage;
-use lifeboat_common::ids::is_valid_request_id;
 use lifeboat_common::{subjects, trace_context};
 use lifeboat_proto::{CancelQuery, OperatorReply, RestoreRequest, RetryQuery};
 use prost::Message;
@@ -74,14 +73,8 @@ impl ApiError {
 }
 
 fn checked(id: &str) -> Result<&str, ApiError> {
-    if is_valid_request_id(id) {
-        Ok(id)
-    } else {
-        Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("request_id: '{id}' is not a request id (1 to 64 of A-Z a-z 0-9 _ -)"),
-        ))
-    }
+    crate::operator::checked(id)?;
+    Ok(id)
 }
 
 impl From<OperatorError> for ApiError {

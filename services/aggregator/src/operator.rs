@@ -85,7 +85,8 @@ pub fn parse_state(state: &str) -> Result<Option<Verdict>> {
     Ok(Some(verdict))
 }
 
-fn checked(request_id: &str) -> Result<()> {
+/// A request id that can name a request (the API's and the bus replies' 400).
+pub(crate) fn checked(request_id: &str) -> Result<()> {
     if lifeboat_common::ids::is_valid_request_id(request_id) {
         Ok(())
     } else {
