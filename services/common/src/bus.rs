@@ -223,6 +223,12 @@ pub trait Bus: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// The store every replica shares (task progress, quota buckets, concurrency slots, plans).
+    /// Transports without one get this process's memory, which holds only for one replica.
+    fn shared(&self) -> std::sync::Arc<dyn crate::shared::SharedStore> {
+        crate::shared::MemoryStore::process()
+    }
+
     /// The OpenTelemetry `messaging.system` of this transport (`nats`, `aws_sqs`), on the spans
     /// of the consumer loop. Implementations publish through
     /// [`crate::trace_context::publish_span`] so that every message carries the trace context.

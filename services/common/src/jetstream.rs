@@ -24,6 +24,7 @@ pub struct JetStreamBus {
     context: jetstream::Context,
     /// The bucket of cancelled requests, opened (or created) on first use.
     cancellations: std::sync::Arc<tokio::sync::OnceCell<jetstream::kv::Store>>,
+    shared: std::sync::Arc<crate::shared::KvShared>,
 }
 
 impl JetStreamBus {
@@ -39,7 +40,8 @@ impl JetStreamBus {
 
     pub async fn from_client(client: async_nats::Client) -> Result<Self> {
         let context = jetstream::new(client.clone());
-        let bus = Self { client, context, cancellations: Default::default() };
+        let shared = std::sync::Arc::new(crate::shared::KvShared::new(context.clone(), 1));
+        let bus = Self { client, context, cancellations: Default::default(), shared };
         bus.ensure_streams().await?;
         Ok(bus)
     }
@@ -195,6 +197,10 @@ impl Bus for JetStreamBus {
 
     fn messaging_system(&self) -> &'static str {
         trace_context::SYSTEM_NATS
+    }
+
+    fn shared(&self) -> std::sync::Arc<dyn crate::shared::SharedStore> {
+        self.shared.clone()
     }
 
     async fn set_cancelled(&self, request_id: &str, cancelled: bool) -> Result<()> {

@@ -13,6 +13,7 @@ pub mod jetstream;
 pub mod metrics;
 pub mod restore;
 pub mod settings;
+pub mod shared;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;

@@ -68,6 +68,7 @@
 //! exact where AWS's lag.
 
 mod cancel;
+pub mod shared;
 mod codec;
 mod config;
 mod names;
@@ -133,6 +134,8 @@ pub struct SqsBus {
     /// The state table's client, for cancellation marks (absent when built from an SQS client
     /// alone: such a bus cannot record cancellations).
     state: Option<aws_sdk_dynamodb::Client>,
+    /// Task progress, quota buckets and slots in the state table (process memory without it).
+    shared: Arc<dyn lifeboat_common::shared::SharedStore>,
     /// Queue URLs looked up so far; a queue's URL never changes while it exists.
     urls: Arc<Mutex<HashMap<QueueKey, Arc<str>>>>,
 }
@@ -150,13 +153,16 @@ impl SqsBus {
             .interceptor(lifeboat_common::aws_trace::AwsTracing::new())
             .build();
         let mut bus = Self::from_client(Client::from_conf(instrumented), config)?;
-        bus.state = Some(aws_sdk_dynamodb::Client::from_conf(state));
+        let state = aws_sdk_dynamodb::Client::from_conf(state);
+        bus.shared = Arc::new(shared::DynamoShared::new(state.clone(), bus.config.state_table.clone()));
+        bus.state = Some(state);
         Ok(bus)
     }
 
     pub fn from_client(client: Client, config: SqsConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Self { client, config: Arc::new(config), state: None, urls: Arc::default() })
+        let shared = lifeboat_common::shared::MemoryStore::process();
+        Ok(Self { client, config: Arc::new(config), state: None, shared, urls: Arc::default() })
     }
 
     pub fn client(&self) -> &Client {
@@ -506,6 +512,10 @@ impl Bus for SqsBus {
 
     fn messaging_system(&self) -> &'static str {
         trace_context::SYSTEM_SQS
+    }
+
+    fn shared(&self) -> Arc<dyn lifeboat_common::shared::SharedStore> {
+        self.shared.clone()
     }
 
     async fn set_cancelled(&self, request_id: &str, cancelled: bool) -> Result<()> {
