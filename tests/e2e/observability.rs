@@ -233,7 +233,12 @@ impl Restorer for OutcomeByBackupId {
         Ok(())
     }
 
-    async fn step(&self, task: &pb::RestoreTask, _attempt: u32) -> Result<Step, lifeboat_common::aws::AwsError> {
+    async fn step(
+        &self,
+        task: &pb::RestoreTask,
+        _attempt: u32,
+        _progress: &mut lifeboat_common::restore::Progress,
+    ) -> Result<Step, lifeboat_common::aws::AwsError> {
         Ok(match task.backup.as_ref().map(|b| b.backup_id.as_str()) {
             Some("fail") => Step::Failed { code: "OBSERVED_FAILURE".into(), message: "as asked".into() },
             _ => Step::Done { message: "done".into(), created: vec!["x".into()], warnings: vec![] },

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod aws_trace;
+pub mod batch;
 pub mod bus;
 pub mod consumer;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod ids;
 pub mod jetstream;
 pub mod metrics;
+pub mod quota;
 pub mod restore;
 pub mod settings;
 pub mod shared;

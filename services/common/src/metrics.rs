@@ -48,6 +48,8 @@ pub const TASKS_FINISHED: &str = "lifeboat_tasks_finished_total";
 /// Histogram, labels `resource_type`, `phase`: from when the task was queued (the bus's store
 /// time of the work message) to its final status.
 pub const TASK_DURATION: &str = "lifeboat_task_duration_seconds";
+/// Time spent waiting for a token of a shared AWS quota bucket, by API family.
+pub const QUOTA_WAIT: &str = "lifeboat_quota_wait_seconds";
 
 /// `outcome` values of [`MESSAGES_HANDLED`].
 pub mod message_outcome {
@@ -113,6 +115,7 @@ fn describe() {
     describe_counter!(AWS_THROTTLES, Unit::Count, "AWS API attempts that were throttled.");
     describe_histogram!(AWS_CALL, Unit::Seconds, "Duration of one AWS API attempt.");
     describe_counter!(TASKS_FINISHED, Unit::Count, "Restore tasks that reached a final phase.");
+    describe_histogram!(QUOTA_WAIT, Unit::Seconds, "Time spent waiting for a token of a shared AWS quota bucket.");
     describe_histogram!(TASK_DURATION, Unit::Seconds, "Time from queueing a restore task to its final phase.");
 }
 
@@ -133,6 +136,11 @@ pub fn message_handled(queue: &str, outcome: &Outcome, handled_in: Duration) {
     };
     counter!(MESSAGES_HANDLED, "queue" => queue.to_string(), "outcome" => outcome).increment(1);
     histogram!(MESSAGE_HANDLE, "queue" => queue.to_string()).record(handled_in.as_secs_f64());
+}
+
+/// A caller waited `wait` for a token of the `api` bucket (see [`crate::quota`]).
+pub fn quota_waited(api: &'static str, wait: Duration) {
+    histogram!(QUOTA_WAIT, "api" => api).record(wait.as_secs_f64());
 }
 
 /// A restore task reached a final `phase`; `queued_at` is when its work message was stored.

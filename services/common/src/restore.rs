@@ -12,12 +12,13 @@ use lifeboat_proto::{RestoreTask, StatusEvent, TaskPhase};
 use prost::Message;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::aws::{backoff, AwsError};
 use crate::bus::{Bus, Delivery, Queue};
 use crate::consumer::{ConsumerOptions, Handler, Outcome};
 use crate::events::{task_event, Reporter};
+use crate::shared::SharedStore;
 use crate::{metrics, subjects};
 
 /// Reason codes of the resource services (AWS error codes are reported as they are).
@@ -72,6 +73,71 @@ pub fn restored_tags(task: &RestoreTask, extra: &HashMap<String, String>) -> Vec
     tags.into_iter().collect()
 }
 
+/// What a task has done so far, recorded in the shared store as soon as a step returns: the
+/// ids it created (so later steps check them by id, batched, instead of looking them up by
+/// tag), the concurrency slots it holds (released when it ends), and what it last reported
+/// (so re-checks that change nothing are not reported again).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Created ids by role: `volume`, `copy`, `instance`, `image`, `table`, `db`...
+    #[serde(default)]
+    pub ids: std::collections::BTreeMap<String, String>,
+    /// Keys of the [`crate::quota`] slots this task holds.
+    #[serde(default)]
+    pub slots: Vec<String>,
+    #[serde(default)]
+    pub reported: Option<Reported>,
+    /// Whether a record was found (false on a task's first step, and in the crash window
+    /// between an AWS call and its record).
+    #[serde(skip)]
+    pub recorded: bool,
+}
+
+/// The last event a task reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reported {
+    pub phase: i32,
+    pub reason_code: String,
+    pub message: String,
+    pub created: Vec<String>,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+impl Progress {
+    pub fn id(&self, role: &str) -> Option<&str> {
+        self.ids.get(role).map(String::as_str)
+    }
+
+    /// Records an id the task created; the shell stores it before it reports the step.
+    pub fn record(&mut self, role: &str, id: impl Into<String>) {
+        self.ids.insert(role.to_string(), id.into());
+    }
+
+    /// Whether a step must look for what an earlier delivery may have created without
+    /// recording it (it died between the AWS call and the record): only a redelivery without a
+    /// record. The tag lookup that answers it is the crash window's only.
+    pub fn may_have_lost(&self, attempt: u32) -> bool {
+        attempt > 1 && !self.recorded
+    }
+
+    /// Notes a slot the task holds, released when it ends.
+    pub fn hold(&mut self, slot_key: &str) {
+        if !self.slots.iter().any(|s| s == slot_key) {
+            self.slots.push(slot_key.to_string());
+        }
+    }
+}
+
+/// The shared-store key of a task's progress (one per generation: a retried task starts over).
+pub fn progress_key(task: &RestoreTask) -> String {
+    format!("task.{}.g{}", crate::shared::key_part(&task.task_id), task.generation)
+}
+
+/// An unchanged re-check is reported at least this often, as a sign of life for the
+/// aggregator's stall sweep.
+pub const HEARTBEAT: Duration = Duration::from_secs(300);
+
 /// One restore service's AWS side.
 #[async_trait]
 pub trait Restorer: Send + Sync + 'static {
@@ -82,8 +148,9 @@ pub trait Restorer: Send + Sync + 'static {
     fn check(&self, task: &RestoreTask) -> Result<(), String>;
 
     /// Advances the restore by one step. Must be idempotent: it may run any number of times
-    /// for the same task, after crashes and duplicate deliveries.
-    async fn step(&self, task: &RestoreTask, attempt: u32) -> Result<Step, AwsError>;
+    /// for the same task, after crashes and duplicate deliveries. `progress` holds what earlier
+    /// steps recorded; ids the step creates go into it ([`Progress::record`]) at once.
+    async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError>;
 }
 
 /// How long and how often a task is re-checked.
@@ -236,7 +303,31 @@ impl<R: Restorer> RestoreService<R> {
                 return Outcome::RetryAfter(retry_initial);
             }
         }
-        let result = self.restorer.step(task, attempt).await;
+        let store = self.bus.shared();
+        let key = progress_key(task);
+        let (mut progress, mut version) = match load_progress(store.as_ref(), &key).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                warn!(error = %e, "cannot read the task's progress; will retry");
+                return Outcome::RetryAfter(retry_initial);
+            }
+        };
+        let before = progress.clone();
+        let result = self.restorer.step(task, attempt, &mut progress).await;
+        if progress != before {
+            // Recorded before anything is reported: a later step checks these ids, not tags.
+            match save_progress(store.as_ref(), &key, &progress, version).await {
+                Ok(Some(saved)) => version = saved,
+                Ok(None) => {
+                    warn!("another delivery of this task recorded progress first; will check again");
+                    return Outcome::RetryAfter(retry_initial);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot record the task's progress; will retry");
+                    return Outcome::RetryAfter(retry_initial);
+                }
+            }
+        }
         let max_wait_checks = task
             .options
             .as_ref()
@@ -246,6 +337,26 @@ impl<R: Restorer> RestoreService<R> {
         let decision = decide(result, attempt, &self.config.wait, max_wait_checks);
         drop(guard);
         self.forget_lock(&task.task_id, lock).await;
+        let terminal = decision.phase.is_terminal();
+        if terminal {
+            for slot in &progress.slots {
+                // A slot not given back runs out with its lease.
+                if let Err(e) = crate::quota::release(store.as_ref(), slot, &key).await {
+                    warn!(error = %e, slot = %slot, "cannot release a slot; it expires with its lease");
+                }
+            }
+        }
+        let reported = Reported {
+            phase: decision.phase as i32,
+            reason_code: decision.reason_code.clone(),
+            message: decision.message.clone(),
+            created: decision.created.clone(),
+            at: crate::time::unix_now(),
+        };
+        if !terminal && unchanged(progress.reported.as_ref(), &reported) {
+            debug!(message = %decision.message, "re-check changed nothing; not reported");
+            return decision.outcome;
+        }
         info!(phase = decision.phase.short_name(), reason = %decision.reason_code, message = %decision.message, "restore step");
         let event = StatusEvent {
             created_resource_ids: decision.created,
@@ -253,11 +364,17 @@ impl<R: Restorer> RestoreService<R> {
             message: decision.message,
             ..task_event(task, decision.phase, attempt)
         };
-        let finished = decision.phase.is_terminal().then(|| event.reason_code.clone());
+        let finished = terminal.then(|| event.reason_code.clone());
         match self.reporter.report(event).await {
             Ok(()) => {
                 if let Some(reason) = finished {
                     task_finished(task, decision.phase, &reason, queued_at);
+                } else {
+                    progress.reported = Some(reported);
+                    if let Err(e) = save_progress(store.as_ref(), &key, &progress, version).await {
+                        // Only costs a repeated report of the same state.
+                        debug!(error = %e, "cannot record what was reported");
+                    }
                 }
                 decision.outcome
             }
@@ -353,6 +470,36 @@ impl<R: Restorer> Handler for RestoreService<R> {
         };
         self.report_failed(&task, delivery, code, format!("dead-lettered: {reason}")).await;
     }
+}
+
+/// A task's progress and its version (0: no record yet).
+pub async fn load_progress(store: &dyn SharedStore, key: &str) -> crate::bus::Result<(Progress, u64)> {
+    let Some(found) = store.get(key).await? else {
+        return Ok((Progress::default(), 0));
+    };
+    let mut progress: Progress = serde_json::from_slice(&found.value)
+        .map_err(|e| crate::bus::BusError::Store(format!("{key}: not a task progress record: {e}")))?;
+    progress.recorded = true;
+    Ok((progress, found.version))
+}
+
+async fn save_progress(
+    store: &dyn SharedStore,
+    key: &str,
+    progress: &Progress,
+    version: u64,
+) -> crate::bus::Result<Option<u64>> {
+    let value = serde_json::to_vec(progress).map_err(|e| crate::bus::BusError::Store(e.to_string()))?;
+    store.put_if(key, value.into(), version).await
+}
+
+/// Whether a WAITING report says what the last one said, recently enough.
+fn unchanged(last: Option<&Reported>, now: &Reported) -> bool {
+    last.is_some_and(|last| {
+        (last.phase, &last.reason_code, &last.message, &last.created)
+            == (now.phase, &now.reason_code, &now.message, &now.created)
+            && now.at.saturating_sub(last.at) < HEARTBEAT.as_secs()
+    })
 }
 
 /// Counts a task that reached a final phase. The bus's store time of the work message is when

@@ -143,7 +143,10 @@ impl KvShared {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|e| BusError::Setup { what: format!("the {SHARED_BUCKET} bucket"), message: e.to_string() })
+                    .map_err(|e| BusError::Setup {
+                        what: format!("the {SHARED_BUCKET} bucket"),
+                        message: e.to_string(),
+                    })
             })
             .await
     }
@@ -157,7 +160,9 @@ fn store_error(key: &str, e: impl std::fmt::Display) -> BusError {
 impl SharedStore for KvShared {
     async fn get(&self, key: &str) -> Result<Option<Versioned>> {
         let entry = self.bucket().await?.entry(key).await.map_err(|e| store_error(key, e))?;
-        Ok(entry.filter(|e| e.operation == kv::Operation::Put).map(|e| Versioned { value: e.value, version: e.revision }))
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| Versioned { value: e.value, version: e.revision }))
     }
 
     async fn put_if(&self, key: &str, value: Bytes, expected: u64) -> Result<Option<u64>> {

@@ -23,3 +23,8 @@ pub fn from_aws(at: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
 pub fn display(ts: Option<&Timestamp>) -> String {
     ts.and_then(from_timestamp).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
 }
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 };
 use lifeboat_common::aws::{absent_if_not_found, classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::restore::{restored_tags, Progress, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_proto::{restore_task, Backup, DynamoDbTarget, RestoreTask};
 
 /// AWS allows 50 table restores in flight per account and region.
@@ -106,7 +106,7 @@ impl Restorer for DynamoDbRestorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, _attempt: u32, _progress: &mut Progress) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
         let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
         let ddb = lifeboat_common::aws::dynamodb_client(&config, &target.account_id, &target.region);

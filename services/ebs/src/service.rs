@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lifeboat_common::aws::{Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::restore::{Progress, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_common::subjects;
 use lifeboat_proto::{restore_task, EbsTarget, RestoreTask};
 
@@ -76,7 +76,7 @@ impl Restorer for EbsRestorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, _attempt: u32, _progress: &mut Progress) -> Result<Step, AwsError> {
         let target = ebs_target(task).cloned().unwrap_or_default();
         let clients = self.clients(task, &target).await?;
         restore_step(&clients, task, &target, &self.limits).await

@@ -16,7 +16,7 @@ use aws_sdk_ec2::types::{
 };
 use lifeboat_common::aws::{classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::restore::{restored_tags, Progress, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_common::subjects::TAG_TASK_ID;
 use lifeboat_proto::{restore_task, Ec2Target, RestoreTask};
 
@@ -154,7 +154,7 @@ impl Restorer for Ec2Restorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, _attempt: u32, _progress: &mut Progress) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
         let backup = task.backup.clone().unwrap_or_default();
         let target_config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use aws_sdk_rds::types::{DbCluster, DbInstance, Tag};
 use lifeboat_common::aws::{absent_if_not_found, classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{restored_tags, RestoreService, Restorer, ServiceConfig};
+use lifeboat_common::restore::{restored_tags, Progress, RestoreService, Restorer, ServiceConfig};
 use lifeboat_common::subjects::{self, TAG_TASK_ID};
 use lifeboat_proto::{restore_task, Backup, RdsTarget, ResourceType, RestoreTask};
 
@@ -80,7 +80,7 @@ impl Restorer for RdsRestorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, _attempt: u32, _progress: &mut Progress) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
         let backup = task.backup.clone().unwrap_or_default();
         let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;

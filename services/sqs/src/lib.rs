@@ -68,10 +68,10 @@
 //! exact where AWS's lag.
 
 mod cancel;
-pub mod shared;
 mod codec;
 mod config;
 mod names;
+pub mod shared;
 mod source;
 
 use std::collections::HashMap;
