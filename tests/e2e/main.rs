@@ -16,6 +16,7 @@ mod logic;
 mod mocks;
 mod observability;
 mod operator;
+mod quota;
 mod rds;
 mod resilience;
 mod restore;
