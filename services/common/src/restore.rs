@@ -185,6 +185,8 @@ impl Default for WaitPolicy {
 pub struct ServiceConfig {
     pub consumer: ConsumerOptions,
     pub wait: WaitPolicy,
+    /// AWS's rates and caps, held with every replica in the bus's shared store.
+    pub quotas: crate::quota::QuotaConfig,
 }
 
 impl Default for ServiceConfig {
@@ -193,6 +195,7 @@ impl Default for ServiceConfig {
             // Deliveries outlast wait checks, so a slow restore ends as WAIT_TIMEOUT, not a dead letter.
             consumer: ConsumerOptions { max_deliveries: 1000, ..ConsumerOptions::default() },
             wait: WaitPolicy::default(),
+            quotas: crate::quota::QuotaConfig::default(),
         }
     }
 }
