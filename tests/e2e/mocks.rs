@@ -16,6 +16,7 @@ use lifeboat_common::Outcome;
 use lifeboat_ebs::restore::Limits;
 use lifeboat_ebs::{restore_step, Clients, Step};
 use lifeboat_proto as pb;
+use std::time::Duration;
 
 fn task() -> (pb::RestoreTask, pb::EbsTarget) {
     let target = pb::EbsTarget {
@@ -68,13 +69,22 @@ async fn throttling_is_retried_with_backoff() {
     let first = decide(Err(error.clone()), 1, &config, 100);
     assert_eq!(first.phase, pb::TaskPhase::Waiting);
     assert_eq!(first.reason_code, "RequestLimitExceeded");
-    assert_eq!(first.outcome, Outcome::RetryAfter(config.retry_initial));
+    assert_jittered(&first.outcome, config.retry_initial);
     let later = decide(Err(error), 4, &config, 100);
-    assert_eq!(later.outcome, Outcome::RetryAfter(config.retry_initial * 8), "the delay doubles per attempt");
-    assert_eq!(
-        decide(Err(lifeboat_common::aws::AwsError::retryable("x", "Throttling", "")), 30, &config, 100).outcome,
-        Outcome::RetryAfter(config.retry_max)
-    );
+    assert_jittered(&later.outcome, config.retry_initial * 8);
+    let last = decide(Err(lifeboat_common::aws::AwsError::retryable("x", "Throttling", "")), 30, &config, 100);
+    assert_jittered(&last.outcome, config.retry_max);
+}
+
+/// A retry after throttling waits between half of `full` and `full` (the delay doubles per
+/// attempt up to the cap; the jitter spreads tasks throttled together).
+fn assert_jittered(outcome: &Outcome, full: Duration) {
+    match outcome {
+        Outcome::RetryAfter(delay) => {
+            assert!(*delay >= full / 2 && *delay <= full, "{delay:?} is not within [{:?}, {full:?}]", full / 2)
+        }
+        other => panic!("expected a retry after about {full:?}, got {other:?}"),
+    }
 }
 
 #[tokio::test]

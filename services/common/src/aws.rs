@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_ec2::config::retry::{RetryPartition, TokenBucket};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -146,9 +147,10 @@ fn display_chain(err: &dyn std::error::Error) -> String {
 /// The standard credential chain and `AWS_ENDPOINT_URL`, so the same code runs against real
 /// AWS and against moto. Unless `AWS_RETRY_MODE` says otherwise, the SDK retries in adaptive
 /// mode: besides backing off, it rate-limits its own calls once AWS starts throttling them, per
-/// retry partition (see [`retry_partition_name`]).
+/// retry partition (see [`retry_partition`]). Every call has a deadline ([`timeouts`]), so a
+/// hung connection ends as a retryable `Timeout` instead of holding a message.
 pub async fn load_base_config() -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts());
     if std::env::var_os("AWS_RETRY_MODE").is_none() {
         loader = loader.retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(MAX_SDK_ATTEMPTS));
     }
@@ -158,17 +160,55 @@ pub async fn load_base_config() -> SdkConfig {
 /// Attempts the SDK makes itself before a call's error reaches Lifeboat's task-level retry.
 pub const MAX_SDK_ATTEMPTS: u32 = 4;
 
+/// Deadlines of every AWS call: connecting, one attempt, and the call with its SDK retries.
+/// Generous for the slowest Describe pages; a task-level retry follows a timeout.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .operation_timeout(Duration::from_secs(180))
+        .build()
+}
+
 /// AWS throttles per account, region and API; clients of one account and region share their
 /// retry tokens and adaptive rate limiter under this name, and no other clients do.
 pub fn retry_partition_name(service: &str, account_id: &str, region: &str) -> String {
     format!("lifeboat-{service}-{account_id}-{region}")
 }
 
+/// The retry partition of one service, account and region, the same object for every client
+/// of the process (a client is built per step). Its retry budget is sized for fan-out: the
+/// SDK's default (500 tokens, 5 per retry, refilled only by successes) is spent by a hundred
+/// tasks throttled at once, after which nothing in the account retries at all, timeouts and
+/// 5xx included. Here a throttled retry costs one token and the budget refills with time, so a
+/// burst of throttles cannot starve the other calls; Lifeboat's own shared quota buckets
+/// ([`crate::quota`]) keep throttles rare in the first place.
+pub fn retry_partition(service: &str, account_id: &str, region: &str) -> RetryPartition {
+    static PARTITIONS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, RetryPartition>>> =
+        std::sync::LazyLock::new(Default::default);
+    let name = retry_partition_name(service, account_id, region);
+    let mut partitions = PARTITIONS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    partitions
+        .entry(name.clone())
+        .or_insert_with(|| {
+            let budget = TokenBucket::builder()
+                .capacity(RETRY_BUDGET)
+                .throttling_retry_cost(1)
+                .refill_rate(RETRY_BUDGET_REFILL_PER_SECOND)
+                .build();
+            RetryPartition::custom(name).token_bucket(budget).build()
+        })
+        .clone()
+}
+
+/// Retry tokens per partition, and their refill per second.
+pub const RETRY_BUDGET: usize = 500;
+pub const RETRY_BUDGET_REFILL_PER_SECOND: f32 = 10.0;
+
 /// A DynamoDB client in its account and region's retry partition.
 pub fn dynamodb_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_dynamodb::Client {
-    let partition = retry_partition_name("dynamodb", account_id, region);
     let config = aws_sdk_dynamodb::config::Builder::from(config)
-        .retry_partition(aws_sdk_dynamodb::config::retry::RetryPartition::new(partition))
+        .retry_partition(retry_partition("dynamodb", account_id, region))
         .interceptor(AwsMetrics::new())
         .interceptor(AwsTracing::new())
         .build();
@@ -177,9 +217,8 @@ pub fn dynamodb_client(config: &SdkConfig, account_id: &str, region: &str) -> aw
 
 /// An RDS client in its account and region's retry partition.
 pub fn rds_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_rds::Client {
-    let partition = retry_partition_name("rds", account_id, region);
     let config = aws_sdk_rds::config::Builder::from(config)
-        .retry_partition(aws_sdk_rds::config::retry::RetryPartition::new(partition))
+        .retry_partition(retry_partition("rds", account_id, region))
         .interceptor(AwsMetrics::new())
         .interceptor(AwsTracing::new())
         .build();
@@ -188,9 +227,8 @@ pub fn rds_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
 
 /// An EC2 client in its account and region's retry partition (EBS, AMIs and discovery use EC2).
 pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_ec2::Client {
-    let partition = retry_partition_name("ec2", account_id, region);
     let config = aws_sdk_ec2::config::Builder::from(config)
-        .retry_partition(aws_sdk_ec2::config::retry::RetryPartition::new(partition))
+        .retry_partition(retry_partition("ec2", account_id, region))
         .interceptor(AwsMetrics::new())
         .interceptor(AwsTracing::new())
         .build();
@@ -199,9 +237,8 @@ pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
 
 /// A KMS client in its account and region's retry partition (discovery asks who manages a key).
 pub fn kms_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_kms::Client {
-    let partition = retry_partition_name("kms", account_id, region);
     let config = aws_sdk_kms::config::Builder::from(config)
-        .retry_partition(aws_sdk_kms::config::retry::RetryPartition::new(partition))
+        .retry_partition(retry_partition("kms", account_id, region))
         .interceptor(AwsMetrics::new())
         .interceptor(AwsTracing::new())
         .build();
@@ -340,4 +377,14 @@ pub fn absent_if_not_found<T>(result: Result<T, AwsError>, codes: &[&str]) -> Re
 pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
     initial.saturating_mul(factor).min(max)
+}
+
+/// "Equal jitter": half of `delay` for sure, the other half at random, so that tasks throttled
+/// together do not come back together.
+pub fn jitter(delay: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    delay / 2 + (delay / 2).mul_f64(unit)
 }

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::aws::{backoff, AwsError};
+use crate::aws::{backoff, jitter, AwsError};
 use crate::bus::{Bus, Delivery, Queue};
 use crate::consumer::{ConsumerOptions, Handler, Outcome};
 use crate::events::{task_event, Reporter};
@@ -249,7 +249,8 @@ pub fn decide(result: Result<Step, AwsError>, attempt: u32, wait: &WaitPolicy, m
             reason_code: e.code.clone(),
             message: format!("retrying: {e}"),
             created: Vec::new(),
-            outcome: Outcome::RetryAfter(backoff(attempt, wait.retry_initial, wait.retry_max)),
+            // Jittered: tasks throttled together must not come back together.
+            outcome: Outcome::RetryAfter(jitter(backoff(attempt, wait.retry_initial, wait.retry_max))),
         },
         Err(e) => done(TaskPhase::Failed, e.code.clone(), e.to_string(), Vec::new()),
     }
