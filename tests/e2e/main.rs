@@ -14,6 +14,7 @@ mod guard;
 mod invalid;
 mod logic;
 mod mocks;
+mod nats_settings;
 mod observability;
 mod operator;
 mod quota;

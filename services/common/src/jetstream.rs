@@ -2,6 +2,7 @@
 //! for events, durable pull consumers, `Nats-Msg-Id` dedupe and delayed naks.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
@@ -18,30 +19,120 @@ const MAX_PUBLISHES_IN_FLIGHT: usize = 512;
 /// out their ack deadline in the client's buffer.
 const PULL_BATCH: usize = 32;
 
+/// How to reach NATS beyond its URL: credentials, TLS and the replication of what Lifeboat
+/// creates. Read from the environment variables the `nats` CLI uses, so one set of settings
+/// serves both.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatsSettings {
+    /// `NATS_USER` and `NATS_PASSWORD`.
+    pub user_password: Option<(String, String)>,
+    /// `NATS_TOKEN`.
+    pub token: Option<String>,
+    /// `NATS_NKEY`: an nkey seed (`SU...`).
+    pub nkey_seed: Option<String>,
+    /// `NATS_CREDS`: a credentials file (JWT and nkey seed).
+    pub creds_file: Option<PathBuf>,
+    /// `NATS_CA`: CA certificates (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// `NATS_CERT` and `NATS_KEY`: a client certificate and its key (PEM), for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// `NATS_TLS_REQUIRED=true`: refuse a connection without TLS (also implied by a `tls://` URL).
+    pub require_tls: bool,
+    /// `LIFEBOAT_NATS_REPLICAS`: replicas of every stream and bucket Lifeboat creates (1 on a
+    /// single server, 3 in a cluster). Existing streams are updated to it.
+    pub replicas: usize,
+}
+
+impl NatsSettings {
+    pub fn from_env() -> std::result::Result<Self, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let user_password = match (var("NATS_USER"), var("NATS_PASSWORD")) {
+            (Some(user), Some(password)) => Some((user, password)),
+            (None, None) => None,
+            _ => return Err("NATS_USER and NATS_PASSWORD must be given together".into()),
+        };
+        let client_cert = match (var("NATS_CERT"), var("NATS_KEY")) {
+            (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+            (None, None) => None,
+            _ => return Err("NATS_CERT and NATS_KEY must be given together".into()),
+        };
+        let replicas = match var("LIFEBOAT_NATS_REPLICAS") {
+            Some(value) => match value.parse::<usize>() {
+                Ok(n @ 1..=5) => n,
+                _ => return Err(format!("LIFEBOAT_NATS_REPLICAS: `{value}` is not 1 to 5")),
+            },
+            None => 1,
+        };
+        Ok(Self {
+            user_password,
+            token: var("NATS_TOKEN"),
+            nkey_seed: var("NATS_NKEY"),
+            creds_file: var("NATS_CREDS").map(PathBuf::from),
+            ca_file: var("NATS_CA").map(PathBuf::from),
+            client_cert,
+            require_tls: var("NATS_TLS_REQUIRED").is_some_and(|v| v == "true" || v == "1"),
+            replicas,
+        })
+    }
+
+    async fn connect_options(&self) -> std::io::Result<async_nats::ConnectOptions> {
+        let mut options = match &self.creds_file {
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path).await?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        if let Some((user, password)) = &self.user_password {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(seed) = &self.nkey_seed {
+            options = options.nkey(seed.clone());
+        }
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(options.require_tls(self.require_tls).name("lifeboat"))
+    }
+}
+
 #[derive(Clone)]
 pub struct JetStreamBus {
     client: async_nats::Client,
     context: jetstream::Context,
+    replicas: usize,
     /// The bucket of cancelled requests, opened (or created) on first use.
     cancellations: std::sync::Arc<tokio::sync::OnceCell<jetstream::kv::Store>>,
     shared: std::sync::Arc<crate::shared::KvShared>,
 }
 
 impl JetStreamBus {
-    /// Connects and makes sure every stream exists.
+    /// Connects with the settings of the environment ([`NatsSettings::from_env`]) and makes
+    /// sure every stream exists as configured.
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .name("lifeboat")
-            .connect(url)
-            .await
-            .map_err(|e| BusError::Connect { url: url.to_string(), message: e.to_string() })?;
-        Self::from_client(client).await
+        let settings =
+            NatsSettings::from_env().map_err(|message| BusError::Connect { url: url.to_string(), message })?;
+        Self::connect_with(url, &settings).await
+    }
+
+    pub async fn connect_with(url: &str, settings: &NatsSettings) -> Result<Self> {
+        let failed = |message: String| BusError::Connect { url: url.to_string(), message };
+        let options = settings.connect_options().await.map_err(|e| failed(format!("NATS_CREDS: {e}")))?;
+        let client = options.connect(url).await.map_err(|e| failed(e.to_string()))?;
+        Self::with_replicas(client, settings.replicas.max(1)).await
     }
 
     pub async fn from_client(client: async_nats::Client) -> Result<Self> {
+        Self::with_replicas(client, 1).await
+    }
+
+    async fn with_replicas(client: async_nats::Client, replicas: usize) -> Result<Self> {
         let context = jetstream::new(client.clone());
-        let shared = std::sync::Arc::new(crate::shared::KvShared::new(context.clone(), 1));
-        let bus = Self { client, context, cancellations: Default::default(), shared };
+        let shared = std::sync::Arc::new(crate::shared::KvShared::new(context.clone(), replicas));
+        let bus = Self { client, context, replicas, cancellations: Default::default(), shared };
         bus.ensure_streams().await?;
         Ok(bus)
     }
@@ -54,7 +145,8 @@ impl JetStreamBus {
         &self.context
     }
 
-    /// Creates the streams if they are missing (idempotent; safe from every service).
+    /// Creates the streams if they are missing, and updates those whose configuration differs
+    /// (replicas, subjects, ages) to Lifeboat's. Idempotent; safe from every service.
     pub async fn ensure_streams(&self) -> Result<()> {
         let stream = |name: &str, subject: String, retention, max_age, max_messages_per_subject| stream::Config {
             name: name.to_string(),
@@ -64,6 +156,7 @@ impl JetStreamBus {
             max_messages_per_subject,
             storage: stream::StorageType::File,
             duplicate_window: subjects::DUPLICATE_WINDOW,
+            num_replicas: self.replicas,
             ..Default::default()
         };
         let (work_queue, limits) = (stream::RetentionPolicy::WorkQueue, stream::RetentionPolicy::Limits);
@@ -97,7 +190,7 @@ impl JetStreamBus {
         for config in streams {
             let name = config.name.clone();
             self.context
-                .get_or_create_stream(config)
+                .create_or_update_stream(config)
                 .await
                 .map_err(|e| BusError::Setup { what: format!("stream {name}"), message: e.to_string() })?;
         }
@@ -117,6 +210,7 @@ impl JetStreamBus {
                         history: 1,
                         max_age: subjects::CANCELLATIONS_MAX_AGE,
                         storage: stream::StorageType::File,
+                        num_replicas: self.replicas,
                         ..Default::default()
                     })
                     .await
@@ -225,49 +319,70 @@ impl Bus for JetStreamBus {
     }
 
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>> {
-        let stream_name = Self::stream_of(queue);
         let name = queue.consumer_name();
         let setup =
             |e: &dyn std::fmt::Display| BusError::Setup { what: format!("consumer {name}"), message: e.to_string() };
-        let stream = self.context.get_stream(stream_name).await.map_err(|e| setup(&e))?;
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: queue.filter_subject(),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: options.ack_wait,
-                    // Lifeboat's consumer loop bounds deliveries itself and dead-letters.
-                    max_deliver: -1,
-                    max_ack_pending: options.max_ack_pending,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| setup(&e))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| setup(&e))?;
-        Ok(Box::new(JetStreamSource { messages }))
+        let stream = self.context.get_stream(Self::stream_of(queue)).await.map_err(|e| setup(&e))?;
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: queue.filter_subject(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: options.ack_wait,
+            // Lifeboat's consumer loop bounds deliveries itself and dead-letters.
+            max_deliver: -1,
+            max_ack_pending: options.max_ack_pending,
+            num_replicas: self.replicas,
+            ..Default::default()
+        };
+        let messages = open_messages(&stream, &config).await.map_err(|e| setup(&e))?;
+        Ok(Box::new(JetStreamSource { stream, config, messages }))
     }
 }
 
+/// Creates the durable consumer, or updates it when its configuration differs (a new ack
+/// wait, say), and starts pulling from it.
+async fn open_messages(stream: &stream::Stream, config: &pull::Config) -> std::result::Result<pull::Stream, String> {
+    let consumer: jetstream::consumer::Consumer<pull::Config> =
+        stream.create_consumer(config.clone()).await.map_err(|e| e.to_string())?;
+    consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 struct JetStreamSource {
+    stream: stream::Stream,
+    config: pull::Config,
     messages: pull::Stream,
+}
+
+impl JetStreamSource {
+    /// After a pull error (the consumer deleted, heartbeats missed while the server restarted):
+    /// the consumer is created again as configured and pulling resumes. Unacknowledged messages
+    /// stay in the work-queue stream, so nothing is lost.
+    async fn reopen(&mut self, cause: String) -> BusError {
+        match open_messages(&self.stream, &self.config).await {
+            Ok(messages) => {
+                self.messages = messages;
+                tracing::warn!(error = %cause, "pulling failed; consumer opened again");
+                BusError::Receive(format!("{cause} (consumer opened again)"))
+            }
+            Err(e) => BusError::Receive(format!("{cause}; opening the consumer again failed: {e}")),
+        }
+    }
 }
 
 #[async_trait]
 impl WorkSource for JetStreamSource {
     async fn next(&mut self) -> Option<Result<Delivery>> {
-        let message = match self.messages.next().await? {
-            Ok(message) => message,
-            Err(e) => return Some(Err(BusError::Receive(e.to_string()))),
+        let message = match self.messages.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return Some(Err(self.reopen(e.to_string()).await)),
+            None => return Some(Err(self.reopen("the pull stream ended".to_string()).await)),
         };
         let info = message.info().ok();
         let attempt = info.as_ref().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
