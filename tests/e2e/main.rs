@@ -18,6 +18,7 @@ mod observability;
 mod operator;
 mod quota;
 mod rds;
+mod rds_scale;
 mod resilience;
 mod restore;
 mod sqs;
