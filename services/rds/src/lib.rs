@@ -4,8 +4,12 @@
 //! cluster snapshots or to a point in time, with a writer instance. The source's settings
 //! captured by discovery are applied unless the target overrides them; what cannot be applied
 //! is a named SETTINGS_NOT_RESTORED warning. Idempotent by the deterministic target identifier:
-//! a database of that name carrying our `lifeboat:task-id` tag is ours; anyone else's is a clear
-//! failure. Once available, the security groups and tags asked for are put in place.
+//! a database of that name carrying our `lifeboat:task-id` tag is ours (adopted also when a
+//! concurrent duplicate made it first and the call answered AlreadyExists); anyone else's is a
+//! TARGET_NAME_TAKEN failure. What a task creates is recorded in its progress as AWS accepts it
+//! and re-checked by id in batches ([`checks`]); cross-region copies hold a slot of the copy cap
+//! shared by every replica. Once available, the security groups and tags asked for are put in
+//! place.
 
 pub mod checks;
 pub mod settings;
