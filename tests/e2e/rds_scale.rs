@@ -145,11 +145,10 @@ async fn several_restores_at_once_are_checked_by_batched_describes_and_each_inst
     running.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_rds_replicas_hold_at_most_the_shared_copy_cap() {
+async fn two_rds_replicas_hold_at_most_the_shared_copy_cap(transport: Transport) {
     init_logging();
     const COUNT: usize = 4;
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let rds = Client::new(&servers.aws("us-east-1"));
     fleet(&rds, COUNT).await;
     subnet_group(&servers, "us-west-2", "west-subnets").await;
@@ -189,6 +188,8 @@ async fn two_rds_replicas_hold_at_most_the_shared_copy_cap() {
     let held = Quotas::new(servers.shared_bus().await.shared(), QuotaConfig::default());
     assert_eq!(held.held(&Quotas::slot_key(Cap::RdsCopies, ACCOUNT, "us-west-2")).await.unwrap(), 0, "all given back");
 }
+
+on_both_transports!(two_rds_replicas_hold_at_most_the_shared_copy_cap);
 
 fn task(region: &str) -> (pb::RestoreTask, pb::RdsTarget) {
     let target = pb::RdsTarget {
