@@ -19,6 +19,7 @@ mod observability;
 mod operator;
 mod quota;
 mod rds;
+mod rds_scale;
 mod resilience;
 mod restore;
 mod sqs;

@@ -825,11 +825,16 @@ mod rds {
     use chrono::TimeZone;
     use lifeboat_discovery::rds::{instance_window, point_in_time, restore_time, Selection};
     use lifeboat_proto as pb;
-    use lifeboat_rds::{instance_step, Clients, Limits, Step};
+    use lifeboat_rds::{instance_step, Clients, Context, Step};
 
     const ARN: &str = "arn:aws:rds:us-east-1:123456789012:auto-backup:ab-orders";
     const DAY: i64 = 86_400;
     const NOW: i64 = 1_790_000_000;
+
+    fn context() -> Context {
+        let store = std::sync::Arc::new(lifeboat_common::shared::MemoryStore::default());
+        Context::new(store, lifeboat_common::quota::QuotaConfig::default())
+    }
 
     fn at(secs: i64) -> chrono::DateTime<chrono::Utc> {
         chrono::Utc.timestamp_opt(secs, 0).unwrap()
@@ -908,7 +913,7 @@ mod rds {
             ..Default::default()
         };
         let clients = Clients { target: target_client, source: None };
-        let step = instance_step(&clients, &task, &target, &Limits::new(20)).await.unwrap();
+        let step = instance_step(&context(), &clients, &task, &target, 1, &mut Default::default()).await.unwrap();
         assert!(
             matches!(&step, Step::Waiting { created, .. } if created == &["orders-restored".to_string()]),
             "{step:?}"
@@ -1018,7 +1023,7 @@ mod rds {
             ..Default::default()
         };
         let clients = Clients { target: target_client, source: Some(source_client) };
-        let step = instance_step(&clients, &task, &target, &Limits::new(20)).await.unwrap();
+        let step = instance_step(&context(), &clients, &task, &target, 1, &mut Default::default()).await.unwrap();
         assert!(matches!(&step, Step::Waiting { created, .. } if created == &["ledger".to_string()]), "{step:?}");
         assert_eq!((share.num_calls(), restore.num_calls()), (1, 1), "shared from the source, restored in the target");
     }

@@ -4,9 +4,14 @@
 //! cluster snapshots or to a point in time, with a writer instance. The source's settings
 //! captured by discovery are applied unless the target overrides them; what cannot be applied
 //! is a named SETTINGS_NOT_RESTORED warning. Idempotent by the deterministic target identifier:
-//! a database of that name carrying our `lifeboat:task-id` tag is ours; anyone else's is a clear
-//! failure. Once available, the security groups and tags asked for are put in place.
+//! a database of that name carrying our `lifeboat:task-id` tag is ours (adopted also when a
+//! concurrent duplicate made it first and the call answered AlreadyExists); anyone else's is a
+//! TARGET_NAME_TAKEN failure. What a task creates is recorded in its progress as AWS accepts it
+//! and re-checked by id in batches ([`checks`]); cross-region copies hold a slot of the copy cap
+//! shared by every replica. Once available, the security groups and tags asked for are put in
+//! place.
 
+pub mod checks;
 pub mod settings;
 mod snapshot;
 
@@ -14,39 +19,63 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_rds::types::{DbCluster, DbInstance, Tag};
-use lifeboat_common::aws::{absent_if_not_found, classify, Accounts, AwsError};
+use lifeboat_common::aws::{classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
+use lifeboat_common::quota::QuotaConfig;
 use lifeboat_common::restore::{restored_tags, Progress, RestoreService, Restorer, ServiceConfig};
-use lifeboat_common::subjects::{self, TAG_TASK_ID};
+use lifeboat_common::shared::SharedStore;
+use lifeboat_common::subjects::TAG_TASK_ID;
 use lifeboat_proto::{restore_task, Backup, RdsTarget, ResourceType, RestoreTask};
 
-pub use lifeboat_common::restore::Step;
-pub use snapshot::{Limits, TAG_RESTORE_COPY};
+use checks::{group, Checks};
 
-#[derive(Clone, Debug)]
+pub use lifeboat_common::restore::Step;
+pub use snapshot::{Copies, COPY, TAG_RESTORE_COPY};
+
+/// Progress roles of what a task creates: the restored instance, or the cluster and its writer.
+pub const DB: &str = "db";
+pub const CLUSTER: &str = "cluster";
+pub const WRITER: &str = "writer";
+
+/// The reason a restore fails when its target identifier belongs to something it did not make.
+pub const TARGET_NAME_TAKEN: &str = "TARGET_NAME_TAKEN";
+
+/// The copy cap (`rds.copies`) comes from `service.quotas`.
+#[derive(Clone, Debug, Default)]
 pub struct RdsConfig {
     pub service: ServiceConfig,
-    /// Cross-region snapshot copies in flight per destination region (AWS allows 20).
-    pub max_copies_per_region: usize,
-}
-
-impl Default for RdsConfig {
-    fn default() -> Self {
-        Self { service: ServiceConfig::default(), max_copies_per_region: subjects::MAX_SNAPSHOT_COPIES_PER_REGION }
-    }
 }
 
 pub type RdsService = RestoreService<RdsRestorer>;
 
 /// The RDS service, ready to `run`.
 pub fn service(accounts: Arc<Accounts>, bus: Arc<dyn Bus>, config: RdsConfig) -> Arc<RdsService> {
-    let limits = Limits::new(config.max_copies_per_region);
-    RestoreService::new(RdsRestorer { accounts, limits }, bus, config.service)
+    let cx = Context::new(bus.shared(), config.service.quotas.clone());
+    RestoreService::new(RdsRestorer { accounts, cx }, bus, config.service)
+}
+
+/// What every step of one process shares: the batched status checks, and the copy cap held
+/// with every other replica.
+pub struct Context {
+    pub checks: Checks,
+    pub copies: Copies,
+}
+
+impl Context {
+    pub fn new(store: Arc<dyn SharedStore>, quotas: QuotaConfig) -> Self {
+        Self { checks: Checks::default(), copies: Copies::new(store, quotas) }
+    }
 }
 
 pub struct RdsRestorer {
     accounts: Arc<Accounts>,
-    limits: Limits,
+    cx: Context,
+}
+
+impl RdsRestorer {
+    pub fn context(&self) -> &Context {
+        &self.cx
+    }
 }
 
 /// The clients a restore step uses: the target account's in the target region, and for a
@@ -80,7 +109,7 @@ impl Restorer for RdsRestorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32, _progress: &mut Progress) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
         let backup = task.backup.clone().unwrap_or_default();
         let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
@@ -93,9 +122,9 @@ impl Restorer for RdsRestorer {
         let clients =
             Clients { target: lifeboat_common::aws::rds_client(&config, &target.account_id, &target.region), source };
         if task.resource_type == ResourceType::RdsCluster as i32 {
-            cluster_step(&clients, task, &target).await
+            cluster_step(&self.cx, &clients, task, &target, attempt, progress).await
         } else {
-            instance_step(&clients, task, &target, &self.limits).await
+            instance_step(&self.cx, &clients, task, &target, attempt, progress).await
         }
     }
 }
@@ -109,17 +138,6 @@ fn tags(task: &RestoreTask, target: &RdsTarget, not_applied: Option<String>) -> 
 fn is_ours(tag_list: &[Tag], task_id: &str) -> bool {
     tag_list.iter().any(|t| t.key() == Some(TAG_TASK_ID) && t.value() == Some(task_id))
 }
-
-/// RDS's "no such instance, cluster or snapshot" codes.
-pub(crate) const NOT_FOUND: &[&str] = &[
-    "DBInstanceNotFound",
-    "DBInstanceNotFoundFault",
-    "DBClusterNotFoundFault",
-    "DBClusterNotFound",
-    "DBSnapshotNotFound",
-    "DBSnapshotNotFoundFault",
-    "DBClusterSnapshotNotFoundFault",
-];
 
 /// What a status means: done, still going, or failed.
 fn by_status(what: &str, status: &str) -> Option<Step> {
@@ -139,17 +157,28 @@ fn by_status(what: &str, status: &str) -> Option<Step> {
     }
 }
 
-async fn find_instance(rds: &aws_sdk_rds::Client, id: &str) -> Result<Option<DbInstance>, AwsError> {
-    let described = rds.describe_db_instances().db_instance_identifier(id).send().await;
-    let found = absent_if_not_found(described.map_err(|e| classify("rds:DescribeDBInstances", e)), NOT_FOUND)?;
-    Ok(found.and_then(|output| output.db_instances().first().cloned()))
+/// RDS's "that identifier is taken" codes (wire and model names).
+const INSTANCE_EXISTS: &[&str] = &["DBInstanceAlreadyExists", "DBInstanceAlreadyExistsFault"];
+const CLUSTER_EXISTS: &[&str] = &["DBClusterAlreadyExistsFault", "DBClusterAlreadyExists"];
+
+fn already_exists(e: &AwsError, codes: &[&str]) -> bool {
+    codes.contains(&e.code.as_str())
 }
 
-async fn find_cluster(rds: &aws_sdk_rds::Client, id: &str) -> Result<Option<DbCluster>, AwsError> {
-    let described = rds.describe_db_clusters().db_cluster_identifier(id).send().await;
-    let found = absent_if_not_found(described.map_err(|e| classify("rds:DescribeDBClusters", e)), NOT_FOUND)?;
-    Ok(found.and_then(|output| output.db_clusters().first().cloned()))
+/// AWS said the name is taken but does not show it yet: look again later.
+fn not_visible(operation: &'static str, e: AwsError) -> AwsError {
+    AwsError::retryable(operation, e.code, format!("{} (not visible yet; will look again)", e.message))
 }
+
+/// `what` exists and is not this task's: a failure naming it and what to change.
+fn name_taken(what: &str, fix: &str) -> Step {
+    Step::Failed {
+        code: TARGET_NAME_TAKEN.into(),
+        message: format!("{what} exists and was not restored by this task; {fix}"),
+    }
+}
+
+const RENAME: &str = "choose another target name (target.rds.name)";
 
 fn same_place(backup: &Backup, target: &RdsTarget) -> bool {
     backup.region == target.region && backup.account_id == target.account_id
@@ -198,18 +227,24 @@ macro_rules! with_cluster_settings {
     }};
 }
 
-/// One step of a DB instance restore.
+/// One step of a DB instance restore. The instance is checked (batched, by identifier) once
+/// recorded, or in the crash window; otherwise it is restored, and a duplicate's instance
+/// (AlreadyExists) re-read and adopted when it is ours.
 pub async fn instance_step(
+    cx: &Context,
     clients: &Clients,
     task: &RestoreTask,
     target: &RdsTarget,
-    limits: &Limits,
+    attempt: u32,
+    progress: &mut Progress,
 ) -> Result<Step, AwsError> {
     let rds = &clients.target;
     let backup = task.backup.clone().unwrap_or_default();
     let name = target.name.as_str();
-    if let Some(db) = find_instance(rds, name).await? {
-        return restored_instance(rds, task, target, &backup, &db).await;
+    if progress.id(DB).is_some() || progress.may_have_lost(attempt) {
+        if let Some(db) = cx.checks.instance(&group(&target.account_id, &target.region), rds, name).await? {
+            return restored_instance(rds, task, target, &backup, &db, progress).await;
+        }
     }
     let wanted = settings::checked(rds, &backup, target, false).await?;
     let not_applied = settings::not_applied_tag(&wanted);
@@ -228,39 +263,61 @@ pub async fn instance_step(
             .set_source_db_instance_automated_backups_arn(deleted)
             .target_db_instance_identifier(name)
             .restore_time(aws_smithy_types::DateTime::from_secs(at.seconds));
-        with_instance_settings!(restore, wanted, tags(task, target, not_applied))
+        let restored = with_instance_settings!(restore, wanted, tags(task, target, not_applied))
             .send()
             .await
-            .map_err(|e| classify("rds:RestoreDBInstanceToPointInTime", e))?;
-        return Ok(Step::Waiting {
-            what: format!("DB instance {name} is being restored"),
-            created: vec![name.to_string()],
-        });
+            .map(|_| format!("DB instance {name} is being restored"))
+            .map_err(|e| classify("rds:RestoreDBInstanceToPointInTime", e));
+        return created_instance(cx, rds, task, target, &backup, restored, progress).await;
     }
-    let snapshot = if same_place(&backup, target) {
-        backup.backup_id.clone()
+    let copy = if same_place(&backup, target) {
+        Ok(backup.backup_id.clone())
     } else if let Some(source) = &clients.source {
         // Another account: a snapshot of the source account's, shared with the target.
-        match snapshot::shared_instance_snapshot(source, task, &backup, target, limits).await? {
-            Ok(arn) => arn,
-            Err(step) => return Ok(step),
-        }
+        snapshot::shared_instance_snapshot(cx, source, task, &backup, target, attempt, progress).await?
     } else {
-        match snapshot::copied_instance_snapshot(rds, task, &backup, target, limits).await? {
-            Ok(copy) => copy,
-            Err(step) => return Ok(step),
-        }
+        snapshot::copied_instance_snapshot(cx, rds, task, &backup, target, attempt, progress).await?
+    };
+    let snapshot = match copy {
+        Ok(snapshot) => snapshot,
+        Err(step) => return Ok(step),
     };
     let restore =
         rds.restore_db_instance_from_db_snapshot().db_instance_identifier(name).db_snapshot_identifier(&snapshot);
-    with_instance_settings!(restore, wanted, tags(task, target, not_applied))
+    let restored = with_instance_settings!(restore, wanted, tags(task, target, not_applied))
         .send()
         .await
-        .map_err(|e| classify("rds:RestoreDBInstanceFromDBSnapshot", e))?;
-    Ok(Step::Waiting {
-        what: format!("DB instance {name} is being restored from {snapshot}"),
-        created: vec![name.to_string()],
-    })
+        .map(|_| format!("DB instance {name} is being restored from {snapshot}"))
+        .map_err(|e| classify("rds:RestoreDBInstanceFromDBSnapshot", e));
+    created_instance(cx, rds, task, target, &backup, restored, progress).await
+}
+
+/// After a restore call (`Ok` says what is under way): the instance recorded; or, when the name
+/// is taken, the instance of that name re-read and adopted if this task made it (a concurrent
+/// duplicate delivery), else a failure naming the name.
+async fn created_instance(
+    cx: &Context,
+    rds: &aws_sdk_rds::Client,
+    task: &RestoreTask,
+    target: &RdsTarget,
+    backup: &Backup,
+    restored: Result<String, AwsError>,
+    progress: &mut Progress,
+) -> Result<Step, AwsError> {
+    let name = target.name.as_str();
+    match restored {
+        Ok(what) => {
+            progress.record(DB, name);
+            Ok(Step::Waiting { what, created: vec![name.to_string()] })
+        }
+        Err(e) if already_exists(&e, INSTANCE_EXISTS) => {
+            match cx.checks.instance(&group(&target.account_id, &target.region), rds, name).await? {
+                Some(db) => restored_instance(rds, task, target, backup, &db, progress).await,
+                None => Err(not_visible(e.operation, e)),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A restored instance of this name: ours and available, then put the security groups and
@@ -271,14 +328,13 @@ async fn restored_instance(
     target: &RdsTarget,
     backup: &Backup,
     db: &DbInstance,
+    progress: &mut Progress,
 ) -> Result<Step, AwsError> {
     let name = target.name.as_str();
     if !is_ours(db.tag_list(), &task.task_id) {
-        return Ok(Step::Failed {
-            code: "DBInstanceAlreadyExists".into(),
-            message: format!("DB instance {name} exists and was not restored by this task"),
-        });
+        return Ok(name_taken(&format!("DB instance {name}"), RENAME));
     }
+    progress.record(DB, name);
     let what = format!("DB instance {name}");
     if let Some(step) = by_status(&what, db.db_instance_status().unwrap_or("creating")) {
         return Ok(with_created(step, name));
@@ -326,73 +382,33 @@ fn with_created(step: Step, id: &str) -> Step {
 }
 
 /// One step of an Aurora cluster restore: the cluster, then its writer instance (of the
-/// target's class, else the source writer's).
-pub async fn cluster_step(clients: &Clients, task: &RestoreTask, target: &RdsTarget) -> Result<Step, AwsError> {
+/// target's class, else the source writer's). Both are checked by identifier once recorded
+/// and adopted from a concurrent duplicate, as instances are.
+pub async fn cluster_step(
+    cx: &Context,
+    clients: &Clients,
+    task: &RestoreTask,
+    target: &RdsTarget,
+    attempt: u32,
+    progress: &mut Progress,
+) -> Result<Step, AwsError> {
     let rds = &clients.target;
     let backup = task.backup.clone().unwrap_or_default();
     let name = target.name.as_str();
-    let engine = backup.settings.get(settings::ENGINE).cloned().unwrap_or_else(|| "aurora-postgresql".to_string());
-    let Some(cluster) = find_cluster(rds, name).await? else {
-        if backup.region != target.region {
-            return Ok(Step::Failed {
-                code: "CLUSTER_SAME_REGION_ONLY".into(),
-                message: "Aurora clusters are restored in the source's region; copy the cluster snapshot first".into(),
-            });
-        }
-        let wanted = settings::checked(rds, &backup, target, true).await?;
-        let not_applied = settings::not_applied_tag(&wanted);
-        let kms = (!target.kms_key_id.is_empty()).then(|| target.kms_key_id.clone());
-        match &backup.restore_time {
-            Some(_) if !same_place(&backup, target) => {
-                return Ok(Step::Failed {
-                    code: "PITR_SAME_REGION_ONLY".into(),
-                    message: "point-in-time restores of clusters are made in the source's account and region".into(),
-                })
-            }
-            Some(at) => {
-                let restore = rds
-                    .restore_db_cluster_to_point_in_time()
-                    .db_cluster_identifier(name)
-                    .source_db_cluster_identifier(&backup.source_resource_id)
-                    .restore_to_time(aws_smithy_types::DateTime::from_secs(at.seconds));
-                with_cluster_settings!(restore, wanted, kms, tags(task, target, not_applied))
-                    .send()
-                    .await
-                    .map_err(|e| classify("rds:RestoreDBClusterToPointInTime", e))?;
-            }
-            None => {
-                let snapshot = match &clients.source {
-                    Some(source) if backup.account_id != target.account_id => {
-                        match snapshot::shared_cluster_snapshot(source, task, &backup, target).await? {
-                            Ok(arn) => arn,
-                            Err(step) => return Ok(step),
-                        }
-                    }
-                    _ => backup.backup_id.clone(),
-                };
-                let restore = rds
-                    .restore_db_cluster_from_snapshot()
-                    .db_cluster_identifier(name)
-                    .snapshot_identifier(&snapshot)
-                    .engine(&engine)
-                    .set_engine_version(backup.settings.get(settings::ENGINE_VERSION).cloned());
-                with_cluster_settings!(restore, wanted, kms, tags(task, target, not_applied))
-                    .send()
-                    .await
-                    .map_err(|e| classify("rds:RestoreDBClusterFromSnapshot", e))?;
-            }
-        }
-        return Ok(Step::Waiting {
-            what: format!("cluster {name} is being restored"),
-            created: vec![name.to_string()],
-        });
+    let batch = group(&target.account_id, &target.region);
+    let look = progress.id(CLUSTER).is_some() || progress.may_have_lost(attempt);
+    let found = if look { cx.checks.cluster(&batch, rds, name).await? } else { None };
+    let cluster = match found {
+        Some(cluster) => cluster,
+        None => match restore_cluster(cx, clients, task, target, attempt, progress).await? {
+            Ok(cluster) => cluster,
+            Err(step) => return Ok(step),
+        },
     };
     if !is_ours(cluster.tag_list(), &task.task_id) {
-        return Ok(Step::Failed {
-            code: "DBClusterAlreadyExists".into(),
-            message: format!("DB cluster {name} exists and was not restored by this task"),
-        });
+        return Ok(name_taken(&format!("DB cluster {name}"), RENAME));
     }
+    progress.record(CLUSTER, name);
     if let Some(step) = by_status(&format!("cluster {name}"), cluster.status().unwrap_or("creating")) {
         return Ok(with_created(step, name));
     }
@@ -413,30 +429,157 @@ pub async fn cluster_step(clients: &Clients, task: &RestoreTask, target: &RdsTar
     };
     let writer = format!("{name}-writer");
     let created = vec![name.to_string(), writer.clone()];
-    match find_instance(rds, &writer).await? {
+    let instance = match writer_instance(cx, rds, task, target, &asked, attempt, progress).await? {
+        Ok(instance) => instance,
+        Err(step) => return Ok(step),
+    };
+    match by_status(&format!("writer {writer}"), instance.db_instance_status().unwrap_or("creating")) {
+        Some(Step::Waiting { what, .. }) => Ok(Step::Waiting { what, created }),
+        Some(failed) => Ok(failed),
+        None => Ok(Step::Done {
+            message: format!("cluster {name} and writer {writer} ({class}) are available"),
+            created,
+            warnings,
+        }),
+    }
+}
+
+/// Restores the cluster: `Err(step)` to report while it is under way (or why it cannot be), or
+/// `Ok(cluster)` when the name was taken and the cluster of that name is to be judged.
+async fn restore_cluster(
+    cx: &Context,
+    clients: &Clients,
+    task: &RestoreTask,
+    target: &RdsTarget,
+    attempt: u32,
+    progress: &mut Progress,
+) -> Result<Result<DbCluster, Step>, AwsError> {
+    let rds = &clients.target;
+    let backup = task.backup.clone().unwrap_or_default();
+    let name = target.name.as_str();
+    let engine = backup.settings.get(settings::ENGINE).cloned().unwrap_or_else(|| "aurora-postgresql".to_string());
+    if backup.region != target.region {
+        return Ok(Err(Step::Failed {
+            code: "CLUSTER_SAME_REGION_ONLY".into(),
+            message: "Aurora clusters are restored in the source's region; copy the cluster snapshot first".into(),
+        }));
+    }
+    let wanted = settings::checked(rds, &backup, target, true).await?;
+    let not_applied = settings::not_applied_tag(&wanted);
+    let kms = (!target.kms_key_id.is_empty()).then(|| target.kms_key_id.clone());
+    let restored = match &backup.restore_time {
+        Some(_) if !same_place(&backup, target) => {
+            return Ok(Err(Step::Failed {
+                code: "PITR_SAME_REGION_ONLY".into(),
+                message: "point-in-time restores of clusters are made in the source's account and region".into(),
+            }))
+        }
+        Some(at) => {
+            let restore = rds
+                .restore_db_cluster_to_point_in_time()
+                .db_cluster_identifier(name)
+                .source_db_cluster_identifier(&backup.source_resource_id)
+                .restore_to_time(aws_smithy_types::DateTime::from_secs(at.seconds));
+            with_cluster_settings!(restore, wanted, kms, tags(task, target, not_applied))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| classify("rds:RestoreDBClusterToPointInTime", e))
+        }
         None => {
-            rds.create_db_instance()
+            let snapshot = match &clients.source {
+                Some(source) if backup.account_id != target.account_id => {
+                    match snapshot::shared_cluster_snapshot(cx, source, task, &backup, target, attempt, progress)
+                        .await?
+                    {
+                        Ok(arn) => arn,
+                        Err(step) => return Ok(Err(step)),
+                    }
+                }
+                _ => backup.backup_id.clone(),
+            };
+            let restore = rds
+                .restore_db_cluster_from_snapshot()
+                .db_cluster_identifier(name)
+                .snapshot_identifier(&snapshot)
+                .engine(&engine)
+                .set_engine_version(backup.settings.get(settings::ENGINE_VERSION).cloned());
+            with_cluster_settings!(restore, wanted, kms, tags(task, target, not_applied))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| classify("rds:RestoreDBClusterFromSnapshot", e))
+        }
+    };
+    match restored {
+        Ok(()) => {
+            progress.record(CLUSTER, name);
+            Ok(Err(Step::Waiting {
+                what: format!("cluster {name} is being restored"),
+                created: vec![name.to_string()],
+            }))
+        }
+        Err(e) if already_exists(&e, CLUSTER_EXISTS) => {
+            let found = cx.checks.cluster(&group(&target.account_id, &target.region), rds, name).await?;
+            found.map(Ok).ok_or_else(|| not_visible(e.operation, e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The cluster's writer instance (of `asked`'s class), ours: `Err(step)` while it is being
+/// created or when its name is someone else's.
+async fn writer_instance(
+    cx: &Context,
+    rds: &aws_sdk_rds::Client,
+    task: &RestoreTask,
+    target: &RdsTarget,
+    asked: &settings::Wanted,
+    attempt: u32,
+    progress: &mut Progress,
+) -> Result<Result<DbInstance, Step>, AwsError> {
+    let name = target.name.as_str();
+    let writer = format!("{name}-writer");
+    let class = asked.instance_class.clone().unwrap_or_default();
+    let batch = group(&target.account_id, &target.region);
+    let look = progress.id(WRITER).is_some() || progress.may_have_lost(attempt);
+    let found = if look { cx.checks.instance(&batch, rds, &writer).await? } else { None };
+    let instance = match found {
+        Some(found) => found,
+        None => {
+            let engine = task.backup.as_ref().and_then(|b| b.settings.get(settings::ENGINE)).cloned();
+            let created = rds
+                .create_db_instance()
                 .db_instance_identifier(&writer)
                 .db_cluster_identifier(name)
                 .db_instance_class(&class)
-                .engine(&engine)
+                .engine(engine.unwrap_or_else(|| "aurora-postgresql".to_string()))
                 .set_db_parameter_group_name(asked.db_parameter_group.clone())
                 .set_tags(Some(tags(task, target, None)))
                 .send()
                 .await
-                .map_err(|e| classify("rds:CreateDBInstance", e))?;
-            Ok(Step::Waiting { what: format!("writer {writer} ({class}) is being created"), created })
-        }
-        Some(instance) => {
-            match by_status(&format!("writer {writer}"), instance.db_instance_status().unwrap_or("creating")) {
-                Some(Step::Waiting { what, .. }) => Ok(Step::Waiting { what, created }),
-                Some(failed) => Ok(failed),
-                None => Ok(Step::Done {
-                    message: format!("cluster {name} and writer {writer} ({class}) are available"),
-                    created,
-                    warnings,
-                }),
+                .map_err(|e| classify("rds:CreateDBInstance", e));
+            match created {
+                Ok(_) => {
+                    progress.record(WRITER, &writer);
+                    return Ok(Err(Step::Waiting {
+                        what: format!("writer {writer} ({class}) is being created"),
+                        created: vec![name.to_string(), writer],
+                    }));
+                }
+                Err(e) if already_exists(&e, INSTANCE_EXISTS) => {
+                    cx.checks.instance(&batch, rds, &writer).await?.ok_or_else(|| not_visible(e.operation, e))?
+                }
+                Err(e) => return Err(e),
             }
         }
+    };
+    if !is_ours(instance.tag_list(), &task.task_id) {
+        return Ok(Err(name_taken(
+            &format!("DB instance {writer}"),
+            "choose another target name (target.rds.name); the writer is <name>-writer",
+        )));
     }
+    progress.record(WRITER, &writer);
+    Ok(Ok(instance))
 }
