@@ -29,7 +29,13 @@ use lifeboat_tests::*;
 /// are this test's alone.
 const SCALE_REGION: &str = "eu-north-1";
 
-fn ebs_task(request_id: &str, n: usize, snapshot_id: &str, source_region: &str, target_region: &str) -> pb::RestoreTask {
+fn ebs_task(
+    request_id: &str,
+    n: usize,
+    snapshot_id: &str,
+    source_region: &str,
+    target_region: &str,
+) -> pb::RestoreTask {
     pb::RestoreTask {
         request_id: request_id.into(),
         task_id: format!("{request_id}-t{n}"),
@@ -75,8 +81,9 @@ async fn submit(servers: &Servers, request_id: &str, tasks: &[pb::RestoreTask]) 
 
 /// Lifeboat's volumes in `region` by task id: every task must have exactly one.
 async fn volumes_by_task(ec2: &Client, request_id: &str) -> BTreeMap<String, Vec<String>> {
-    let volumes =
-        ec2.describe_volumes().filters(Filter::builder().name(format!("tag:{}", subjects::TAG_REQUEST_ID)).values(request_id).build());
+    let volumes = ec2
+        .describe_volumes()
+        .filters(Filter::builder().name(format!("tag:{}", subjects::TAG_REQUEST_ID)).values(request_id).build());
     let mut by_task: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for volume in volumes.send().await.unwrap().volumes() {
         let task = volume.tags().iter().find(|t| t.key() == Some(TAG_TASK_ID)).and_then(|t| t.value()).unwrap();
@@ -87,7 +94,8 @@ async fn volumes_by_task(ec2: &Client, request_id: &str) -> BTreeMap<String, Vec
 
 /// Every task of `tasks` restored exactly one volume.
 fn assert_one_volume_each(by_task: &BTreeMap<String, Vec<String>>, tasks: &[pb::RestoreTask]) {
-    let expected: Vec<_> = tasks.iter().map(|t| t.task_id.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let expected: Vec<_> =
+        tasks.iter().map(|t| t.task_id.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     assert_eq!(by_task.keys().cloned().collect::<Vec<_>>(), expected);
     let twice: Vec<_> = by_task.iter().filter(|(_, volumes)| volumes.len() != 1).collect();
     assert!(twice.is_empty(), "tasks with more than one volume: {twice:?}");
@@ -129,7 +137,10 @@ async fn a_same_region_restore_of_sixty_volumes_takes_at_most_one_point_two_ec2_
 }
 
 /// Samples how many copy slots of `region` are held until stopped; returns the most seen.
-fn watch_slots(store: Arc<dyn lifeboat_common::shared::SharedStore>, region: &str) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+fn watch_slots(
+    store: Arc<dyn lifeboat_common::shared::SharedStore>,
+    region: &str,
+) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let most = Arc::new(AtomicUsize::new(0));
     let (seen, slot) = (most.clone(), Quotas::slot_key(Cap::SnapshotCopies, ACCOUNT, region));
     let quotas = Quotas::new(store, QuotaConfig::default());
@@ -144,9 +155,9 @@ fn watch_slots(store: Arc<dyn lifeboat_common::shared::SharedStore>, region: &st
     (most, watcher)
 }
 
-async fn copies_limited_to_two(replicas: usize) {
+async fn copies_limited_to_two(transport: Transport, replicas: usize) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let west = servers.ec2("us-west-2");
     let request_id = format!("copies-{replicas}");
     let snapshots = snapshots(&west, "us-west-2", 8).await;
@@ -192,12 +203,18 @@ async fn copies_limited_to_two(replicas: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_region_restore_with_two_copies_in_flight_completes() {
-    copies_limited_to_two(1).await;
+    copies_limited_to_two(Transport::Nats, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_over_one_bus_share_the_copy_cap() {
-    copies_limited_to_two(2).await;
+    copies_limited_to_two(Transport::Nats, 2).await;
+}
+
+/// The same over SQS, where the cap lives in the DynamoDB state table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_over_sqs_share_the_copy_cap() {
+    copies_limited_to_two(Transport::Sqs, 2).await;
 }
 
 fn cross_region_task() -> (pb::RestoreTask, pb::EbsTarget) {
@@ -226,7 +243,8 @@ async fn a_redelivery_before_the_copy_is_visible_waits_for_it_and_never_copies_a
             req.filters().iter().any(|f| f.name() == Some("snapshot-id") && f.values() == ["snap-copy".to_string()])
         })
         .then_output(|| DescribeSnapshotsOutput::builder().build());
-    let copy = mock!(Client::copy_snapshot).then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-2nd").build());
+    let copy =
+        mock!(Client::copy_snapshot).then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-2nd").build());
     let by_tag = mock!(Client::describe_volumes).then_output(|| DescribeVolumesOutput::builder().build());
     let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&by_id, &copy, &by_tag]);
     let (task, target) = cross_region_task();
@@ -235,7 +253,8 @@ async fn a_redelivery_before_the_copy_is_visible_waits_for_it_and_never_copies_a
     for attempt in 2..=1 + COPY_GRACE_CHECKS {
         let mut progress = recorded_copy();
         let step = restore_step(&context, &clients, &task, &target, attempt, &mut progress).await.unwrap();
-        let waiting = Step::Waiting { what: "waiting for copy snap-copy to appear".into(), created: vec!["snap-copy".into()] };
+        let waiting =
+            Step::Waiting { what: "waiting for copy snap-copy to appear".into(), created: vec!["snap-copy".into()] };
         assert_eq!(step, waiting, "attempt {attempt}");
         assert_eq!(progress, recorded_copy(), "nothing new recorded");
     }
@@ -252,7 +271,8 @@ async fn a_redelivery_before_the_copy_is_visible_waits_for_it_and_never_copies_a
 async fn a_first_delivery_records_its_copy_and_holds_a_slot_until_the_copy_completes() {
     use aws_sdk_ec2::types::{Snapshot, SnapshotState};
 
-    let copy = mock!(Client::copy_snapshot).then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-copy").build());
+    let copy =
+        mock!(Client::copy_snapshot).then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-copy").build());
     let completed = mock!(Client::describe_snapshots).then_output(|| {
         let copy = Snapshot::builder().snapshot_id("snap-copy").state(SnapshotState::Completed).build();
         DescribeSnapshotsOutput::builder().snapshots(copy).build()
@@ -309,7 +329,11 @@ async fn a_client_token_already_used_adopts_our_volume_found_by_tag() {
     let clients = Clients { target: ec2.clone(), source: ec2 };
     let mut progress = Progress::default();
     let step = restore_step(&context(Arc::default()), &clients, &task, &target, 1, &mut progress).await.unwrap();
-    let done = Step::Done { message: "volume vol-ours is available".into(), created: vec!["vol-ours".into()], warnings: vec![] };
+    let done = Step::Done {
+        message: "volume vol-ours is available".into(),
+        created: vec!["vol-ours".into()],
+        warnings: vec![],
+    };
     assert_eq!(step, done);
     assert_eq!(progress.id(role::VOLUME), Some("vol-ours"));
 }

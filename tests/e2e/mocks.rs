@@ -11,9 +11,9 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::ErrorMetadata;
 use lifeboat_common::aws::ErrorClass;
+use lifeboat_common::restore::Progress;
 use lifeboat_common::restore::{decide, WaitPolicy};
 use lifeboat_common::Outcome;
-use lifeboat_common::restore::Progress;
 use lifeboat_ebs::{restore_step, Clients, Context, Step};
 use lifeboat_proto as pb;
 
@@ -52,7 +52,11 @@ fn create_fails_with(code: &'static str) -> Rule {
 /// A process's shared context over its own store, without token buckets (caps still hold).
 fn ebs_context(quotas: &str) -> Context {
     let store = std::sync::Arc::new(lifeboat_common::shared::MemoryStore::default());
-    Context::new(store, lifeboat_common::quota::QuotaConfig::parse(quotas).unwrap(), std::time::Duration::from_millis(10))
+    Context::new(
+        store,
+        lifeboat_common::quota::QuotaConfig::parse(quotas).unwrap(),
+        std::time::Duration::from_millis(10),
+    )
 }
 
 async fn step(rules: &[&Rule]) -> Result<Step, lifeboat_common::aws::AwsError> {
@@ -225,8 +229,7 @@ async fn another_target_account_gets_the_snapshot_shared_and_an_encrypted_volume
     target.account_id = "210987654321".into();
     target.kms_key_id = "alias/restores".into();
     let clients = Clients { target: target_client, source };
-    let step =
-        restore_step(&ebs_context("off"), &clients, &task, &target, 1, &mut Progress::default()).await.unwrap();
+    let step = restore_step(&ebs_context("off"), &clients, &task, &target, 1, &mut Progress::default()).await.unwrap();
     let done =
         Step::Done { message: "volume vol-x is available".into(), created: vec!["vol-x".into()], warnings: vec![] };
     assert_eq!(step, done);

@@ -257,7 +257,8 @@ pub async fn restore_step(
 ) -> Result<Step, AwsError> {
     let backup = task.backup.clone().unwrap_or_default();
     let settings = volume_settings(task, target);
-    let scope = Scope { ec2: clients.target.clone(), account: target.account_id.clone(), region: target.region.clone() };
+    let scope =
+        Scope { ec2: clients.target.clone(), account: target.account_id.clone(), region: target.region.clone() };
     let lost = progress.may_have_lost(attempt);
     if let Some(volume) = our_volume(context, &scope, task, target, lost, progress).await? {
         return Ok(volume_step(&volume, progress, settings.warnings));
@@ -277,8 +278,7 @@ pub async fn restore_step(
     };
     context.take(&target.account_id, &target.region, Api::CreateVolume).await?;
     let copy_id = progress.id(role::COPY).map(str::to_string);
-    let volume = match create_volume(&clients.target, task, target, &settings, &snapshot_id, copy_id.as_deref()).await
-    {
+    let volume = match create_volume(&clients.target, task, target, &settings, &snapshot_id, copy_id.as_deref()).await {
         Ok(volume) => volume,
         // The task id was used as a ClientToken before: the volume exists and is ours.
         Err(e) if e.code == "IdempotentParameterMismatch" => {
@@ -327,7 +327,9 @@ fn volume_step(volume: &Volume, progress: &Progress, warnings: Vec<String>) -> S
     created.extend(progress.id(role::COPY).map(str::to_string));
     match volume.state() {
         Some(VolumeState::Available) | Some(VolumeState::InUse) => available(volume_id, created, warnings),
-        Some(VolumeState::Creating) | None => Step::Waiting { what: format!("volume {volume_id} is being created"), created },
+        Some(VolumeState::Creating) | None => {
+            Step::Waiting { what: format!("volume {volume_id} is being created"), created }
+        }
         Some(VolumeState::Error) => Step::Failed {
             code: "VolumeCreationFailed".into(),
             message: format!("volume {volume_id} went into the error state"),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lifeboat_common::aws::{Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{Progress, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_common::quota::Cap;
+use lifeboat_common::restore::{Progress, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_proto::{restore_task, EbsTarget, RestoreTask};
 
 use crate::restore::{restore_step, Clients, Context};
