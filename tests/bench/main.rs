@@ -137,7 +137,9 @@ async fn overhead(restores: usize) {
         lifeboat_discovery::ebs::list_snapshots(&ec2, ACCOUNT, "us-east-1", &[("bench".into(), "bench".into())].into())
             .await
             .unwrap();
-    let limits = Arc::new(lifeboat_ebs::restore::Limits::new(20));
+    let quotas = lifeboat_common::quota::QuotaConfig::parse("off").unwrap();
+    let store = Arc::new(lifeboat_common::shared::MemoryStore::default());
+    let limits = Arc::new(lifeboat_ebs::Context::new(store, quotas, Duration::from_millis(50)));
     let started = Instant::now();
     futures::stream::iter(found)
         .map(|(_, backup)| {
@@ -157,7 +159,9 @@ async fn overhead(restores: usize) {
                     ..Default::default()
                 };
                 let clients = lifeboat_ebs::Clients { target: ec2.clone(), source: ec2 };
-                let step = lifeboat_ebs::restore_step(&clients, &task, &target, &limits).await.unwrap();
+                let step = lifeboat_ebs::restore_step(&limits, &clients, &task, &target, 1, &mut Default::default())
+                    .await
+                    .unwrap();
                 assert!(matches!(step, lifeboat_ebs::Step::Done { .. }), "{step:?}");
             }
         })

@@ -7,6 +7,7 @@ mod catalog;
 mod clumio;
 mod deploy;
 mod dr;
+mod ebs_scale;
 mod dynamodb;
 mod ec2;
 mod everything;

@@ -11,10 +11,10 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::ErrorMetadata;
 use lifeboat_common::aws::ErrorClass;
+use lifeboat_common::restore::Progress;
 use lifeboat_common::restore::{decide, WaitPolicy};
 use lifeboat_common::Outcome;
-use lifeboat_ebs::restore::Limits;
-use lifeboat_ebs::{restore_step, Clients, Step};
+use lifeboat_ebs::{restore_step, Clients, Context, Step};
 use lifeboat_proto as pb;
 use std::time::Duration;
 
@@ -50,10 +50,21 @@ fn create_fails_with(code: &'static str) -> Rule {
     })
 }
 
+/// A process's shared context over its own store, without token buckets (caps still hold).
+fn ebs_context(quotas: &str) -> Context {
+    let store = std::sync::Arc::new(lifeboat_common::shared::MemoryStore::default());
+    Context::new(
+        store,
+        lifeboat_common::quota::QuotaConfig::parse(quotas).unwrap(),
+        std::time::Duration::from_millis(10),
+    )
+}
+
 async fn step(rules: &[&Rule]) -> Result<Step, lifeboat_common::aws::AwsError> {
     let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules);
     let (task, target) = task();
-    restore_step(&Clients { target: ec2.clone(), source: ec2 }, &task, &target, &Limits::new(20)).await
+    let clients = Clients { target: ec2.clone(), source: ec2 };
+    restore_step(&ebs_context("off"), &clients, &task, &target, 1, &mut Progress::default()).await
 }
 
 #[tokio::test]
@@ -135,32 +146,30 @@ async fn create_volume_uses_the_task_id_as_client_token_and_then_waits() {
 
 #[tokio::test]
 async fn cross_region_copies_wait_for_a_slot_when_twenty_are_in_flight() {
-    use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
-    use aws_sdk_ec2::types::{Snapshot, SnapshotState};
+    use lifeboat_common::quota::{Cap, Quotas};
 
-    let describe = no_volume_yet();
-    let no_copy_yet = mock!(Client::describe_snapshots)
-        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("tag:lifeboat:task-id")))
-        .then_output(|| DescribeSnapshotsOutput::builder().build());
-    let twenty_pending = mock!(Client::describe_snapshots)
-        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("status")))
-        .then_output(|| {
-            let pending = (0..20)
-                .map(|i| Snapshot::builder().snapshot_id(format!("snap-{i}")).state(SnapshotState::Pending).build());
-            DescribeSnapshotsOutput::builder().set_snapshots(Some(pending.collect())).build()
-        });
     let copy = mock!(Client::copy_snapshot).then_output(|| {
         aws_sdk_ec2::operation::copy_snapshot::CopySnapshotOutput::builder().snapshot_id("snap-copy").build()
     });
-    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &no_copy_yet, &twenty_pending, &copy]);
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&copy]);
     let (task, mut target) = task();
     target.region = "us-west-2".into();
     target.availability_zone = "us-west-2a".into();
-    let error = restore_step(&Clients { target: ec2.clone(), source: ec2 }, &task, &target, &Limits::new(20))
-        .await
-        .unwrap_err();
+    // Twenty other tasks (of any replica: the cap is in the shared store) hold the region's slots.
+    let store = std::sync::Arc::new(lifeboat_common::shared::MemoryStore::default());
+    let quotas = Quotas::new(store.clone(), Default::default());
+    let slot = Quotas::slot_key(Cap::SnapshotCopies, "123456789012", "us-west-2");
+    for n in 0..20 {
+        let lease = std::time::Duration::from_secs(60);
+        assert!(quotas.acquire(&slot, Cap::SnapshotCopies, &format!("other-{n}"), lease).await.unwrap());
+    }
+    let context = Context::new(store, Default::default(), std::time::Duration::from_millis(10));
+    let clients = Clients { target: ec2.clone(), source: ec2 };
+    let mut progress = Progress::default();
+    let error = restore_step(&context, &clients, &task, &target, 1, &mut progress).await.unwrap_err();
     assert_eq!((error.class, error.code.as_str()), (ErrorClass::Retryable, "CopyLimitInFlight"));
     assert_eq!(copy.num_calls(), 0, "no copy started beyond the limit");
+    assert!(progress.slots.is_empty(), "{progress:?}");
     let decision = decide(Err(error), 1, &WaitPolicy::default(), 100);
     assert_eq!(decision.phase, pb::TaskPhase::Waiting, "the task waits for a slot, it does not fail");
 }
@@ -229,8 +238,8 @@ async fn another_target_account_gets_the_snapshot_shared_and_an_encrypted_volume
     let (task, mut target) = task();
     target.account_id = "210987654321".into();
     target.kms_key_id = "alias/restores".into();
-    let step =
-        restore_step(&Clients { target: target_client, source }, &task, &target, &Limits::new(20)).await.unwrap();
+    let clients = Clients { target: target_client, source };
+    let step = restore_step(&ebs_context("off"), &clients, &task, &target, 1, &mut Progress::default()).await.unwrap();
     let done =
         Step::Done { message: "volume vol-x is available".into(), created: vec!["vol-x".into()], warnings: vec![] };
     assert_eq!(step, done);

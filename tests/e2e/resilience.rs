@@ -184,7 +184,7 @@ async fn a_task_that_never_gets_a_copy_slot_ends_failed_and_dead_lettered(transp
     create_snapshot(&west, &volume, &[("slot", "none")]).await;
     // No copy slot ever (limit 0), and only three deliveries allowed.
     let mut ebs = fast_ebs_config();
-    ebs.max_copies_per_region = 0;
+    ebs.max_copies_per_region = Some(0);
     ebs.service.consumer.max_deliveries = 3;
     let _services = Running::start(&servers, ServiceSet { ebs: Some(ebs), ..ServiceSet::default() }).await;
     let client = servers.client().await;

@@ -5,5 +5,5 @@ pub mod restore;
 pub mod service;
 
 pub use lifeboat_common::restore::Step;
-pub use restore::{restore_step, Clients};
+pub use restore::{restore_step, Clients, Context};
 pub use service::{service, EbsConfig, EbsService};

@@ -1,17 +1,22 @@
-//! One step of an EBS restore. Every call looks at what exists in AWS first (found by the
-//! `lifeboat:task-id` tag), so a step can run any number of times, after a crash or a duplicate
-//! delivery, and still create each resource once.
+//! One step of an EBS restore. The ids a step creates are recorded in the task's progress as
+//! soon as AWS returns them, and later steps check them by id in batched sweeps; the
+//! `lifeboat:task-id` tag is looked up only by a redelivery without a record (the crash window),
+//! so a step can run any number of times and still create each resource once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_ec2::types::{
     Filter, ResourceType, Snapshot, SnapshotState, Tag, TagSpecification, Volume, VolumeState, VolumeType,
 };
 use lifeboat_common::aws::{classify, AwsError};
-use lifeboat_common::restore::{lifeboat_tags, restored_tags, Step};
+use lifeboat_common::batch::Batcher;
+use lifeboat_common::quota::{self, Api, Cap, QuotaConfig, Quotas};
+use lifeboat_common::restore::{lifeboat_tags, progress_key, restored_tags, Progress, Step};
+use lifeboat_common::shared::SharedStore;
 use lifeboat_common::subjects::TAG_TASK_ID;
 use lifeboat_proto::{Backup, EbsTarget, RestoreTask};
-use tokio::sync::Mutex;
 
 /// The EC2 clients a step needs.
 pub struct Clients {
@@ -115,105 +120,305 @@ pub fn source_tags(backup: &Backup) -> HashMap<String, String> {
     tags
 }
 
-/// Limits shared by every task of this process.
-pub struct Limits {
-    /// At most this many copies in flight per destination region.
-    pub max_copies_per_region: usize,
-    /// Serialises the count-then-copy of one destination region in this process.
-    pub copy_locks: Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
+/// How long a recorded copy may stay invisible to DescribeSnapshots (AWS is eventually
+/// consistent right after CopySnapshot) before the task gives up on it: that many checks.
+pub const COPY_GRACE_CHECKS: u32 = 5;
+
+/// A snapshot copy holds its slot of [`Cap::SnapshotCopies`] at most this long if its task dies
+/// without releasing it; copies of large snapshots across regions take hours.
+pub const COPY_LEASE: Duration = Duration::from_secs(6 * 3600);
+
+/// DescribeVolumes and DescribeSnapshots take up to this many ids in one filter.
+const MAX_IDS_PER_CHECK: usize = 200;
+
+/// Roles of the ids a task records in its [`Progress`].
+pub mod role {
+    pub const VOLUME: &str = "volume";
+    pub const COPY: &str = "copy";
+    /// The attempt that started the copy (not an AWS id): counts the grace checks.
+    pub const COPY_STARTED_AT: &str = "copy-started-at";
+    /// The account the source snapshot was shared with, so it is shared once.
+    pub const SHARED_WITH: &str = "shared-with";
 }
 
-impl Limits {
-    pub fn new(max_copies_per_region: usize) -> Self {
-        Self { max_copies_per_region, copy_locks: Mutex::new(HashMap::new()) }
+/// One target account and region (and role), as a batched check needs it: the client to call
+/// and the bucket to take a token from.
+#[derive(Clone)]
+pub struct Scope {
+    pub ec2: aws_sdk_ec2::Client,
+    pub account: String,
+    pub region: String,
+}
+
+/// What every task of this process shares: the quotas (token buckets and the copy cap, held with
+/// every replica in the shared store) and the batched status checks, so that one Describe call
+/// answers every task waiting in the same account and region.
+pub struct Context {
+    quotas: Arc<Quotas>,
+    store: Arc<dyn SharedStore>,
+    volumes: Batcher<Scope, Volume>,
+    snapshots: Batcher<Scope, Snapshot>,
+}
+
+impl Context {
+    /// `window`: how long a batched check waits for other tasks' ids before it calls AWS.
+    pub fn new(store: Arc<dyn SharedStore>, quotas: QuotaConfig, window: Duration) -> Self {
+        let quotas = Quotas::new(store.clone(), quotas);
+        let (for_volumes, for_snapshots) = (quotas.clone(), quotas.clone());
+        let volumes = Batcher::new(window, MAX_IDS_PER_CHECK, move |scope, ids| {
+            describe_volumes(for_volumes.clone(), scope, ids)
+        });
+        let snapshots = Batcher::new(window, MAX_IDS_PER_CHECK, move |scope, ids| {
+            describe_snapshots(for_snapshots.clone(), scope, ids)
+        });
+        Self { quotas, store, volumes, snapshots }
+    }
+
+    /// Takes a token of `api` before a call in `account` and `region`.
+    async fn take(&self, account: &str, region: &str, api: Api) -> Result<(), AwsError> {
+        take(&self.quotas, account, region, api).await
     }
 }
 
-/// Advances the restore of `task` by one step.
+async fn take(quotas: &Quotas, account: &str, region: &str, api: Api) -> Result<(), AwsError> {
+    quotas.take(account, region, api).await.map_err(|e| {
+        AwsError::retryable("quota", "QuotaStoreUnavailable", format!("cannot take a token of {}: {e}", api.name()))
+    })
+}
+
+/// The batch group of a task's target: its account, region and the role it is reached by.
+fn group(task: &RestoreTask, target: &EbsTarget) -> String {
+    format!("{}/{}/{}", target.account_id, target.region, task.target_role_arn)
+}
+
+/// The volumes among `ids`, one DescribeVolumes per page (a filter, so a missing id is no error).
+async fn describe_volumes(
+    quotas: Arc<Quotas>,
+    scope: Scope,
+    ids: Vec<String>,
+) -> Result<HashMap<String, Volume>, AwsError> {
+    let mut found = HashMap::new();
+    let mut next_token = None;
+    loop {
+        take(&quotas, &scope.account, &scope.region, Api::Ec2Describe).await?;
+        let output = scope
+            .ec2
+            .describe_volumes()
+            .filters(Filter::builder().name("volume-id").set_values(Some(ids.clone())).build())
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify("ec2:DescribeVolumes", e))?;
+        found.extend(output.volumes().iter().filter_map(|v| Some((v.volume_id()?.to_string(), v.clone()))));
+        next_token = output.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+        if next_token.is_none() {
+            return Ok(found);
+        }
+    }
+}
+
+/// The snapshots among `ids`, one DescribeSnapshots per page.
+async fn describe_snapshots(
+    quotas: Arc<Quotas>,
+    scope: Scope,
+    ids: Vec<String>,
+) -> Result<HashMap<String, Snapshot>, AwsError> {
+    let mut found = HashMap::new();
+    let mut next_token = None;
+    loop {
+        take(&quotas, &scope.account, &scope.region, Api::Ec2Describe).await?;
+        let output = scope
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(Filter::builder().name("snapshot-id").set_values(Some(ids.clone())).build())
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify("ec2:DescribeSnapshots", e))?;
+        found.extend(output.snapshots().iter().filter_map(|s| Some((s.snapshot_id()?.to_string(), s.clone()))));
+        next_token = output.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+        if next_token.is_none() {
+            return Ok(found);
+        }
+    }
+}
+
+/// Advances the restore of `task` by one step. The ids it creates go into `progress` as soon as
+/// AWS returns them; later steps check them by id in the process's batched sweeps. Only a
+/// redelivery without a record looks for what an earlier delivery may have created by tag.
 pub async fn restore_step(
+    context: &Context,
     clients: &Clients,
     task: &RestoreTask,
     target: &EbsTarget,
-    limits: &Limits,
+    attempt: u32,
+    progress: &mut Progress,
 ) -> Result<Step, AwsError> {
     let backup = task.backup.clone().unwrap_or_default();
     let settings = volume_settings(task, target);
-    if let Some(volume) = find_volume(&clients.target, &task.task_id).await? {
-        let volume_id = volume.volume_id().unwrap_or_default().to_string();
-        let mut created = vec![volume_id.clone()];
-        created.extend(
-            volume.tags().iter().filter(|t| t.key() == Some(TAG_COPY_ID)).filter_map(|t| t.value().map(str::to_string)),
-        );
-        return Ok(match volume.state() {
-            Some(VolumeState::Available) | Some(VolumeState::InUse) => available(volume_id, created, settings.warnings),
-            Some(VolumeState::Creating) | None => {
-                Step::Waiting { what: format!("volume {volume_id} is being created"), created }
-            }
-            Some(VolumeState::Error) => Step::Failed {
-                code: "VolumeCreationFailed".into(),
-                message: format!("volume {volume_id} went into the error state"),
-            },
-            Some(other) => Step::Failed {
-                code: "VolumeDeleted".into(),
-                message: format!("volume {volume_id} is {}", other.as_str()),
-            },
-        });
+    let scope =
+        Scope { ec2: clients.target.clone(), account: target.account_id.clone(), region: target.region.clone() };
+    let lost = progress.may_have_lost(attempt);
+    if let Some(volume) = our_volume(context, &scope, task, target, lost, progress).await? {
+        return Ok(volume_step(&volume, progress, settings.warnings));
     }
-    let cross_account = target.account_id != backup.account_id;
-    if cross_account {
+    if target.account_id != backup.account_id && progress.id(role::SHARED_WITH) != Some(target.account_id.as_str()) {
+        context.take(&backup.account_id, &backup.region, Api::Ec2Mutate).await?;
         share_snapshot(&clients.source, &backup.backup_id, &target.account_id).await?;
+        progress.record(role::SHARED_WITH, target.account_id.clone());
     }
-    let mut copy_id = None;
     let snapshot_id = if target.region == backup.region {
         backup.backup_id.clone()
     } else {
-        match find_copy(&clients.target, &task.task_id).await? {
-            Some(copy) => {
-                let id = copy.snapshot_id().unwrap_or_default().to_string();
-                match copy.state() {
-                    Some(SnapshotState::Completed) => {
-                        copy_id = Some(id.clone());
-                        id
-                    }
-                    Some(SnapshotState::Error) | Some(SnapshotState::Recoverable) => {
-                        return Ok(Step::Failed {
-                            code: "SnapshotCopyFailed".into(),
-                            message: format!(
-                                "copy {id} of {} failed: {}",
-                                backup.backup_id,
-                                copy.state_message().unwrap_or("no reason given")
-                            ),
-                        })
-                    }
-                    _ => {
-                        return Ok(Step::Waiting {
-                            what: format!(
-                                "snapshot copy {id} to {} is {}",
-                                target.region,
-                                copy.progress().unwrap_or("pending")
-                            ),
-                            created: vec![id],
-                        })
-                    }
-                }
-            }
-            None => {
-                let id = start_copy(&clients.target, task, &backup, target, limits).await?;
-                return Ok(Step::Waiting {
-                    what: format!("copying {} to {} as {id}", backup.backup_id, target.region),
-                    created: vec![id],
-                });
-            }
+        match copy_step(context, &scope, task, &backup, target, attempt, lost, progress).await? {
+            Ok(copy_id) => copy_id,
+            Err(step) => return Ok(step),
         }
     };
-    let volume = create_volume(&clients.target, task, target, &settings, &snapshot_id, copy_id.as_deref()).await?;
+    context.take(&target.account_id, &target.region, Api::CreateVolume).await?;
+    let copy_id = progress.id(role::COPY).map(str::to_string);
+    let volume = match create_volume(&clients.target, task, target, &settings, &snapshot_id, copy_id.as_deref()).await {
+        Ok(volume) => volume,
+        // The task id was used as a ClientToken before: the volume exists and is ours.
+        Err(e) if e.code == "IdempotentParameterMismatch" => {
+            context.take(&target.account_id, &target.region, Api::Ec2Describe).await?;
+            find_volume(&clients.target, &task.task_id).await?.ok_or(e)?
+        }
+        Err(e) => return Err(e),
+    };
+    progress.record(role::VOLUME, volume.volume_id().unwrap_or_default());
+    Ok(volume_step(&volume, progress, settings.warnings))
+}
+
+/// The task's volume: by its recorded id, else (only in the crash window) by tag.
+async fn our_volume(
+    context: &Context,
+    scope: &Scope,
+    task: &RestoreTask,
+    target: &EbsTarget,
+    lost: bool,
+    progress: &mut Progress,
+) -> Result<Option<Volume>, AwsError> {
+    if let Some(id) = progress.id(role::VOLUME) {
+        let found = context.volumes.get(&group(task, target), scope.clone(), id).await?;
+        // Not visible yet right after CreateVolume: it is being created.
+        return Ok(Some(found.unwrap_or_else(|| Volume::builder().volume_id(id).build())));
+    }
+    if !lost {
+        return Ok(None);
+    }
+    context.take(&target.account_id, &target.region, Api::Ec2Describe).await?;
+    let Some(volume) = find_volume(&scope.ec2, &task.task_id).await? else {
+        return Ok(None);
+    };
+    progress.record(role::VOLUME, volume.volume_id().unwrap_or_default());
+    let copy = volume.tags().iter().find(|t| t.key() == Some(TAG_COPY_ID)).and_then(|t| t.value());
+    if let Some(copy) = copy {
+        progress.record(role::COPY, copy);
+    }
+    Ok(Some(volume))
+}
+
+/// What the state of the task's volume means.
+fn volume_step(volume: &Volume, progress: &Progress, warnings: Vec<String>) -> Step {
     let volume_id = volume.volume_id().unwrap_or_default().to_string();
     let mut created = vec![volume_id.clone()];
-    created.extend(copy_id);
-    Ok(match volume.state() {
-        Some(VolumeState::Available) => available(volume_id, created, settings.warnings),
-        _ => Step::Waiting { what: format!("volume {volume_id} is being created from {snapshot_id}"), created },
-    })
+    created.extend(progress.id(role::COPY).map(str::to_string));
+    match volume.state() {
+        Some(VolumeState::Available) | Some(VolumeState::InUse) => available(volume_id, created, warnings),
+        Some(VolumeState::Creating) | None => {
+            Step::Waiting { what: format!("volume {volume_id} is being created"), created }
+        }
+        Some(VolumeState::Error) => Step::Failed {
+            code: "VolumeCreationFailed".into(),
+            message: format!("volume {volume_id} went into the error state"),
+        },
+        Some(other) => {
+            Step::Failed { code: "VolumeDeleted".into(), message: format!("volume {volume_id} is {}", other.as_str()) }
+        }
+    }
+}
+
+/// The cross-region copy: `Ok(Ok(id))` once it is complete (its slot given back), `Ok(Err(step))`
+/// while it is started or under way.
+#[allow(clippy::too_many_arguments)]
+async fn copy_step(
+    context: &Context,
+    scope: &Scope,
+    task: &RestoreTask,
+    backup: &Backup,
+    target: &EbsTarget,
+    attempt: u32,
+    lost: bool,
+    progress: &mut Progress,
+) -> Result<Result<String, Step>, AwsError> {
+    let copy = match progress.id(role::COPY).map(str::to_string) {
+        Some(id) => match context.snapshots.get(&group(task, target), scope.clone(), &id).await? {
+            Some(copy) => copy,
+            None => return Ok(Err(copy_not_visible(&id, attempt, progress))),
+        },
+        None if lost => {
+            context.take(&target.account_id, &target.region, Api::Ec2Describe).await?;
+            match find_copy(&scope.ec2, &task.task_id).await? {
+                Some(copy) => {
+                    progress.record(role::COPY, copy.snapshot_id().unwrap_or_default());
+                    copy
+                }
+                None => return start_copy(context, scope, task, backup, target, attempt, progress).await.map(Err),
+            }
+        }
+        None => return start_copy(context, scope, task, backup, target, attempt, progress).await.map(Err),
+    };
+    let id = copy.snapshot_id().unwrap_or_default().to_string();
+    match copy.state() {
+        Some(SnapshotState::Completed) => {
+            release_copy_slot(context, task, target, progress).await;
+            Ok(Ok(id))
+        }
+        Some(SnapshotState::Error) | Some(SnapshotState::Recoverable) => Ok(Err(Step::Failed {
+            code: "SnapshotCopyFailed".into(),
+            message: format!(
+                "copy {id} of {} failed: {}",
+                backup.backup_id,
+                copy.state_message().unwrap_or("no reason given")
+            ),
+        })),
+        _ => Ok(Err(Step::Waiting {
+            what: format!("snapshot copy {id} to {} is {}", target.region, copy.progress().unwrap_or("pending")),
+            created: vec![id],
+        })),
+    }
+}
+
+/// A recorded copy DescribeSnapshots does not return: not visible yet for a few checks (never a
+/// second CopySnapshot), then gone.
+fn copy_not_visible(id: &str, attempt: u32, progress: &Progress) -> Step {
+    let started = progress.id(role::COPY_STARTED_AT).and_then(|a| a.parse::<u32>().ok()).unwrap_or(attempt);
+    if attempt.saturating_sub(started) > COPY_GRACE_CHECKS {
+        return Step::Failed {
+            code: "SnapshotCopyNotFound".into(),
+            message: format!("copy {id} is not in DescribeSnapshots after {COPY_GRACE_CHECKS} checks"),
+        };
+    }
+    Step::Waiting { what: format!("waiting for copy {id} to appear"), created: vec![id.to_string()] }
+}
+
+fn copy_slot(target: &EbsTarget) -> String {
+    Quotas::slot_key(Cap::SnapshotCopies, &target.account_id, &target.region)
+}
+
+/// Gives the copy's slot back as soon as the copy is complete, not when the task ends.
+async fn release_copy_slot(context: &Context, task: &RestoreTask, target: &EbsTarget, progress: &mut Progress) {
+    let slot = copy_slot(target);
+    if !progress.slots.contains(&slot) {
+        return;
+    }
+    match quota::release(context.store.as_ref(), &slot, &progress_key(task)).await {
+        Ok(()) => progress.slots.retain(|s| s != &slot),
+        // Kept in the record: the shell releases it again when the task ends.
+        Err(e) => tracing::warn!(error = %e, slot = %slot, "cannot release a copy slot yet"),
+    }
 }
 
 /// On a volume created from a copy: the copy's id, so a later step can report it.
@@ -265,39 +470,37 @@ async fn share_snapshot(source: &aws_sdk_ec2::Client, snapshot_id: &str, account
     Ok(())
 }
 
-/// Starts a cross-region copy if fewer than the limit are in flight to the region; otherwise a
-/// retryable error, so the task waits for a slot without holding a worker.
+/// Starts a cross-region copy if the destination has a free slot of [`Cap::SnapshotCopies`]
+/// (shared by every replica); otherwise a retryable error, so the task waits for a slot without
+/// holding a worker. The copy's id is recorded at once.
 async fn start_copy(
-    ec2: &aws_sdk_ec2::Client,
+    context: &Context,
+    scope: &Scope,
     task: &RestoreTask,
     backup: &Backup,
     target: &EbsTarget,
-    limits: &Limits,
-) -> Result<String, AwsError> {
-    let lock = limits.copy_locks.lock().await.entry(target.region.clone()).or_default().clone();
-    let _guard = lock.lock().await;
-    // Counted in AWS, not in memory, so that every replica and every restart sees the same number.
-    let pending = ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(Filter::builder().name("status").values("pending").build())
-        .filters(Filter::builder().name("tag-key").values(TAG_TASK_ID).build())
-        .send()
-        .await
-        .map_err(|e| classify("ec2:DescribeSnapshots", e))?
-        .snapshots()
-        .len();
-    if pending >= limits.max_copies_per_region {
-        return Err(AwsError::retryable(
-            "ec2:CopySnapshot",
-            "CopyLimitInFlight",
-            format!(
-                "{pending} snapshot copies already in flight to {} (limit {})",
-                target.region, limits.max_copies_per_region
-            ),
-        ));
+    attempt: u32,
+    progress: &mut Progress,
+) -> Result<Step, AwsError> {
+    let slot = copy_slot(target);
+    let limit = context.quotas.config().limit(Cap::SnapshotCopies);
+    let acquired = context.quotas.acquire(&slot, Cap::SnapshotCopies, &progress_key(task), COPY_LEASE).await;
+    match acquired {
+        Ok(true) => progress.hold(&slot),
+        Ok(false) => {
+            return Err(AwsError::retryable(
+                "ec2:CopySnapshot",
+                "CopyLimitInFlight",
+                format!("{limit} snapshot copies already in flight to {} (limit {limit})", target.region),
+            ))
+        }
+        Err(e) => {
+            return Err(AwsError::retryable("quota", "QuotaStoreUnavailable", format!("cannot take a copy slot: {e}")))
+        }
     }
-    let mut copy = ec2
+    context.take(&target.account_id, &target.region, Api::Ec2Mutate).await?;
+    let mut copy = scope
+        .ec2
         .copy_snapshot()
         .source_region(&backup.region)
         .source_snapshot_id(&backup.backup_id)
@@ -307,9 +510,12 @@ async fn start_copy(
         copy = copy.encrypted(true).kms_key_id(&target.kms_key_id);
     }
     let output = copy.send().await.map_err(|e| classify("ec2:CopySnapshot", e))?;
-    output.snapshot_id().map(str::to_string).ok_or_else(|| {
+    let id = output.snapshot_id().map(str::to_string).ok_or_else(|| {
         AwsError::retryable("ec2:CopySnapshot", "MissingSnapshotId", "CopySnapshot returned no snapshot id")
-    })
+    })?;
+    progress.record(role::COPY, id.clone());
+    progress.record(role::COPY_STARTED_AT, attempt.to_string());
+    Ok(Step::Waiting { what: format!("copying {} to {} as {id}", backup.backup_id, target.region), created: vec![id] })
 }
 
 /// Lifeboat's tags on a copy, with the source volume and the restore-copy marker.

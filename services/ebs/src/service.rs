@@ -2,26 +2,30 @@
 //! `lifeboat.work.ebs` and advances each volume restore one step per delivery.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lifeboat_common::aws::{Accounts, AwsError};
 use lifeboat_common::bus::Bus;
+use lifeboat_common::quota::Cap;
 use lifeboat_common::restore::{Progress, RestoreService, Restorer, ServiceConfig, Step};
-use lifeboat_common::subjects;
 use lifeboat_proto::{restore_task, EbsTarget, RestoreTask};
 
-use crate::restore::{restore_step, Clients, Limits};
+use crate::restore::{restore_step, Clients, Context};
 
 #[derive(Clone, Debug)]
 pub struct EbsConfig {
     pub service: ServiceConfig,
-    /// Cross-region snapshot copies in flight per destination region.
-    pub max_copies_per_region: usize,
+    /// Cross-region snapshot copies in flight per destination account and region, all replicas
+    /// together, when `service.quotas` does not name `ebs.copies` (AWS's 20 when neither does).
+    pub max_copies_per_region: Option<u32>,
+    /// How long a batched status check waits for other tasks' ids before it calls AWS.
+    pub batch_window: Duration,
 }
 
 impl Default for EbsConfig {
     fn default() -> Self {
-        Self { service: ServiceConfig::default(), max_copies_per_region: subjects::MAX_SNAPSHOT_COPIES_PER_REGION }
+        Self { service: ServiceConfig::default(), max_copies_per_region: None, batch_window: Duration::from_millis(50) }
     }
 }
 
@@ -29,13 +33,18 @@ pub type EbsService = RestoreService<EbsRestorer>;
 
 /// The EBS service, ready to `run`.
 pub fn service(accounts: Arc<Accounts>, bus: Arc<dyn Bus>, config: EbsConfig) -> Arc<EbsService> {
-    let restorer = EbsRestorer { accounts, limits: Limits::new(config.max_copies_per_region) };
+    let mut quotas = config.service.quotas.clone();
+    if let Some(limit) = config.max_copies_per_region {
+        quotas.caps.entry(Cap::SnapshotCopies).or_insert(limit);
+    }
+    let context = Context::new(bus.shared(), quotas, config.batch_window);
+    let restorer = EbsRestorer { accounts, context };
     RestoreService::new(restorer, bus, config.service)
 }
 
 pub struct EbsRestorer {
     accounts: Arc<Accounts>,
-    limits: Limits,
+    context: Context,
 }
 
 fn ebs_target(task: &RestoreTask) -> Option<&EbsTarget> {
@@ -76,9 +85,9 @@ impl Restorer for EbsRestorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32, _progress: &mut Progress) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
         let target = ebs_target(task).cloned().unwrap_or_default();
         let clients = self.clients(task, &target).await?;
-        restore_step(&clients, task, &target, &self.limits).await
+        restore_step(&self.context, &clients, task, &target, attempt, progress).await
     }
 }
