@@ -8,6 +8,7 @@ mod clumio;
 mod deploy;
 mod dr;
 mod dynamodb;
+mod dynec2_scale;
 mod ec2;
 mod everything;
 mod guard;
