@@ -1,6 +1,7 @@
 //! DynamoDB and EC2 at scale: two DynamoDB replicas over one bus stay under one shared cap on
 //! restores in flight; a TableAlreadyExists answer adopts our own table and fails clearly on a
-//! foreign one; several EC2 instances restored at once, each checked by its recorded id.
+//! foreign one; several EC2 instances restored at once, each checked by its recorded id, and
+//! ten waiting ones answered by one DescribeInstances.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -269,3 +270,63 @@ async fn several_instances_come_back_each_checked_by_its_recorded_id(transport: 
 }
 
 on_both_transports!(two_replicas_restore_six_tables_under_a_cap_of_two, several_instances_come_back_each_checked_by_its_recorded_id);
+
+/// Ten waiting EC2 tasks of one account and region are answered by one DescribeInstances.
+#[tokio::test]
+async fn ten_waiting_instances_are_checked_with_one_describe() {
+    use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+    use aws_sdk_ec2::types::{Instance, InstanceState, InstanceStateName, Reservation};
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use lifeboat_common::restore::{Progress, Step};
+    use lifeboat_ec2::{restore_step, Clients, Ec2Api, Scope, INSTANCE};
+
+    let ids: Vec<String> = (0..10).map(|n| format!("i-{n:017}")).collect();
+    let running = ids.clone();
+    let describe = mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("instance-id") && f.values().len() == 10))
+        .then_output(move || {
+            let instances = running.iter().map(|id| {
+                Instance::builder()
+                    .instance_id(id)
+                    .state(InstanceState::builder().name(InstanceStateName::Running).build())
+                    .build()
+            });
+            let reservation = Reservation::builder().set_instances(Some(instances.collect())).build();
+            DescribeInstancesOutput::builder().reservations(reservation).build()
+        });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe]);
+    let scope = Scope { ec2, account: "123456789012".into(), region: "us-east-1".into() };
+    let clients = Arc::new(Clients { target: scope.clone(), source: scope });
+    let api = Arc::new(Ec2Api::new(Arc::new(lifeboat_common::shared::MemoryStore::default()), Default::default()));
+    let mut steps = tokio::task::JoinSet::new();
+    for (n, id) in ids.iter().enumerate() {
+        let target = pb::Ec2Target {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            subnet_id: "subnet-1".into(),
+            ..Default::default()
+        };
+        let task = pb::RestoreTask {
+            request_id: "r".into(),
+            task_id: format!("t-{n}"),
+            backup: Some(pb::Backup {
+                backup_id: "ami-1".into(),
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+                ..Default::default()
+            }),
+            target: Some(pb::restore_task::Target::Ec2(target.clone())),
+            ..Default::default()
+        };
+        let mut progress = Progress::default();
+        progress.record(INSTANCE, id.clone());
+        progress.recorded = true;
+        let (clients, api) = (clients.clone(), api.clone());
+        steps.spawn(async move { restore_step(&clients, &api, &task, &target, 5, &mut progress).await });
+    }
+    while let Some(step) = steps.join_next().await {
+        let step = step.unwrap().expect("step");
+        assert!(matches!(&step, Step::Done { message, .. } if message.ends_with("is running")), "{step:?}");
+    }
+    assert_eq!(describe.num_calls(), 1, "one batched DescribeInstances for ten tasks");
+}
