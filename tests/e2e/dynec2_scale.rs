@@ -154,9 +154,7 @@ mod already_exists {
         };
         let describe = mock!(Client::describe_table)
             .sequence()
-            .error(|| {
-                DescribeTableError::generic(ErrorMetadata::builder().code("ResourceNotFoundException").build())
-            })
+            .error(|| DescribeTableError::generic(ErrorMetadata::builder().code("ResourceNotFoundException").build()))
             .output(table)
             .repeatedly()
             .build();
@@ -171,10 +169,8 @@ mod already_exists {
         });
         let tag = mock!(Client::tag_resource).then_output(|| TagResourceOutput::builder().build());
         let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &restore, &listed, &tag]);
-        let gate = lifeboat_dynamodb::Gate::new(
-            Arc::new(lifeboat_common::shared::MemoryStore::default()),
-            Default::default(),
-        );
+        let gate =
+            lifeboat_dynamodb::Gate::new(Arc::new(lifeboat_common::shared::MemoryStore::default()), Default::default());
         let (task, target) = task();
         let mut progress = Progress::default();
         let step = lifeboat_dynamodb::restore_step(&ddb, &task, &target, &mut progress, &gate).await.unwrap();
@@ -269,7 +265,10 @@ async fn several_instances_come_back_each_checked_by_its_recorded_id(transport: 
     }
 }
 
-on_both_transports!(two_replicas_restore_six_tables_under_a_cap_of_two, several_instances_come_back_each_checked_by_its_recorded_id);
+on_both_transports!(
+    two_replicas_restore_six_tables_under_a_cap_of_two,
+    several_instances_come_back_each_checked_by_its_recorded_id
+);
 
 /// Ten waiting EC2 tasks of one account and region are answered by one DescribeInstances.
 #[tokio::test]

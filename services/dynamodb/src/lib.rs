@@ -71,7 +71,12 @@ impl Gate {
     }
 
     /// Takes (or renews) the task's slot, then a restore token; a full cap says to come back later.
-    async fn admit(&self, task: &RestoreTask, target: &DynamoDbTarget, progress: &mut Progress) -> Result<(), AwsError> {
+    async fn admit(
+        &self,
+        task: &RestoreTask,
+        target: &DynamoDbTarget,
+        progress: &mut Progress,
+    ) -> Result<(), AwsError> {
         let slot = Self::slot_key(target);
         let holder = progress_key(task);
         if !self.quotas.acquire(&slot, Cap::DynamoDbRestores, &holder, SLOT_LEASE).await.map_err(store_error)? {
@@ -93,7 +98,10 @@ impl Gate {
     /// Keeps the slot of a restore still under way from running out with its lease.
     async fn renew(&self, task: &RestoreTask, progress: &Progress) -> Result<(), AwsError> {
         for slot in &progress.slots {
-            self.quotas.acquire(slot, Cap::DynamoDbRestores, &progress_key(task), SLOT_LEASE).await.map_err(store_error)?;
+            self.quotas
+                .acquire(slot, Cap::DynamoDbRestores, &progress_key(task), SLOT_LEASE)
+                .await
+                .map_err(store_error)?;
         }
         Ok(())
     }

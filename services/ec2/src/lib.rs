@@ -220,8 +220,13 @@ async fn describe_instances(
     take(quotas, scope, Api::Ec2Describe).await?;
     let filter = Filter::builder().name("instance-id").set_values(Some(ids)).build();
     // Without MaxResults the answer is not paged, and a batch is far below its limit.
-    let output =
-        scope.ec2.describe_instances().filters(filter).send().await.map_err(|e| classify("ec2:DescribeInstances", e))?;
+    let output = scope
+        .ec2
+        .describe_instances()
+        .filters(filter)
+        .send()
+        .await
+        .map_err(|e| classify("ec2:DescribeInstances", e))?;
     Ok(output
         .reservations()
         .iter()
@@ -234,7 +239,8 @@ async fn describe_instances(
 async fn describe_images(quotas: &Quotas, scope: &Scope, ids: Vec<String>) -> Result<HashMap<String, Image>, AwsError> {
     take(quotas, scope, Api::Ec2Describe).await?;
     let filter = Filter::builder().name("image-id").set_values(Some(ids)).build();
-    let output = scope.ec2.describe_images().filters(filter).send().await.map_err(|e| classify("ec2:DescribeImages", e))?;
+    let output =
+        scope.ec2.describe_images().filters(filter).send().await.map_err(|e| classify("ec2:DescribeImages", e))?;
     Ok(output.images().iter().map(|i| (i.image_id().unwrap_or_default().to_string(), i.clone())).collect())
 }
 
@@ -406,8 +412,9 @@ pub async fn restore_step(
         run = run.metadata_options(metadata);
     }
     if !target.kms_key_id.is_empty() {
-        run = run
-            .set_block_device_mappings(Some(encrypted_mappings(&clients.target, api, &image_id, &target.kms_key_id).await?));
+        run = run.set_block_device_mappings(Some(
+            encrypted_mappings(&clients.target, api, &image_id, &target.kms_key_id).await?,
+        ));
     }
     api.token(&clients.target, Api::RunInstances).await?;
     let output = run.send().await.map_err(|e| classify("ec2:RunInstances", e))?;
