@@ -106,11 +106,17 @@ impl Gate {
         Ok(())
     }
 
-    /// Gives the slots back once the table is ACTIVE: what remains (settings) is no restore.
-    async fn release(&self, task: &RestoreTask, progress: &mut Progress) -> Result<(), AwsError> {
-        for slot in std::mem::take(&mut progress.slots) {
-            quota::release(self.store.as_ref(), &slot, &progress_key(task)).await.map_err(store_error)?;
-        }
+    /// Gives the slot back once the table is ACTIVE: what remains (settings) is no restore. By
+    /// the target's key, not only the recorded one: a delivery that took the slot may have lost
+    /// the race to record it.
+    async fn release(
+        &self,
+        task: &RestoreTask,
+        target: &DynamoDbTarget,
+        progress: &mut Progress,
+    ) -> Result<(), AwsError> {
+        quota::release(self.store.as_ref(), &Self::slot_key(target), &progress_key(task)).await.map_err(store_error)?;
+        progress.slots.clear();
         Ok(())
     }
 }
@@ -215,7 +221,7 @@ pub async fn restore_step(
         gate.renew(task, progress).await?;
         return Ok(Step::Waiting { what: format!("table {name} is being restored"), created: vec![arn] });
     }
-    gate.release(task, progress).await?;
+    gate.release(task, target, progress).await?;
     let mut warnings = Vec::new();
     if let Some(applying) = update_table(ddb, &backup, name, &table, &mut warnings).await? {
         return Ok(Step::Waiting { what: format!("table {name}: applying {applying}"), created: vec![arn] });
