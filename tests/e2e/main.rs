@@ -9,6 +9,7 @@ mod deploy;
 mod dr;
 mod ebs_scale;
 mod dynamodb;
+mod dynec2_scale;
 mod ec2;
 mod everything;
 mod guard;

@@ -687,6 +687,11 @@ mod dynamodb {
         (task, target)
     }
 
+    fn gate() -> lifeboat_dynamodb::Gate {
+        let store = std::sync::Arc::new(lifeboat_common::shared::MemoryStore::default());
+        lifeboat_dynamodb::Gate::new(store, Default::default())
+    }
+
     fn no_table_yet() -> Rule {
         mock!(Client::describe_table).then_error(|| {
             aws_sdk_dynamodb::operation::describe_table::DescribeTableError::generic(
@@ -711,7 +716,8 @@ mod dynamodb {
             .then_output(|| RestoreTableFromBackupOutput::builder().build());
         let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &restore]);
         let (task, target) = restore_task(settings_, target_key);
-        let step = lifeboat_dynamodb::restore_step(&ddb, &task, &target, || Ok(())).await.unwrap();
+        let step =
+            lifeboat_dynamodb::restore_step(&ddb, &task, &target, &mut Default::default(), &gate()).await.unwrap();
         assert!(matches!(step, lifeboat_common::restore::Step::Waiting { .. }), "{step:?}");
         assert_eq!(restore.num_calls(), 1);
     }
@@ -786,7 +792,8 @@ mod dynamodb {
         // First check: the stream is missing, one UpdateTable is started and the task waits.
         let describe = mock!(Client::describe_table).then_output(move || restored(false));
         let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &update_stream, &tag]);
-        let step = lifeboat_dynamodb::restore_step(&ddb, &task, &target, || Ok(())).await.unwrap();
+        let step =
+            lifeboat_dynamodb::restore_step(&ddb, &task, &target, &mut Default::default(), &gate()).await.unwrap();
         assert!(
             matches!(&step, Step::Waiting { what, .. } if what.ends_with("applying stream (NEW_IMAGE)")),
             "{step:?}"
@@ -797,7 +804,8 @@ mod dynamodb {
         // cannot be is named.
         let describe = mock!(Client::describe_table).then_output(move || restored(true));
         let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &ttl_off, &ttl_on, &pitr, &tag]);
-        let step = lifeboat_dynamodb::restore_step(&ddb, &task, &target, || Ok(())).await.unwrap();
+        let step =
+            lifeboat_dynamodb::restore_step(&ddb, &task, &target, &mut Default::default(), &gate()).await.unwrap();
         let Step::Done { warnings, .. } = step else { panic!("{step:?}") };
         assert_eq!(warnings, ["source tags (table orders no longer exists and its backup carries none)"]);
         assert_eq!((describe.num_calls(), ttl_on.num_calls(), pitr.num_calls(), tag.num_calls()), (1, 1, 1, 1));
@@ -808,7 +816,8 @@ mod dynamodb {
         let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&no_table_yet()]);
         let (task, mut target) = restore_task(&[], "");
         target.account_id = "210987654321".into();
-        let step = lifeboat_dynamodb::restore_step(&ddb, &task, &target, || Ok(())).await.unwrap();
+        let step =
+            lifeboat_dynamodb::restore_step(&ddb, &task, &target, &mut Default::default(), &gate()).await.unwrap();
         assert!(
             matches!(&step, lifeboat_common::restore::Step::Failed { code, .. } if code == "CROSS_ACCOUNT_UNSUPPORTED"),
             "{step:?}"

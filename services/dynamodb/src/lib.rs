@@ -1,11 +1,12 @@
 //! The DynamoDB restore service: tables from on-demand, SYSTEM and AWS Backup backups or by
-//! point-in-time recovery, at most 50 restores in flight per account and region, and, once the
+//! point-in-time recovery, at most 50 restores in flight per account and region (counted with
+//! every replica in the bus's shared store), and, once the
 //! table is ACTIVE, the settings a DynamoDB restore drops (tags, TTL, point-in-time recovery,
 //! streams, deletion protection, billing mode) put back. A backup is restored only into its own
 //! account: DynamoDB has no cross-account restore.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
@@ -14,75 +15,116 @@ use aws_sdk_dynamodb::types::{
 };
 use lifeboat_common::aws::{absent_if_not_found, classify, Accounts, AwsError};
 use lifeboat_common::bus::Bus;
-use lifeboat_common::restore::{restored_tags, Progress, RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::quota::{self, Api, Cap, Quotas};
+use lifeboat_common::restore::{progress_key, restored_tags, Progress, RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::shared::SharedStore;
+use lifeboat_common::subjects::TAG_TASK_ID;
 use lifeboat_proto::{restore_task, Backup, DynamoDbTarget, RestoreTask};
 
-/// AWS allows 50 table restores in flight per account and region.
-pub const MAX_RESTORES_IN_FLIGHT: usize = 50;
+/// The role under which a task records its table in [`Progress`].
+pub const TABLE: &str = "table";
 
-#[derive(Clone, Debug)]
+/// A restore slot outlives a holder that died by this much; every re-check renews it, and
+/// re-checks are at most a few minutes apart.
+pub const SLOT_LEASE: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Clone, Debug, Default)]
 pub struct DynamoDbConfig {
+    /// Its `quotas` hold the 50-restores cap (`dynamodb.restores`) and the restore bucket.
     pub service: ServiceConfig,
-    pub max_restores_in_flight: usize,
-}
-
-impl Default for DynamoDbConfig {
-    fn default() -> Self {
-        Self { service: ServiceConfig::default(), max_restores_in_flight: MAX_RESTORES_IN_FLIGHT }
-    }
 }
 
 pub type DynamoDbService = RestoreService<DynamoDbRestorer>;
 
 /// The DynamoDB service, ready to `run`.
 pub fn service(accounts: Arc<Accounts>, bus: Arc<dyn Bus>, config: DynamoDbConfig) -> Arc<DynamoDbService> {
-    RestoreService::new(DynamoDbRestorer::new(accounts, config.max_restores_in_flight), bus, config.service)
+    let gate = Gate::new(bus.shared(), config.service.quotas.clone());
+    RestoreService::new(DynamoDbRestorer { accounts, gate }, bus, config.service)
 }
 
 pub struct DynamoDbRestorer {
     accounts: Arc<Accounts>,
-    max_in_flight: usize,
-    /// Restores this process started and has not yet seen finish, per (account, region).
-    in_flight: Mutex<HashMap<(String, String), HashSet<String>>>,
+    gate: Gate,
+}
+
+/// What a restore passes before it starts, shared with every replica through the bus's store:
+/// a slot of the restores-in-flight cap of the target account and region (held until the table
+/// is ACTIVE, so a count leaks neither on WAIT_TIMEOUT nor across replicas) and a token of the
+/// restore bucket.
+pub struct Gate {
+    quotas: Arc<Quotas>,
+    store: Arc<dyn SharedStore>,
+}
+
+fn store_error(e: lifeboat_common::bus::BusError) -> AwsError {
+    AwsError::retryable("dynamodb:RestoreTable", "SharedStoreUnavailable", e.to_string())
+}
+
+impl Gate {
+    pub fn new(store: Arc<dyn SharedStore>, quotas: quota::QuotaConfig) -> Self {
+        Self { quotas: Quotas::new(store.clone(), quotas), store }
+    }
+
+    /// The cap's record for a target, for [`Quotas::held`].
+    pub fn slot_key(target: &DynamoDbTarget) -> String {
+        Quotas::slot_key(Cap::DynamoDbRestores, &target.account_id, &target.region)
+    }
+
+    /// Takes (or renews) the task's slot, then a restore token; a full cap says to come back later.
+    async fn admit(
+        &self,
+        task: &RestoreTask,
+        target: &DynamoDbTarget,
+        progress: &mut Progress,
+    ) -> Result<(), AwsError> {
+        let slot = Self::slot_key(target);
+        let holder = progress_key(task);
+        if !self.quotas.acquire(&slot, Cap::DynamoDbRestores, &holder, SLOT_LEASE).await.map_err(store_error)? {
+            return Err(AwsError::retryable(
+                "dynamodb:RestoreTable",
+                "RestoreLimitInFlight",
+                format!(
+                    "{} table restores already in flight in {}/{}",
+                    self.quotas.config().limit(Cap::DynamoDbRestores),
+                    target.account_id,
+                    target.region
+                ),
+            ));
+        }
+        progress.hold(&slot);
+        self.quotas.take(&target.account_id, &target.region, Api::DynamoDbRestore).await.map_err(store_error)
+    }
+
+    /// Keeps the slot of a restore still under way from running out with its lease.
+    async fn renew(&self, task: &RestoreTask, progress: &Progress) -> Result<(), AwsError> {
+        for slot in &progress.slots {
+            self.quotas
+                .acquire(slot, Cap::DynamoDbRestores, &progress_key(task), SLOT_LEASE)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the slot back once the table is ACTIVE: what remains (settings) is no restore. By
+    /// the target's key, not only the recorded one: a delivery that took the slot may have lost
+    /// the race to record it.
+    async fn release(
+        &self,
+        task: &RestoreTask,
+        target: &DynamoDbTarget,
+        progress: &mut Progress,
+    ) -> Result<(), AwsError> {
+        quota::release(self.store.as_ref(), &Self::slot_key(target), &progress_key(task)).await.map_err(store_error)?;
+        progress.slots.clear();
+        Ok(())
+    }
 }
 
 fn target_of(task: &RestoreTask) -> Option<&DynamoDbTarget> {
     match &task.target {
         Some(restore_task::Target::Dynamodb(target)) => Some(target),
         _ => None,
-    }
-}
-
-impl DynamoDbRestorer {
-    pub fn new(accounts: Arc<Accounts>, max_in_flight: usize) -> Self {
-        Self { accounts, max_in_flight, in_flight: Mutex::new(HashMap::new()) }
-    }
-
-    fn key(target: &DynamoDbTarget) -> (String, String) {
-        (target.account_id.clone(), target.region.clone())
-    }
-
-    fn finished(&self, target: &DynamoDbTarget, task_id: &str) {
-        if let Ok(mut in_flight) = self.in_flight.lock() {
-            if let Some(tasks) = in_flight.get_mut(&Self::key(target)) {
-                tasks.remove(task_id);
-            }
-        }
-    }
-
-    /// Takes a slot for a new restore, or says to come back later.
-    fn admit(&self, target: &DynamoDbTarget, task_id: &str) -> Result<(), AwsError> {
-        let mut in_flight = self.in_flight.lock().map_err(|_| AwsError::retryable("restore", "LockPoisoned", ""))?;
-        let tasks = in_flight.entry(Self::key(target)).or_default();
-        if !tasks.contains(task_id) && tasks.len() >= self.max_in_flight {
-            return Err(AwsError::retryable(
-                "dynamodb:RestoreTable",
-                "RestoreLimitInFlight",
-                format!("{} table restores already in flight in {}/{}", tasks.len(), target.account_id, target.region),
-            ));
-        }
-        tasks.insert(task_id.to_string());
-        Ok(())
     }
 }
 
@@ -106,15 +148,11 @@ impl Restorer for DynamoDbRestorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32, _progress: &mut Progress) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, _attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
         let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
         let ddb = lifeboat_common::aws::dynamodb_client(&config, &target.account_id, &target.region);
-        let step = restore_step(&ddb, task, &target, || self.admit(&target, &task.task_id)).await;
-        if !matches!(step, Ok(Step::Waiting { .. }) | Err(_)) {
-            self.finished(&target, &task.task_id);
-        }
-        step
+        restore_step(&ddb, task, &target, progress, &self.gate).await
     }
 }
 
@@ -123,15 +161,18 @@ pub use lifeboat_common::settings::dynamodb as setting;
 
 pub use lifeboat_common::restore::reason::CROSS_ACCOUNT_UNSUPPORTED;
 
-/// One step of a table restore, idempotent: the target table is ours when its restore summary
-/// names our source, so a repeated step finds it instead of restoring again. Each step describes
-/// the table once; settings that need an UpdateTable are applied one per step (a table takes one
+/// One step of a table restore, idempotent: the task records its table once the restore is
+/// started, and a table it did not record is ours when its restore summary names our source or
+/// it carries our task tag (a concurrent duplicate's restore, or the crash window before the
+/// record), so a repeated step finds it instead of restoring again. Each step describes the
+/// table once; settings that need an UpdateTable are applied one per step (a table takes one
 /// update at a time), the rest once the table is settled.
 pub async fn restore_step(
     ddb: &aws_sdk_dynamodb::Client,
     task: &RestoreTask,
     target: &DynamoDbTarget,
-    admit: impl FnOnce() -> Result<(), AwsError>,
+    progress: &mut Progress,
+    gate: &Gate,
 ) -> Result<Step, AwsError> {
     let backup = task.backup.clone().unwrap_or_default();
     let name = &target.table_name;
@@ -144,30 +185,73 @@ pub async fn restore_step(
             ),
         });
     }
-    let Some(table) = describe(ddb, name).await? else {
-        admit()?;
-        start_restore(ddb, &backup, target).await?;
-        return Ok(Step::Waiting { what: format!("table {name} is being restored"), created: vec![name.clone()] });
+    let table = match describe(ddb, name).await? {
+        Some(table) => table,
+        None => {
+            gate.admit(task, target, progress).await?;
+            match start_restore(ddb, &backup, target).await {
+                Ok(arn) => {
+                    progress.record(TABLE, arn.clone());
+                    return Ok(Step::Waiting { what: format!("table {name} is being restored"), created: vec![arn] });
+                }
+                // Someone restored into the name between the describe and the restore.
+                Err(e) if e.code == "TableAlreadyExistsException" => describe(ddb, name).await?.ok_or_else(|| {
+                    AwsError::retryable("dynamodb:DescribeTable", "TableNotFound", format!("table {name} vanished"))
+                })?,
+                Err(e) => return Err(e),
+            }
+        }
     };
-    let summary = table.restore_summary();
-    let source =
-        summary.and_then(|s| if backup.restore_time.is_some() { s.source_table_arn() } else { s.source_backup_arn() });
-    if source != Some(backup.backup_id.as_str()) {
-        return Ok(Step::Failed {
-            code: "TargetTableExists".into(),
-            message: format!("table {name} exists and was not restored from {} by Lifeboat", backup.backup_id),
-        });
-    }
     let arn = table.table_arn().unwrap_or(name).to_string();
+    if progress.id(TABLE).is_none() {
+        if !ours(ddb, task, &backup, &table, &arn).await? {
+            return Ok(Step::Failed {
+                code: "TargetTableExists".into(),
+                message: format!(
+                    "table {name} (target.dynamodb.table_name, or <source table>-<name_suffix>) already exists and \
+                     was not restored from {} by this task; choose another name or suffix",
+                    backup.backup_id
+                ),
+            });
+        }
+        progress.record(TABLE, arn.clone());
+    }
+    let summary = table.restore_summary();
     if table.table_status() != Some(&TableStatus::Active) || summary.is_some_and(|s| s.restore_in_progress()) {
+        gate.renew(task, progress).await?;
         return Ok(Step::Waiting { what: format!("table {name} is being restored"), created: vec![arn] });
     }
+    gate.release(task, target, progress).await?;
     let mut warnings = Vec::new();
     if let Some(applying) = update_table(ddb, &backup, name, &table, &mut warnings).await? {
         return Ok(Step::Waiting { what: format!("table {name}: applying {applying}"), created: vec![arn] });
     }
     warnings.extend(reconcile(ddb, task, &backup, target, &arn).await?);
     Ok(Step::Done { message: format!("table {name} is active"), created: vec![arn], warnings })
+}
+
+/// Whether an existing table this task did not record is its own: restored from its source
+/// (the restore summary), or tagged with its task id.
+async fn ours(
+    ddb: &aws_sdk_dynamodb::Client,
+    task: &RestoreTask,
+    backup: &Backup,
+    table: &TableDescription,
+    arn: &str,
+) -> Result<bool, AwsError> {
+    let summary = table.restore_summary();
+    let source =
+        summary.and_then(|s| if backup.restore_time.is_some() { s.source_table_arn() } else { s.source_backup_arn() });
+    if source == Some(backup.backup_id.as_str()) {
+        return Ok(true);
+    }
+    let tags = ddb
+        .list_tags_of_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(|e| classify("dynamodb:ListTagsOfResource", e))?;
+    Ok(tags.tags().iter().any(|t| t.key() == TAG_TASK_ID && t.value() == task.task_id))
 }
 
 async fn describe(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Result<Option<TableDescription>, AwsError> {
@@ -186,14 +270,15 @@ fn restore_kms_key<'a>(backup: &'a Backup, target: &'a DynamoDbTarget) -> Option
     source_key.filter(|_| backup.region == target.region).map(String::as_str)
 }
 
+/// Starts the restore; the new table's ARN (its name when the answer carries none).
 async fn start_restore(
     ddb: &aws_sdk_dynamodb::Client,
     backup: &Backup,
     target: &DynamoDbTarget,
-) -> Result<(), AwsError> {
+) -> Result<String, AwsError> {
     let sse = restore_kms_key(backup, target)
         .map(|key| SseSpecification::builder().enabled(true).sse_type(SseType::Kms).kms_master_key_id(key).build());
-    match &backup.restore_time {
+    let table = match &backup.restore_time {
         Some(at) => {
             let time = aws_smithy_types::DateTime::from_secs(at.seconds);
             // The name where the source is local (every endpoint takes it), the ARN across regions.
@@ -211,7 +296,8 @@ async fn start_restore(
                 .set_sse_specification_override(sse)
                 .send()
                 .await
-                .map_err(|e| classify("dynamodb:RestoreTableToPointInTime", e))?;
+                .map_err(|e| classify("dynamodb:RestoreTableToPointInTime", e))?
+                .table_description
         }
         None => {
             ddb.restore_table_from_backup()
@@ -220,10 +306,11 @@ async fn start_restore(
                 .set_sse_specification_override(sse)
                 .send()
                 .await
-                .map_err(|e| classify("dynamodb:RestoreTableFromBackup", e))?;
+                .map_err(|e| classify("dynamodb:RestoreTableFromBackup", e))?
+                .table_description
         }
-    }
-    Ok(())
+    };
+    Ok(table.and_then(|t| t.table_arn).unwrap_or_else(|| target.table_name.clone()))
 }
 
 /// A warning for a setting that could not be applied, or the error when it is worth a retry.

@@ -1,8 +1,12 @@
 //! The EC2 restore service: launches an instance from an AMI in the target account, region,
 //! subnet and security groups, copying the AMI to the target region first when needed, and can
-//! leave it stopped. Idempotent by the `lifeboat:task-id` tag and the ClientToken.
+//! leave it stopped. Idempotent by the ids each task records (the AMI copy, the instance),
+//! checked by id in one batched Describe per account and region; the `lifeboat:task-id` tag
+//! and the ClientToken cover the crash window before a record. Every call takes a token of its
+//! API family's bucket, shared with every replica.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -15,8 +19,11 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 use lifeboat_common::aws::{classify, Accounts, AwsError};
+use lifeboat_common::batch::Batcher;
 use lifeboat_common::bus::Bus;
+use lifeboat_common::quota::{Api, QuotaConfig, Quotas};
 use lifeboat_common::restore::{restored_tags, Progress, RestoreService, Restorer, ServiceConfig, Step};
+use lifeboat_common::shared::SharedStore;
 use lifeboat_common::subjects::TAG_TASK_ID;
 use lifeboat_proto::{restore_task, Ec2Target, RestoreTask};
 
@@ -114,11 +121,13 @@ pub type Ec2Service = RestoreService<Ec2Restorer>;
 
 /// The EC2 service, ready to `run`.
 pub fn service(accounts: Arc<Accounts>, bus: Arc<dyn Bus>, config: Ec2Config) -> Arc<Ec2Service> {
-    RestoreService::new(Ec2Restorer { accounts }, bus, config.service)
+    let api = Ec2Api::new(bus.shared(), config.service.quotas.clone());
+    RestoreService::new(Ec2Restorer { accounts, api }, bus, config.service)
 }
 
 pub struct Ec2Restorer {
     accounts: Arc<Accounts>,
+    api: Ec2Api,
 }
 
 fn target_of(task: &RestoreTask) -> Option<&Ec2Target> {
@@ -128,10 +137,111 @@ fn target_of(task: &RestoreTask) -> Option<&Ec2Target> {
     }
 }
 
+/// An EC2 client with the account and region its calls are metered in.
+#[derive(Clone)]
+pub struct Scope {
+    pub ec2: aws_sdk_ec2::Client,
+    pub account: String,
+    pub region: String,
+}
+
+impl Scope {
+    fn group(&self) -> String {
+        format!("{}/{}", self.account, self.region)
+    }
+}
+
 /// The EC2 clients a step needs: in the target account and region, and in the source's.
 pub struct Clients {
-    pub target: aws_sdk_ec2::Client,
-    pub source: aws_sdk_ec2::Client,
+    pub target: Scope,
+    pub source: Scope,
+}
+
+/// Roles under which a task records its ids in [`Progress`].
+pub const INSTANCE: &str = "instance";
+pub const COPY: &str = "copy";
+
+/// How long a batch collects ids before its one Describe, and how many one call takes.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+const BATCH_IDS: usize = 200;
+
+/// The quota buckets every call takes a token of, and the batched checks by id.
+pub struct Ec2Api {
+    quotas: Arc<Quotas>,
+    instances: Batcher<Scope, Instance>,
+    images: Batcher<Scope, Image>,
+}
+
+fn store_error(e: lifeboat_common::bus::BusError) -> AwsError {
+    AwsError::retryable("ec2", "SharedStoreUnavailable", e.to_string())
+}
+
+impl Ec2Api {
+    pub fn new(store: Arc<dyn SharedStore>, quotas: QuotaConfig) -> Self {
+        let quotas = Quotas::new(store, quotas);
+        let (for_instances, for_images) = (quotas.clone(), quotas.clone());
+        let instances = Batcher::new(BATCH_WINDOW, BATCH_IDS, move |scope: Scope, ids: Vec<String>| {
+            let quotas = for_instances.clone();
+            async move { describe_instances(&quotas, &scope, ids).await }
+        });
+        let images = Batcher::new(BATCH_WINDOW, BATCH_IDS, move |scope: Scope, ids: Vec<String>| {
+            let quotas = for_images.clone();
+            async move { describe_images(&quotas, &scope, ids).await }
+        });
+        Self { quotas, instances, images }
+    }
+
+    /// Waits for a token of `api` in the scope's account and region.
+    async fn token(&self, scope: &Scope, api: Api) -> Result<(), AwsError> {
+        take(&self.quotas, scope, api).await
+    }
+
+    /// A recorded instance, from the next batched DescribeInstances of its account and region.
+    async fn instance(&self, scope: &Scope, id: &str) -> Result<Option<Instance>, AwsError> {
+        self.instances.get(&scope.group(), scope.clone(), id).await
+    }
+
+    /// A recorded AMI copy, from the next batched DescribeImages of its account and region.
+    async fn image(&self, scope: &Scope, id: &str) -> Result<Option<Image>, AwsError> {
+        self.images.get(&scope.group(), scope.clone(), id).await
+    }
+}
+
+async fn take(quotas: &Quotas, scope: &Scope, api: Api) -> Result<(), AwsError> {
+    quotas.take(&scope.account, &scope.region, api).await.map_err(store_error)
+}
+
+/// One DescribeInstances for many ids (a filter: unknown ids are absent, not an error).
+async fn describe_instances(
+    quotas: &Quotas,
+    scope: &Scope,
+    ids: Vec<String>,
+) -> Result<HashMap<String, Instance>, AwsError> {
+    take(quotas, scope, Api::Ec2Describe).await?;
+    let filter = Filter::builder().name("instance-id").set_values(Some(ids)).build();
+    // Without MaxResults the answer is not paged, and a batch is far below its limit.
+    let output = scope
+        .ec2
+        .describe_instances()
+        .filters(filter)
+        .send()
+        .await
+        .map_err(|e| classify("ec2:DescribeInstances", e))?;
+    Ok(output
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| (i.instance_id().unwrap_or_default().to_string(), i.clone()))
+        .collect())
+}
+
+/// One DescribeImages for many ids (a filter: images not yet visible are absent).
+async fn describe_images(quotas: &Quotas, scope: &Scope, ids: Vec<String>) -> Result<HashMap<String, Image>, AwsError> {
+    take(quotas, scope, Api::Ec2Describe).await?;
+    let filter = Filter::builder().name("image-id").set_values(Some(ids)).build();
+    let output =
+        scope.ec2.describe_images().filters(filter).send().await.map_err(|e| classify("ec2:DescribeImages", e))?;
+    Ok(output.images().iter().map(|i| (i.image_id().unwrap_or_default().to_string(), i.clone())).collect())
 }
 
 #[async_trait]
@@ -154,16 +264,24 @@ impl Restorer for Ec2Restorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32, _progress: &mut Progress) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
         let target = target_of(task).cloned().unwrap_or_default();
         let backup = task.backup.clone().unwrap_or_default();
         let target_config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
         let source_config = self.accounts.config_for(&backup.account_id, &backup.region).await?;
         let clients = Clients {
-            target: lifeboat_common::aws::ec2_client(&target_config, &target.account_id, &target.region),
-            source: lifeboat_common::aws::ec2_client(&source_config, &backup.account_id, &backup.region),
+            target: Scope {
+                ec2: lifeboat_common::aws::ec2_client(&target_config, &target.account_id, &target.region),
+                account: target.account_id.clone(),
+                region: target.region.clone(),
+            },
+            source: Scope {
+                ec2: lifeboat_common::aws::ec2_client(&source_config, &backup.account_id, &backup.region),
+                account: backup.account_id.clone(),
+                region: backup.region.clone(),
+            },
         };
-        restore_step(&clients, task, &target).await
+        restore_step(&clients, &self.api, task, &target, attempt, progress).await
     }
 }
 
@@ -178,20 +296,32 @@ fn tag_spec(kind: ResourceType, tags: &[(String, String)]) -> TagSpecification {
         .build()
 }
 
-/// One step of an instance restore.
-pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Target) -> Result<Step, AwsError> {
+/// One step of an instance restore. Recorded ids are checked by id (batched); the tag and
+/// name lookups run only when an earlier delivery may have created something unrecorded.
+pub async fn restore_step(
+    clients: &Clients,
+    api: &Ec2Api,
+    task: &RestoreTask,
+    target: &Ec2Target,
+    attempt: u32,
+    progress: &mut Progress,
+) -> Result<Step, AwsError> {
     let backup = task.backup.clone().unwrap_or_default();
     let settings = instance_settings(task, target);
-    if let Some(instance) = find_instance(&clients.target, &task.task_id).await? {
-        return settle_instance(&clients.target, &instance, target, settings.warnings).await;
+    if let Some(instance) = recorded_instance(clients, api, task, attempt, progress).await? {
+        return settle_instance(clients, api, &instance, target, settings.warnings).await;
+    }
+    if let Some(id) = progress.id(INSTANCE) {
+        // Launched and recorded, not yet in DescribeInstances (eventual consistency).
+        return Ok(Step::Waiting { what: format!("instance {id} is starting"), created: vec![id.to_string()] });
     }
     if target.account_id != backup.account_id {
-        share_image(&clients.source, &backup.backup_id, &target.account_id).await?;
+        share_image(&clients.source, api, &backup.backup_id, &target.account_id).await?;
     }
     let image_id = if target.region == backup.region && target.account_id == backup.account_id {
         backup.backup_id.clone()
     } else {
-        match find_copy(&clients.target, &task.task_id).await? {
+        match recorded_copy(clients, api, task, attempt, progress).await? {
             Some(copy) if copy.state() == Some(&ImageState::Available) => {
                 copy.image_id().unwrap_or_default().to_string()
             }
@@ -213,31 +343,16 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
                     created: vec![id],
                 });
             }
+            // Recorded, not yet visible: wait for it, never copy twice.
+            None if progress.id(COPY).is_some() => {
+                let id = progress.id(COPY).unwrap_or_default().to_string();
+                return Ok(Step::Waiting {
+                    what: format!("AMI copy {id} to {} is not visible yet", target.region),
+                    created: vec![id],
+                });
+            }
             None => {
-                let mut tags = restored_tags(task, &target.tags);
-                tags.push((TAG_SOURCE_INSTANCE.to_string(), backup.source_resource_id.clone()));
-                tags.push((TAG_RESTORE_COPY.to_string(), task.task_id.clone()));
-                let copy = clients
-                    .target
-                    .copy_image()
-                    .source_image_id(&backup.backup_id)
-                    .source_region(&backup.region)
-                    .name(copy_name(&task.task_id))
-                    .client_token(&task.task_id)
-                    .tag_specifications(tag_spec(ResourceType::Image, &tags))
-                    .send()
-                    .await
-                    .map_err(|e| classify("ec2:CopyImage", e))?;
-                let id = copy.image_id().unwrap_or_default().to_string();
-                // Also tagged explicitly: not every endpoint applies CopyImage's tag specifications.
-                clients
-                    .target
-                    .create_tags()
-                    .resources(&id)
-                    .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
-                    .send()
-                    .await
-                    .map_err(|e| classify("ec2:CreateTags", e))?;
+                let id = copy_image(clients, api, task, target, progress).await?;
                 return Ok(Step::Waiting {
                     what: format!("copying {} to {} as {id}", backup.backup_id, target.region),
                     created: vec![id],
@@ -260,6 +375,7 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
     let tags = instance_tags(task, target);
     let mut run = clients
         .target
+        .ec2
         .run_instances()
         .image_id(&image_id)
         .min_count(1)
@@ -296,19 +412,24 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
         run = run.metadata_options(metadata);
     }
     if !target.kms_key_id.is_empty() {
-        run = run
-            .set_block_device_mappings(Some(encrypted_mappings(&clients.target, &image_id, &target.kms_key_id).await?));
+        run = run.set_block_device_mappings(Some(
+            encrypted_mappings(&clients.target, api, &image_id, &target.kms_key_id).await?,
+        ));
     }
+    api.token(&clients.target, Api::RunInstances).await?;
     let output = run.send().await.map_err(|e| classify("ec2:RunInstances", e))?;
     let instance =
         output.instances().first().cloned().ok_or_else(|| {
             AwsError::retryable("ec2:RunInstances", "NoInstance", "RunInstances returned no instance")
         })?;
     let id = instance.instance_id().unwrap_or_default().to_string();
+    progress.record(INSTANCE, id.clone());
     if settings.disable_api_termination {
         // Also set on its own: not every endpoint applies RunInstances' DisableApiTermination.
+        api.token(&clients.target, Api::Ec2Mutate).await?;
         clients
             .target
+            .ec2
             .modify_instance_attribute()
             .instance_id(&id)
             .disable_api_termination(AttributeBooleanValue::builder().value(true).build())
@@ -321,11 +442,13 @@ pub async fn restore_step(clients: &Clients, task: &RestoreTask, target: &Ec2Tar
 
 /// Running (or stopped, when asked) is done; on the way there, wait.
 async fn settle_instance(
-    ec2: &aws_sdk_ec2::Client,
+    clients: &Clients,
+    api: &Ec2Api,
     instance: &Instance,
     target: &Ec2Target,
     warnings: Vec<String>,
 ) -> Result<Step, AwsError> {
+    let ec2 = &clients.target.ec2;
     let id = instance.instance_id().unwrap_or_default().to_string();
     let state = instance.state().and_then(|s| s.name()).cloned();
     let done = |what: &str| Step::Done {
@@ -337,10 +460,12 @@ async fn settle_instance(
         (Some(InstanceStateName::Running), false) => done("running"),
         (Some(InstanceStateName::Stopped), true) => done("stopped"),
         (Some(InstanceStateName::Running), true) => {
+            api.token(&clients.target, Api::Ec2Mutate).await?;
             ec2.stop_instances().instance_ids(&id).send().await.map_err(|e| classify("ec2:StopInstances", e))?;
             Step::Waiting { what: format!("stopping {id}"), created: vec![id] }
         }
         (Some(InstanceStateName::Stopped), false) => {
+            api.token(&clients.target, Api::Ec2Mutate).await?;
             ec2.start_instances().instance_ids(&id).send().await.map_err(|e| classify("ec2:StartInstances", e))?;
             Step::Waiting { what: format!("starting {id}"), created: vec![id] }
         }
@@ -357,19 +482,40 @@ async fn settle_instance(
     })
 }
 
-async fn find_instance(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Option<Instance>, AwsError> {
-    let output = ec2
+/// The task's instance: by its recorded id, else (only in the crash window) by its tag, and
+/// then recorded.
+async fn recorded_instance(
+    clients: &Clients,
+    api: &Ec2Api,
+    task: &RestoreTask,
+    attempt: u32,
+    progress: &mut Progress,
+) -> Result<Option<Instance>, AwsError> {
+    if let Some(id) = progress.id(INSTANCE) {
+        return api.instance(&clients.target, id).await;
+    }
+    if !progress.may_have_lost(attempt) {
+        return Ok(None);
+    }
+    api.token(&clients.target, Api::Ec2Describe).await?;
+    let output = clients
+        .target
+        .ec2
         .describe_instances()
-        .filters(task_filter(task_id))
+        .filters(task_filter(&task.task_id))
         .send()
         .await
         .map_err(|e| classify("ec2:DescribeInstances", e))?;
-    Ok(output
+    let found = output
         .reservations()
         .iter()
         .flat_map(|r| r.instances())
         .find(|i| !matches!(i.state().and_then(|s| s.name()), Some(InstanceStateName::Terminated)))
-        .cloned())
+        .cloned();
+    if let Some(id) = found.as_ref().and_then(|i| i.instance_id()) {
+        progress.record(INSTANCE, id);
+    }
+    Ok(found)
 }
 
 /// AMI names are unique per account and region, so the copy's name is its idempotency key.
@@ -377,21 +523,86 @@ fn copy_name(task_id: &str) -> String {
     format!("lifeboat-{task_id}")
 }
 
-async fn find_copy(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Option<Image>, AwsError> {
-    let output = ec2
+/// The task's AMI copy: by its recorded id, else (only in the crash window) by its name, and
+/// then recorded.
+async fn recorded_copy(
+    clients: &Clients,
+    api: &Ec2Api,
+    task: &RestoreTask,
+    attempt: u32,
+    progress: &mut Progress,
+) -> Result<Option<Image>, AwsError> {
+    if let Some(id) = progress.id(COPY) {
+        return api.image(&clients.target, id).await;
+    }
+    if !progress.may_have_lost(attempt) {
+        return Ok(None);
+    }
+    api.token(&clients.target, Api::Ec2Describe).await?;
+    let output = clients
+        .target
+        .ec2
         .describe_images()
         .owners("self")
-        .filters(Filter::builder().name("name").values(copy_name(task_id)).build())
+        .filters(Filter::builder().name("name").values(copy_name(&task.task_id)).build())
         .send()
         .await
         .map_err(|e| classify("ec2:DescribeImages", e))?;
-    Ok(output.images().first().cloned())
+    let found = output.images().first().cloned();
+    if let Some(id) = found.as_ref().and_then(|i| i.image_id()) {
+        progress.record(COPY, id);
+    }
+    Ok(found)
+}
+
+/// Starts the AMI copy (the ClientToken makes a repeated call return the same one), records
+/// it, and tags it.
+async fn copy_image(
+    clients: &Clients,
+    api: &Ec2Api,
+    task: &RestoreTask,
+    target: &Ec2Target,
+    progress: &mut Progress,
+) -> Result<String, AwsError> {
+    let backup = task.backup.clone().unwrap_or_default();
+    let mut tags = restored_tags(task, &target.tags);
+    tags.push((TAG_SOURCE_INSTANCE.to_string(), backup.source_resource_id.clone()));
+    tags.push((TAG_RESTORE_COPY.to_string(), task.task_id.clone()));
+    api.token(&clients.target, Api::CopyImage).await?;
+    let copy = clients
+        .target
+        .ec2
+        .copy_image()
+        .source_image_id(&backup.backup_id)
+        .source_region(&backup.region)
+        .name(copy_name(&task.task_id))
+        .client_token(&task.task_id)
+        .tag_specifications(tag_spec(ResourceType::Image, &tags))
+        .send()
+        .await
+        .map_err(|e| classify("ec2:CopyImage", e))?;
+    let id = copy.image_id().unwrap_or_default().to_string();
+    progress.record(COPY, id.clone());
+    // Also tagged explicitly: not every endpoint applies CopyImage's tag specifications.
+    api.token(&clients.target, Api::Ec2Mutate).await?;
+    clients
+        .target
+        .ec2
+        .create_tags()
+        .resources(&id)
+        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+        .send()
+        .await
+        .map_err(|e| classify("ec2:CreateTags", e))?;
+    Ok(id)
 }
 
 /// Another account gets launch permission on the AMI and create-volume permission on its EBS
 /// snapshots (without the latter it cannot launch from it, nor copy it).
-async fn share_image(source: &aws_sdk_ec2::Client, image_id: &str, account_id: &str) -> Result<(), AwsError> {
+async fn share_image(source: &Scope, api: &Ec2Api, image_id: &str, account_id: &str) -> Result<(), AwsError> {
+    api.token(source, Api::Ec2Mutate).await?;
     source
+        .ec2
         .modify_image_attribute()
         .image_id(image_id)
         .launch_permission(
@@ -402,8 +613,9 @@ async fn share_image(source: &aws_sdk_ec2::Client, image_id: &str, account_id: &
         .send()
         .await
         .map_err(|e| classify("ec2:ModifyImageAttribute", e))?;
+    api.token(source, Api::Ec2Describe).await?;
     let images =
-        source.describe_images().image_ids(image_id).send().await.map_err(|e| classify("ec2:DescribeImages", e))?;
+        source.ec2.describe_images().image_ids(image_id).send().await.map_err(|e| classify("ec2:DescribeImages", e))?;
     let snapshots: Vec<String> = images
         .images()
         .iter()
@@ -411,7 +623,9 @@ async fn share_image(source: &aws_sdk_ec2::Client, image_id: &str, account_id: &
         .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
         .collect();
     for snapshot_id in snapshots {
+        api.token(source, Api::Ec2Mutate).await?;
         source
+            .ec2
             .modify_snapshot_attribute()
             .snapshot_id(&snapshot_id)
             // The attribute form (also what moto reads) rather than CreateVolumePermission.Add.
@@ -427,12 +641,14 @@ async fn share_image(source: &aws_sdk_ec2::Client, image_id: &str, account_id: &
 
 /// The AMI's EBS devices, encrypted with `kms_key_id` on the new instance.
 async fn encrypted_mappings(
-    ec2: &aws_sdk_ec2::Client,
+    scope: &Scope,
+    api: &Ec2Api,
     image_id: &str,
     kms_key_id: &str,
 ) -> Result<Vec<BlockDeviceMapping>, AwsError> {
+    api.token(scope, Api::Ec2Describe).await?;
     let images =
-        ec2.describe_images().image_ids(image_id).send().await.map_err(|e| classify("ec2:DescribeImages", e))?;
+        scope.ec2.describe_images().image_ids(image_id).send().await.map_err(|e| classify("ec2:DescribeImages", e))?;
     let image = images
         .images()
         .first()
