@@ -148,10 +148,12 @@ async fn nats_server_restarted_during_a_restore() {
     seed(&servers).await;
     let mut stack = start_stack(&servers, 1).await;
     servers.client().await.submit(&chaos_request("chaos-nats")).await.expect("submit");
+    let client = servers.client().await;
     for _ in 0..2 {
-        tokio::time::sleep(rng.between(Duration::from_millis(300), Duration::from_millis(2000))).await;
+        tokio::time::sleep(rng.between(Duration::from_millis(200), Duration::from_millis(1200))).await;
         let down = rng.between(Duration::from_millis(200), Duration::from_millis(1500));
-        eprintln!("chaos: SIGKILL nats-server (down {down:?})");
+        let counts = client.status("chaos-nats", false).await.ok().and_then(|r| r.summary).and_then(|s| s.counts);
+        eprintln!("chaos: SIGKILL nats-server (down {down:?}) at {counts:?}");
         servers.restart_nats(down).await;
         stack.fleet.assert_running();
     }
