@@ -62,9 +62,8 @@ async fn start_stack(servers: &Servers, replicas: usize) -> Stack {
         })
         .collect();
     let discovery = (0..replicas).map(|i| fleet.spawn(&format!("discovery-{i}"), "discovery", None, &[])).collect();
-    let ebs = (0..replicas)
-        .map(|i| fleet.spawn(&format!("ebs-{i}"), "ebs", None, &["--check-interval", "0.3"]))
-        .collect();
+    let ebs =
+        (0..replicas).map(|i| fleet.spawn(&format!("ebs-{i}"), "ebs", None, &["--check-interval", "0.3"])).collect();
     wait_ready(&servers.api_url(), &mut fleet).await;
     Stack { fleet, discovery, ebs, aggregators }
 }
@@ -106,11 +105,7 @@ async fn assert_exact(servers: &Servers, stack: &mut Stack, rng: &Rng, request_i
         problems.join("\n  "),
         stack.fleet.logs_tail(25)
     );
-    eprintln!(
-        "seed {}: {TASKS} tasks succeeded, one volume each; process lives {:?}",
-        rng.seed(),
-        stack.fleet.lives()
-    );
+    eprintln!("seed {}: {TASKS} tasks succeeded, one volume each; process lives {:?}", rng.seed(), stack.fleet.lives());
 }
 
 /// Kills `victims` in a random order, each at a random moment 0.2-1.5 s after the previous
@@ -170,7 +165,8 @@ async fn two_replicas_of_every_service(transport: Transport) {
     let mut stack = start_stack(&servers, 2).await;
     servers.client().await.submit(&chaos_request("chaos-replicas")).await.expect("submit");
     // Not the first aggregator: the test's client reads the API that one serves.
-    let victims = vec![stack.discovery[rng.below(2)], stack.ebs[rng.below(2)], stack.ebs[rng.below(2)], stack.aggregators[1]];
+    let victims =
+        vec![stack.discovery[rng.below(2)], stack.ebs[rng.below(2)], stack.ebs[rng.below(2)], stack.aggregators[1]];
     kill_at_random(&mut stack, &mut rng, victims).await;
     assert_exact(&servers, &mut stack, &rng, "chaos-replicas").await;
 }

@@ -141,7 +141,8 @@ impl Fleet {
         let process = &mut self.processes[pid.0];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&process.log).expect("open the log");
         let mut command = Command::new(&self.binary);
-        for variable in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        for variable in
+            ["AWS_PROFILE", "AWS_SESSION_TOKEN", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
         {
             command.env_remove(variable);
         }
@@ -263,7 +264,11 @@ pub fn exactness_problems(summary: &pb::RequestSummary, inventory: &Inventory, e
         problems.push(format!("verdict {verdict:?}, not Completed"));
     }
     if summary.total_tasks as usize != expected || summary.tasks.len() != expected {
-        problems.push(format!("{} planned, {} tasks reported, {expected} expected", summary.total_tasks, summary.tasks.len()));
+        problems.push(format!(
+            "{} planned, {} tasks reported, {expected} expected",
+            summary.total_tasks,
+            summary.tasks.len()
+        ));
     }
     if counts.succeeded as usize != expected || counts.failed + counts.skipped + counts.cancelled != 0 {
         problems.push(format!("counts {counts:?}: succeeded must be {expected}, nothing else final"));
@@ -271,12 +276,21 @@ pub fn exactness_problems(summary: &pb::RequestSummary, inventory: &Inventory, e
     for task in &summary.tasks {
         let volumes = inventory.volumes.get(&task.task_id).cloned().unwrap_or_default();
         if phase(task) != pb::TaskPhase::Succeeded {
-            problems.push(format!("task {} ended {:?} ({}: {})", task.task_id, phase(task), task.reason_code, task.message));
+            problems.push(format!(
+                "task {} ended {:?} ({}: {})",
+                task.task_id,
+                phase(task),
+                task.reason_code,
+                task.message
+            ));
         }
         if volumes.len() != 1 {
             problems.push(format!("task {} has {} volumes: {volumes:?}", task.task_id, volumes.len()));
         } else if !task.created_resource_ids.contains(&volumes[0]) {
-            problems.push(format!("task {} reports {:?}, moto holds {}", task.task_id, task.created_resource_ids, volumes[0]));
+            problems.push(format!(
+                "task {} reports {:?}, moto holds {}",
+                task.task_id, task.created_resource_ids, volumes[0]
+            ));
         }
         if let Some(copies) = inventory.copies.get(&task.task_id).filter(|c| c.len() > 1) {
             problems.push(format!("task {} has {} snapshot copies: {copies:?}", task.task_id, copies.len()));
