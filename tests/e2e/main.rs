@@ -4,6 +4,7 @@
 mod aggregator;
 mod api;
 mod catalog;
+mod chaos;
 mod clumio;
 mod deploy;
 mod dr;

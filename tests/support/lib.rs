@@ -28,6 +28,8 @@ use lifeboat_proto as pb;
 use lifeboat_sqs::{QueueKey, SqsBus};
 use tokio_util::sync::CancellationToken;
 
+pub mod chaos;
+
 /// The account moto serves for the test credentials.
 pub const ACCOUNT: &str = "123456789012";
 /// The aggregator's DynamoDB table when the transport is SQS.
@@ -539,8 +541,14 @@ pub fn verdict(summary: &pb::RequestSummary) -> pb::Verdict {
 /// pending or unacknowledged on its JetStream consumer, nothing visible, in flight or delayed in
 /// its SQS queue.
 pub async fn work_drained(servers: &Servers, kind: &str) {
+    work_drained_within(servers, kind, Duration::from_secs(20)).await
+}
+
+/// [`work_drained`], waiting up to `within` (a killed worker's messages come back only after
+/// the ack deadline).
+pub async fn work_drained_within(servers: &Servers, kind: &str, within: Duration) {
     let queue = Queue::Work(kind.to_string());
-    for _ in 0..200 {
+    for _ in 0..within.as_millis() / 100 {
         let drained = match servers.transport {
             Transport::Nats => {
                 let stream =
@@ -557,7 +565,7 @@ pub async fn work_drained(servers: &Servers, kind: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("work queue {kind} not drained within 20s");
+    panic!("work queue {kind} not drained within {within:?}");
 }
 
 /// A message as a queue holds it.
