@@ -7,4 +7,5 @@ bash scripts/setup.sh
 source scripts/env.sh
 # The tracing tests run the real `lifeboat` binary, which `cargo test` does not build.
 cargo build --locked --bin lifeboat
+export LIFEBOAT_BIN="$PWD/target/debug/lifeboat"
 cargo test --workspace --locked "$@"
