@@ -22,4 +22,5 @@ mod resilience;
 mod restore;
 mod sqs;
 mod stack;
+mod throttle;
 mod traces;
