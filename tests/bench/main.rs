@@ -357,7 +357,7 @@ fn succeeded(summary: &pb::RequestSummary) -> usize {
 
 /// Calls per action at the proxy, the busiest first.
 fn call_breakdown(proxy: &ThrottlingProxy) -> String {
-    let mut counts: Vec<_> = proxy.counts().into_iter().filter(|(action, _)| !action.is_empty()).collect();
+    let mut counts: Vec<_> = proxy.ec2_counts().into_iter().collect();
     counts.sort_by_key(|(_, count)| std::cmp::Reverse(count.calls));
     counts.iter().map(|(action, count)| format!("{action} {}", count.calls)).collect::<Vec<_>>().join(", ")
 }
@@ -421,11 +421,8 @@ async fn throttled(count: usize) {
         let (took, summary) =
             lifeboat_restores(&mut servers, &proxy, &request_id, replicas, &QuotaConfig::default()).await;
         let create = proxy.count("CreateVolume");
-        let counts = proxy.counts();
-        let (calls, throttles) = counts
-            .iter()
-            .filter(|(action, _)| !action.is_empty())
-            .fold((0, 0), |(c, t), (_, n)| (c + n.calls, t + n.throttled));
+        let (calls, throttles) =
+            proxy.ec2_counts().values().fold((0, 0), |(c, t), n| (c + n.calls, t + n.throttled));
         let achieved = (create.passed() as f64 - burst).max(0.0) / took.as_secs_f64();
         println!(
             "  Lifeboat, {replicas} ebs replica(s): {:.1}s, {:?}, {} succeeded; CreateVolume beyond the burst at {achieved:.2}/s = {:.0}% of refill (target >= 95%); throttled {throttles} of {calls} EC2 calls = {:.2}% (target <= 1%), CreateVolume {} of {}",

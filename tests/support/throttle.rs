@@ -123,7 +123,8 @@ impl Bucket {
 #[derive(Default)]
 struct Ledger {
     buckets: BTreeMap<Family, Bucket>,
-    /// Keyed by action; requests without one (JSON protocols: SQS, DynamoDB) under "".
+    /// Keyed by EC2 action; other services' as `service:Action` (STS), requests without one
+    /// (JSON protocols: SQS, DynamoDB) under "".
     counts: BTreeMap<String, ActionCount>,
 }
 
@@ -134,11 +135,13 @@ struct Shared {
 }
 
 impl Shared {
-    /// Counts the call and whether its family's bucket had a token for it.
-    fn admit(&self, action: &str) -> bool {
+    /// Counts the call and whether its family's bucket had a token for it (EC2's only).
+    fn admit(&self, service: &str, action: &str) -> bool {
         let mut ledger = self.ledger.lock().expect("ledger");
-        let admitted = ledger.buckets.get_mut(&Family::of(action)).is_none_or(Bucket::take);
-        let count = ledger.counts.entry(action.to_string()).or_default();
+        let ec2 = service == "ec2";
+        let admitted = !ec2 || ledger.buckets.get_mut(&Family::of(action)).is_none_or(Bucket::take);
+        let key = if ec2 || action.is_empty() { action.to_string() } else { format!("{service}:{action}") };
+        let count = ledger.counts.entry(key).or_default();
         count.calls += 1;
         count.throttled += u64::from(!admitted);
         admitted
@@ -185,9 +188,14 @@ impl ThrottlingProxy {
         self.counts().get(action).copied().unwrap_or_default()
     }
 
-    /// Calls of every EC2 action (those with an `Action`), throttled ones included.
+    /// Calls and throttles of every EC2 action.
+    pub fn ec2_counts(&self) -> BTreeMap<String, ActionCount> {
+        self.counts().into_iter().filter(|(action, _)| !action.is_empty() && !action.contains(':')).collect()
+    }
+
+    /// Calls of every EC2 action, throttled ones included.
     pub fn ec2_calls(&self) -> u64 {
-        self.counts().iter().filter(|(action, _)| !action.is_empty()).map(|(_, count)| count.calls).sum()
+        self.ec2_counts().values().map(|count| count.calls).sum()
     }
 
     /// Forgets the counts (the buckets keep their tokens), e.g. after seeding.
@@ -216,6 +224,17 @@ fn action_of(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> String {
     query.and_then(|q| from(q.as_bytes())).or_else(|| form.then(|| from(body)).flatten()).unwrap_or_default()
 }
 
+/// The service a SigV4-signed request is for, from its credential scope
+/// (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`).
+fn service_of(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| auth.split("Credential=").nth(1))
+        .and_then(|credential| credential.split('/').nth(3))
+        .unwrap_or_default()
+}
+
 /// EC2's answer to a throttled call.
 fn request_limit_exceeded() -> Response {
     let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code>\
@@ -229,7 +248,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
-    if !shared.admit(&action_of(parts.uri.query(), &parts.headers, &body)) {
+    if !shared.admit(service_of(&parts.headers), &action_of(parts.uri.query(), &parts.headers, &body)) {
         return request_limit_exceeded();
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
