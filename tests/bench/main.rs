@@ -8,14 +8,26 @@
 //! 3. aggregation: status events recorded per second by the aggregator's store, JetStream KV
 //!    and DynamoDB (moto), with one replica and with two racing for the same requests.
 //!
-//! `cargo run --release -p lifeboat-tests --bin lifeboat-bench [-- FANOUT_TASKS RESTORES EVENT_TASKS]`
+//! 4. restores: same-region volume restores, Lifeboat (quotas off) versus the direct-SDK floor
+//!    (CreateVolume + waiter, 16 in flight) on the same moto and the same snapshots, EC2 calls
+//!    counted at a non-throttling proxy.
+//! 5. throttled: the same behind a proxy enforcing EC2's documented buckets, with one and three
+//!    `ebs` replicas: CreateVolume rate achieved against the refill rate, share throttled.
+//! 6. rss: resident memory of the services (in this process) with thousands of tasks in flight.
+//!
+//! `cargo run --locked -p lifeboat-tests --bin lifeboat-bench -- <case> [N]`, case one of
+//! fan-out, overhead, aggregation, restores, throttled, rss or all (each at its default N).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use aws_sdk_ec2::client::Waiters;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use lifeboat_common::quota::QuotaConfig;
 use lifeboat_common::subjects;
 use lifeboat_proto as pb;
+use lifeboat_tests::throttle::{Limits, ThrottlingProxy};
 use lifeboat_tests::*;
 
 /// Seeding and direct calls use the EBS service's default concurrency.
@@ -263,16 +275,245 @@ async fn aggregation(tasks: usize) {
     }
 }
 
+/// The direct-SDK floor runs as many calls at once as a user's threaded script would.
+const DIRECT_CONCURRENCY: usize = 16;
+
+/// How the direct script fared: its wall time and the errors that ended some of its restores.
+struct Direct {
+    took: Duration,
+    errors: Vec<String>,
+}
+
+/// CreateVolume from each snapshot, then the SDK's VolumeAvailable waiter, 16 at a time, the
+/// SDK's default retries: the least a tool must do, and what a user would write.
+async fn direct_restores(ec2: &aws_sdk_ec2::Client, snapshots: &[String]) -> Direct {
+    let started = Instant::now();
+    let outcomes: Vec<Result<(), String>> = futures::stream::iter(snapshots.to_vec())
+        .map(|snapshot| {
+            let ec2 = ec2.clone();
+            async move {
+                let created = ec2
+                    .create_volume()
+                    .availability_zone("us-east-1b")
+                    .snapshot_id(snapshot)
+                    .send()
+                    .await
+                    .map_err(|e| e.code().unwrap_or("CreateVolume failed").to_string())?;
+                let volume = created.volume_id().unwrap_or_default().to_string();
+                ec2.wait_until_volume_available()
+                    .volume_ids(volume)
+                    .wait(Duration::from_secs(600))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("waiter: {e}"))
+            }
+        })
+        .buffer_unordered(DIRECT_CONCURRENCY)
+        .collect()
+        .await;
+    Direct { took: started.elapsed(), errors: outcomes.into_iter().filter_map(Result::err).collect() }
+}
+
+/// An EC2 client through `proxy`.
+fn ec2_via(servers: &Servers, proxy: &ThrottlingProxy) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&servers.aws("us-east-1")).endpoint_url(&proxy.url).build())
+}
+
+/// Lifeboat's restore of every `bench`-tagged snapshot, its services reaching AWS through
+/// `proxy`, with `replicas` EBS workers sharing one quota: submit to final verdict.
+async fn lifeboat_restores(
+    servers: &mut Servers,
+    proxy: &ThrottlingProxy,
+    request_id: &str,
+    replicas: usize,
+    quotas: &QuotaConfig,
+) -> (Duration, pb::RequestSummary) {
+    let mut ebs = fast_ebs_config();
+    ebs.service.quotas = quotas.clone();
+    let moto_url = std::mem::replace(&mut servers.moto_url, proxy.url.clone());
+    let mut running = vec![Running::start(servers, ServiceSet { ebs: Some(ebs.clone()), ..ServiceSet::default() }).await];
+    for _ in 1..replicas {
+        let only_ebs = ServiceSet {
+            discovery: None,
+            ebs: Some(ebs.clone()),
+            dynamodb: None,
+            ec2: None,
+            rds: None,
+            aggregator: false,
+        };
+        running.push(Running::start(servers, only_ebs).await);
+    }
+    servers.moto_url = moto_url;
+    let client = servers.client().await;
+    let started = Instant::now();
+    client.submit(&request(request_id, vec![set("bench")])).await.unwrap();
+    let summary = client.watch(request_id, Some(Duration::from_secs(3600)), |_| {}).await.unwrap();
+    let took = started.elapsed();
+    for services in running {
+        services.stop().await;
+    }
+    (took, summary)
+}
+
+fn succeeded(summary: &pb::RequestSummary) -> usize {
+    summary.counts.as_ref().map_or(0, |c| c.succeeded as usize)
+}
+
+/// Calls per action at the proxy, the busiest first.
+fn call_breakdown(proxy: &ThrottlingProxy) -> String {
+    let mut counts: Vec<_> = proxy.ec2_counts().into_iter().collect();
+    counts.sort_by_key(|(_, count)| std::cmp::Reverse(count.calls));
+    counts.iter().map(|(action, count)| format!("{action} {}", count.calls)).collect::<Vec<_>>().join(", ")
+}
+
+async fn restores(count: usize) {
+    println!("== restores: {count} same-region volume restores, direct-SDK floor versus Lifeboat (quotas off)");
+    let mut servers = Servers::start().await;
+    let snapshots = seed(&servers.ec2("us-east-1"), count, "bench").await;
+
+    let proxy = ThrottlingProxy::start(&servers.moto_url, Limits::none()).await;
+    let direct = direct_restores(&ec2_via(&servers, &proxy), &snapshots).await;
+    assert!(direct.errors.is_empty(), "the direct script failed: {:?}", &direct.errors[..direct.errors.len().min(5)]);
+    let direct_calls = proxy.ec2_calls();
+    let direct_breakdown = call_breakdown(&proxy);
+    drop(proxy);
+
+    let proxy = ThrottlingProxy::start(&servers.moto_url, Limits::none()).await;
+    let off = QuotaConfig::parse("off").expect("quotas off");
+    let (lifeboat, summary) = lifeboat_restores(&mut servers, &proxy, "restores", 1, &off).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:?}");
+    assert_eq!(succeeded(&summary), count);
+    let lifeboat_calls = proxy.ec2_calls();
+
+    let per_volume = |calls: u64| calls as f64 / count as f64;
+    println!("  {:<44} {:>10} {:>10}", "", "direct", "Lifeboat");
+    println!("  {:<44} {:>9.1}s {:>9.1}s", "wall time", direct.took.as_secs_f64(), lifeboat.as_secs_f64());
+    println!("  {:<44} {:>10} {:>9.2}x", "Lifeboat / direct (target <= 1.5x)", "", lifeboat.as_secs_f64() / direct.took.as_secs_f64());
+    println!("  {:<44} {:>10.2} {:>10.2}", "EC2 calls per volume (target <= 1.2)", per_volume(direct_calls), per_volume(lifeboat_calls));
+    println!("  direct calls:   {direct_breakdown}");
+    println!("  Lifeboat calls: {}", call_breakdown(&proxy));
+}
+
+async fn throttled(count: usize) {
+    let buckets = Limits::ec2();
+    let (burst, refill) = (100.0, 5.0);
+    println!("== throttled: {count} volume restores behind EC2's documented buckets (CreateVolume {burst} burst, {refill}/s)");
+    let mut servers = Servers::start().await;
+    let snapshots = seed(&servers.ec2("us-east-1"), count, "bench").await;
+    // The least time any tool can take: the burst at once, the rest at the refill rate.
+    let floor = (count as f64 - burst).max(0.0) / refill;
+    println!("  floor (CreateVolume beyond the burst at {refill}/s): {floor:.1}s");
+
+    let proxy = ThrottlingProxy::start(&servers.moto_url, buckets.clone()).await;
+    let direct = direct_restores(&ec2_via(&servers, &proxy), &snapshots).await;
+    let failed_codes: std::collections::BTreeSet<&str> = direct.errors.iter().map(String::as_str).collect();
+    println!(
+        "  direct script (SDK default retries): {:.1}s, {} of {count} restores failed {:?}; {} of {} CreateVolume calls throttled",
+        direct.took.as_secs_f64(),
+        direct.errors.len(),
+        failed_codes,
+        proxy.count("CreateVolume").throttled,
+        proxy.count("CreateVolume").calls,
+    );
+    drop(proxy);
+
+    for replicas in [1, 3] {
+        // Lifeboat's own bucket (in the shared store, spent by the previous run) refills too.
+        tokio::time::sleep(Duration::from_secs_f64(burst / refill)).await;
+        let proxy = ThrottlingProxy::start(&servers.moto_url, buckets.clone()).await;
+        let request_id = format!("throttled-{replicas}");
+        let (took, summary) =
+            lifeboat_restores(&mut servers, &proxy, &request_id, replicas, &QuotaConfig::default()).await;
+        let create = proxy.count("CreateVolume");
+        let (calls, throttles) =
+            proxy.ec2_counts().values().fold((0, 0), |(c, t), n| (c + n.calls, t + n.throttled));
+        // Volumes restored, not CreateVolume calls: a repeated call restores nothing more.
+        let achieved = (succeeded(&summary) as f64 - burst).max(0.0) / took.as_secs_f64();
+        println!(
+            "  Lifeboat, {replicas} ebs replica(s): {:.1}s, {:?}, {} succeeded; CreateVolume beyond the burst at {achieved:.2}/s = {:.0}% of refill (target >= 95%); throttled {throttles} of {calls} EC2 calls = {:.2}% (target <= 1%), CreateVolume {} of {}",
+            took.as_secs_f64(),
+            verdict(&summary),
+            succeeded(&summary),
+            100.0 * achieved / refill,
+            100.0 * throttles as f64 / calls.max(1) as f64,
+            create.throttled,
+            create.calls,
+        );
+        println!("    calls: {}", call_breakdown(&proxy));
+    }
+}
+
+/// The process's resident set now (Linux `VmRSS`).
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Every service runs in this process; behind EC2's buckets CreateVolume admits 5/s, so
+/// nearly all tasks stay in flight (planned, queued, waiting their token) while RSS is sampled.
+async fn rss(tasks: usize) {
+    println!("== rss: services with {tasks} tasks in flight (all in this process)");
+    let mut servers = Servers::start().await;
+    // Untagged, as in fan-out: moto's tag filters are too slow at this count.
+    seed(&servers.ec2("us-east-1"), tasks, "").await;
+    let baseline = rss_mib().unwrap_or_default();
+    let proxy = ThrottlingProxy::start(&servers.moto_url, Limits::ec2()).await;
+    let moto_url = std::mem::replace(&mut servers.moto_url, proxy.url.clone());
+    let services = Running::start(&servers, ServiceSet::default()).await;
+    servers.moto_url = moto_url;
+    let started = Instant::now();
+    servers.client().await.submit(&request("rss", vec![set("")])).await.unwrap();
+    let bus = servers.bus().await;
+    let mut stream = bus.context().get_stream(subjects::WORK_STREAM).await.unwrap();
+    let mut peak = baseline;
+    let mut enqueued_at = None;
+    // Sampled until every task was enqueued and 30 s more, with the services working them.
+    while enqueued_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(30)) {
+        peak = peak.max(rss_mib().unwrap_or_default());
+        let stored = stream.info().await.unwrap().state.messages as usize;
+        let created = proxy.count("CreateVolume").passed() as usize;
+        if enqueued_at.is_none() && stored + created >= tasks {
+            enqueued_at = Some(Instant::now());
+            println!("  all {tasks} tasks enqueued {:.1}s after submit", started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            println!("  gave up waiting for the plan after 30 min ({stored} tasks stored)");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("  RSS before the services started (moto clients, seeding): {baseline:.0} MiB");
+    println!("  peak RSS with the tasks in flight: {peak:.0} MiB (+{:.0} MiB)", peak - baseline);
+    println!("  volumes created meanwhile: {}", proxy.count("CreateVolume").passed());
+    services.stop().await;
+}
+
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let fan_out_tasks = args.first().copied().unwrap_or(10_000);
-    let restores = args.get(1).copied().unwrap_or(200);
-    if fan_out_tasks > 0 {
-        fan_out(fan_out_tasks).await;
+    let mut args = std::env::args().skip(1);
+    let case = args.next().unwrap_or_else(|| "all".into());
+    let n = args.next().map(|n| n.parse::<usize>().expect("N is a count"));
+    match case.as_str() {
+        "fan-out" => fan_out(n.unwrap_or(10_000)).await,
+        "overhead" => overhead(n.unwrap_or(200)).await,
+        "aggregation" => aggregation(n.unwrap_or(2000)).await,
+        "restores" => restores(n.unwrap_or(500)).await,
+        "throttled" => throttled(n.unwrap_or(200)).await,
+        "rss" => rss(n.unwrap_or(10_000)).await,
+        "all" => {
+            fan_out(10_000).await;
+            overhead(200).await;
+            aggregation(2000).await;
+            restores(500).await;
+            restores(2000).await;
+            throttled(200).await;
+            rss(10_000).await;
+        }
+        other => {
+            eprintln!("unknown case {other}: fan-out, overhead, aggregation, restores, throttled, rss or all");
+            std::process::exit(2);
+        }
     }
-    if restores > 0 {
-        overhead(restores).await;
-    }
-    aggregation(args.get(2).copied().unwrap_or(2000)).await;
 }

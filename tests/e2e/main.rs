@@ -27,4 +27,5 @@ mod resilience;
 mod restore;
 mod sqs;
 mod stack;
+mod throttle;
 mod traces;
