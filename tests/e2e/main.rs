@@ -23,3 +23,4 @@ mod restore;
 mod sqs;
 mod stack;
 mod traces;
+mod verdict;

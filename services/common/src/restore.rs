@@ -267,7 +267,19 @@ pub struct RestoreService<R> {
 }
 
 impl<R: Restorer> RestoreService<R> {
-    pub fn new(restorer: R, bus: Arc<dyn Bus>, config: ServiceConfig) -> Arc<Self> {
+    pub fn new(restorer: R, bus: Arc<dyn Bus>, mut config: ServiceConfig) -> Arc<Self> {
+        let (checks, deliveries) = (config.wait.max_wait_checks, config.consumer.max_deliveries);
+        if checks >= deliveries {
+            // Otherwise a long wait would be dead-lettered (MAX_DELIVERIES) before it could end
+            // as WAIT_TIMEOUT.
+            warn!(
+                max_wait_checks = checks,
+                max_deliveries = deliveries,
+                "max_wait_checks must be below max_deliveries; raising max_deliveries to {}",
+                checks + 1
+            );
+            config.consumer.max_deliveries = checks + 1;
+        }
         let reporter = Reporter::new(bus.clone(), restorer.kind());
         Arc::new(Self { restorer, bus, reporter, config, task_locks: Mutex::new(HashMap::new()) })
     }
@@ -336,7 +348,9 @@ impl<R: Restorer> RestoreService<R> {
             .as_ref()
             .map(|o| o.max_wait_checks)
             .filter(|&n| n > 0)
-            .unwrap_or(self.config.wait.max_wait_checks);
+            .unwrap_or(self.config.wait.max_wait_checks)
+            // A request asking for more waits than deliveries still ends WAIT_TIMEOUT.
+            .min(self.config.consumer.max_deliveries.saturating_sub(1).max(1));
         let decision = decide(result, attempt, &self.config.wait, max_wait_checks);
         drop(guard);
         self.forget_lock(&task.task_id, lock).await;
@@ -416,16 +430,21 @@ impl<R: Restorer> RestoreService<R> {
         }
     }
 
-    async fn report_failed(&self, task: &RestoreTask, delivery: &Delivery, code: &str, message: String) {
+    async fn report_failed(
+        &self,
+        task: &RestoreTask,
+        delivery: &Delivery,
+        code: &str,
+        message: String,
+    ) -> crate::bus::Result<()> {
         let event = StatusEvent {
             reason_code: code.to_string(),
             message,
             ..task_event(task, TaskPhase::Failed, delivery.attempt)
         };
-        match self.reporter.report(event).await {
-            Ok(()) => task_finished(task, TaskPhase::Failed, code, delivery.published_at),
-            Err(e) => warn!(error = %e, "cannot report a failed task"),
-        }
+        self.reporter.report(event).await?;
+        task_finished(task, TaskPhase::Failed, code, delivery.published_at);
+        Ok(())
     }
 }
 
@@ -442,8 +461,13 @@ impl<R: Restorer> Handler for RestoreService<R> {
             }
         };
         if let Err(problem) = self.restorer.check(&task) {
-            self.report_failed(&task, delivery, reason::INVALID_TASK, problem).await;
-            return Outcome::Done;
+            return match self.report_failed(&task, delivery, reason::INVALID_TASK, problem).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => {
+                    warn!(error = %e, "cannot report an invalid task; will retry");
+                    Outcome::RetryAfter(self.config.wait.retry_initial)
+                }
+            };
         }
         let span = tracing::info_span!(
             "restore.task",
@@ -455,7 +479,7 @@ impl<R: Restorer> Handler for RestoreService<R> {
         self.restore(&task, delivery.attempt, delivery.published_at).instrument(span).await
     }
 
-    async fn dead_lettered(&self, delivery: &Delivery, code: &str, reason: &str) {
+    async fn dead_lettered(&self, delivery: &Delivery, code: &str, reason: &str) -> crate::bus::Result<()> {
         let task = match RestoreTask::decode(delivery.payload.as_ref()) {
             Ok(task) => task,
             // Undecodable: the headers discovery set still say which task it was.
@@ -467,11 +491,11 @@ impl<R: Restorer> Handler for RestoreService<R> {
                 },
                 _ => {
                     warn!(reason, "dead-lettered an undecodable task without ids");
-                    return;
+                    return Ok(());
                 }
             },
         };
-        self.report_failed(&task, delivery, code, format!("dead-lettered: {reason}")).await;
+        self.report_failed(&task, delivery, code, format!("dead-lettered: {reason}")).await
     }
 }
 
