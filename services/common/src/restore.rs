@@ -267,19 +267,7 @@ pub struct RestoreService<R> {
 }
 
 impl<R: Restorer> RestoreService<R> {
-    pub fn new(restorer: R, bus: Arc<dyn Bus>, mut config: ServiceConfig) -> Arc<Self> {
-        let (checks, deliveries) = (config.wait.max_wait_checks, config.consumer.max_deliveries);
-        if checks >= deliveries {
-            // Otherwise a long wait would be dead-lettered (MAX_DELIVERIES) before it could end
-            // as WAIT_TIMEOUT.
-            warn!(
-                max_wait_checks = checks,
-                max_deliveries = deliveries,
-                "max_wait_checks must be below max_deliveries; raising max_deliveries to {}",
-                checks + 1
-            );
-            config.consumer.max_deliveries = checks + 1;
-        }
+    pub fn new(restorer: R, bus: Arc<dyn Bus>, config: ServiceConfig) -> Arc<Self> {
         let reporter = Reporter::new(bus.clone(), restorer.kind());
         Arc::new(Self { restorer, bus, reporter, config, task_locks: Mutex::new(HashMap::new()) })
     }
@@ -348,9 +336,7 @@ impl<R: Restorer> RestoreService<R> {
             .as_ref()
             .map(|o| o.max_wait_checks)
             .filter(|&n| n > 0)
-            .unwrap_or(self.config.wait.max_wait_checks)
-            // A request asking for more waits than deliveries still ends WAIT_TIMEOUT.
-            .min(self.config.consumer.max_deliveries.saturating_sub(1).max(1));
+            .unwrap_or(self.config.wait.max_wait_checks);
         let decision = decide(result, attempt, &self.config.wait, max_wait_checks);
         drop(guard);
         self.forget_lock(&task.task_id, lock).await;
