@@ -29,3 +29,4 @@ mod sqs;
 mod stack;
 mod throttle;
 mod traces;
+mod verdict;

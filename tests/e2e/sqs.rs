@@ -137,8 +137,9 @@ impl Handler for Recorder {
         (self.outcome)(delivery)
     }
 
-    async fn dead_lettered(&self, _delivery: &Delivery, code: &str, _reason: &str) {
+    async fn dead_lettered(&self, _delivery: &Delivery, code: &str, _reason: &str) -> lifeboat_common::bus::Result<()> {
         self.dead_letters.lock().unwrap().push(code.to_string());
+        Ok(())
     }
 }
 

@@ -18,6 +18,18 @@ use crate::{metrics, subjects, trace_context};
 
 /// Dead-letter code of a delivery that asked for a retry once too often.
 pub const MAX_DELIVERIES: &str = "MAX_DELIVERIES";
+/// Dead-letter code of a message the transport itself moved to the dead letters (an SQS
+/// redrive policy), so that no handler ever returned for it.
+pub const DEAD_LETTERED: &str = "DEAD_LETTERED";
+
+/// How long a dead-lettered message waits before its FAILED report is tried again, when the
+/// report could not be stored.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(2);
+/// How soon a delivery whose handler timed out comes back.
+const TIMED_OUT_RETRY: Duration = Duration::from_secs(1);
+/// Dead letters a consumer loop moved itself (its hook reported them) are kept for a human;
+/// the redrive reader only looks at them again after this long.
+const KEPT_DEAD_LETTER: Duration = Duration::from_secs(12 * 3600);
 
 /// What a handler decided about a delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,10 +46,14 @@ pub enum Outcome {
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, delivery: &Delivery) -> Outcome;
 
-    /// Called after a delivery was dead-lettered (by the handler's outcome, or with code
-    /// [`MAX_DELIVERIES`] because it ran out of deliveries), so the handler can report the
-    /// affected task as FAILED.
-    async fn dead_lettered(&self, _delivery: &Delivery, _code: &str, _reason: &str) {}
+    /// Called after a delivery was dead-lettered (by the handler's outcome, with code
+    /// [`MAX_DELIVERIES`] because it ran out of deliveries, or with [`DEAD_LETTERED`] when the
+    /// transport moved it), so the handler can report the affected task as FAILED. The message
+    /// is terminated only once this returns `Ok`: on an error it comes back later, so that a
+    /// task's verdict is never lost with it.
+    async fn dead_lettered(&self, _delivery: &Delivery, _code: &str, _reason: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +63,9 @@ pub struct ConsumerOptions {
     pub concurrency: usize,
     /// A delivery that still asks for a retry on this attempt is dead-lettered instead.
     pub max_deliveries: u32,
+    /// A handler still running after this long is abandoned and its delivery retried, so that
+    /// a hung call cannot hold a message forever. Progress signals keep the message until then.
+    pub handler_timeout: Duration,
     /// Where the consumer reports its readiness, as the component named after the queue's
     /// consumer (`work-ebs`): ready once it consumes, not ready once it stopped.
     pub health: Option<Health>,
@@ -54,7 +73,13 @@ pub struct ConsumerOptions {
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
-        Self { queue: QueueOptions::default(), concurrency: 32, max_deliveries: 200, health: None }
+        Self {
+            queue: QueueOptions::default(),
+            concurrency: 32,
+            max_deliveries: 200,
+            handler_timeout: Duration::from_secs(300),
+            health: None,
+        }
     }
 }
 
@@ -83,6 +108,15 @@ where
     let consuming = Consuming::new(component);
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let tracker = TaskTracker::new();
+    if matches!(queue, Queue::Work(_)) {
+        // A task's message the transport gave up on still owes the request a verdict.
+        let reader = run_redrive_reader(bus.clone(), queue.clone(), handler.clone(), options.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            if let Err(e) = reader.await {
+                error!(error = %e, "cannot read the dead letters; redriven tasks get no verdict");
+            }
+        });
+    }
     info!(queue = %queue.consumer_name(), concurrency = options.concurrency, "consumer started");
     loop {
         let permit = tokio::select! {
@@ -150,7 +184,15 @@ async fn settle<B: Bus + ?Sized, H: Handler>(
     let consumer = queue.consumer_name();
     metrics::message_received(&consumer, delivery.attempt, delivery.published_at);
     let started = Instant::now();
-    let outcome = with_progress(&delivery, options.queue.ack_wait, handler.handle(&delivery)).await;
+    let work = with_progress(&delivery, options.queue.ack_wait, handler.handle(&delivery));
+    let outcome = match tokio::time::timeout(options.handler_timeout, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            warn!(timeout_s = options.handler_timeout.as_secs(), "handler timed out; abandoned, will retry");
+            metrics::handler_timed_out(&consumer);
+            Outcome::RetryAfter(TIMED_OUT_RETRY)
+        }
+    };
     let handled_in = started.elapsed();
     let outcome = match outcome {
         Outcome::RetryAfter(_) if delivery.attempt >= options.max_deliveries => Outcome::DeadLetter {
@@ -214,6 +256,55 @@ async fn dead_letter<B: Bus + ?Sized, H: Handler>(
     }
     // Keep it until it is stored elsewhere: on failure the delivery is not terminated and comes back.
     bus.publish(message).await?;
-    handler.dead_lettered(delivery, code, reason).await;
-    delivery.settle.terminate().await
+    report_dead_letter(handler, delivery, code, reason).await
+}
+
+/// Terminates a dead-lettered delivery once the handler reported it, or has it come back.
+async fn report_dead_letter<H: Handler>(handler: &H, delivery: &Delivery, code: &str, reason: &str) -> Result<()> {
+    match handler.dead_lettered(delivery, code, reason).await {
+        Ok(()) => delivery.settle.terminate().await,
+        Err(e) => {
+            warn!(error = %e, "cannot report the dead letter; it comes back");
+            delivery.settle.retry_after(DEAD_LETTER_RETRY).await
+        }
+    }
+}
+
+/// Reads the messages the transport moved to `queue`'s dead letters by itself (see
+/// [`Bus::redriven`]) until `shutdown`, and has the handler report each; a message is
+/// deleted only once reported. Messages a consumer loop dead-lettered carry its reason and
+/// were reported already: they stay for a human.
+pub async fn run_redrive_reader<B, H>(bus: Arc<B>, queue: Queue, handler: Arc<H>, options: ConsumerOptions, shutdown: CancellationToken) -> Result<()>
+where
+    B: Bus + ?Sized,
+    H: Handler,
+{
+    let Some(mut redriven) = bus.redriven(&queue, &options.queue).await? else {
+        return Ok(());
+    };
+    info!(queue = %queue.consumer_name(), "redrive reader started");
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = redriven.source.next() => match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => {
+                    warn!(error = %e, "receive of dead letters failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                None => break,
+            },
+        };
+        let settled = if delivery.header(subjects::HEADER_DEADLETTER_REASON).is_some() {
+            delivery.settle.retry_after(KEPT_DEAD_LETTER).await
+        } else {
+            warn!(reason = %redriven.reason, "a message was dead-lettered by the transport");
+            report_dead_letter(handler.as_ref(), &delivery, DEAD_LETTERED, &redriven.reason).await
+        };
+        if let Err(e) = settled {
+            error!(error = %e, "could not settle a dead letter; it will be received again");
+        }
+    }
+    Ok(())
 }

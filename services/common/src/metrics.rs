@@ -48,6 +48,9 @@ pub const TASKS_FINISHED: &str = "lifeboat_tasks_finished_total";
 /// Histogram, labels `resource_type`, `phase`: from when the task was queued (the bus's store
 /// time of the work message) to its final status.
 pub const TASK_DURATION: &str = "lifeboat_task_duration_seconds";
+/// Counter, label `queue`: deliveries whose handler ran past the consumer's `handler_timeout`
+/// and was abandoned (the delivery is retried).
+pub const HANDLER_TIMEOUTS: &str = "lifeboat_handler_timeouts_total";
 /// Time spent waiting for a token of a shared AWS quota bucket, by API family.
 pub const QUOTA_WAIT: &str = "lifeboat_quota_wait_seconds";
 
@@ -114,6 +117,7 @@ fn describe() {
     describe_counter!(AWS_CALLS, Unit::Count, "AWS API attempts, by outcome (ok, throttled, error).");
     describe_counter!(AWS_THROTTLES, Unit::Count, "AWS API attempts that were throttled.");
     describe_histogram!(AWS_CALL, Unit::Seconds, "Duration of one AWS API attempt.");
+    describe_counter!(HANDLER_TIMEOUTS, Unit::Count, "Deliveries whose handler was abandoned after the handler timeout.");
     describe_counter!(TASKS_FINISHED, Unit::Count, "Restore tasks that reached a final phase.");
     describe_histogram!(QUOTA_WAIT, Unit::Seconds, "Time spent waiting for a token of a shared AWS quota bucket.");
     describe_histogram!(TASK_DURATION, Unit::Seconds, "Time from queueing a restore task to its final phase.");
@@ -125,6 +129,11 @@ pub fn message_received(queue: &str, attempt: u32, published_at: Option<SystemTi
     if let (1, Some(lag)) = (attempt, lag) {
         histogram!(QUEUE_LAG, "queue" => queue.to_string()).record(lag.as_secs_f64());
     }
+}
+
+/// A handler of a delivery from `queue` ran past the handler timeout and was abandoned.
+pub fn handler_timed_out(queue: &str) {
+    counter!(HANDLER_TIMEOUTS, "queue" => queue.to_string()).increment(1);
 }
 
 /// The consumer loop settled a delivery from `queue` with `outcome` after `handled_in`.

@@ -417,16 +417,21 @@ impl<R: Restorer> RestoreService<R> {
         }
     }
 
-    async fn report_failed(&self, task: &RestoreTask, delivery: &Delivery, code: &str, message: String) {
+    async fn report_failed(
+        &self,
+        task: &RestoreTask,
+        delivery: &Delivery,
+        code: &str,
+        message: String,
+    ) -> crate::bus::Result<()> {
         let event = StatusEvent {
             reason_code: code.to_string(),
             message,
             ..task_event(task, TaskPhase::Failed, delivery.attempt)
         };
-        match self.reporter.report(event).await {
-            Ok(()) => task_finished(task, TaskPhase::Failed, code, delivery.published_at),
-            Err(e) => warn!(error = %e, "cannot report a failed task"),
-        }
+        self.reporter.report(event).await?;
+        task_finished(task, TaskPhase::Failed, code, delivery.published_at);
+        Ok(())
     }
 }
 
@@ -443,8 +448,13 @@ impl<R: Restorer> Handler for RestoreService<R> {
             }
         };
         if let Err(problem) = self.restorer.check(&task) {
-            self.report_failed(&task, delivery, reason::INVALID_TASK, problem).await;
-            return Outcome::Done;
+            return match self.report_failed(&task, delivery, reason::INVALID_TASK, problem).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => {
+                    warn!(error = %e, "cannot report an invalid task; will retry");
+                    Outcome::RetryAfter(self.config.wait.retry_initial)
+                }
+            };
         }
         let span = tracing::info_span!(
             "restore.task",
@@ -456,7 +466,7 @@ impl<R: Restorer> Handler for RestoreService<R> {
         self.restore(&task, delivery.attempt, delivery.published_at).instrument(span).await
     }
 
-    async fn dead_lettered(&self, delivery: &Delivery, code: &str, reason: &str) {
+    async fn dead_lettered(&self, delivery: &Delivery, code: &str, reason: &str) -> crate::bus::Result<()> {
         let task = match RestoreTask::decode(delivery.payload.as_ref()) {
             Ok(task) => task,
             // Undecodable: the headers discovery set still say which task it was.
@@ -468,11 +478,11 @@ impl<R: Restorer> Handler for RestoreService<R> {
                 },
                 _ => {
                     warn!(reason, "dead-lettered an undecodable task without ids");
-                    return;
+                    return Ok(());
                 }
             },
         };
-        self.report_failed(&task, delivery, code, format!("dead-lettered: {reason}")).await;
+        self.report_failed(&task, delivery, code, format!("dead-lettered: {reason}")).await
     }
 }
 
