@@ -22,4 +22,5 @@ mod resilience;
 mod restore;
 mod sqs;
 mod stack;
+mod stall;
 mod traces;

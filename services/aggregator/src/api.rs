@@ -221,7 +221,7 @@ async fn accept(aggregator: &Aggregator, headers: &HeaderMap, body: Bytes) -> Re
     let accepted_event = lifeboat_proto::StatusEvent {
         request_id: id.clone(),
         message: "accepted".to_string(),
-        at: request.submitted_at,
+        at: Some(lifeboat_common::time::now()),
         service: "aggregator".to_string(),
         ..Default::default()
     };
