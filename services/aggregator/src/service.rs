@@ -54,6 +54,26 @@ impl Default for AggregatorConfig {
     }
 }
 
+/// Overrides of [`AggregatorConfig::stall_after`] and `sweep_every`, in seconds.
+pub const STALL_AFTER_ENV: &str = "LIFEBOAT_STALL_AFTER_SECONDS";
+pub const STALL_SWEEP_ENV: &str = "LIFEBOAT_STALL_SWEEP_SECONDS";
+
+impl AggregatorConfig {
+    /// The defaults with the stall deadline and sweep interval taken from the environment
+    /// where set; a value that is not a positive number of seconds is ignored, with a warning.
+    pub fn from_env() -> Self {
+        let mut config = Self::default();
+        for (name, slot) in [(STALL_AFTER_ENV, &mut config.stall_after), (STALL_SWEEP_ENV, &mut config.sweep_every)] {
+            let Ok(value) = std::env::var(name) else { continue };
+            match value.trim().parse::<u64>() {
+                Ok(seconds) if seconds > 0 => *slot = Duration::from_secs(seconds),
+                _ => warn!(name, value, "not a positive number of seconds; keeping the default"),
+            }
+        }
+        config
+    }
+}
+
 pub struct Aggregator {
     bus: Arc<dyn Bus>,
     store: Store,
