@@ -27,6 +27,7 @@ mod resilience;
 mod restore;
 mod sqs;
 mod stack;
+mod stall;
 mod throttle;
 mod traces;
 mod verdict;

@@ -216,6 +216,16 @@ async fn accept(aggregator: &Aggregator, headers: &HeaderMap, body: Bytes) -> Re
             return Ok(accepted(&id));
         }
     }
+    // Recorded before discovery sees it, so that the stall sweep gives a request whose plan
+    // never comes a verdict.
+    let accepted_event = lifeboat_proto::StatusEvent {
+        request_id: id.clone(),
+        message: "accepted".to_string(),
+        at: Some(lifeboat_common::time::now()),
+        service: "aggregator".to_string(),
+        ..Default::default()
+    };
+    aggregator.record(&accepted_event).await.map_err(ApiError::internal)?;
     let message = OutgoingMessage::proto(subjects::RESTORE_REQUESTS, &request)
         .dedupe_id(id.clone())
         .header(subjects::HEADER_REQUEST_ID, id.clone());

@@ -7,6 +7,7 @@ pub mod api;
 pub mod dynamo;
 pub mod operator;
 pub mod service;
+pub mod stall;
 pub mod state;
 pub mod store;
 

@@ -3,10 +3,12 @@
 //! (NATS) as well as the HTTP API ([`crate::api`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use lifeboat_common::bus::{Bus, BusError, Delivery, OutgoingMessage, Queue, Result};
+use lifeboat_common::restore::HEARTBEAT;
 use lifeboat_common::{subjects, ConsumerOptions, Handler, Outcome};
 use lifeboat_proto::{
     CancelQuery, ListQuery, OperatorReply, ResourceType, RetryQuery, StatusEvent, StatusQuery, StatusReply, TaskPhase,
@@ -33,11 +35,42 @@ pub struct AggregatorConfig {
     pub consumer: ConsumerOptions,
     /// Tasks listed in one status reply (NATS messages have a size limit).
     pub max_tasks_in_reply: usize,
+    /// A task not terminal that reported nothing for this long is ended STALLED, and so is a
+    /// request that got no plan or no report at all for this long. Three heartbeats of the
+    /// resource services, which report a waiting task at least once a heartbeat.
+    pub stall_after: Duration,
+    /// How often each replica looks for stalled requests.
+    pub sweep_every: Duration,
 }
 
 impl Default for AggregatorConfig {
     fn default() -> Self {
-        Self { consumer: ConsumerOptions { concurrency: 16, ..Default::default() }, max_tasks_in_reply: 2000 }
+        Self {
+            consumer: ConsumerOptions { concurrency: 16, ..Default::default() },
+            max_tasks_in_reply: 2000,
+            stall_after: 3 * HEARTBEAT,
+            sweep_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Overrides of [`AggregatorConfig::stall_after`] and `sweep_every`, in seconds.
+pub const STALL_AFTER_ENV: &str = "LIFEBOAT_STALL_AFTER_SECONDS";
+pub const STALL_SWEEP_ENV: &str = "LIFEBOAT_STALL_SWEEP_SECONDS";
+
+impl AggregatorConfig {
+    /// The defaults with the stall deadline and sweep interval taken from the environment
+    /// where set; a value that is not a positive number of seconds is ignored, with a warning.
+    pub fn from_env() -> Self {
+        let mut config = Self::default();
+        for (name, slot) in [(STALL_AFTER_ENV, &mut config.stall_after), (STALL_SWEEP_ENV, &mut config.sweep_every)] {
+            let Ok(value) = std::env::var(name) else { continue };
+            match value.trim().parse::<u64>() {
+                Ok(seconds) if seconds > 0 => *slot = Duration::from_secs(seconds),
+                _ => warn!(name, value, "not a positive number of seconds; keeping the default"),
+            }
+        }
+        config
     }
 }
 
@@ -52,7 +85,13 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(bus: Arc<dyn Bus>, store: Store, config: AggregatorConfig) -> Arc<Self> {
         let (changes, _) = broadcast::channel(1024);
+        // A task re-checked with nothing new keeps its report time fresh well within the deadline.
+        let store = store.refreshing_after(config.stall_after / 3);
         Arc::new(Self { bus, store, config, changes })
+    }
+
+    pub fn config(&self) -> &AggregatorConfig {
+        &self.config
     }
 
     pub fn store(&self) -> &Store {
@@ -68,16 +107,31 @@ impl Aggregator {
         self.changes.subscribe()
     }
 
-    /// Consumes status events until `shutdown`.
+    /// Consumes status events and sweeps for stalled requests until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
+        let sweeper = self.clone();
+        let sweep_shutdown = shutdown.clone();
+        let sweep = tokio::spawn(async move { sweeper.sweep_stalled(sweep_shutdown).await });
         let (bus, options) = (self.bus.clone(), self.config.consumer.clone());
-        lifeboat_common::run_consumer(bus, Queue::StatusEvents, self, options, shutdown).await
+        let consumed = lifeboat_common::run_consumer(bus, Queue::StatusEvents, self, options, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = sweep.await;
+        consumed
     }
 
     pub(crate) async fn record(&self, event: &StatusEvent) -> Result<()> {
-        let Some(recorded) = self.store.record(event).await? else {
+        self.record_if(event, |_, _| true).await.map(|_| ())
+    }
+
+    /// Records an event if `still` holds ([`Store::record_if`]), then announces the change.
+    pub(crate) async fn record_if(
+        &self,
+        event: &StatusEvent,
+        still: impl Fn(&crate::RequestState, Option<&lifeboat_proto::TaskState>) -> bool,
+    ) -> Result<Option<Recorded>> {
+        let Some(recorded) = self.store.record_if(event, still).await? else {
             debug!(request_id = %event.request_id, task_id = %event.task_id, "event changes nothing");
-            return Ok(());
+            return Ok(None);
         };
         observe(&recorded);
         let _ = self.changes.send(event.request_id.clone());
@@ -86,7 +140,8 @@ impl Aggregator {
             let verdict = Verdict::try_from(summary.verdict).unwrap_or_default().short_name();
             info!(request_id = %summary.request_id, verdict, "request finished");
         }
-        self.bus.notify(OutgoingMessage::proto(subjects::summary_subject(&event.request_id), summary)).await
+        self.bus.notify(OutgoingMessage::proto(subjects::summary_subject(&event.request_id), summary)).await?;
+        Ok(Some(recorded))
     }
 
     /// Answers `lifeboat.status.query` and the operator's list, retry and cancel queries on
@@ -233,7 +288,7 @@ impl Handler for Aggregator {
             Ok(()) => Outcome::Done,
             Err(e) => {
                 warn!(error = %e, request_id = %event.request_id, "cannot record event; will retry");
-                Outcome::RetryAfter(std::time::Duration::from_secs(1))
+                Outcome::RetryAfter(crate::store::jittered(Duration::from_secs(2)))
             }
         }
     }

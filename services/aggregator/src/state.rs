@@ -8,6 +8,10 @@ use lifeboat_proto::{
     TaskState, Verdict,
 };
 
+/// The reason code of a task or request the stall sweep ended: nothing reported for the
+/// request's stall deadline.
+pub const STALLED: &str = "STALLED";
+
 /// What an event changed.
 #[derive(Debug, Default, PartialEq)]
 pub struct Change {
@@ -42,6 +46,18 @@ fn has_warning(task: &TaskState) -> bool {
     phase_of(task) == TaskPhase::Succeeded && !task.reason_code.is_empty()
 }
 
+/// Ended by the stall sweep, so a later real outcome still counts.
+fn is_stalled(task: &TaskState) -> bool {
+    phase_of(task) == TaskPhase::Failed && task.reason_code == STALLED
+}
+
+/// Whether `new` (a task after an event) says nothing `old` did not: same run, phase, reason,
+/// message and created ids. Such a re-check is not logged as an event.
+pub fn repeats(new: &TaskState, old: &TaskState) -> bool {
+    (new.generation, new.phase, &new.reason_code, &new.message, &new.created_resource_ids)
+        == (old.generation, old.phase, &old.reason_code, &old.message, &old.created_resource_ids)
+}
+
 fn subtract(counts: &mut PhaseCounts, phase: TaskPhase) {
     let slot = match phase {
         TaskPhase::Unspecified => return,
@@ -66,7 +82,8 @@ fn progress(phase: TaskPhase, attempt: u32) -> (u8, u32, bool) {
 
 /// The task as it is after `event`, or `None` if the event does not move it forward. Phases
 /// only move forward and a terminal phase is final, so duplicates and late arrivals change
-/// nothing; RUNNING and WAITING follow the latest delivery attempt.
+/// nothing; RUNNING and WAITING follow the latest delivery attempt. The one exception is a
+/// task ended STALLED by the sweep: a later terminal event of the same run replaces it.
 ///
 /// A higher generation (a retry) supersedes the task whatever phase it had reached; events of
 /// an older generation change nothing.
@@ -79,7 +96,11 @@ pub fn next_task(known: Option<&TaskState>, event: &StatusEvent) -> Option<TaskS
             return None;
         }
         superseded = event.generation > old.generation;
+        // A task the sweep took for stalled that ends after all: its real outcome replaces
+        // STALLED (and a second stall report changes nothing).
+        let revived = is_stalled(old) && phase.is_terminal() && event.reason_code != STALLED;
         if !superseded
+            && !revived
             && (old_phase.is_terminal() || progress(phase, event.attempt) <= progress(old_phase, old.attempt))
         {
             return None;
@@ -183,6 +204,11 @@ impl RequestState {
                 self.meta.rejection = Some(rejected.clone());
                 change.meta = true;
             }
+            // The stall sweep ends a request that cannot otherwise reach its verdict.
+            None if event.task_id.is_empty() && event.reason_code == STALLED && self.meta.stalled.is_empty() => {
+                self.meta.stalled = event.message.clone();
+                change.meta = true;
+            }
             None if !event.task_id.is_empty() => {
                 if let Some(task) = next_task(known_task, event) {
                     if let Some(old) = known_task {
@@ -212,7 +238,18 @@ impl RequestState {
     }
 
     pub fn is_final(&self) -> bool {
-        self.meta.rejection.is_some() || (self.meta.planned && self.counts.terminal() >= self.meta.total_tasks)
+        self.meta.rejection.is_some()
+            || !self.meta.stalled.is_empty()
+            || (self.meta.planned && self.counts.terminal() >= self.meta.total_tasks)
+    }
+
+    /// Planned tasks that never reported, once the sweep has given up on the request.
+    fn missing(&self) -> u32 {
+        if self.meta.stalled.is_empty() {
+            0
+        } else {
+            self.meta.total_tasks.saturating_sub(self.counts.terminal())
+        }
     }
 
     pub fn counts(&self) -> PhaseCounts {
@@ -230,7 +267,7 @@ impl RequestState {
         } else if c.succeeded + c.planned == 0 {
             // Nothing restored (or, for a dry run, nothing would be): never call that success.
             Verdict::Failed
-        } else if c.failed > 0 {
+        } else if c.failed + self.missing() > 0 {
             Verdict::PartiallyFailed
         } else if c.skipped > 0 || self.warnings > 0 {
             Verdict::CompletedWithWarnings

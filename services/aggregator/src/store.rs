@@ -17,22 +17,43 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use lifeboat_common::bus::{BusError, Result};
+use lifeboat_common::restore::HEARTBEAT;
 use lifeboat_common::subjects;
 use lifeboat_proto::{
     PendingChange, RecordedEvent, RequestPage, RequestSummary, StatusEvent, StoredRequest, TaskState, Verdict,
 };
 use prost::Message;
 use tokio::sync::Mutex;
+use tracing::{debug, warn};
 
-use crate::state::{sort_tasks, RequestState};
+use crate::state::{repeats, sort_tasks, RequestState};
 
 /// Requests are forgotten this long after their last change.
 pub const STATE_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Conditional writes lost in a row before an event is given back for a later retry.
-const MAX_CONFLICTS: u32 = 50;
+/// Conditional writes lost to other replicas, counted per retry.
+pub const STORE_CONFLICTS: &str = "lifeboat_store_conflicts_total";
+/// How long one call keeps retrying lost conditional writes before it gives the event back
+/// (the consumer redelivers it later): a delivery is never held for ever, and an event is
+/// never acked unrecorded however many writes it loses.
+const CONFLICT_BUDGET: Duration = Duration::from_secs(10);
+/// The wait after the first lost write; it doubles up to [`MAX_CONFLICT_WAIT`], with jitter so
+/// that replicas that lost together do not retry together.
+const FIRST_CONFLICT_WAIT: Duration = Duration::from_millis(2);
+const MAX_CONFLICT_WAIT: Duration = Duration::from_millis(200);
 /// Local writers are serialised per request over this many locks, so one process does not
 /// race itself; other replicas are handled by the conditional writes.
 const LOCK_STRIPES: usize = 64;
+
+/// `delay` spread over its upper half, so that waiters that started together wake apart.
+pub fn jittered(delay: Duration) -> Duration {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let mixed = (u64::from(nanos) ^ CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let half = delay / 2;
+    half + Duration::from_nanos((mixed >> 11) % (half.as_nanos() as u64 + 1))
+}
 
 /// One record of a request.
 #[derive(Clone, Copy, Debug)]
@@ -96,11 +117,25 @@ pub struct Recorded {
 pub struct Store {
     records: Arc<dyn Records>,
     locks: Arc<Vec<Mutex<()>>>,
+    /// How old a task's stored report time may get before a repeated re-check refreshes it.
+    refresh_after: Duration,
 }
 
 impl Store {
     pub fn new(records: Arc<dyn Records>) -> Self {
-        Self { records, locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()) }
+        Self {
+            records,
+            locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()),
+            refresh_after: HEARTBEAT,
+        }
+    }
+
+    /// Sets how old a task's report time may get before a re-check that changes nothing
+    /// refreshes it: below the stall deadline, so that a task still being re-checked is never
+    /// taken for stalled.
+    pub fn refreshing_after(mut self, refresh_after: Duration) -> Self {
+        self.refresh_after = refresh_after;
+        self
     }
 
     fn lock_of(&self, request_id: &str) -> &Mutex<()> {
@@ -116,11 +151,24 @@ impl Store {
     }
 
     /// Folds one event into its request. `None` if the event changed nothing (a duplicate, a
-    /// late arrival, a repeated plan).
+    /// late arrival, a repeated plan, a re-check that says what the last one said).
     pub async fn record(&self, event: &StatusEvent) -> Result<Option<Recorded>> {
+        self.record_if(event, |_, _| true).await
+    }
+
+    /// [`Store::record`], if `still` holds for the request and the event's task as stored when
+    /// the write is made: the stall sweep's compare-and-set, so that a task that reported
+    /// after the sweep read it is not ended.
+    pub async fn record_if(
+        &self,
+        event: &StatusEvent,
+        still: impl Fn(&RequestState, Option<&TaskState>) -> bool,
+    ) -> Result<Option<Recorded>> {
         let request_id = event.request_id.as_str();
         let _local = self.lock_of(request_id).lock().await;
-        for conflict in 0..MAX_CONFLICTS {
+        let started = tokio::time::Instant::now();
+        let mut conflicts = 0u32;
+        loop {
             let (stored, version) = match self.request(request_id).await? {
                 Some(found) => found,
                 None => (StoredRequest::default(), 0),
@@ -135,26 +183,55 @@ impl Store {
             let known_task: Option<TaskState> = known.as_ref().map(|k| decode(&k.value)).transpose()?;
             let mut state =
                 if version == 0 { RequestState::new(request_id) } else { RequestState::from_stored(&stored) };
+            if !still(&state, known_task.as_ref()) {
+                return Ok(None);
+            }
             let change = state.apply(event, known_task.as_ref());
             if !change.any() {
                 return Ok(None);
             }
-            let recorded = RecordedEvent { sequence: stored.sequence + 1, event: Some(event.clone()) };
+            // A re-check that repeats the stored task only keeps the task's report time fresh
+            // (for the stall sweep), and only once that time is old: no event is logged.
+            let repeat = change.task.as_ref().zip(known_task.as_ref()).is_some_and(|(new, old)| repeats(new, old));
+            if repeat && !self.is_stale(known_task.as_ref()) {
+                return Ok(None);
+            }
+            let sequence = if repeat { stored.sequence } else { stored.sequence + 1 };
+            let recorded = RecordedEvent { sequence, event: Some(event.clone()) };
             let pending = PendingChange {
                 task: change.task.clone(),
                 task_version: known.map(|k| k.version).unwrap_or(0),
-                event: Some(recorded.clone()),
+                event: (!repeat).then(|| recorded.clone()),
             };
-            let next = state.to_stored(recorded.sequence, pending.clone());
+            let next = state.to_stored(sequence, pending.clone());
             if self.records.put_if(Key::Request(request_id), next.encode_to_vec().into(), version).await?.is_some() {
                 self.complete(request_id, &pending).await?;
+                if repeat {
+                    return Ok(None);
+                }
                 let summary = state.summary();
                 return Ok(Some(Recorded { summary, event: recorded, task: change.task, previous: known_task }));
             }
             // Another replica changed the request first: re-read and apply the event to that.
-            tokio::time::sleep(Duration::from_millis(2 + u64::from(conflict % 8) * 3)).await;
+            conflicts += 1;
+            metrics::counter!(STORE_CONFLICTS).increment(1);
+            debug!(request_id, conflicts, "conditional write lost to another writer; retrying");
+            if started.elapsed() >= CONFLICT_BUDGET {
+                warn!(request_id, conflicts, "conditional writes keep losing; the event goes back for a later retry");
+                return Err(BusError::Store(format!(
+                    "request {request_id}: {conflicts} conflicting writes in {CONFLICT_BUDGET:?}"
+                )));
+            }
+            let wait = lifeboat_common::aws::backoff(conflicts, FIRST_CONFLICT_WAIT, MAX_CONFLICT_WAIT);
+            tokio::time::sleep(jittered(wait)).await;
         }
-        Err(BusError::Store(format!("request {request_id}: {MAX_CONFLICTS} conflicting writes in a row")))
+    }
+
+    /// Whether a task's last stored report is older than the refresh age (or it has none).
+    fn is_stale(&self, task: Option<&TaskState>) -> bool {
+        let reported = task.and_then(|t| t.updated_at).map(|at| at.seconds).unwrap_or(0);
+        let now = lifeboat_common::time::unix_now() as i64;
+        now.saturating_sub(reported) >= self.refresh_after.as_secs() as i64
     }
 
     /// Applies the writes a request record announced. Idempotent: a task write that finds a

@@ -129,7 +129,7 @@ impl ServeOptions {
             dynamodb: DynamoDbConfig::default(),
             ec2: lifeboat_ec2::Ec2Config::default(),
             rds: lifeboat_rds::RdsConfig::default(),
-            aggregator: AggregatorConfig::default(),
+            aggregator: AggregatorConfig::from_env(),
         }
     }
 
