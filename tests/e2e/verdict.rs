@@ -1,6 +1,5 @@
-//! A verdict is guaranteed: a FAILED report that could not be stored keeps its message, a
-//! message SQS redrove to the dead letters still ends its task FAILED, and a hung handler
-//! is abandoned and its delivery retried.
+//! A verdict is guaranteed: a FAILED report that could not be stored keeps its message, and a
+//! hung handler is abandoned and its delivery retried.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lifeboat_common::bus::{
-    Bus, BusError, Delivery, OutgoingMessage, Queue, QueueOptions, Redriven, Result, WorkSource,
+    Bus, BusError, Delivery, OutgoingMessage, Queue, QueueOptions, Result, WorkSource,
 };
-use lifeboat_common::consumer::{run_consumer, ConsumerOptions, Handler, Outcome, DEAD_LETTERED};
+use lifeboat_common::consumer::{run_consumer, ConsumerOptions, Handler, Outcome};
 use lifeboat_common::subjects;
 use lifeboat_proto as pb;
-use lifeboat_sqs::QueueKey;
 use lifeboat_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -56,10 +54,6 @@ impl Bus for FlakyStatus {
 
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>> {
         self.inner.consume(queue, options).await
-    }
-
-    async fn redriven(&self, queue: &Queue, options: &QueueOptions) -> Result<Option<Redriven>> {
-        self.inner.redriven(queue, options).await
     }
 
     async fn is_cancelled(&self, request_id: &str) -> Result<bool> {
@@ -107,60 +101,6 @@ async fn a_lost_failed_report_keeps_the_message_until_it_is_stored(transport: Tr
     assert_eq!((task.task_id.as_str(), task.reason_code.as_str()), ("t-lost", "POISON_MESSAGE"));
     assert_eq!(flaky.failed.load(Ordering::SeqCst), 3, "every injected failure was hit before the report got through");
     work_drained(&servers, "ebs").await;
-    shutdown.cancel();
-    service.await.unwrap();
-}
-
-/// Receives a work message without ever deleting it, as a consumer that crashes on every
-/// receive would, until SQS's redrive policy moves it to the dead letters.
-async fn crash_on_every_receive(sqs: &lifeboat_sqs::SqsBus, queue: &Queue) -> u32 {
-    let url = sqs.url(&QueueKey::main(queue)).await.unwrap();
-    for receives in 0..20 {
-        if sqs.depth(&QueueKey::dead_letter(queue)).await.unwrap().total() > 0 {
-            return receives;
-        }
-        sqs.client()
-            .receive_message()
-            .queue_url(url.as_ref())
-            .visibility_timeout(0)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-    }
-    panic!("SQS did not move the message to the dead letters");
-}
-
-#[tokio::test]
-async fn sqs_redrive_ends_the_task_failed_dead_lettered() {
-    init_logging();
-    let servers = Servers::start_with(Transport::Sqs).await;
-    let queue = Queue::Work("ebs".into());
-    // A bus whose queues move a message after two receives.
-    let config = lifeboat_sqs::SqsConfig { max_receive_count: 2, ..servers.sqs_config() };
-    let sqs = lifeboat_sqs::SqsBus::new(&servers.aws("us-east-1"), config).unwrap();
-    sqs.ensure_queue(&queue).await.unwrap();
-    let _aggregator = Running::start(&servers, aggregator_only()).await;
-    let bus = servers.shared_bus().await;
-    report_planned(bus.clone(), "redrive-1", 1).await;
-    let task = pb::RestoreTask { request_id: "redrive-1".into(), task_id: "t-redriven".into(), ..Default::default() };
-    bus.publish(OutgoingMessage::proto(subjects::work_subject("ebs"), &task).dedupe_id("t-redriven")).await.unwrap();
-    let receives = crash_on_every_receive(&sqs, &queue).await;
-    assert!(receives >= 2, "moved after {receives} receives");
-
-    let (shutdown, service) = ebs_service(&servers, Arc::new(sqs.clone()));
-    let summary = final_summary(&servers.client().await, "redrive-1").await;
-    assert_eq!(verdict(&summary), pb::Verdict::Failed);
-    let task = &summary.tasks[0];
-    assert_eq!((task.task_id.as_str(), task.reason_code.as_str()), ("t-redriven", DEAD_LETTERED));
-    assert!(task.message.contains("work-ebs") && task.message.contains("-dlq"), "names the queue: {}", task.message);
-    assert!(task.message.contains("after 2 receives"), "names the receive count: {}", task.message);
-    // Deleted from the dead letters once reported.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sqs.depth(&QueueKey::dead_letter(&queue)).await.unwrap().total() > 0 {
-        assert!(Instant::now() < deadline, "the redriven message was not deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     shutdown.cancel();
     service.await.unwrap();
 }

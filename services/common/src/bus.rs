@@ -193,13 +193,6 @@ pub trait WorkSource: Send {
     async fn next(&mut self) -> Option<Result<Delivery>>;
 }
 
-/// The messages a transport moved to a queue's dead letters by itself, and why.
-pub struct Redriven {
-    pub source: Box<dyn WorkSource>,
-    /// Says where they are and after how many receives they were moved.
-    pub reason: String,
-}
-
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes and returns once the bus has stored the message.
@@ -215,14 +208,6 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Opens (creating if needed) the durable consumer of `queue`.
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>>;
-
-    /// The dead letters of `queue` that the transport moved there itself (an SQS redrive
-    /// policy, after a consumer crashed on every receive), for the consumer loop to report.
-    /// `None` where only the consumer loop dead-letters (JetStream).
-    async fn redriven(&self, queue: &Queue, options: &QueueOptions) -> Result<Option<Redriven>> {
-        let _ = (queue, options);
-        Ok(None)
-    }
 
     /// Marks a request cancelled (or, after a retry, no longer cancelled) where every service
     /// of every replica can see it: a JetStream KV bucket, or an item of the DynamoDB state

@@ -18,18 +18,12 @@ use crate::{metrics, subjects, trace_context};
 
 /// Dead-letter code of a delivery that asked for a retry once too often.
 pub const MAX_DELIVERIES: &str = "MAX_DELIVERIES";
-/// Dead-letter code of a message the transport itself moved to the dead letters (an SQS
-/// redrive policy), so that no handler ever returned for it.
-pub const DEAD_LETTERED: &str = "DEAD_LETTERED";
 
 /// How long a dead-lettered message waits before its FAILED report is tried again, when the
 /// report could not be stored.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(2);
 /// How soon a delivery whose handler timed out comes back.
 const TIMED_OUT_RETRY: Duration = Duration::from_secs(1);
-/// Dead letters a consumer loop moved itself (its hook reported them) are kept for a human;
-/// the redrive reader only looks at them again after this long.
-const KEPT_DEAD_LETTER: Duration = Duration::from_secs(12 * 3600);
 
 /// What a handler decided about a delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,9 +40,9 @@ pub enum Outcome {
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, delivery: &Delivery) -> Outcome;
 
-    /// Called after a delivery was dead-lettered (by the handler's outcome, with code
-    /// [`MAX_DELIVERIES`] because it ran out of deliveries, or with [`DEAD_LETTERED`] when the
-    /// transport moved it), so the handler can report the affected task as FAILED. The message
+    /// Called after a delivery was dead-lettered (by the handler's outcome, or with code
+    /// [`MAX_DELIVERIES`] because it ran out of deliveries), so the handler can report the
+    /// affected task as FAILED. The message
     /// is terminated only once this returns `Ok`: on an error it comes back later, so that a
     /// task's verdict is never lost with it.
     async fn dead_lettered(&self, _delivery: &Delivery, _code: &str, _reason: &str) -> Result<()> {
@@ -108,15 +102,6 @@ where
     let consuming = Consuming::new(component);
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let tracker = TaskTracker::new();
-    if matches!(queue, Queue::Work(_)) {
-        // A task's message the transport gave up on still owes the request a verdict.
-        let reader = run_redrive_reader(bus.clone(), queue.clone(), handler.clone(), options.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            if let Err(e) = reader.await {
-                error!(error = %e, "cannot read the dead letters; redriven tasks get no verdict");
-            }
-        });
-    }
     info!(queue = %queue.consumer_name(), concurrency = options.concurrency, "consumer started");
     loop {
         let permit = tokio::select! {
@@ -268,43 +253,4 @@ async fn report_dead_letter<H: Handler>(handler: &H, delivery: &Delivery, code: 
             delivery.settle.retry_after(DEAD_LETTER_RETRY).await
         }
     }
-}
-
-/// Reads the messages the transport moved to `queue`'s dead letters by itself (see
-/// [`Bus::redriven`]) until `shutdown`, and has the handler report each; a message is
-/// deleted only once reported. Messages a consumer loop dead-lettered carry its reason and
-/// were reported already: they stay for a human.
-pub async fn run_redrive_reader<B, H>(bus: Arc<B>, queue: Queue, handler: Arc<H>, options: ConsumerOptions, shutdown: CancellationToken) -> Result<()>
-where
-    B: Bus + ?Sized,
-    H: Handler,
-{
-    let Some(mut redriven) = bus.redriven(&queue, &options.queue).await? else {
-        return Ok(());
-    };
-    info!(queue = %queue.consumer_name(), "redrive reader started");
-    loop {
-        let delivery = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            next = redriven.source.next() => match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => {
-                    warn!(error = %e, "receive of dead letters failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                None => break,
-            },
-        };
-        let settled = if delivery.header(subjects::HEADER_DEADLETTER_REASON).is_some() {
-            delivery.settle.retry_after(KEPT_DEAD_LETTER).await
-        } else {
-            warn!(reason = %redriven.reason, "a message was dead-lettered by the transport");
-            report_dead_letter(handler.as_ref(), &delivery, DEAD_LETTERED, &redriven.reason).await
-        };
-        if let Err(e) = settled {
-            error!(error = %e, "could not settle a dead letter; it will be received again");
-        }
-    }
-    Ok(())
 }

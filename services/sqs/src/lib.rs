@@ -42,10 +42,7 @@
 //! The consumer loop dead-letters a message itself, with a reason, once it has asked for
 //! `max_deliveries` retries; the redrive policy (`max_receive_count`, at most 1000 in SQS) is
 //! the backstop for messages whose handler never returns, such as one that crashes the
-//! process. The consumer loop of a work queue also reads its `-dlq` queue ([`Bus::redriven`]):
-//! a message there without the loop's dead-letter reason was moved by SQS, and is reported
-//! FAILED (`DEAD_LETTERED`) and deleted only once that report is stored; the loop's own dead
-//! letters stay for a human. Keep `max_receive_count` at or above the consumer's `max_deliveries` (1000 for the
+//! process. Keep `max_receive_count` at or above the consumer's `max_deliveries` (1000 for the
 //! restore services, which is also the SQS maximum and the default here): SQS moves a message on
 //! the receive after the count is reached, so the loop still sees delivery number
 //! `max_receive_count`.
@@ -87,7 +84,7 @@ use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use futures::StreamExt;
-use lifeboat_common::bus::{Bus, BusError, OutgoingMessage, Queue, QueueOptions, Redriven, Result, WorkSource};
+use lifeboat_common::bus::{Bus, BusError, OutgoingMessage, Queue, QueueOptions, Result, WorkSource};
 use lifeboat_common::trace_context;
 use tracing::{debug, info, trace, Instrument};
 
@@ -531,29 +528,6 @@ impl Bus for SqsBus {
             Some(state) => cancel::get(state, &self.config.state_table, request_id).await,
             None => Ok(false),
         }
-    }
-
-    /// Receives from the queue's `-dlq` queue: whatever its redrive policy moved there after
-    /// `max_receive_count` receives without a delete (a consumer crashing on every receive).
-    async fn redriven(&self, queue: &Queue, options: &QueueOptions) -> Result<Option<Redriven>> {
-        let (main, key) = (self.url(&QueueKey::main(queue)).await?, QueueKey::dead_letter(queue));
-        let queue_url = self.url(&key).await?;
-        let name = |url: &str| url.rsplit('/').next().unwrap_or(url).to_string();
-        let reason = format!(
-            "SQS moved it from {} to {} after {} receives without a delete",
-            name(&main),
-            name(&queue_url),
-            self.config.max_receive_count
-        );
-        let source = SqsSource::new(ReceiveSettings {
-            client: self.client.clone(),
-            key,
-            queue_url,
-            batch: self.config.receive_batch,
-            wait_seconds: self.wait_seconds(),
-            ack_wait: options.ack_wait,
-        });
-        Ok(Some(Redriven { source: Box::new(source), reason }))
     }
 
     /// Receives from the queue's SQS queue. `max_ack_pending` has no SQS counterpart: SQS
