@@ -32,10 +32,8 @@ fn too_many_tags_and_long_strings_are_refused_by_field() {
     let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
     assert!(fields.contains(&"restore_sets[0].source.tags"), "{errors:?}");
     assert!(fields.contains(&"restore_sets[0].source.names[0]"), "{errors:?}");
-    let mut options = pb::RestoreOptions::default();
-    options.max_tasks = u32::MAX;
     let mut huge = request("caps-max-tasks", vec![set(0)]);
-    huge.options = Some(options);
+    huge.options = Some(pb::RestoreOptions { max_tasks: u32::MAX, ..Default::default() });
     let errors = validate_request(&huge, &Policy::default()).unwrap_err();
     assert_eq!(errors[0].field, "options.max_tasks");
 }

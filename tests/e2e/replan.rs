@@ -23,7 +23,7 @@ struct DiesMidPublish {
     inner: Arc<dyn Bus>,
     keep: usize,
     died: AtomicBool,
-    died_tx: tokio::sync::Notify,
+    dead: tokio::sync::Notify,
 }
 
 #[async_trait]
@@ -39,7 +39,7 @@ impl Bus for DiesMidPublish {
         }
         messages.truncate(self.keep);
         self.inner.publish_all(messages).await?;
-        self.died_tx.notify_one();
+        self.dead.notify_one();
         Err(BusError::Store("died mid-publish".into()))
     }
 
@@ -72,7 +72,7 @@ async fn a_replan_after_a_crash_mid_publish_republishes_the_first_plan(transport
         inner: bus.clone(),
         keep: 1,
         died: AtomicBool::new(false),
-        died_tx: Default::default(),
+        dead: Default::default(),
     });
     let accounts = Accounts::new(servers.aws("us-east-1"), lifeboat_common::aws::DEFAULT_ROLE_NAME);
     let first_shutdown = CancellationToken::new();
@@ -89,7 +89,7 @@ async fn a_replan_after_a_crash_mid_publish_republishes_the_first_plan(transport
     );
     let client = servers.client().await;
     client.submit(&request("replan-1", vec![set])).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), dying.died_tx.notified()).await.expect("discovery died");
+    tokio::time::timeout(Duration::from_secs(30), dying.dead.notified()).await.expect("discovery died");
     first_shutdown.cancel();
     first.await.unwrap().unwrap();
 
@@ -97,9 +97,8 @@ async fn a_replan_after_a_crash_mid_publish_republishes_the_first_plan(transport
     let late = create_volume(&east, "us-east-1a", 1, &[("app", "replan")]).await;
     let late_snapshot = create_snapshot(&east, &late, &[("app", "replan")]).await;
     let shutdown = CancellationToken::new();
-    let second = tokio::spawn(
-        Discovery::new(accounts, bus, fast_discovery_config(Policy::default())).run(shutdown.clone()),
-    );
+    let second =
+        tokio::spawn(Discovery::new(accounts, bus, fast_discovery_config(Policy::default())).run(shutdown.clone()));
 
     let summary = final_summary(&client, "replan-1").await;
     assert_eq!(verdict(&summary), pb::Verdict::Completed);

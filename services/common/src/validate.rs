@@ -122,7 +122,10 @@ fn validate_set(path: &str, set: &RestoreSet, policy: &Policy, errors: &mut Erro
                 check_length(&format!("{path}.source.tags"), value, errors);
             }
             if source.names.len() > MAX_NAMES {
-                errors.add(format!("{path}.source.names"), format!("{} names, more than {MAX_NAMES}", source.names.len()));
+                errors.add(
+                    format!("{path}.source.names"),
+                    format!("{} names, more than {MAX_NAMES}", source.names.len()),
+                );
             }
             for (index, name) in source.names.iter().enumerate() {
                 if name.trim().is_empty() {

@@ -419,6 +419,7 @@ impl Discovery {
                             task: (!dry_run).then(|| task.clone()),
                             ..events::task_event(&task, phase, 0)
                         });
+                    }
                 }
                 SetOutcome::Nothing { phase, code, message } => {
                     set_plans.push(SetPlan { set_name: set.name.clone(), tasks: 1 });
