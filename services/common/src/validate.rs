@@ -9,6 +9,17 @@ use crate::ids;
 
 const VOLUME_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
 const MAX_WAIT_CHECKS: u32 = 10_000;
+/// Restore sets in one request: beyond this a request is a script's mistake, and each set is
+/// listed against AWS.
+pub const MAX_SETS: usize = 100;
+/// Tags a source selects by, or a target adds (AWS allows 50 per resource).
+pub const MAX_TAGS: usize = 50;
+/// Names a source selects by.
+pub const MAX_NAMES: usize = 1000;
+/// The highest `options.max_tasks` a request may ask for.
+pub const MAX_TASKS_LIMIT: u32 = 100_000;
+/// Length of any one string (set names, tag keys and values, names, ids).
+pub const MAX_STRING: usize = 256;
 
 /// What this deployment accepts.
 #[derive(Clone, Debug)]
@@ -55,10 +66,17 @@ pub fn validate_request(request: &RestoreRequest, policy: &Policy) -> Result<(),
     }
     if request.restore_sets.is_empty() {
         errors.add("restore_sets", "at least one restore set is required");
+    } else if request.restore_sets.len() > MAX_SETS {
+        errors.add("restore_sets", format!("{} restore sets, more than {MAX_SETS}", request.restore_sets.len()));
+        // Each set would add its own errors; the count is the one to fix.
+        return Err(errors.0);
     }
     if let Some(options) = &request.options {
         if options.max_wait_checks > MAX_WAIT_CHECKS {
             errors.add("options.max_wait_checks", format!("must be at most {MAX_WAIT_CHECKS}"));
+        }
+        if options.max_tasks > MAX_TASKS_LIMIT {
+            errors.add("options.max_tasks", format!("must be at most {MAX_TASKS_LIMIT}"));
         }
     }
     let mut names = HashSet::new();
@@ -66,6 +84,8 @@ pub fn validate_request(request: &RestoreRequest, policy: &Policy) -> Result<(),
         let path = format!("restore_sets[{index}]");
         if set.name.is_empty() {
             errors.add(format!("{path}.name"), "is required");
+        } else if set.name.len() > MAX_STRING {
+            errors.add(format!("{path}.name"), format!("is longer than {MAX_STRING} bytes"));
         } else if !names.insert(set.name.as_str()) {
             errors.add(format!("{path}.name"), format!("'{}' is used by another restore set", set.name));
         }
@@ -91,15 +111,27 @@ fn validate_set(path: &str, set: &RestoreSet, policy: &Policy, errors: &mut Erro
             } else if !is_region(&source.region) {
                 errors.add(format!("{path}.source.region"), format!("'{}' is not an AWS region name", source.region));
             }
-            for key in source.tags.keys() {
+            if source.tags.len() > MAX_TAGS {
+                errors.add(format!("{path}.source.tags"), format!("{} tags, more than {MAX_TAGS}", source.tags.len()));
+            }
+            for (key, value) in &source.tags {
                 if key.is_empty() {
                     errors.add(format!("{path}.source.tags"), "tag keys must not be empty");
                 }
+                check_length(&format!("{path}.source.tags"), key, errors);
+                check_length(&format!("{path}.source.tags"), value, errors);
+            }
+            if source.names.len() > MAX_NAMES {
+                errors.add(
+                    format!("{path}.source.names"),
+                    format!("{} names, more than {MAX_NAMES}", source.names.len()),
+                );
             }
             for (index, name) in source.names.iter().enumerate() {
                 if name.trim().is_empty() {
                     errors.add(format!("{path}.source.names[{index}]"), "must not be empty");
                 }
+                check_length(&format!("{path}.source.names[{index}]"), name, errors);
             }
             if source.point_in_time_recovery && !matches!(source.selection, Some(source::Selection::PointInTime(_))) {
                 errors.add(format!("{path}.source.point_in_time_recovery"), "needs a point_in_time to restore to");
@@ -397,8 +429,28 @@ fn check_account(field: &str, account_id: &str, policy: &Policy, errors: &mut Er
     }
 }
 
-fn check_tags<'a>(field: &str, keys: impl Iterator<Item = &'a String>, errors: &mut Errors) {
+/// Strings stay short enough for AWS names, tags and status tables.
+fn check_length(field: &str, value: &str, errors: &mut Errors) {
+    if value.len() > MAX_STRING {
+        errors.add(field, format!("'{}...' is longer than {MAX_STRING} bytes", truncated(value, 32)));
+    }
+}
+
+/// At most `bytes` of `value`, cut at a character boundary.
+fn truncated(value: &str, bytes: usize) -> &str {
+    let mut end = bytes.min(value.len());
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+fn check_tags<'a>(field: &str, keys: impl ExactSizeIterator<Item = &'a String>, errors: &mut Errors) {
+    if keys.len() > MAX_TAGS {
+        errors.add(field, format!("{} tags, more than {MAX_TAGS}", keys.len()));
+    }
     for key in keys {
+        check_length(field, key, errors);
         if key.is_empty() {
             errors.add(field, "tag keys must not be empty");
         } else if key.starts_with("aws:") {

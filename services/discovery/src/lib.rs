@@ -10,5 +10,6 @@ pub mod keys;
 pub mod rds;
 pub mod select;
 pub mod service;
+pub mod stored_plan;
 
 pub use service::{Discovery, DiscoveryConfig};

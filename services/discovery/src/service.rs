@@ -65,6 +65,9 @@ pub mod reason {
     pub const S3_NOT_AVAILABLE: &str = "S3_NOT_AVAILABLE";
 }
 
+/// Field errors a rejection event lists before "and K more".
+pub const MAX_REJECTION_ERRORS: usize = 20;
+
 /// Tasks a request may start without `options.confirm_large` (or a higher `options.max_tasks`).
 pub const DEFAULT_MAX_TASKS: u32 = 1000;
 
@@ -117,8 +120,14 @@ impl Discovery {
         lifeboat_common::run_consumer(bus, Queue::Requests, self, options, shutdown).await
     }
 
-    async fn reject(&self, request_id: &str, errors: Vec<FieldError>) -> Outcome {
+    async fn reject(&self, request_id: &str, mut errors: Vec<FieldError>) -> Outcome {
         let first = errors.first().cloned().unwrap_or_default();
+        // A rejection is one event: the first errors show what to fix, the count the rest.
+        if errors.len() > MAX_REJECTION_ERRORS {
+            let more = errors.len() - MAX_REJECTION_ERRORS;
+            errors.truncate(MAX_REJECTION_ERRORS);
+            errors.push(FieldError { field: "<request>".to_string(), message: format!("and {more} more") });
+        }
         warn!(request_id, field = %first.field, message = %first.message, "request rejected");
         let event = StatusEvent {
             request_id: request_id.to_string(),
@@ -350,6 +359,19 @@ impl Discovery {
     }
 
     async fn plan(&self, request: &RestoreRequest, attempt: u32) -> Outcome {
+        let retry = || Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max));
+        // A redelivery after a crash republishes the stored plan, never a new listing.
+        match crate::stored_plan::load(self.bus.shared().as_ref(), &request.request_id).await {
+            Ok(Some(plan)) => {
+                info!(request_id = %request.request_id, "republishing the stored plan");
+                return self.publish_plan(&request.request_id, plan, attempt).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(request_id = %request.request_id, error = %e, "reading the stored plan failed; will retry");
+                return retry();
+            }
+        }
         // Sets are independent (often other accounts or regions): list them side by side,
         // keeping their order for the plan.
         let listings: Vec<_> = request.restore_sets.iter().map(|set| self.plan_set(request, set)).collect();
@@ -361,7 +383,7 @@ impl Discovery {
                 Ok(outcome) => outcomes.push((set, outcome)),
                 Err(e) => {
                     warn!(request_id = %request.request_id, set = %set.name, error = %e, "discovery will retry");
-                    return Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max));
+                    return retry();
                 }
             }
         }
@@ -382,7 +404,6 @@ impl Discovery {
             .collect();
         let total_size_gib: i64 = planned_tasks.iter().map(|t| t.backup.as_ref().map_or(0, |b| b.size_gib)).sum();
         let estimated_seconds = crate::estimate::estimated_seconds(&planned_tasks);
-        let mut work = Vec::new();
         let mut events = Vec::new();
         let mut set_plans = Vec::new();
         for (set, outcome) in outcomes {
@@ -398,18 +419,6 @@ impl Discovery {
                             task: (!dry_run).then(|| task.clone()),
                             ..events::task_event(&task, phase, 0)
                         });
-                        if !dry_run {
-                            let kind = ResourceType::try_from(task.resource_type)
-                                .ok()
-                                .and_then(ResourceType::work_kind)
-                                .unwrap_or("unknown");
-                            work.push(
-                                OutgoingMessage::proto(subjects::work_subject(kind), &task)
-                                    .dedupe_id(task.task_id.clone())
-                                    .header(subjects::HEADER_REQUEST_ID, task.request_id.clone())
-                                    .header(subjects::HEADER_TASK_ID, task.task_id.clone()),
-                            );
-                        }
                     }
                 }
                 SetOutcome::Nothing { phase, code, message } => {
@@ -443,8 +452,31 @@ impl Discovery {
             })),
             ..Default::default()
         };
-        // The plan first, so watchers know the total; then the queued tasks, then the work.
-        // Everything carries a dedupe id, so a replan after a crash publishes nothing twice.
+        let plan = std::iter::once(planned).chain(events).collect();
+        match crate::stored_plan::store(self.bus.shared().as_ref(), &request.request_id, plan).await {
+            Ok(plan) => self.publish_plan(&request.request_id, plan, attempt).await,
+            Err(e) => {
+                warn!(request_id = %request.request_id, error = %e, "storing the plan failed; will retry");
+                retry()
+            }
+        }
+    }
+
+    /// Publishes a stored plan: the planned event first, so watchers know the total; then the
+    /// queued tasks, then the work of every task the events carry (none in a dry run).
+    /// Everything carries a dedupe id, so a republish after a crash publishes nothing twice.
+    async fn publish_plan(&self, request_id: &str, mut plan: Vec<StatusEvent>, attempt: u32) -> Outcome {
+        if plan.is_empty() {
+            warn!(request_id, "the stored plan is empty; will retry");
+            return Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max));
+        }
+        let events = plan.split_off(1);
+        let planned = plan.remove(0);
+        let (total_tasks, dry_run) = match &planned.detail {
+            Some(status_event::Detail::Planned(p)) => (p.total_tasks, p.dry_run),
+            _ => (events.len() as u32, false),
+        };
+        let work: Vec<_> = events.iter().filter_map(|event| event.task.as_ref()).map(work_message).collect();
         let published = async {
             self.reporter.report(planned).await?;
             self.reporter.report_all(events).await?;
@@ -452,15 +484,24 @@ impl Discovery {
         };
         match published.await {
             Ok(()) => {
-                info!(request_id = %request.request_id, total_tasks, dry_run, "request planned");
+                info!(request_id, total_tasks, dry_run, "request planned");
                 Outcome::Done
             }
             Err(e) => {
-                warn!(request_id = %request.request_id, error = %e, "publishing the plan failed; will retry");
+                warn!(request_id, error = %e, "publishing the plan failed; will retry");
                 Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max))
             }
         }
     }
+}
+
+/// The work message of a task, to the queue of its resource type.
+fn work_message(task: &RestoreTask) -> OutgoingMessage {
+    let kind = ResourceType::try_from(task.resource_type).ok().and_then(ResourceType::work_kind).unwrap_or("unknown");
+    OutgoingMessage::proto(subjects::work_subject(kind), task)
+        .dedupe_id(task.task_id.clone())
+        .header(subjects::HEADER_REQUEST_ID, task.request_id.clone())
+        .header(subjects::HEADER_TASK_ID, task.task_id.clone())
 }
 
 /// Each picked backup with its target completed from its source (or, when only listing for the
