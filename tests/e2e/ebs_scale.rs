@@ -284,7 +284,9 @@ async fn a_first_delivery_records_its_copy_and_holds_a_slot_until_the_copy_compl
             .state(VolumeState::Creating)
             .build()
     });
-    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&copy, &completed, &create]);
+    // Before creating the volume on a later delivery, one look by tag: none yet.
+    let no_volume = mock!(Client::describe_volumes).then_output(|| DescribeVolumesOutput::builder().build());
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&copy, &completed, &create, &no_volume]);
     let (task, target) = cross_region_task();
     let store = Arc::new(MemoryStore::default());
     let context = context(store.clone());
@@ -304,7 +306,37 @@ async fn a_first_delivery_records_its_copy_and_holds_a_slot_until_the_copy_compl
     assert_eq!(progress.id(role::VOLUME), Some("vol-new"));
     assert!(progress.slots.is_empty(), "the slot goes back once the copy is complete");
     assert_eq!(held().await, 0);
-    assert_eq!((copy.num_calls(), completed.num_calls(), create.num_calls()), (1, 1, 1));
+    assert_eq!((copy.num_calls(), completed.num_calls(), create.num_calls(), no_volume.num_calls()), (1, 1, 1, 1));
+}
+
+/// Found by the chaos tests: a delivery that created the volume from a completed copy and died
+/// before recording it left a record (of the copy) behind, so the next delivery must still look
+/// for the volume before creating another (moto, unlike AWS, ignores the ClientToken).
+#[tokio::test]
+async fn a_volume_created_after_the_copy_but_not_recorded_is_adopted_not_created_again() {
+    use aws_sdk_ec2::types::{Snapshot, SnapshotState, Tag, Volume};
+
+    let completed = mock!(Client::describe_snapshots).then_output(|| {
+        let copy = Snapshot::builder().snapshot_id("snap-copy").state(SnapshotState::Completed).build();
+        DescribeSnapshotsOutput::builder().snapshots(copy).build()
+    });
+    let ours = mock!(Client::describe_volumes).then_output(|| {
+        let tag = Tag::builder().key("lifeboat:copy-snapshot-id").value("snap-copy").build();
+        let volume = Volume::builder().volume_id("vol-made").state(VolumeState::Available).tags(tag).build();
+        DescribeVolumesOutput::builder().volumes(volume).build()
+    });
+    let create = mock!(Client::create_volume).then_output(|| {
+        aws_sdk_ec2::operation::create_volume::CreateVolumeOutput::builder().volume_id("vol-twice").build()
+    });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&completed, &ours, &create]);
+    let (task, target) = cross_region_task();
+    let context = context(Arc::default());
+    let clients = Clients { target: ec2.clone(), source: ec2 };
+    let mut progress = recorded_copy();
+    let step = restore_step(&context, &clients, &task, &target, 7, &mut progress).await.unwrap();
+    assert!(matches!(&step, Step::Done { created, .. } if created[0] == "vol-made"), "{step:?}");
+    assert_eq!(progress.id(role::VOLUME), Some("vol-made"));
+    assert_eq!(create.num_calls(), 0, "no second volume");
 }
 
 #[tokio::test]

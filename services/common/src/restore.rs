@@ -337,7 +337,9 @@ impl<R: Restorer> RestoreService<R> {
             .as_ref()
             .map(|o| o.max_wait_checks)
             .filter(|&n| n > 0)
-            .unwrap_or(self.config.wait.max_wait_checks);
+            .unwrap_or(self.config.wait.max_wait_checks)
+            // A wait longer than the deliveries would end as a dead letter; it ends WAIT_TIMEOUT.
+            .min(self.config.consumer.max_deliveries.saturating_sub(1).max(1));
         let decision = decide(result, attempt, &self.config.wait, max_wait_checks);
         drop(guard);
         self.forget_lock(&task.task_id, lock).await;

@@ -271,11 +271,18 @@ pub async fn restore_step(
     let snapshot_id = if target.region == backup.region {
         backup.backup_id.clone()
     } else {
-        match copy_step(context, &scope, task, &backup, target, attempt, lost, progress).await? {
+        match copy_step(context, &scope, task, &backup, target, attempt, progress).await? {
             Ok(copy_id) => copy_id,
             Err(step) => return Ok(step),
         }
     };
+    if attempt > 1 && !lost {
+        // A record of other progress (the copy) does not say that an earlier delivery did not
+        // create the volume and die before recording it: look once, right before creating.
+        if let Some(volume) = our_volume(context, &scope, task, target, true, progress).await? {
+            return Ok(volume_step(&volume, progress, settings.warnings));
+        }
+    }
     context.take(&target.account_id, &target.region, Api::CreateVolume).await?;
     let copy_id = progress.id(role::COPY).map(str::to_string);
     let volume = match create_volume(&clients.target, task, target, &settings, &snapshot_id, copy_id.as_deref()).await {
@@ -342,7 +349,6 @@ fn volume_step(volume: &Volume, progress: &Progress, warnings: Vec<String>) -> S
 
 /// The cross-region copy: `Ok(Ok(id))` once it is complete (its slot given back), `Ok(Err(step))`
 /// while it is started or under way.
-#[allow(clippy::too_many_arguments)]
 async fn copy_step(
     context: &Context,
     scope: &Scope,
@@ -350,7 +356,6 @@ async fn copy_step(
     backup: &Backup,
     target: &EbsTarget,
     attempt: u32,
-    lost: bool,
     progress: &mut Progress,
 ) -> Result<Result<String, Step>, AwsError> {
     let copy = match progress.id(role::COPY).map(str::to_string) {
@@ -358,16 +363,6 @@ async fn copy_step(
             Some(copy) => copy,
             None => return Ok(Err(copy_not_visible(&id, attempt, progress))),
         },
-        None if lost => {
-            context.take(&target.account_id, &target.region, Api::Ec2Describe).await?;
-            match find_copy(&scope.ec2, &task.task_id).await? {
-                Some(copy) => {
-                    progress.record(role::COPY, copy.snapshot_id().unwrap_or_default());
-                    copy
-                }
-                None => return start_copy(context, scope, task, backup, target, attempt, progress).await.map(Err),
-            }
-        }
         None => return start_copy(context, scope, task, backup, target, attempt, progress).await.map(Err),
     };
     let id = copy.snapshot_id().unwrap_or_default().to_string();
@@ -496,6 +491,17 @@ async fn start_copy(
         }
         Err(e) => {
             return Err(AwsError::retryable("quota", "QuotaStoreUnavailable", format!("cannot take a copy slot: {e}")))
+        }
+    }
+    if attempt > 1 {
+        // An earlier delivery may have started the copy and died before recording it
+        // (CopySnapshot has no idempotency token): look once, with the slot held.
+        context.take(&target.account_id, &target.region, Api::Ec2Describe).await?;
+        if let Some(copy) = find_copy(&scope.ec2, &task.task_id).await? {
+            let id = copy.snapshot_id().unwrap_or_default().to_string();
+            progress.record(role::COPY, id.clone());
+            progress.record(role::COPY_STARTED_AT, attempt.to_string());
+            return Ok(Step::Waiting { what: format!("found copy {id} an earlier delivery started"), created: vec![id] });
         }
     }
     context.take(&target.account_id, &target.region, Api::Ec2Mutate).await?;
