@@ -346,7 +346,10 @@ async fn lifeboat_restores(
     servers.moto_url = moto_url;
     let client = servers.client().await;
     let started = Instant::now();
-    client.submit(&request(request_id, vec![set("bench")])).await.unwrap();
+    let mut request = request(request_id, vec![set("bench")]);
+    // Past 1,000 tasks a request needs the operator's confirmation, as on the CLI.
+    request.options.get_or_insert_with(Default::default).confirm_large = true;
+    client.submit(&request).await.unwrap();
     let summary = client.watch(request_id, Some(Duration::from_secs(3600)), |_| {}).await.unwrap();
     let took = started.elapsed();
     for services in running {

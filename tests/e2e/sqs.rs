@@ -524,3 +524,33 @@ async fn sqs_refuses_unknown_subjects_ignores_notify_and_finds_missing_queues() 
     assert_eq!(depth(&creating, &QueueKey::main(&rds)).await.visible, 1);
     assert_eq!(depth(&creating, &QueueKey::dead_letter(&rds)).await.total(), 0);
 }
+
+/// Queues hold restore targets and tags: every queue Lifeboat creates is encrypted, with
+/// SQS-managed keys by default and with the configured KMS key when one is given.
+#[tokio::test]
+async fn every_queue_is_created_encrypted() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+
+    let servers = Servers::start().await;
+    let attributes = |bus: SqsBus, key: QueueKey| async move {
+        let url = bus.url(&key).await.expect("queue url");
+        let output = bus
+            .client()
+            .get_queue_attributes()
+            .queue_url(url.as_ref())
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .expect("queue attributes");
+        output.attributes().cloned().unwrap_or_default()
+    };
+    let managed = sqs_bus(&servers, SqsConfig { queue_prefix: "sse-".into(), ..quick_config() }).await;
+    for key in [QueueKey::main(&Queue::Work(KIND.into())), QueueKey::dead_letter(&Queue::Work(KIND.into()))] {
+        let found = attributes(managed.clone(), key.clone()).await;
+        assert_eq!(found.get(&QueueAttributeName::SqsManagedSseEnabled).map(String::as_str), Some("true"), "{key:?}");
+    }
+    let config = SqsConfig { queue_prefix: "kms-".into(), kms_key_id: Some("alias/lifeboat".into()), ..quick_config() };
+    let with_key = sqs_bus(&servers, config).await;
+    let found = attributes(with_key, QueueKey::main(&Queue::StatusEvents)).await;
+    assert_eq!(found.get(&QueueAttributeName::KmsMasterKeyId).map(String::as_str), Some("alias/lifeboat"));
+}

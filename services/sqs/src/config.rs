@@ -49,6 +49,10 @@ pub struct SqsConfig {
     /// The DynamoDB table holding the aggregator's state, where a cancelled request is marked
     /// (item `pk` = request id, `sk` = `cancelled`) for every resource service to see.
     pub state_table: String,
+    /// Server-side encryption of every queue Lifeboat creates: with this KMS key (id, ARN or
+    /// alias) when given, else with SQS-managed keys (SSE-SQS). Messages hold restore targets
+    /// and tags, so they are never stored in the clear.
+    pub kms_key_id: Option<String>,
 }
 
 impl Default for SqsConfig {
@@ -62,6 +66,7 @@ impl Default for SqsConfig {
             receive_batch: MAX_RECEIVE_BATCH,
             create_queues: false,
             state_table: "lifeboat-state".to_string(),
+            kms_key_id: None,
         }
     }
 }
@@ -75,7 +80,7 @@ impl SqsConfig {
     /// The defaults changed by these variables (tests pass their own):
     /// `LIFEBOAT_SQS_PREFIX`, `LIFEBOAT_SQS_MAX_RECEIVE_COUNT`, `LIFEBOAT_SQS_WAIT_SECONDS`,
     /// `LIFEBOAT_SQS_VISIBILITY_SECONDS`, `LIFEBOAT_SQS_RECEIVE_BATCH`,
-    /// `LIFEBOAT_SQS_STATE_TABLE`, `LIFEBOAT_SQS_CREATE_QUEUES` (`true`/`false`) and `LIFEBOAT_SQS_QUEUE_<NAME>`, where
+    /// `LIFEBOAT_SQS_STATE_TABLE`, `LIFEBOAT_SQS_KMS_KEY_ID`, `LIFEBOAT_SQS_CREATE_QUEUES` (`true`/`false`) and `LIFEBOAT_SQS_QUEUE_<NAME>`, where
     /// `<NAME>` is the logical queue name in upper case with `_` for `-`.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, BusError> {
         let mut config = Self::default();
@@ -95,6 +100,7 @@ impl SqsConfig {
                 "VISIBILITY_SECONDS" => config.visibility_timeout = seconds()?,
                 "RECEIVE_BATCH" => config.receive_batch = value.trim().parse().map_err(|_| invalid("a count"))?,
                 "STATE_TABLE" => config.state_table = value.clone(),
+                "KMS_KEY_ID" => config.kms_key_id = Some(value.clone()).filter(|v| !v.trim().is_empty()),
                 "CREATE_QUEUES" => {
                     config.create_queues = match value.trim().to_ascii_lowercase().as_str() {
                         "true" | "1" | "yes" => true,

@@ -106,6 +106,8 @@ const MAX_BATCHES_IN_FLIGHT: usize = 8;
 const BATCH_SEND_ATTEMPTS: u32 = 3;
 /// Messages wait this long for a receiver; longer than any restore waits for AWS.
 const QUEUE_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
+/// How long SQS reuses a data key before asking KMS again (a KMS call per queue per period).
+const KMS_DATA_KEY_REUSE: Duration = Duration::from_secs(3600);
 /// Dead letters wait for a human: the 14 days SQS allows. Longer than the source queue's
 /// retention, because a standard queue's messages keep their original enqueue time when moved.
 const DEAD_LETTER_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -205,7 +207,15 @@ impl SqsBus {
                 ),
             });
         }
-        let fifo_attributes = |attributes: &mut Vec<(QueueAttributeName, String)>| {
+        let encryption = match &self.config.kms_key_id {
+            Some(key) => vec![
+                (QueueAttributeName::KmsMasterKeyId, key.clone()),
+                (QueueAttributeName::KmsDataKeyReusePeriodSeconds, KMS_DATA_KEY_REUSE.as_secs().to_string()),
+            ],
+            None => vec![(QueueAttributeName::SqsManagedSseEnabled, "true".to_string())],
+        };
+        let queue_attributes = |attributes: &mut Vec<(QueueAttributeName, String)>| {
+            attributes.extend(encryption.iter().cloned());
             if main.fifo {
                 attributes.push((QueueAttributeName::DeduplicationScope, "messageGroup".to_string()));
                 attributes.push((QueueAttributeName::FifoThroughputLimit, "perMessageGroupId".to_string()));
@@ -216,7 +226,7 @@ impl SqsBus {
             (QueueAttributeName::MessageRetentionPeriod, DEAD_LETTER_RETENTION.as_secs().to_string()),
             (QueueAttributeName::VisibilityTimeout, visibility.clone()),
         ];
-        fifo_attributes(&mut attributes);
+        queue_attributes(&mut attributes);
         let dead_letter_url = self.create_queue(&dead_letter_key, &dead_letter, attributes).await?;
         let dead_letter_arn = self.queue_arn(&dead_letter_url).await?;
         let redrive = serde_json::json!({
@@ -229,7 +239,7 @@ impl SqsBus {
             (QueueAttributeName::ReceiveMessageWaitTimeSeconds, self.wait_seconds().to_string()),
             (QueueAttributeName::RedrivePolicy, redrive.to_string()),
         ];
-        fifo_attributes(&mut attributes);
+        queue_attributes(&mut attributes);
         self.create_queue(&main_key, &main, attributes).await?;
         info!(queue = %main.name, dead_letter_queue = %dead_letter.name, "sqs queue ready");
         Ok(())
