@@ -92,6 +92,16 @@ pub struct Rate {
     pub per_second: f64,
 }
 
+impl Rate {
+    /// AWS's bucket less a tenth of its burst: calls granted a token at the refill rate reach
+    /// AWS a little bunched (handlers and connections add jitter), and other clients of the
+    /// account spend the same bucket; the tokens left over absorb both, so the refill rate is
+    /// kept without being throttled.
+    pub fn with_headroom(self) -> Self {
+        Self { burst: (self.burst * 0.9).floor().max(1.0), ..self }
+    }
+}
+
 /// The concurrency caps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cap {
@@ -126,7 +136,8 @@ impl Cap {
     }
 }
 
-/// Rates and caps, AWS's defaults unless configured. Parsed from `LIFEBOAT_QUOTAS`, e.g.
+/// Rates and caps: AWS's defaults (less a tenth of the burst, see [`Rate::with_headroom`])
+/// unless configured. Parsed from `LIFEBOAT_QUOTAS`, e.g.
 /// `ec2.create-volume=200/10,111122223333:ec2.describe=400/40,ebs.copies=40`, or `off`
 /// (no buckets at all: for emulators, which enforce nothing).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -189,7 +200,7 @@ impl QuotaConfig {
             return None;
         }
         let rate = self.account_rates.get(&(account.to_string(), api)).or_else(|| self.rates.get(&api));
-        Some(rate.copied().unwrap_or_else(|| api.default_rate()))
+        Some(rate.copied().unwrap_or_else(|| api.default_rate().with_headroom()))
     }
 
     pub fn limit(&self, cap: Cap) -> u32 {
