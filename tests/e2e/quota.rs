@@ -107,8 +107,9 @@ fn quota_specs_are_parsed_and_errors_name_the_quota() {
     let config = QuotaConfig::parse("ec2.describe=200/40, 111122223333:ec2.create-volume=10/1,rds.copies=5").unwrap();
     assert_eq!(config.rate("999999999999", Api::Ec2Describe).map(|r| (r.burst, r.per_second)), Some((200.0, 40.0)));
     assert_eq!(config.rate("111122223333", Api::CreateVolume).map(|r| (r.burst, r.per_second)), Some((10.0, 1.0)));
-    // Unnamed families keep AWS's documented defaults.
-    assert_eq!(config.rate("111122223333", Api::RunInstances).map(|r| (r.burst, r.per_second)), Some((5.0, 2.0)));
+    // Unnamed families keep AWS's documented rates, with a tenth of the burst left over.
+    assert_eq!(config.rate("111122223333", Api::RunInstances).map(|r| (r.burst, r.per_second)), Some((4.0, 2.0)));
+    assert_eq!(config.rate("999999999999", Api::CreateVolume).map(|r| (r.burst, r.per_second)), Some((90.0, 5.0)));
     assert_eq!(config.limit(Cap::RdsCopies), 5);
     assert_eq!(config.limit(Cap::DynamoDbRestores), 50);
     assert_eq!(QuotaConfig::parse("off").unwrap().rate("1", Api::CreateVolume), None);
