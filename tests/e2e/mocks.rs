@@ -1159,3 +1159,25 @@ async fn kms_says_which_encrypted_backups_another_account_can_use() {
     assert_eq!(refused.code, "ENCRYPTED_WITHOUT_TARGET_KEY");
     assert!(lifeboat_discovery::ebs::complete_target("web", &target, &backups[2]).is_ok());
 }
+
+/// A request that could not go out on a pooled connection the server had closed (hyper's
+/// `SendRequest`, as moto produces under load) is retried; other connector errors are left to
+/// the SDK's own classifiers.
+#[test]
+fn a_request_refused_by_a_stale_pooled_connection_is_retried() {
+    use aws_smithy_runtime_api::client::interceptors::context::{Input, InterceptorContext};
+    use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
+    use lifeboat_common::aws::ReusedConnection;
+
+    let classify = |message: &str| {
+        let mut context = InterceptorContext::new(Input::doesnt_matter());
+        let source: Box<dyn std::error::Error + Send + Sync> = message.into();
+        context.set_output_or_error(Err(OrchestratorError::connector(ConnectorError::other(source, None))));
+        ReusedConnection.classify_retry(&context)
+    };
+    let stale = "client error (SendRequest): received unexpected message from connection";
+    assert_eq!(classify(stale), RetryAction::transient_error());
+    assert_eq!(classify("certificate verify failed"), RetryAction::NoActionIndicated);
+}

@@ -88,7 +88,8 @@ impl StateStore {
 fn state_table_client(aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::config::Builder::from(aws)
         .interceptor(lifeboat_common::metrics::AwsMetrics::new())
-        .interceptor(lifeboat_common::aws_trace::AwsTracing::new());
+        .interceptor(lifeboat_common::aws_trace::AwsTracing::new())
+        .retry_classifier(lifeboat_common::aws::ReusedConnection);
     aws_sdk_dynamodb::Client::from_conf(config.build())
 }
 

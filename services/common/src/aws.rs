@@ -10,7 +10,9 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_ec2::config::retry::{RetryPartition, TokenBucket};
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::sync::{Mutex, OnceCell};
@@ -201,6 +203,29 @@ pub fn retry_partition(service: &str, account_id: &str, region: &str) -> RetryPa
         .clone()
 }
 
+/// Retries a request that failed to go out on a pooled connection the server had already
+/// given up on (hyper's `SendRequest` error: the request was never written, so sending it again
+/// is safe). The SDK's own classifier retries only I/O errors and timeouts, and HTTP servers
+/// with short keep-alives (moto's among them) produce this one under load.
+#[derive(Debug, Default)]
+pub struct ReusedConnection;
+
+impl ClassifyRetry for ReusedConnection {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        match error.as_connector_error() {
+            Some(e) if e.is_other() && display_chain(e).contains("SendRequest") => RetryAction::transient_error(),
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "ReusedConnection"
+    }
+}
+
 /// Retry tokens per partition, and their refill per second.
 pub const RETRY_BUDGET: usize = 500;
 pub const RETRY_BUDGET_REFILL_PER_SECOND: f32 = 10.0;
@@ -211,6 +236,7 @@ pub fn dynamodb_client(config: &SdkConfig, account_id: &str, region: &str) -> aw
         .retry_partition(retry_partition("dynamodb", account_id, region))
         .interceptor(AwsMetrics::new())
         .interceptor(AwsTracing::new())
+        .retry_classifier(ReusedConnection)
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }
@@ -221,6 +247,7 @@ pub fn rds_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
         .retry_partition(retry_partition("rds", account_id, region))
         .interceptor(AwsMetrics::new())
         .interceptor(AwsTracing::new())
+        .retry_classifier(ReusedConnection)
         .build();
     aws_sdk_rds::Client::from_conf(config)
 }
@@ -231,6 +258,7 @@ pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
         .retry_partition(retry_partition("ec2", account_id, region))
         .interceptor(AwsMetrics::new())
         .interceptor(AwsTracing::new())
+        .retry_classifier(ReusedConnection)
         .build();
     aws_sdk_ec2::Client::from_conf(config)
 }
@@ -241,6 +269,7 @@ pub fn kms_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
         .retry_partition(retry_partition("kms", account_id, region))
         .interceptor(AwsMetrics::new())
         .interceptor(AwsTracing::new())
+        .retry_classifier(ReusedConnection)
         .build();
     aws_sdk_kms::Client::from_conf(config)
 }
@@ -251,6 +280,7 @@ pub fn sts_client(config: &SdkConfig) -> aws_sdk_sts::Client {
         aws_sdk_sts::config::Builder::from(config)
             .interceptor(AwsMetrics::new())
             .interceptor(AwsTracing::new())
+            .retry_classifier(ReusedConnection)
             .build(),
     )
 }

@@ -149,10 +149,12 @@ impl SqsBus {
         let instrumented = aws_sdk_sqs::config::Builder::from(sdk_config)
             .interceptor(lifeboat_common::metrics::AwsMetrics::new())
             .interceptor(lifeboat_common::aws_trace::AwsTracing::new())
+            .retry_classifier(lifeboat_common::aws::ReusedConnection)
             .build();
         let state = aws_sdk_dynamodb::config::Builder::from(sdk_config)
             .interceptor(lifeboat_common::metrics::AwsMetrics::new())
             .interceptor(lifeboat_common::aws_trace::AwsTracing::new())
+            .retry_classifier(lifeboat_common::aws::ReusedConnection)
             .build();
         let mut bus = Self::from_client(Client::from_conf(instrumented), config)?;
         let state = aws_sdk_dynamodb::Client::from_conf(state);
