@@ -21,9 +21,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
+use futures::StreamExt;
 use lifeboat_common::quota::QuotaConfig;
 use lifeboat_common::subjects;
 use lifeboat_proto as pb;
@@ -316,7 +316,9 @@ async fn direct_restores(ec2: &aws_sdk_ec2::Client, snapshots: &[String]) -> Dir
 
 /// An EC2 client through `proxy`.
 fn ec2_via(servers: &Servers, proxy: &ThrottlingProxy) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&servers.aws("us-east-1")).endpoint_url(&proxy.url).build())
+    aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&servers.aws("us-east-1")).endpoint_url(&proxy.url).build(),
+    )
 }
 
 /// Lifeboat's restore of every `bench`-tagged snapshot, its services reaching AWS through
@@ -331,7 +333,8 @@ async fn lifeboat_restores(
     let mut ebs = fast_ebs_config();
     ebs.service.quotas = quotas.clone();
     let moto_url = std::mem::replace(&mut servers.moto_url, proxy.url.clone());
-    let mut running = vec![Running::start(servers, ServiceSet { ebs: Some(ebs.clone()), ..ServiceSet::default() }).await];
+    let mut running =
+        vec![Running::start(servers, ServiceSet { ebs: Some(ebs.clone()), ..ServiceSet::default() }).await];
     for _ in 1..replicas {
         let only_ebs = ServiceSet {
             discovery: None,
@@ -391,8 +394,18 @@ async fn restores(count: usize) {
     let per_volume = |calls: u64| calls as f64 / count as f64;
     println!("  {:<44} {:>10} {:>10}", "", "direct", "Lifeboat");
     println!("  {:<44} {:>9.1}s {:>9.1}s", "wall time", direct.took.as_secs_f64(), lifeboat.as_secs_f64());
-    println!("  {:<44} {:>10} {:>9.2}x", "Lifeboat / direct (target <= 1.5x)", "", lifeboat.as_secs_f64() / direct.took.as_secs_f64());
-    println!("  {:<44} {:>10.2} {:>10.2}", "EC2 calls per volume (target <= 1.2)", per_volume(direct_calls), per_volume(lifeboat_calls));
+    println!(
+        "  {:<44} {:>10} {:>9.2}x",
+        "Lifeboat / direct (target <= 1.5x)",
+        "",
+        lifeboat.as_secs_f64() / direct.took.as_secs_f64()
+    );
+    println!(
+        "  {:<44} {:>10.2} {:>10.2}",
+        "EC2 calls per volume (target <= 1.2)",
+        per_volume(direct_calls),
+        per_volume(lifeboat_calls)
+    );
     println!("  direct calls:   {direct_breakdown}");
     println!("  Lifeboat calls: {}", call_breakdown(&proxy));
 }
@@ -428,8 +441,7 @@ async fn throttled(count: usize) {
         let (took, summary) =
             lifeboat_restores(&mut servers, &proxy, &request_id, replicas, &QuotaConfig::default()).await;
         let create = proxy.count("CreateVolume");
-        let (calls, throttles) =
-            proxy.ec2_counts().values().fold((0, 0), |(c, t), n| (c + n.calls, t + n.throttled));
+        let (calls, throttles) = proxy.ec2_counts().values().fold((0, 0), |(c, t), n| (c + n.calls, t + n.throttled));
         // Volumes restored, not CreateVolume calls: a repeated call restores nothing more.
         let achieved = (succeeded(&summary) as f64 - burst).max(0.0) / took.as_secs_f64();
         println!(

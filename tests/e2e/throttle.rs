@@ -102,7 +102,11 @@ async fn the_proxy_throttles_create_volume_after_its_burst_and_refills_at_its_ra
         )
     };
     let classified = classified.0.lock().expect("classified").clone();
-    assert_eq!(classified.iter().filter(throttling).count(), throttled.len(), "the SDK calls it throttling: {classified:?}");
+    assert_eq!(
+        classified.iter().filter(throttling).count(),
+        throttled.len(),
+        "the SDK calls it throttling: {classified:?}"
+    );
 
     // Describe has a bucket of its own, untouched by CreateVolume's.
     let described = ec2.describe_volumes().send().await.expect("describe passes");

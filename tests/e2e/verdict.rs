@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use lifeboat_common::bus::{
-    Bus, BusError, Delivery, OutgoingMessage, Queue, QueueOptions, Result, WorkSource,
-};
+use lifeboat_common::bus::{Bus, BusError, Delivery, OutgoingMessage, Queue, QueueOptions, Result, WorkSource};
 use lifeboat_common::consumer::{run_consumer, ConsumerOptions, Handler, Outcome};
 use lifeboat_common::subjects;
 use lifeboat_proto as pb;

@@ -123,11 +123,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(records: Arc<dyn Records>) -> Self {
-        Self {
-            records,
-            locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()),
-            refresh_after: HEARTBEAT,
-        }
+        Self { records, locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()), refresh_after: HEARTBEAT }
     }
 
     /// Sets how old a task's report time may get before a re-check that changes nothing

@@ -304,9 +304,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             options.ec2.service.wait.check_initial = options.ebs.service.wait.check_initial;
             options.rds.service.wait.check_initial = options.ebs.service.wait.check_initial;
             let quotas = lifeboat_common::quota::QuotaConfig::from_env().map_err(anyhow::Error::msg)?;
-            for service in
-                [&mut options.ebs.service, &mut options.dynamodb.service, &mut options.ec2.service, &mut options.rds.service]
-            {
+            for service in [
+                &mut options.ebs.service,
+                &mut options.dynamodb.service,
+                &mut options.ec2.service,
+                &mut options.rds.service,
+            ] {
                 service.quotas = quotas.clone();
             }
             let shutdown = CancellationToken::new();

@@ -117,7 +117,11 @@ fn describe() {
     describe_counter!(AWS_CALLS, Unit::Count, "AWS API attempts, by outcome (ok, throttled, error).");
     describe_counter!(AWS_THROTTLES, Unit::Count, "AWS API attempts that were throttled.");
     describe_histogram!(AWS_CALL, Unit::Seconds, "Duration of one AWS API attempt.");
-    describe_counter!(HANDLER_TIMEOUTS, Unit::Count, "Deliveries whose handler was abandoned after the handler timeout.");
+    describe_counter!(
+        HANDLER_TIMEOUTS,
+        Unit::Count,
+        "Deliveries whose handler was abandoned after the handler timeout."
+    );
     describe_counter!(TASKS_FINISHED, Unit::Count, "Restore tasks that reached a final phase.");
     describe_histogram!(QUOTA_WAIT, Unit::Seconds, "Time spent waiting for a token of a shared AWS quota bucket.");
     describe_histogram!(TASK_DURATION, Unit::Seconds, "Time from queueing a restore task to its final phase.");

@@ -501,7 +501,10 @@ async fn start_copy(
             let id = copy.snapshot_id().unwrap_or_default().to_string();
             progress.record(role::COPY, id.clone());
             progress.record(role::COPY_STARTED_AT, attempt.to_string());
-            return Ok(Step::Waiting { what: format!("found copy {id} an earlier delivery started"), created: vec![id] });
+            return Ok(Step::Waiting {
+                what: format!("found copy {id} an earlier delivery started"),
+                created: vec![id],
+            });
         }
     }
     context.take(&target.account_id, &target.region, Api::Ec2Mutate).await?;
