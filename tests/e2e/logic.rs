@@ -317,3 +317,20 @@ fn validation_names_bad_fields_of_every_target_type() {
         with(pb::ResourceType::DynamodbTable, pb::Targets { dynamodb: Some(ok_table), ..Default::default() }, true);
     assert_eq!(found, ["restore_sets[0].source.point_in_time_recovery"]);
 }
+
+#[test]
+fn a_wait_longer_than_the_deliveries_ends_as_wait_timeout_not_a_dead_letter() {
+    use lifeboat_common::restore::{decide, ServiceConfig, Step};
+    let config = ServiceConfig::default();
+    let deliveries = config.consumer.max_deliveries;
+    assert_eq!(config.max_wait_checks(0), config.wait.max_wait_checks, "the default when the request says nothing");
+    assert_eq!(config.max_wait_checks(5), 5);
+    // A request asking for more checks than the consumer delivers is held below the deliveries.
+    let held = config.max_wait_checks(deliveries * 10);
+    assert_eq!(held, deliveries - 1);
+    let waiting = || Ok(Step::Waiting { what: "copy pending".into(), created: vec!["snap-copy".into()] });
+    let last = decide(waiting(), held, &config.wait, held);
+    assert_eq!((last.phase, last.reason_code.as_str()), (pb::TaskPhase::Failed, "WAIT_TIMEOUT"));
+    assert_eq!(last.created, vec!["snap-copy".to_string()], "the verdict names what it was waiting for");
+    assert!(!decide(waiting(), held - 1, &config.wait, held).phase.is_terminal());
+}

@@ -128,6 +128,19 @@ async fn a_request_accepted_but_never_planned_gets_a_verdict() {
 }
 
 #[tokio::test]
+async fn a_request_submitted_over_nats_but_never_planned_gets_a_verdict() {
+    let servers = Servers::start().await;
+    let shutdown = CancellationToken::new();
+    let aggregator = fast_aggregator(&servers, &shutdown).await;
+    // `lifeboat restore submit` over NATS; no discovery runs, so no plan ever comes.
+    servers.client().await.submit(&request("req-stall-nats", Vec::new())).await.unwrap();
+    let summary = verdict_within(aggregator.store(), "req-stall-nats", Duration::from_secs(15)).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Failed);
+    assert!(summary.stalled.contains("no plan"), "{}", summary.stalled);
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn repeated_identical_waiting_events_do_not_grow_the_log() {
     let servers = Servers::start().await;
     let store = servers.store().await;

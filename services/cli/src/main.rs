@@ -141,6 +141,11 @@ enum Command {
         /// Seconds before the first re-check of a volume or copy being created.
         #[arg(long, env = "LIFEBOAT_CHECK_INTERVAL", default_value_t = 2.0)]
         check_interval: f64,
+        /// Seconds a message's handler may run before it is abandoned and the message retried
+        /// (a hung AWS call cannot hold a message forever); keep it above the AWS operation
+        /// timeout (180 s).
+        #[arg(long, env = "LIFEBOAT_HANDLER_TIMEOUT", default_value_t = 300)]
+        handler_timeout: u64,
     },
 }
 
@@ -288,7 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Serve { services, http_addr, role_name, allowed_accounts, check_interval } => {
+        Command::Serve { services, http_addr, role_name, allowed_accounts, check_interval, handler_timeout } => {
             let mut options = ServeOptions::new(cli.transport()?, services.clone());
             options.state = cli.state_store();
             options.http_addr = match http_addr.as_str() {
@@ -312,6 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             ] {
                 service.quotas = quotas.clone();
             }
+            options.set_handler_timeout(Duration::from_secs((*handler_timeout).max(1)));
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             serve(options, shutdown).await?;

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use lifeboat_aggregator::{api, Aggregator, AggregatorConfig, DynamoRecords, KvRecords, Records, Store};
@@ -12,6 +13,7 @@ use lifeboat_common::bus::Bus;
 use lifeboat_common::http::Health;
 use lifeboat_common::jetstream::JetStreamBus;
 use lifeboat_common::validate::Policy;
+use lifeboat_common::ConsumerOptions;
 use lifeboat_discovery::{Discovery, DiscoveryConfig};
 use lifeboat_dynamodb::DynamoDbConfig;
 use lifeboat_ebs::EbsConfig;
@@ -138,17 +140,28 @@ impl ServeOptions {
         self.services.iter().any(|&s| s == service || s == ServiceName::All)
     }
 
-    /// Every consumer reports its readiness to `health`.
-    fn report_to(&mut self, health: &Health) {
-        for consumer in [
+    fn consumers(&mut self) -> [&mut ConsumerOptions; 6] {
+        [
             &mut self.discovery.consumer,
             &mut self.ebs.service.consumer,
             &mut self.dynamodb.service.consumer,
             &mut self.ec2.service.consumer,
             &mut self.rds.service.consumer,
             &mut self.aggregator.consumer,
-        ] {
+        ]
+    }
+
+    /// Every consumer reports its readiness to `health`.
+    fn report_to(&mut self, health: &Health) {
+        for consumer in self.consumers() {
             consumer.health = Some(health.clone());
+        }
+    }
+
+    /// How long any handler may run before its delivery is abandoned and retried.
+    pub fn set_handler_timeout(&mut self, timeout: Duration) {
+        for consumer in self.consumers() {
+            consumer.handler_timeout = timeout;
         }
     }
 }

@@ -105,3 +105,26 @@ async fn flush<C, V: Clone>(fetch: Arc<Fetch<C, V>>, batch: Open<C, V>) {
         }
     }
 }
+
+/// One page of a Describe call: the resources it returned, by id, and the token of the next
+/// page (`None` or empty when it was the last).
+pub type Page<V> = (Vec<(String, V)>, Option<String>);
+
+/// Reads a paged Describe to the end: `page(token)` fetches one page (taking its quota token
+/// first), starting without a token. For the fetch of a [`Batcher`].
+pub async fn all_pages<V, P, Fut>(mut page: P) -> Result<HashMap<String, V>, AwsError>
+where
+    P: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Page<V>, AwsError>>,
+{
+    let mut found = HashMap::new();
+    let mut token = None;
+    loop {
+        let (items, next) = page(token).await?;
+        found.extend(items);
+        token = next.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(found);
+        }
+    }
+}

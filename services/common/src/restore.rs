@@ -200,6 +200,16 @@ impl Default for ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// The checks a task waits before WAIT_TIMEOUT: what its request asked (0: the default),
+    /// always below the consumer's `max_deliveries`, so that a long wait ends as WAIT_TIMEOUT
+    /// with its reason rather than as a dead letter.
+    pub fn max_wait_checks(&self, requested: u32) -> u32 {
+        let wanted = if requested > 0 { requested } else { self.wait.max_wait_checks };
+        wanted.min(self.consumer.max_deliveries.saturating_sub(1).max(1))
+    }
+}
+
 /// What to report and how to settle after a step.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -332,14 +342,8 @@ impl<R: Restorer> RestoreService<R> {
                 }
             }
         }
-        let max_wait_checks = task
-            .options
-            .as_ref()
-            .map(|o| o.max_wait_checks)
-            .filter(|&n| n > 0)
-            .unwrap_or(self.config.wait.max_wait_checks)
-            // A wait longer than the deliveries would end as a dead letter; it ends WAIT_TIMEOUT.
-            .min(self.config.consumer.max_deliveries.saturating_sub(1).max(1));
+        let requested = task.options.as_ref().map(|o| o.max_wait_checks).unwrap_or_default();
+        let max_wait_checks = self.config.max_wait_checks(requested);
         let decision = decide(result, attempt, &self.config.wait, max_wait_checks);
         drop(guard);
         self.forget_lock(&task.task_id, lock).await;

@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::{
     Filter, ResourceType, Snapshot, SnapshotState, Tag, TagSpecification, Volume, VolumeState, VolumeType,
 };
 use lifeboat_common::aws::{classify, AwsError};
-use lifeboat_common::batch::Batcher;
+use lifeboat_common::batch::{all_pages, Batcher};
 use lifeboat_common::quota::{self, Api, Cap, QuotaConfig, Quotas};
 use lifeboat_common::restore::{lifeboat_tags, progress_key, restored_tags, Progress, Step};
 use lifeboat_common::shared::SharedStore;
@@ -197,24 +197,22 @@ async fn describe_volumes(
     scope: Scope,
     ids: Vec<String>,
 ) -> Result<HashMap<String, Volume>, AwsError> {
-    let mut found = HashMap::new();
-    let mut next_token = None;
-    loop {
+    let filter = &Filter::builder().name("volume-id").set_values(Some(ids)).build();
+    let (quotas, scope) = (&quotas, &scope);
+    all_pages(move |token| async move {
         take(&quotas, &scope.account, &scope.region, Api::Ec2Describe).await?;
         let output = scope
             .ec2
             .describe_volumes()
-            .filters(Filter::builder().name("volume-id").set_values(Some(ids.clone())).build())
-            .set_next_token(next_token)
+            .filters(filter.clone())
+            .set_next_token(token)
             .send()
             .await
             .map_err(|e| classify("ec2:DescribeVolumes", e))?;
-        found.extend(output.volumes().iter().filter_map(|v| Some((v.volume_id()?.to_string(), v.clone()))));
-        next_token = output.next_token().filter(|t| !t.is_empty()).map(str::to_string);
-        if next_token.is_none() {
-            return Ok(found);
-        }
-    }
+        let volumes = output.volumes().iter().filter_map(|v| Some((v.volume_id()?.to_string(), v.clone())));
+        Ok((volumes.collect(), output.next_token().map(str::to_string)))
+    })
+    .await
 }
 
 /// The snapshots among `ids`, one DescribeSnapshots per page.
@@ -223,25 +221,23 @@ async fn describe_snapshots(
     scope: Scope,
     ids: Vec<String>,
 ) -> Result<HashMap<String, Snapshot>, AwsError> {
-    let mut found = HashMap::new();
-    let mut next_token = None;
-    loop {
+    let filter = &Filter::builder().name("snapshot-id").set_values(Some(ids)).build();
+    let (quotas, scope) = (&quotas, &scope);
+    all_pages(move |token| async move {
         take(&quotas, &scope.account, &scope.region, Api::Ec2Describe).await?;
         let output = scope
             .ec2
             .describe_snapshots()
             .owner_ids("self")
-            .filters(Filter::builder().name("snapshot-id").set_values(Some(ids.clone())).build())
-            .set_next_token(next_token)
+            .filters(filter.clone())
+            .set_next_token(token)
             .send()
             .await
             .map_err(|e| classify("ec2:DescribeSnapshots", e))?;
-        found.extend(output.snapshots().iter().filter_map(|s| Some((s.snapshot_id()?.to_string(), s.clone()))));
-        next_token = output.next_token().filter(|t| !t.is_empty()).map(str::to_string);
-        if next_token.is_none() {
-            return Ok(found);
-        }
-    }
+        let snapshots = output.snapshots().iter().filter_map(|s| Some((s.snapshot_id()?.to_string(), s.clone())));
+        Ok((snapshots.collect(), output.next_token().map(str::to_string)))
+    })
+    .await
 }
 
 /// Advances the restore of `task` by one step. The ids it creates go into `progress` as soon as

@@ -416,6 +416,14 @@ pub async fn restore_step(
             encrypted_mappings(&clients.target, api, &image_id, &target.kms_key_id).await?,
         ));
     }
+    if attempt > 1 && progress.recorded {
+        // A record of other progress (the AMI copy) does not say that an earlier delivery did
+        // not launch the instance and die before recording it: look once, right before
+        // launching. (On AWS the ClientToken answers it too; not every endpoint honours one.)
+        if let Some(instance) = tagged_instance(clients, api, task, progress).await? {
+            return settle_instance(clients, api, &instance, target, settings.warnings).await;
+        }
+    }
     api.token(&clients.target, Api::RunInstances).await?;
     let output = run.send().await.map_err(|e| classify("ec2:RunInstances", e))?;
     let instance =
@@ -497,6 +505,17 @@ async fn recorded_instance(
     if !progress.may_have_lost(attempt) {
         return Ok(None);
     }
+    tagged_instance(clients, api, task, progress).await
+}
+
+/// The task's instance found by its `lifeboat:task-id` tag (recorded when found): the crash
+/// window's lookup.
+async fn tagged_instance(
+    clients: &Clients,
+    api: &Ec2Api,
+    task: &RestoreTask,
+    progress: &mut Progress,
+) -> Result<Option<Instance>, AwsError> {
     api.token(&clients.target, Api::Ec2Describe).await?;
     let output = clients
         .target
