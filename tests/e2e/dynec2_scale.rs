@@ -329,3 +329,68 @@ async fn ten_waiting_instances_are_checked_with_one_describe() {
     }
     assert_eq!(describe.num_calls(), 1, "one batched DescribeInstances for ten tasks");
 }
+
+/// A delivery that finds the AMI copy recorded but no instance looks once by the task's tag
+/// before launching: an earlier delivery may have launched it and died before recording it, and
+/// not every endpoint honours the ClientToken (moto does not).
+#[tokio::test]
+async fn a_later_delivery_adopts_an_unrecorded_instance_instead_of_launching_another() {
+    use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+    use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+    use aws_sdk_ec2::types::{Image, ImageState, Instance, InstanceState, InstanceStateName, Reservation};
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use lifeboat_common::restore::{Progress, Step};
+    use lifeboat_ec2::{restore_step, Clients, Ec2Api, Scope, COPY, INSTANCE};
+
+    let copy = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|req| req.filters().iter().any(|f| f.name() == Some("image-id")))
+        .then_output(|| {
+            let image = Image::builder().image_id("ami-copy").state(ImageState::Available).build();
+            DescribeImagesOutput::builder().images(image).build()
+        });
+    let tagged = mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|req| {
+            req.filters().iter().any(|f| f.name() == Some("tag:lifeboat:task-id") && f.values() == ["t-lost"])
+        })
+        .then_output(|| {
+            let instance = Instance::builder()
+                .instance_id("i-launched-before")
+                .state(InstanceState::builder().name(InstanceStateName::Running).build())
+                .build();
+            DescribeInstancesOutput::builder().reservations(Reservation::builder().instances(instance).build()).build()
+        });
+    let run = mock!(aws_sdk_ec2::Client::run_instances)
+        .then_output(|| aws_sdk_ec2::operation::run_instances::RunInstancesOutput::builder().build());
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&copy, &tagged, &run]);
+    let target_scope = Scope { ec2: ec2.clone(), account: "123456789012".into(), region: "us-west-2".into() };
+    let source_scope = Scope { ec2, account: "123456789012".into(), region: "us-east-1".into() };
+    let clients = Clients { target: target_scope, source: source_scope };
+    let api = Ec2Api::new(Arc::new(lifeboat_common::shared::MemoryStore::default()), Default::default());
+    let target = pb::Ec2Target {
+        account_id: "123456789012".into(),
+        region: "us-west-2".into(),
+        subnet_id: "subnet-1".into(),
+        instance_type: "t3.micro".into(),
+        ..Default::default()
+    };
+    let task = pb::RestoreTask {
+        request_id: "r".into(),
+        task_id: "t-lost".into(),
+        backup: Some(pb::Backup {
+            backup_id: "ami-1".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            ..Default::default()
+        }),
+        target: Some(pb::restore_task::Target::Ec2(target.clone())),
+        ..Default::default()
+    };
+    let mut progress = Progress::default();
+    progress.record(COPY, "ami-copy");
+    progress.recorded = true;
+    let step = restore_step(&clients, &api, &task, &target, 3, &mut progress).await.expect("step");
+    assert!(matches!(&step, Step::Done { message, .. } if message.ends_with("is running")), "{step:?}");
+    assert_eq!(run.num_calls(), 0, "the instance an earlier delivery launched is adopted, not launched again");
+    assert_eq!(tagged.num_calls(), 1);
+    assert_eq!(progress.id(INSTANCE), Some("i-launched-before"));
+}
