@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
-# The tracing tests run the real `lifeboat` binary, which `cargo test` does not build.
-cargo build --locked --bin lifeboat
+# The tracing and chaos tests run the real `lifeboat` binary, which `cargo test` does not build.
+# Built together with the tests: alone, `--bin lifeboat` resolves the SDKs' dependencies with
+# other features (no aws-smithy-mocks) and compiles every SDK crate a second time.
+cargo build --locked --workspace --tests --bins
 export LIFEBOAT_BIN="$PWD/target/debug/lifeboat"
 cargo test --workspace --locked "$@"

@@ -14,9 +14,12 @@
 //! 5. throttled: the same behind a proxy enforcing EC2's documented buckets, with one and three
 //!    `ebs` replicas: CreateVolume rate achieved against the refill rate, share throttled.
 //! 6. rss: resident memory of the services (in this process) with thousands of tasks in flight.
+//! 7. chaos: the suite's chaos runs with N volumes, over both transports (see `chaos.rs`).
 //!
 //! `cargo run --locked -p lifeboat-tests --bin lifeboat-bench -- <case> [N]`, case one of
-//! fan-out, overhead, aggregation, restores, throttled, rss or all (each at its default N).
+//! fan-out, overhead, aggregation, restores, throttled, rss, chaos or all (each at its default N).
+
+mod chaos;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -517,6 +520,7 @@ async fn main() {
         "restores" => restores(n.unwrap_or(500)).await,
         "throttled" => throttled(n.unwrap_or(200)).await,
         "rss" => rss(n.unwrap_or(10_000)).await,
+        "chaos" => chaos::chaos(n.unwrap_or(200)).await,
         "all" => {
             fan_out(10_000).await;
             overhead(200).await;
@@ -525,9 +529,10 @@ async fn main() {
             restores(2000).await;
             throttled(200).await;
             rss(10_000).await;
+            chaos::chaos(200).await;
         }
         other => {
-            eprintln!("unknown case {other}: fan-out, overhead, aggregation, restores, throttled, rss or all");
+            eprintln!("unknown case {other}: fan-out, overhead, aggregation, restores, throttled, rss, chaos or all");
             std::process::exit(2);
         }
     }

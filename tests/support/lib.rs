@@ -31,6 +31,7 @@ use lifeboat_sqs::{QueueKey, SqsBus};
 use tokio_util::sync::CancellationToken;
 
 pub mod chaos;
+pub mod chaos_run;
 
 /// The account moto serves for the test credentials.
 pub const ACCOUNT: &str = "123456789012";

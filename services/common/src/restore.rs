@@ -121,6 +121,12 @@ impl Progress {
         attempt > 1 && !self.recorded
     }
 
+    /// Whether the resource of `role` is worth looking up by its known name: it was recorded,
+    /// or an earlier delivery may have created it without recording it.
+    pub fn may_exist(&self, role: &str, attempt: u32) -> bool {
+        self.id(role).is_some() || self.may_have_lost(attempt)
+    }
+
     /// Notes a slot the task holds, released when it ends.
     pub fn hold(&mut self, slot_key: &str) {
         if !self.slots.iter().any(|s| s == slot_key) {

@@ -241,7 +241,7 @@ pub async fn instance_step(
     let rds = &clients.target;
     let backup = task.backup.clone().unwrap_or_default();
     let name = target.name.as_str();
-    if progress.id(DB).is_some() || progress.may_have_lost(attempt) {
+    if progress.may_exist(DB, attempt) {
         if let Some(db) = cx.checks.instance(&group(&target.account_id, &target.region), rds, name).await? {
             return restored_instance(rds, task, target, &backup, &db, progress).await;
         }
@@ -396,7 +396,7 @@ pub async fn cluster_step(
     let backup = task.backup.clone().unwrap_or_default();
     let name = target.name.as_str();
     let batch = group(&target.account_id, &target.region);
-    let look = progress.id(CLUSTER).is_some() || progress.may_have_lost(attempt);
+    let look = progress.may_exist(CLUSTER, attempt);
     let found = if look { cx.checks.cluster(&batch, rds, name).await? } else { None };
     let cluster = match found {
         Some(cluster) => cluster,
@@ -542,7 +542,7 @@ async fn writer_instance(
     let writer = format!("{name}-writer");
     let class = asked.instance_class.clone().unwrap_or_default();
     let batch = group(&target.account_id, &target.region);
-    let look = progress.id(WRITER).is_some() || progress.may_have_lost(attempt);
+    let look = progress.may_exist(WRITER, attempt);
     let found = if look { cx.checks.instance(&batch, rds, &writer).await? } else { None };
     let instance = match found {
         Some(found) => found,

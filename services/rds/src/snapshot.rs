@@ -156,7 +156,7 @@ async fn instance_copy_step(
 ) -> Result<Result<String, Step>, AwsError> {
     let copy_id = copy_id(task);
     let batch = group(place.account, place.region);
-    let look = progress.id(COPY).is_some() || progress.may_have_lost(attempt);
+    let look = progress.may_exist(COPY, attempt);
     let found = if look { cx.checks.snapshot(&batch, place.rds, &copy_id).await? } else { None };
     let snapshot = match found {
         Some(found) => found,
@@ -312,7 +312,7 @@ async fn cluster_copy_step(
 ) -> Result<Result<String, Step>, AwsError> {
     let copy_id = copy_id(task);
     let batch = group(&backup.account_id, &target.region);
-    let look = progress.id(COPY).is_some() || progress.may_have_lost(attempt);
+    let look = progress.may_exist(COPY, attempt);
     let found = if look { cx.checks.cluster_snapshot(&batch, source, &copy_id).await? } else { None };
     let snapshot = match found {
         Some(found) => found,
