@@ -270,6 +270,31 @@ on_both_transports!(
     several_instances_come_back_each_checked_by_its_recorded_id
 );
 
+/// A task restoring AMI `ami-1` of us-east-1 as a t3.micro into `region`, and its target.
+fn ec2_task(task_id: &str, region: &str) -> (pb::RestoreTask, pb::Ec2Target) {
+    let target = pb::Ec2Target {
+        account_id: ACCOUNT.into(),
+        region: region.into(),
+        subnet_id: "subnet-1".into(),
+        instance_type: "t3.micro".into(),
+        ..Default::default()
+    };
+    let backup = pb::Backup {
+        backup_id: "ami-1".into(),
+        account_id: ACCOUNT.into(),
+        region: "us-east-1".into(),
+        ..Default::default()
+    };
+    let task = pb::RestoreTask {
+        request_id: "r".into(),
+        task_id: task_id.into(),
+        backup: Some(backup),
+        target: Some(pb::restore_task::Target::Ec2(target.clone())),
+        ..Default::default()
+    };
+    (task, target)
+}
+
 /// Ten waiting EC2 tasks of one account and region are answered by one DescribeInstances.
 #[tokio::test]
 async fn ten_waiting_instances_are_checked_with_one_describe() {
@@ -299,24 +324,7 @@ async fn ten_waiting_instances_are_checked_with_one_describe() {
     let api = Arc::new(Ec2Api::new(Arc::new(lifeboat_common::shared::MemoryStore::default()), Default::default()));
     let mut steps = tokio::task::JoinSet::new();
     for (n, id) in ids.iter().enumerate() {
-        let target = pb::Ec2Target {
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            subnet_id: "subnet-1".into(),
-            ..Default::default()
-        };
-        let task = pb::RestoreTask {
-            request_id: "r".into(),
-            task_id: format!("t-{n}"),
-            backup: Some(pb::Backup {
-                backup_id: "ami-1".into(),
-                account_id: "123456789012".into(),
-                region: "us-east-1".into(),
-                ..Default::default()
-            }),
-            target: Some(pb::restore_task::Target::Ec2(target.clone())),
-            ..Default::default()
-        };
+        let (task, target) = ec2_task(&format!("t-{n}"), "us-east-1");
         let mut progress = Progress::default();
         progress.record(INSTANCE, id.clone());
         progress.recorded = true;
@@ -366,25 +374,7 @@ async fn a_later_delivery_adopts_an_unrecorded_instance_instead_of_launching_ano
     let source_scope = Scope { ec2, account: "123456789012".into(), region: "us-east-1".into() };
     let clients = Clients { target: target_scope, source: source_scope };
     let api = Ec2Api::new(Arc::new(lifeboat_common::shared::MemoryStore::default()), Default::default());
-    let target = pb::Ec2Target {
-        account_id: "123456789012".into(),
-        region: "us-west-2".into(),
-        subnet_id: "subnet-1".into(),
-        instance_type: "t3.micro".into(),
-        ..Default::default()
-    };
-    let task = pb::RestoreTask {
-        request_id: "r".into(),
-        task_id: "t-lost".into(),
-        backup: Some(pb::Backup {
-            backup_id: "ami-1".into(),
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            ..Default::default()
-        }),
-        target: Some(pb::restore_task::Target::Ec2(target.clone())),
-        ..Default::default()
-    };
+    let (task, target) = ec2_task("t-lost", "us-west-2");
     let mut progress = Progress::default();
     progress.record(COPY, "ami-copy");
     progress.recorded = true;
