@@ -27,9 +27,14 @@ pub async fn chaos(tasks: usize) {
     let tasks = 2 * per_region;
     println!("== chaos: {tasks} volumes ({per_region} copied across regions), services SIGKILLed mid-restore");
     println!("  {:<6} {:<34} {:>6} {:>12}  result", "bus", "run", "kills", "verdict in");
+    // `LIFEBOAT_CHAOS_ONLY=nats/2` runs one of the four (bus, replicas).
+    let only = std::env::var("LIFEBOAT_CHAOS_ONLY").unwrap_or_default().to_lowercase();
     for transport in [Transport::Nats, Transport::Sqs] {
         for replicas in [1, 2] {
-            run(transport, replicas, per_region).await;
+            let name = format!("{transport:?}/{replicas}").to_lowercase();
+            if only.is_empty() || only == name {
+                run(transport, replicas, per_region).await;
+            }
         }
     }
 }

@@ -121,7 +121,18 @@ impl Fleet {
                 ("LIFEBOAT_STATE_TABLE".to_string(), STATE_TABLE.to_string()),
             ]);
         }
-        Self { binary, env, processes: Vec::new(), logs: tempfile::tempdir().expect("a log dir") }
+        // `LIFEBOAT_CHAOS_LOGS=<dir>` keeps every process's log there, for a run to be read after.
+        let logs = match std::env::var_os("LIFEBOAT_CHAOS_LOGS") {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).expect("create LIFEBOAT_CHAOS_LOGS");
+                let mut logs = tempfile::Builder::new().prefix("fleet-").tempdir_in(dir).expect("a log dir");
+                logs.disable_cleanup(true);
+                eprintln!("fleet logs in {}", logs.path().display());
+                logs
+            }
+            None => tempfile::tempdir().expect("a log dir"),
+        };
+        Self { binary, env, processes: Vec::new(), logs }
     }
 
     /// Starts `lifeboat serve <service>`, serving HTTP (the aggregator's API) on `http_port` if

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod aws_trace;
 pub mod batch;
 pub mod bus;
+pub mod claim;
 pub mod consumer;
 pub mod events;
 pub mod http;

@@ -325,29 +325,26 @@ impl<R: Restorer> RestoreService<R> {
         }
         let store = self.bus.shared();
         let key = progress_key(task);
-        let (mut progress, mut version) = match load_progress(store.as_ref(), &key).await {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                warn!(error = %e, "cannot read the task's progress; will retry");
-                return Outcome::RetryAfter(retry_initial);
-            }
-        };
-        let before = progress.clone();
-        let result = self.restorer.step(task, attempt, &mut progress).await;
-        if progress != before {
-            // Recorded before anything is reported: a later step checks these ids, not tags.
-            match save_progress(store.as_ref(), &key, &progress, version).await {
-                Ok(Some(saved)) => version = saved,
+        // Another replica's delivery of this task may be stepping right now: only one steps.
+        let claim =
+            match crate::claim::acquire(store.clone(), format!("claim.{key}"), self.config.consumer.queue.ack_wait)
+                .await
+            {
+                Ok(Some(claim)) => claim,
                 Ok(None) => {
-                    warn!("another delivery of this task recorded progress first; will check again");
-                    return Outcome::RetryAfter(retry_initial);
+                    info!("another delivery of this task is taking its step; will check again");
+                    return Outcome::RetryAfter(jitter(retry_initial));
                 }
                 Err(e) => {
-                    warn!(error = %e, "cannot record the task's progress; will retry");
+                    warn!(error = %e, "cannot claim the task; will retry");
                     return Outcome::RetryAfter(retry_initial);
                 }
-            }
-        }
+            };
+        let stepped = self.step_and_record(task, attempt, store.as_ref(), &key).await;
+        claim.release().await;
+        let Ok((result, mut progress, version)) = stepped else {
+            return Outcome::RetryAfter(retry_initial);
+        };
         let requested = task.options.as_ref().map(|o| o.max_wait_checks).unwrap_or_default();
         let max_wait_checks = self.config.max_wait_checks(requested);
         let decision = decide(result, attempt, &self.config.wait, max_wait_checks);
@@ -398,6 +395,36 @@ impl<R: Restorer> RestoreService<R> {
             Err(e) => {
                 warn!(error = %e, "cannot report; will retry");
                 Outcome::RetryAfter(retry_initial)
+            }
+        }
+    }
+
+    /// Loads the task's progress, takes one step and records what it created: before anything
+    /// is reported, so that a later step checks these ids, not tags. `Err` means "again later".
+    async fn step_and_record(
+        &self,
+        task: &RestoreTask,
+        attempt: u32,
+        store: &dyn SharedStore,
+        key: &str,
+    ) -> std::result::Result<(Result<Step, AwsError>, Progress, u64), ()> {
+        let (mut progress, version) = load_progress(store, key).await.map_err(|e| {
+            warn!(error = %e, "cannot read the task's progress; will retry");
+        })?;
+        let before = progress.clone();
+        let result = self.restorer.step(task, attempt, &mut progress).await;
+        if progress == before {
+            return Ok((result, progress, version));
+        }
+        match save_progress(store, key, &progress, version).await {
+            Ok(Some(saved)) => Ok((result, progress, saved)),
+            Ok(None) => {
+                warn!("another delivery of this task recorded progress first; will check again");
+                Err(())
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot record the task's progress; will retry");
+                Err(())
             }
         }
     }
