@@ -1,5 +1,6 @@
 //! The deploy template describes what the code uses: the queues SQS routes to (names, FIFO or
-//! not, redrive) and the state table DynamoRecords creates (keys, index, TTL).
+//! not, where the redrive policy points, encryption) and the state table DynamoRecords creates
+//! (keys, index, TTL).
 
 use std::collections::BTreeMap;
 
@@ -26,16 +27,23 @@ fn text(value: &Value) -> String {
 async fn the_cloudformation_template_matches_the_queues_and_table_the_code_uses() {
     let template = template();
     let resources = template["Resources"].as_mapping().unwrap();
-    // Queue name -> (FIFO, has a redrive policy).
-    let described: BTreeMap<String, (bool, bool)> = resources
+    let queue_name = |resource: &str| text(&template["Resources"][resource]["Properties"]["QueueName"]);
+    // Queue name -> (FIFO, the queue its redrive policy moves messages to).
+    let described: BTreeMap<String, (bool, Option<String>)> = resources
         .values()
         .filter(|r| r["Type"] == "AWS::SQS::Queue")
         .map(|r| {
             let properties = &r["Properties"];
-            (
-                text(&properties["QueueName"]),
-                (properties["FifoQueue"].as_bool().unwrap_or(false), !properties["RedrivePolicy"].is_null()),
-            )
+            assert_eq!(properties["SqsManagedSseEnabled"].as_bool(), Some(true), "encrypted: {properties:?}");
+            let redrive_target = match &properties["RedrivePolicy"]["deadLetterTargetArn"] {
+                Value::Null => None,
+                Value::Tagged(get_att) => {
+                    let attribute = get_att.value.as_str().unwrap();
+                    Some(queue_name(attribute.strip_suffix(".Arn").expect("a queue's Arn")))
+                }
+                other => panic!("deadLetterTargetArn is not a !GetAtt: {other:?}"),
+            };
+            (text(&properties["QueueName"]), (properties["FifoQueue"].as_bool().unwrap_or(false), redrive_target))
         })
         .collect();
 
@@ -48,8 +56,10 @@ async fn the_cloudformation_template_matches_the_queues_and_table_the_code_uses(
     for queue in queues {
         let main = bus.target(&QueueKey::main(&queue)).unwrap();
         let dead_letter = bus.target(&QueueKey::dead_letter(&queue)).unwrap();
-        expected.insert(main.name, (main.fifo, true));
-        expected.insert(dead_letter.name, (dead_letter.fifo, false));
+        let redrive = bus.target(&QueueKey::redrive(&queue)).unwrap();
+        expected.insert(main.name, (main.fifo, Some(redrive.name.clone())));
+        expected.insert(dead_letter.name, (dead_letter.fifo, None));
+        expected.insert(redrive.name, (redrive.fifo, None));
     }
     assert_eq!(described, expected);
 

@@ -24,6 +24,7 @@ mod operator;
 mod quota;
 mod rds;
 mod rds_scale;
+mod redrive;
 mod replan;
 mod resilience;
 mod restore;

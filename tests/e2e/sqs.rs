@@ -1,5 +1,6 @@
 //! The SQS bus against moto: routing, bodies and attributes, batches, FIFO deduplication,
-//! delayed retries, acks, the redrive policy and undecodable bodies, checked on the queues.
+//! delayed retries, acks, the redrive policy and its redrive queue, and undecodable bodies,
+//! checked on the queues.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use base64::Engine;
 use lifeboat_common::bus::{Bus, BusError, Delivery, OutgoingMessage, Queue, QueueOptions, WorkSource};
 use lifeboat_common::consumer::{run_consumer, ConsumerOptions, Handler, Outcome};
 use lifeboat_common::subjects;
-use lifeboat_sqs::{route, QueueDepth, QueueKey, SqsBus, SqsConfig};
+use lifeboat_sqs::{route, QueueDepth, QueueKey, QueueRole, SqsBus, SqsConfig};
 use lifeboat_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -160,13 +161,13 @@ fn consume(bus: &SqsBus, queue: Queue, handler: Arc<Recorder>) -> (CancellationT
 
 #[tokio::test]
 async fn sqs_routes_subjects_and_names_queues() {
-    let key = |subject: &str| route(subject).map(|key| (key.queue, key.dead_letter));
-    assert_eq!(key(subjects::RESTORE_REQUESTS).unwrap(), (Queue::Requests, false));
-    assert_eq!(key("lifeboat.work.ebs").unwrap(), (work(), false));
-    assert_eq!(key("lifeboat.events.status.req.with.dots").unwrap(), (Queue::StatusEvents, false));
-    assert_eq!(key("lifeboat.deadletter.work-ebs").unwrap(), (work(), true));
-    assert_eq!(key("lifeboat.deadletter.discovery").unwrap(), (Queue::Requests, true));
-    assert_eq!(key("lifeboat.deadletter.status-aggregator").unwrap(), (Queue::StatusEvents, true));
+    let key = |subject: &str| route(subject).map(|key| (key.queue, key.role));
+    assert_eq!(key(subjects::RESTORE_REQUESTS).unwrap(), (Queue::Requests, QueueRole::Main));
+    assert_eq!(key("lifeboat.work.ebs").unwrap(), (work(), QueueRole::Main));
+    assert_eq!(key("lifeboat.events.status.req.with.dots").unwrap(), (Queue::StatusEvents, QueueRole::Main));
+    assert_eq!(key("lifeboat.deadletter.work-ebs").unwrap(), (work(), QueueRole::DeadLetter));
+    assert_eq!(key("lifeboat.deadletter.discovery").unwrap(), (Queue::Requests, QueueRole::DeadLetter));
+    assert_eq!(key("lifeboat.deadletter.status-aggregator").unwrap(), (Queue::StatusEvents, QueueRole::DeadLetter));
     for unknown in
         ["lifeboat.events.summary.r1", "lifeboat.work", "lifeboat.events.status", "other", "lifeboat.deadletter.x"]
     {
@@ -180,6 +181,7 @@ async fn sqs_routes_subjects_and_names_queues() {
             ("LIFEBOAT_SQS_MAX_RECEIVE_COUNT".to_string(), "50".to_string()),
             ("LIFEBOAT_SQS_WAIT_SECONDS".to_string(), "2".to_string()),
             ("LIFEBOAT_SQS_QUEUE_WORK_EBS_DLQ".to_string(), "ebs-dead.fifo".to_string()),
+            ("LIFEBOAT_SQS_QUEUE_WORK_EBS_REDRIVE".to_string(), "ebs-moved.fifo".to_string()),
             (
                 "LIFEBOAT_SQS_QUEUE_STATUS_EVENTS".to_string(),
                 "https://sqs.eu-west-1.amazonaws.com/123456789012/events".to_string(),
@@ -201,6 +203,17 @@ async fn sqs_routes_subjects_and_names_queues() {
     assert_eq!(name(QueueKey::dead_letter(&work())), ("ebs-dead.fifo".into(), true, false));
     assert_eq!(name(QueueKey::main(&Queue::StatusEvents)), ("events".into(), false, true));
     assert_eq!(name(QueueKey::dead_letter(&Queue::StatusEvents)), ("prod-status-events-dlq".into(), false, false));
+    assert_eq!(name(QueueKey::redrive(&Queue::Requests)), ("prod-requests-redrive.fifo".into(), true, false));
+    assert_eq!(name(QueueKey::redrive(&work())), ("ebs-moved.fifo".into(), true, false));
+    assert_eq!(name(QueueKey::redrive(&Queue::StatusEvents)), ("prod-status-events-redrive".into(), false, false));
+    let long_kind = Queue::Work("k".repeat(80 - "prod-work--redrive.fifo".len()));
+    assert!(bus.target(&QueueKey::main(&long_kind)).is_ok() && bus.target(&QueueKey::redrive(&long_kind)).is_ok());
+    let too_long = Queue::Work("k".repeat(81 - "prod-work--redrive.fifo".len()));
+    assert!(bus.target(&QueueKey::main(&too_long)).is_ok(), "the main queue's name still fits");
+    assert!(
+        matches!(bus.target(&QueueKey::redrive(&too_long)), Err(BusError::Setup { what, .. }) if what.ends_with("-redrive")),
+        "a redrive queue name beyond 80 characters is refused, naming the queue"
+    );
     assert!(bus.target(&QueueKey::main(&Queue::Work("bad kind".into()))).is_err());
 
     for (name, value) in [("LIFEBOAT_SQS_MAX_RECEIVE_COUNT", "1001"), ("LIFEBOAT_SQS_WAIT_SECONDS", "soon")] {
@@ -407,8 +420,11 @@ async fn sqs_retry_after_redelivers_later_and_ack_deletes() {
     assert_eq!(depth(&bus, &QueueKey::dead_letter(&work())).await.total(), 0);
 }
 
+/// A handler that never returns uses up the receives; SQS then moves the message to the
+/// `-redrive` queue (not the `-dlq`), and the same source delivers it from there marked
+/// redriven, with the reason the consumer loop dead-letters it with.
 #[tokio::test]
-async fn sqs_redrive_moves_a_message_never_settled_to_the_dead_letter_queue() {
+async fn sqs_redrive_moves_a_message_never_settled_to_the_redrive_queue_and_delivers_it_marked() {
     init_logging();
     let servers = Servers::start().await;
     let bus = sqs_bus(&servers, SqsConfig { max_receive_count: 2, ..quick_config() }).await;
@@ -423,18 +439,34 @@ async fn sqs_redrive_moves_a_message_never_settled_to_the_dead_letter_queue() {
     // A handler that never returns: the message comes back after each ack wait.
     let mut source = bus.consume(&work(), &options(Duration::from_secs(1))).await.expect("consume");
     let first = next_within(&mut source, Duration::from_secs(5)).await.expect("first delivery");
-    assert_eq!(first.attempt, 1);
+    assert_eq!((first.attempt, first.redriven.is_some()), (1, false));
     let second = next_within(&mut source, Duration::from_secs(5)).await.expect("second delivery");
-    assert_eq!(second.attempt, 2);
-    assert!(next_within(&mut source, Duration::from_secs(4)).await.is_none(), "no third delivery");
-    drop(source);
-
+    assert_eq!((second.attempt, second.redriven.is_some()), (2, false));
+    let moved = next_within(&mut source, Duration::from_secs(8)).await.expect("the redriven delivery");
+    assert_eq!(moved.payload.as_ref(), b"poison");
+    assert_eq!(moved.subject, "lifeboat.work.ebs", "the subject it was published with");
+    assert_eq!(moved.header(subjects::HEADER_TASK_ID), Some("t-poison"));
+    let reason = moved.redriven.as_deref().expect("marked redriven");
+    assert!(
+        reason.contains("lifeboat-work-ebs.fifo to lifeboat-work-ebs-redrive.fifo after 2 receives"),
+        "names both queues and the receive count: {reason}"
+    );
     assert_eq!(depth(&bus, &QueueKey::main(&work())).await.total(), 0);
-    let dead = receive_raw(&bus, &QueueKey::dead_letter(&work())).await;
-    assert_eq!(dead.len(), 1);
-    assert_eq!(base64_decode(dead[0].body().unwrap()), b"poison");
-    assert_eq!(attribute(&dead[0], lifeboat_sqs::SUBJECT_ATTRIBUTE), Some("lifeboat.work.ebs"));
-    assert_eq!(attribute(&dead[0], subjects::HEADER_TASK_ID), Some("t-poison"));
+    assert_eq!(depth(&bus, &QueueKey::redrive(&work())).await.in_flight, 1, "received from the redrive queue");
+    assert_eq!(depth(&bus, &QueueKey::dead_letter(&work())).await.total(), 0, "the -dlq is the consumer's alone");
+    drop((moved, source));
+
+    // Dropped unsettled: handed back to the redrive queue at once, as it was.
+    for _ in 0..50 {
+        if depth(&bus, &QueueKey::redrive(&work())).await.visible == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = receive_raw(&bus, &QueueKey::redrive(&work())).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(base64_decode(kept[0].body().unwrap()), b"poison");
+    assert_eq!(attribute(&kept[0], lifeboat_sqs::SUBJECT_ATTRIBUTE), Some("lifeboat.work.ebs"));
 }
 
 #[tokio::test]
@@ -504,8 +536,43 @@ async fn sqs_refuses_unknown_subjects_ignores_notify_and_finds_missing_queues() 
     let redrive: serde_json::Value =
         serde_json::from_str(attributes.get(&QueueAttributeName::RedrivePolicy).unwrap()).unwrap();
     assert_eq!(redrive["maxReceiveCount"], 7);
-    assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with(":lifeboat-work-ebs-dlq.fifo"));
+    assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with(":lifeboat-work-ebs-redrive.fifo"));
     assert_eq!(attributes.get(&QueueAttributeName::FifoQueue).map(String::as_str), Some("true"));
+
+    // A queue of the layout where SQS redrove to the -dlq is redirected to the -redrive queue.
+    let dead_letter_url = bus.url(&QueueKey::dead_letter(&work())).await.unwrap();
+    let dead_letter_arn = bus
+        .client()
+        .get_queue_attributes()
+        .queue_url(dead_letter_url.as_ref())
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|attributes| attributes.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap();
+    let old_policy = serde_json::json!({ "deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": 7 });
+    bus.client()
+        .set_queue_attributes()
+        .queue_url(url.as_ref())
+        .attributes(QueueAttributeName::RedrivePolicy, old_policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    bus.ensure_queue(&work()).await.unwrap();
+    let attributes = bus
+        .client()
+        .get_queue_attributes()
+        .queue_url(url.as_ref())
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .unwrap();
+    let redrive: serde_json::Value =
+        serde_json::from_str(attributes.attributes().unwrap().get(&QueueAttributeName::RedrivePolicy).unwrap())
+            .unwrap();
+    assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with(":lifeboat-work-ebs-redrive.fifo"), "{redrive}");
 
     let unknown = bus.publish(OutgoingMessage::new("lifeboat.events.summary.r-1", b"x".to_vec())).await;
     assert!(matches!(&unknown, Err(BusError::Publish { subject, .. }) if subject == "lifeboat.events.summary.r-1"));
@@ -523,6 +590,7 @@ async fn sqs_refuses_unknown_subjects_ignores_notify_and_finds_missing_queues() 
     let rds = Queue::Work("rds".into());
     assert_eq!(depth(&creating, &QueueKey::main(&rds)).await.visible, 1);
     assert_eq!(depth(&creating, &QueueKey::dead_letter(&rds)).await.total(), 0);
+    assert_eq!(depth(&creating, &QueueKey::redrive(&rds)).await.total(), 0);
 }
 
 /// Queues hold restore targets and tags: every queue Lifeboat creates is encrypted, with
@@ -545,12 +613,21 @@ async fn every_queue_is_created_encrypted() {
         output.attributes().cloned().unwrap_or_default()
     };
     let managed = sqs_bus(&servers, SqsConfig { queue_prefix: "sse-".into(), ..quick_config() }).await;
-    for key in [QueueKey::main(&Queue::Work(KIND.into())), QueueKey::dead_letter(&Queue::Work(KIND.into()))] {
+    let queues = [Queue::Requests, Queue::StatusEvents, work()];
+    let keys =
+        queues.iter().flat_map(|queue| [QueueKey::main(queue), QueueKey::dead_letter(queue), QueueKey::redrive(queue)]);
+    for key in keys {
         let found = attributes(managed.clone(), key.clone()).await;
         assert_eq!(found.get(&QueueAttributeName::SqsManagedSseEnabled).map(String::as_str), Some("true"), "{key:?}");
     }
     let config = SqsConfig { queue_prefix: "kms-".into(), kms_key_id: Some("alias/lifeboat".into()), ..quick_config() };
     let with_key = sqs_bus(&servers, config).await;
-    let found = attributes(with_key, QueueKey::main(&Queue::StatusEvents)).await;
-    assert_eq!(found.get(&QueueAttributeName::KmsMasterKeyId).map(String::as_str), Some("alias/lifeboat"));
+    for key in [QueueKey::main(&Queue::StatusEvents), QueueKey::redrive(&work())] {
+        let found = attributes(with_key.clone(), key.clone()).await;
+        assert_eq!(
+            found.get(&QueueAttributeName::KmsMasterKeyId).map(String::as_str),
+            Some("alias/lifeboat"),
+            "{key:?}"
+        );
+    }
 }

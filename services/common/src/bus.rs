@@ -149,6 +149,12 @@ pub struct Delivery {
     pub attempt: u32,
     /// When the bus stored the message (for queue lag), if the transport says.
     pub published_at: Option<std::time::SystemTime>,
+    /// Why the transport itself moved the message aside, if it did: SQS's redrive policy after
+    /// `maxReceiveCount` receives that no handler finished (a process crashing on it, or a
+    /// visibility timeout that kept running out). The consumer loop dead-letters such a
+    /// delivery with this reason instead of running the handler once more. JetStream never
+    /// sets it.
+    pub redriven: Option<String>,
     pub(crate) settle: Box<dyn Settle>,
 }
 
@@ -160,11 +166,16 @@ impl Delivery {
         attempt: u32,
         settle: Box<dyn Settle>,
     ) -> Self {
-        Self { subject, payload, headers, attempt, published_at: None, settle }
+        Self { subject, payload, headers, attempt, published_at: None, redriven: None, settle }
     }
 
     pub fn published_at(mut self, at: Option<std::time::SystemTime>) -> Self {
         self.published_at = at;
+        self
+    }
+
+    pub fn redriven(mut self, reason: impl Into<String>) -> Self {
+        self.redriven = Some(reason.into());
         self
     }
 

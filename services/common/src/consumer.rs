@@ -18,6 +18,9 @@ use crate::{metrics, subjects, trace_context};
 
 /// Dead-letter code of a delivery that asked for a retry once too often.
 pub const MAX_DELIVERIES: &str = "MAX_DELIVERIES";
+/// Dead-letter code of a delivery the transport had moved aside because no handler finished on
+/// any of its receives ([`Delivery::redriven`]).
+pub const REDRIVEN: &str = "REDRIVEN";
 
 /// How long a dead-lettered message waits before its FAILED report is tried again, when the
 /// report could not be stored.
@@ -40,11 +43,11 @@ pub enum Outcome {
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, delivery: &Delivery) -> Outcome;
 
-    /// Called after a delivery was dead-lettered (by the handler's outcome, or with code
-    /// [`MAX_DELIVERIES`] because it ran out of deliveries), so the handler can report the
-    /// affected task as FAILED. The message
-    /// is terminated only once this returns `Ok`: on an error it comes back later, so that a
-    /// task's verdict is never lost with it.
+    /// Called after a delivery was dead-lettered (by the handler's outcome, with code
+    /// [`MAX_DELIVERIES`] because it ran out of deliveries, or with [`REDRIVEN`] when the
+    /// transport had moved it aside), so the handler can report the affected task as FAILED.
+    /// The message is terminated only once this returns `Ok`: on an error it comes back later,
+    /// so that a task's verdict is never lost with it.
     async fn dead_lettered(&self, _delivery: &Delivery, _code: &str, _reason: &str) -> Result<()> {
         Ok(())
     }
@@ -169,23 +172,13 @@ async fn settle<B: Bus + ?Sized, H: Handler>(
     let consumer = queue.consumer_name();
     metrics::message_received(&consumer, delivery.attempt, delivery.published_at);
     let started = Instant::now();
-    let work = with_progress(&delivery, options.queue.ack_wait, handler.handle(&delivery));
-    let outcome = match tokio::time::timeout(options.handler_timeout, work).await {
-        Ok(outcome) => outcome,
-        Err(_) => {
-            warn!(timeout_s = options.handler_timeout.as_secs(), "handler timed out; abandoned, will retry");
-            metrics::handler_timed_out(&consumer);
-            Outcome::RetryAfter(TIMED_OUT_RETRY)
-        }
+    let outcome = match &delivery.redriven {
+        // Every receive so far ended without a handler finishing, maybe by crashing the
+        // process: it is not run again, the message goes the way of one out of deliveries.
+        Some(reason) => Outcome::DeadLetter { code: REDRIVEN.to_string(), reason: reason.clone() },
+        None => handle(handler, &consumer, options, &delivery).await,
     };
     let handled_in = started.elapsed();
-    let outcome = match outcome {
-        Outcome::RetryAfter(_) if delivery.attempt >= options.max_deliveries => Outcome::DeadLetter {
-            code: MAX_DELIVERIES.to_string(),
-            reason: format!("still not done after {} deliveries", delivery.attempt),
-        },
-        other => other,
-    };
     metrics::message_handled(&consumer, &outcome, handled_in);
     let settled = match &outcome {
         Outcome::Done => delivery.settle.ack().await,
@@ -198,6 +191,27 @@ async fn settle<B: Bus + ?Sized, H: Handler>(
     if let Err(e) = settled {
         // The message comes back after the ack deadline; handlers are idempotent.
         error!(error = %e, ?outcome, "could not settle delivery; it will be redelivered");
+    }
+}
+
+/// Runs the handler within the handler timeout, and turns a retry asked for on the last
+/// delivery allowed into a dead letter.
+async fn handle<H: Handler>(handler: &H, consumer: &str, options: &ConsumerOptions, delivery: &Delivery) -> Outcome {
+    let work = with_progress(delivery, options.queue.ack_wait, handler.handle(delivery));
+    let outcome = match tokio::time::timeout(options.handler_timeout, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            warn!(timeout_s = options.handler_timeout.as_secs(), "handler timed out; abandoned, will retry");
+            metrics::handler_timed_out(consumer);
+            Outcome::RetryAfter(TIMED_OUT_RETRY)
+        }
+    };
+    match outcome {
+        Outcome::RetryAfter(_) if delivery.attempt >= options.max_deliveries => Outcome::DeadLetter {
+            code: MAX_DELIVERIES.to_string(),
+            reason: format!("still not done after {} deliveries", delivery.attempt),
+        },
+        other => other,
     }
 }
 
@@ -222,6 +236,10 @@ async fn with_progress(
     }
 }
 
+/// Reports a dead letter, then stores it on the dead-letter subject, then terminates it. The
+/// report comes first so that a report that cannot be stored leaves nothing behind: the
+/// delivery comes back and is dead-lettered once, when the report gets through (a report
+/// stored twice, when the publish fails after it, is a duplicate event the aggregator ignores).
 async fn dead_letter<B: Bus + ?Sized, H: Handler>(
     bus: &B,
     queue: &Queue,
@@ -231,6 +249,10 @@ async fn dead_letter<B: Bus + ?Sized, H: Handler>(
     reason: &str,
 ) -> Result<()> {
     warn!(code, reason, "dead-lettering message");
+    if let Err(e) = handler.dead_lettered(delivery, code, reason).await {
+        warn!(error = %e, "cannot report the dead letter; it comes back");
+        return delivery.settle.retry_after(DEAD_LETTER_RETRY).await;
+    }
     let mut message = OutgoingMessage::new(queue.deadletter_subject(), delivery.payload.clone())
         .header(subjects::HEADER_DEADLETTER_REASON, format!("{code}: {reason}").replace(['\r', '\n'], " "))
         .header(subjects::HEADER_DEADLETTER_SUBJECT, delivery.subject.clone());
@@ -241,16 +263,5 @@ async fn dead_letter<B: Bus + ?Sized, H: Handler>(
     }
     // Keep it until it is stored elsewhere: on failure the delivery is not terminated and comes back.
     bus.publish(message).await?;
-    report_dead_letter(handler, delivery, code, reason).await
-}
-
-/// Terminates a dead-lettered delivery once the handler reported it, or has it come back.
-async fn report_dead_letter<H: Handler>(handler: &H, delivery: &Delivery, code: &str, reason: &str) -> Result<()> {
-    match handler.dead_lettered(delivery, code, reason).await {
-        Ok(()) => delivery.settle.terminate().await,
-        Err(e) => {
-            warn!(error = %e, "cannot report the dead letter; it comes back");
-            delivery.settle.retry_after(DEAD_LETTER_RETRY).await
-        }
-    }
+    delivery.settle.terminate().await
 }

@@ -24,14 +24,16 @@ pub struct SqsConfig {
     /// Put before every logical queue name: `lifeboat-` gives `lifeboat-requests.fifo`. One
     /// prefix per installation lets several share an account and region.
     pub queue_prefix: String,
-    /// Queue names or URLs by logical name (`requests`, `requests-dlq`, `work-ebs`,
-    /// `work-ebs-dlq`, `status-events`, `status-events-dlq`), for queues a deploy template named.
+    /// Queue names or URLs by logical name (`requests`, `requests-dlq`, `requests-redrive`,
+    /// `work-ebs`, `work-ebs-dlq`, `work-ebs-redrive`, `status-events`...), for queues a deploy
+    /// template named.
     /// A name or URL ending in `.fifo` is used as a FIFO queue, anything else as a standard one.
     pub queue_overrides: BTreeMap<String, String>,
-    /// Receives after which SQS moves a message to the dead-letter queue. At most 1000 (the SQS
+    /// Receives after which SQS moves a message to the redrive queue. At most 1000 (the SQS
     /// limit), and at least the consumer loop's `max_deliveries`, so that the loop sees the last
-    /// delivery and dead-letters it with a reason and a FAILED report; the redrive policy is
-    /// only the backstop for messages whose handler never returns (a crash loop).
+    /// delivery and dead-letters it with its own reason; the redrive policy is only the backstop
+    /// for messages whose handler never returns (a crash loop), which the consumer then reads
+    /// from the redrive queue and dead-letters with a FAILED report.
     pub max_receive_count: u32,
     /// Long-poll wait of one ReceiveMessage (at most 20 s): an empty queue costs a request per
     /// wait, not a busy loop.
@@ -42,7 +44,7 @@ pub struct SqsConfig {
     /// Messages asked for per ReceiveMessage (1 to 10). Received messages wait in the source's
     /// buffer until the consumer loop has a free handler, while their visibility timeout runs.
     pub receive_batch: i32,
-    /// Create a missing queue (and its dead-letter queue) on first use instead of failing.
+    /// Create a missing queue (and its dead-letter and redrive queues) on first use instead of failing.
     /// Meant for development against moto or LocalStack; in AWS the deploy template or
     /// `SqsBus::init_queues` creates them, and services need no `sqs:CreateQueue` permission.
     pub create_queues: bool,

@@ -1,5 +1,6 @@
 //! The Lifeboat bus over Amazon SQS: [`SqsBus`] implements [`Bus`] with one queue per
-//! [`Queue`], each with a dead-letter queue behind a redrive policy.
+//! [`Queue`], each with a dead-letter queue for the consumer loop's dead letters and a redrive
+//! queue behind its redrive policy.
 //!
 //! # Queues
 //!
@@ -9,6 +10,10 @@
 //! | `lifeboat.work.<kind>`               | `lifeboat-work-<kind>.fifo`                 | FIFO     |
 //! | `lifeboat.events.status.<request>`   | `lifeboat-status-events`                    | standard |
 //! | `lifeboat.deadletter.<consumer>`     | that consumer's queue + `-dlq` (same type)  |          |
+//! | none (the redrive policy's target)   | each queue + `-redrive` (same type)         |          |
+//!
+//! `.fifo` stays last (`lifeboat-work-ebs-redrive.fifo`), and `LIFEBOAT_SQS_QUEUE_<NAME>`
+//! overrides any of them (`LIFEBOAT_SQS_QUEUE_WORK_EBS_REDRIVE`).
 //!
 //! Requests and tasks use FIFO queues for one reason: publish deduplication. A client that
 //! resubmits a request, or discovery replanning after a crash, publishes with the same dedupe
@@ -40,11 +45,19 @@
 //! ApproximateReceiveCount and `Delivery::published_at` its SentTimestamp.
 //!
 //! The consumer loop dead-letters a message itself, with a reason, once it has asked for
-//! `max_deliveries` retries; the redrive policy (`max_receive_count`, at most 1000 in SQS) is
-//! the backstop for messages whose handler never returns, such as one that crashes the
-//! process. Keep `max_receive_count` at or above the consumer's `max_deliveries` (1000 for the
-//! restore services, which is also the SQS maximum and the default here): SQS moves a message on
-//! the receive after the count is reached, so the loop still sees delivery number
+//! `max_deliveries` retries: it publishes it to `lifeboat.deadletter.<consumer>` (the `-dlq`
+//! queue, kept for operators to inspect and `retry`), reports it (a task's FAILED event), and
+//! only then deletes it. The redrive policy (`max_receive_count`, at most 1000 in SQS) is the
+//! backstop for messages whose handler never returns, such as one that crashes the process on
+//! every receive: SQS moves those to the `-redrive` queue, not to the `-dlq`. The source reads
+//! the `-redrive` queue with its own long poll alongside the main queue's and hands each such
+//! message to the loop marked [`lifeboat_common::bus::Delivery::redriven`]; the loop does not
+//! run the handler again but dead-letters it as above, with code `REDRIVEN` and a reason naming
+//! both queues and the receive count, and deletes it from `-redrive` once it is reported. A
+//! report that cannot be stored leaves it in `-redrive`, visible again moments later. Keep
+//! `max_receive_count` at or above the consumer's `max_deliveries` (1000 for the restore
+//! services, which is also the SQS maximum and the default here): SQS moves a message on the
+//! receive after the count is reached, so the loop still sees delivery number
 //! `max_receive_count`.
 //!
 //! `notify` (live request summaries) does nothing: SQS has no fan-out, and followers read the
@@ -90,11 +103,11 @@ use tracing::{debug, info, trace, Instrument};
 
 pub use codec::{fifo_id, HEADERS_ATTRIBUTE, SUBJECT_ATTRIBUTE};
 pub use config::{SqsConfig, ENV_PREFIX, ENV_QUEUE_OVERRIDE_PREFIX, MAX_RECEIVE_COUNT_LIMIT};
-pub use names::{route, QueueKey, QueueTarget};
+pub use names::{route, QueueKey, QueueRole, QueueTarget};
 pub use source::visibility_seconds;
 
 use codec::EncodedMessage;
-use source::{ReceiveSettings, SqsSource};
+use source::{ReceiveSettings, RedriveSettings, SqsSource};
 
 /// Entries per SendMessageBatch, DeleteMessageBatch and ChangeMessageVisibilityBatch.
 pub(crate) const MAX_BATCH_ENTRIES: usize = 10;
@@ -108,8 +121,9 @@ const BATCH_SEND_ATTEMPTS: u32 = 3;
 const QUEUE_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
 /// How long SQS reuses a data key before asking KMS again (a KMS call per queue per period).
 const KMS_DATA_KEY_REUSE: Duration = Duration::from_secs(3600);
-/// Dead letters wait for a human: the 14 days SQS allows. Longer than the source queue's
-/// retention, because a standard queue's messages keep their original enqueue time when moved.
+/// Dead letters wait for a human, and redriven messages for their queue's consumer: the 14 days
+/// SQS allows. Longer than the source queue's retention, because a standard queue's messages
+/// keep their original enqueue time when moved.
 const DEAD_LETTER_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Messages in a queue, as SQS approximates them.
@@ -183,9 +197,9 @@ impl SqsBus {
     }
 
     /// Creates the requests, status-events and per-kind work queues, each with its dead-letter
-    /// queue and redrive policy, and brings the attributes of existing ones up to date. Safe to
-    /// run again. Queues the configuration gives by URL belong to whoever made them and are only
-    /// looked at, not changed.
+    /// queue, its redrive queue and the redrive policy, and brings the attributes of existing
+    /// ones up to date. Safe to run again. Queues the configuration gives by URL belong to
+    /// whoever made them and are only looked at, not changed.
     pub async fn init_queues(&self, kinds: &[&str]) -> Result<()> {
         let queues = [Queue::Requests, Queue::StatusEvents]
             .into_iter()
@@ -196,18 +210,21 @@ impl SqsBus {
         Ok(())
     }
 
-    /// Creates (or updates) one queue and its dead-letter queue.
+    /// Creates (or updates) one queue, its dead-letter queue and its redrive queue. The main
+    /// queue's redrive policy is set on every run, so a queue from the layout where it pointed
+    /// at the `-dlq` is redirected to the `-redrive` queue.
     pub async fn ensure_queue(&self, queue: &Queue) -> Result<()> {
-        let (dead_letter_key, main_key) = (QueueKey::dead_letter(queue), QueueKey::main(queue));
-        let (dead_letter, main) = (self.target(&dead_letter_key)?, self.target(&main_key)?);
-        if dead_letter.fifo != main.fifo {
-            return Err(BusError::Setup {
-                what: format!("SQS queue {}", main.name),
-                message: format!(
-                    "its dead-letter queue {} must be of the same type (FIFO or standard)",
-                    dead_letter.name
-                ),
-            });
+        let main_key = QueueKey::main(queue);
+        let main = self.target(&main_key)?;
+        let (dead_letter_key, redrive_key) = (QueueKey::dead_letter(queue), QueueKey::redrive(queue));
+        let (dead_letter, redrive) = (self.target(&dead_letter_key)?, self.target(&redrive_key)?);
+        for (role, side) in [("dead-letter", &dead_letter), ("redrive", &redrive)] {
+            if side.fifo != main.fifo {
+                return Err(BusError::Setup {
+                    what: format!("SQS queue {}", main.name),
+                    message: format!("its {role} queue {} must be of the same type (FIFO or standard)", side.name),
+                });
+            }
         }
         let encryption = match &self.config.kms_key_id {
             Some(key) => vec![
@@ -224,26 +241,34 @@ impl SqsBus {
             }
         };
         let visibility = visibility_seconds(self.config.visibility_timeout).to_string();
-        let mut attributes = vec![
+        // Redriven messages wait as long as dead letters: they are read only while the queue's
+        // consumer runs, and an outage must not expire them before it is back.
+        let mut side_attributes = vec![
             (QueueAttributeName::MessageRetentionPeriod, DEAD_LETTER_RETENTION.as_secs().to_string()),
             (QueueAttributeName::VisibilityTimeout, visibility.clone()),
         ];
-        queue_attributes(&mut attributes);
-        let dead_letter_url = self.create_queue(&dead_letter_key, &dead_letter, attributes).await?;
-        let dead_letter_arn = self.queue_arn(&dead_letter_url).await?;
-        let redrive = serde_json::json!({
-            "deadLetterTargetArn": dead_letter_arn,
+        queue_attributes(&mut side_attributes);
+        self.create_queue(&dead_letter_key, &dead_letter, side_attributes.clone()).await?;
+        let redrive_url = self.create_queue(&redrive_key, &redrive, side_attributes).await?;
+        let redrive_arn = self.queue_arn(&redrive_url).await?;
+        let redrive_policy = serde_json::json!({
+            "deadLetterTargetArn": redrive_arn,
             "maxReceiveCount": self.config.max_receive_count,
         });
         let mut attributes = vec![
             (QueueAttributeName::MessageRetentionPeriod, QUEUE_RETENTION.as_secs().to_string()),
             (QueueAttributeName::VisibilityTimeout, visibility),
             (QueueAttributeName::ReceiveMessageWaitTimeSeconds, self.wait_seconds().to_string()),
-            (QueueAttributeName::RedrivePolicy, redrive.to_string()),
+            (QueueAttributeName::RedrivePolicy, redrive_policy.to_string()),
         ];
         queue_attributes(&mut attributes);
         self.create_queue(&main_key, &main, attributes).await?;
-        info!(queue = %main.name, dead_letter_queue = %dead_letter.name, "sqs queue ready");
+        info!(
+            queue = %main.name,
+            dead_letter_queue = %dead_letter.name,
+            redrive_queue = %redrive.name,
+            "sqs queue ready"
+        );
         Ok(())
     }
 
@@ -542,17 +567,27 @@ impl Bus for SqsBus {
         }
     }
 
-    /// Receives from the queue's SQS queue. `max_ack_pending` has no SQS counterpart: SQS
-    /// bounds in-flight messages per queue itself, and the consumer loop's concurrency bounds
-    /// what one process takes.
+    /// Receives from the queue's SQS queue and from its redrive queue, whose messages come
+    /// marked [`lifeboat_common::bus::Delivery::redriven`]. `max_ack_pending` has no SQS
+    /// counterpart: SQS bounds in-flight messages per queue itself, and the consumer loop's
+    /// concurrency bounds what one process takes.
     async fn consume(&self, queue: &Queue, options: &QueueOptions) -> Result<Box<dyn WorkSource>> {
-        let key = QueueKey::main(queue);
+        let (key, redrive_key) = (QueueKey::main(queue), QueueKey::redrive(queue));
         let queue_url = self.url(&key).await?;
-        debug!(queue = %queue.consumer_name(), url = %queue_url, "consuming sqs queue");
+        let redrive_url = self.url(&redrive_key).await?;
+        let reason = format!(
+            "SQS moved it from {} to {} after {} receives without a handler finishing (a crash, or a visibility \
+             timeout that kept running out)",
+            self.target(&key)?.name,
+            self.target(&redrive_key)?.name,
+            self.config.max_receive_count
+        );
+        debug!(queue = %queue.consumer_name(), url = %queue_url, redrive_url = %redrive_url, "consuming sqs queue");
         Ok(Box::new(SqsSource::new(ReceiveSettings {
             client: self.client.clone(),
             key,
             queue_url,
+            redrive: RedriveSettings { queue_url: redrive_url, reason },
             batch: self.config.receive_batch,
             wait_seconds: self.wait_seconds(),
             ack_wait: options.ack_wait,

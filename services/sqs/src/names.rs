@@ -1,6 +1,6 @@
 //! Which SQS queue a subject goes to, and what that queue is called. The subjects come from
 //! [`Queue`] (`filter_subject`, `deadletter_subject`), so the mapping cannot drift from the one
-//! JetStream uses.
+//! JetStream uses. The redrive queues have no subject: only SQS's redrive policy writes to them.
 
 use lifeboat_common::bus::{BusError, Queue};
 use lifeboat_common::subjects;
@@ -11,21 +11,40 @@ use crate::config::SqsConfig;
 const MAX_QUEUE_NAME: usize = 80;
 const FIFO_SUFFIX: &str = ".fifo";
 const DEAD_LETTER_SUFFIX: &str = "-dlq";
+const REDRIVE_SUFFIX: &str = "-redrive";
 
-/// One SQS queue: the queue of a [`Queue`], or its dead-letter queue.
+/// Which of a [`Queue`]'s three SQS queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueueRole {
+    /// Where the queue's subject is published and consumed.
+    Main,
+    /// The consumer loop's own dead letters (`lifeboat.deadletter.<consumer>`), each with its
+    /// reason, kept for an operator to inspect or retry.
+    DeadLetter,
+    /// The target of the main queue's redrive policy: what SQS moved aside after
+    /// `max_receive_count` receives that no handler finished. The queue's consumer reads it and
+    /// dead-letters each message with a FAILED report, so these are never kept here.
+    Redrive,
+}
+
+/// One SQS queue: the main, dead-letter or redrive queue of a [`Queue`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct QueueKey {
     pub queue: Queue,
-    pub dead_letter: bool,
+    pub role: QueueRole,
 }
 
 impl QueueKey {
     pub fn main(queue: &Queue) -> Self {
-        Self { queue: queue.clone(), dead_letter: false }
+        Self { queue: queue.clone(), role: QueueRole::Main }
     }
 
     pub fn dead_letter(queue: &Queue) -> Self {
-        Self { queue: queue.clone(), dead_letter: true }
+        Self { queue: queue.clone(), role: QueueRole::DeadLetter }
+    }
+
+    pub fn redrive(queue: &Queue) -> Self {
+        Self { queue: queue.clone(), role: QueueRole::Redrive }
     }
 
     /// The name without prefix or `.fifo`, and the key of [`SqsConfig::queue_overrides`].
@@ -35,24 +54,25 @@ impl QueueKey {
             Queue::Work(_) => self.queue.consumer_name(),
             Queue::StatusEvents => "status-events".to_string(),
         };
-        if self.dead_letter {
-            format!("{base}{DEAD_LETTER_SUFFIX}")
-        } else {
-            base
+        match self.role {
+            QueueRole::Main => base,
+            QueueRole::DeadLetter => format!("{base}{DEAD_LETTER_SUFFIX}"),
+            QueueRole::Redrive => format!("{base}{REDRIVE_SUFFIX}"),
         }
     }
 
     /// Requests and tasks go to FIFO queues for publish deduplication (a resubmitted request
     /// or a replanned task is stored once); status events go to a standard queue, where a
-    /// duplicate costs the aggregator an idempotent no-op and throughput is unbounded. A
-    /// dead-letter queue must be of the same type as its source queue.
+    /// duplicate costs the aggregator an idempotent no-op and throughput is unbounded. The
+    /// dead-letter and redrive queues must be of the same type as their source queue.
     fn default_fifo(&self) -> bool {
         !matches!(self.queue, Queue::StatusEvents)
     }
 
-    /// The subject a message on this queue carries when the sender did not say.
+    /// The subject a message on this queue carries when the sender did not say. A redriven
+    /// message is one of the main queue's, moved as it was.
     pub fn default_subject(&self) -> String {
-        if self.dead_letter {
+        if self.role == QueueRole::DeadLetter {
             return self.queue.deadletter_subject();
         }
         match &self.queue {

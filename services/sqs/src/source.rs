@@ -1,6 +1,6 @@
-//! Receiving from one SQS queue: long-polled batches buffered for a consumer loop that takes
-//! one delivery at a time, settled through the receipt handle of the receive that delivered
-//! them (delete, or a change of visibility).
+//! Receiving from one SQS queue and its redrive queue: long-polled batches buffered for a
+//! consumer loop that takes one delivery at a time, settled through the receipt handle of the
+//! receive that delivered them (delete, or a change of visibility).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -33,36 +33,82 @@ pub struct ReceiveSettings {
     pub client: Client,
     pub key: QueueKey,
     pub queue_url: Arc<str>,
+    /// The target of the queue's redrive policy, received from alongside it.
+    pub redrive: RedriveSettings,
     pub batch: i32,
     pub wait_seconds: i32,
     /// `QueueOptions::ack_wait`: the visibility timeout of every receive and every extension.
     pub ack_wait: Duration,
 }
 
+pub struct RedriveSettings {
+    pub queue_url: Arc<str>,
+    /// [`Delivery::redriven`] of every message received there: which queues, after how many
+    /// receives.
+    pub reason: String,
+}
+
 /// A received message not yet handed to the consumer loop.
 struct Received {
     message: Message,
     at: Instant,
+    /// From the redrive queue.
+    redriven: bool,
 }
 
+/// A receive's messages, and when SQS returned them (when their visibility timeout started).
+type Receive = JoinHandle<Result<(Instant, Vec<Message>)>>;
+
+/// One of the two SQS queues a source receives from.
+struct Inbox {
+    url: Arc<str>,
+    /// The receive under way, kept across calls: the consumer loop drops `next()` on shutdown,
+    /// and the messages of a receive dropped half way would stay invisible until they time out.
+    pending: Option<Receive>,
+    deletes: mpsc::UnboundedSender<DeleteRequest>,
+}
+
+impl Inbox {
+    fn new(client: &Client, url: Arc<str>) -> Self {
+        let (deletes, requests) = mpsc::unbounded_channel();
+        tokio::spawn(delete_batches(client.clone(), url.clone(), requests));
+        Self { url, pending: None, deletes }
+    }
+
+    /// The receive under way, started if there is none.
+    fn receiving(&mut self, settings: &Arc<ReceiveSettings>) -> &mut Receive {
+        let url = &self.url;
+        self.pending.get_or_insert_with(|| tokio::spawn(receive(settings.clone(), url.clone())))
+    }
+}
+
+/// Receives from a queue and from its redrive queue. A message from the redrive queue is
+/// delivered marked [`Delivery::redriven`], for the consumer loop to dead-letter with a FAILED
+/// report; the consumer's own dead letters go to the `-dlq` queue, which is not read here.
 pub struct SqsSource {
     settings: Arc<ReceiveSettings>,
     buffer: VecDeque<Received>,
-    /// The receive under way, kept across calls: the consumer loop drops `next()` on shutdown,
-    /// and the messages of a receive dropped half way would stay invisible until they time out.
-    pending: Option<JoinHandle<Result<Vec<Message>>>>,
-    deletes: mpsc::UnboundedSender<DeleteRequest>,
+    main: Inbox,
+    redrive: Inbox,
 }
 
 impl SqsSource {
     pub fn new(settings: ReceiveSettings) -> Self {
-        let settings = Arc::new(settings);
-        let (deletes, requests) = mpsc::unbounded_channel();
-        tokio::spawn(delete_batches(settings.client.clone(), settings.queue_url.clone(), requests));
-        Self { settings, buffer: VecDeque::new(), pending: None, deletes }
+        let main = Inbox::new(&settings.client, settings.queue_url.clone());
+        let redrive = Inbox::new(&settings.client, settings.redrive.queue_url.clone());
+        Self { settings: Arc::new(settings), buffer: VecDeque::new(), main, redrive }
     }
 
-    fn delivery(&self, message: Message) -> Option<Delivery> {
+    fn inbox(&self, redriven: bool) -> &Inbox {
+        if redriven {
+            &self.redrive
+        } else {
+            &self.main
+        }
+    }
+
+    fn delivery(&self, received: Received) -> Option<Delivery> {
+        let message = received.message;
         let Some(receipt_handle) = message.receipt_handle().map(str::to_string) else {
             warn!(message_id = message.message_id(), "received a message without a receipt handle; skipping it");
             return None;
@@ -73,25 +119,30 @@ impl SqsSource {
             warn!(message_id = message.message_id(), "message body is not base64; delivering its raw bytes");
         }
         let subject = decoded.subject.unwrap_or_else(|| self.settings.key.default_subject());
+        let inbox = self.inbox(received.redriven);
         let settle = SqsSettle {
             client: self.settings.client.clone(),
-            queue_url: self.settings.queue_url.clone(),
+            queue_url: inbox.url.clone(),
             receipt_handle,
             ack_wait: self.settings.ack_wait,
-            deletes: self.deletes.clone(),
+            deletes: inbox.deletes.clone(),
         };
-        Some(
-            Delivery::new(subject, decoded.payload, decoded.headers, decoded.attempt, Box::new(settle))
-                .published_at(decoded.published_at),
-        )
+        let delivery = Delivery::new(subject, decoded.payload, decoded.headers, decoded.attempt, Box::new(settle))
+            .published_at(decoded.published_at);
+        Some(if received.redriven {
+            warn!(message_id = message.message_id(), "sqs moved a message to the redrive queue; dead-lettering it");
+            delivery.redriven(self.settings.redrive.reason.clone())
+        } else {
+            delivery
+        })
     }
 }
 
-async fn receive(settings: Arc<ReceiveSettings>) -> Result<Vec<Message>> {
+async fn receive(settings: Arc<ReceiveSettings>, queue_url: Arc<str>) -> Result<(Instant, Vec<Message>)> {
     let output = settings
         .client
         .receive_message()
-        .queue_url(settings.queue_url.as_ref())
+        .queue_url(queue_url.as_ref())
         .max_number_of_messages(settings.batch)
         .wait_time_seconds(settings.wait_seconds)
         .visibility_timeout(visibility_seconds(settings.ack_wait).max(1))
@@ -100,8 +151,8 @@ async fn receive(settings: Arc<ReceiveSettings>) -> Result<Vec<Message>> {
         .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
         .send()
         .await
-        .map_err(|e| BusError::Receive(format!("{}: {}", settings.queue_url, describe(&e))))?;
-    Ok(output.messages.unwrap_or_default())
+        .map_err(|e| BusError::Receive(format!("{queue_url}: {}", describe(&e))))?;
+    Ok((Instant::now(), output.messages.unwrap_or_default()))
 }
 
 #[async_trait]
@@ -113,26 +164,32 @@ impl WorkSource for SqsSource {
                 // one; if that fails its receipt is stale and SQS delivers it again anyway.
                 if received.at.elapsed() >= self.settings.ack_wait / 2 {
                     let Some(handle) = received.message.receipt_handle() else { continue };
-                    let ack_wait = visibility_seconds(self.settings.ack_wait);
-                    if let Err(e) =
-                        change_visibility(&self.settings.client, &self.settings.queue_url, handle, ack_wait).await
-                    {
+                    let (url, ack_wait) =
+                        (&self.inbox(received.redriven).url, visibility_seconds(self.settings.ack_wait));
+                    if let Err(e) = change_visibility(&self.settings.client, url, handle, ack_wait).await {
                         debug!(error = %e, "buffered message outlived its visibility timeout; leaving it to SQS");
                         continue;
                     }
                 }
-                match self.delivery(received.message) {
+                match self.delivery(received) {
                     Some(delivery) => return Some(Ok(delivery)),
                     None => continue,
                 }
             }
-            let pending = self.pending.get_or_insert_with(|| tokio::spawn(receive(self.settings.clone())));
-            let received = pending.await;
-            self.pending = None;
+            // Both queues are long-polled at once: a redriven message is taken as soon as SQS
+            // moves it, and the redrive queue costs a request per long poll when it is empty.
+            // Whichever receive is still under way is kept for the next call, so a busy queue
+            // cannot starve the other.
+            let (main, redrive) = (self.main.receiving(&self.settings), self.redrive.receiving(&self.settings));
+            let (redriven, received) = tokio::select! {
+                received = main => (false, received),
+                received = redrive => (true, received),
+            };
+            let inbox = if redriven { &mut self.redrive } else { &mut self.main };
+            inbox.pending = None;
             match received {
-                Ok(Ok(messages)) => {
-                    let at = Instant::now();
-                    self.buffer.extend(messages.into_iter().map(|message| Received { message, at }));
+                Ok(Ok((at, messages))) => {
+                    self.buffer.extend(messages.into_iter().map(|message| Received { message, at, redriven }));
                 }
                 Ok(Err(e)) => return Some(Err(e)),
                 Err(e) => return Some(Err(BusError::Receive(format!("receive task failed: {e}")))),
@@ -142,46 +199,54 @@ impl WorkSource for SqsSource {
 }
 
 impl Drop for SqsSource {
-    /// Hands buffered (and still arriving) messages straight back to the queue, so that another
-    /// replica takes them now rather than after their visibility timeout.
+    /// Hands buffered (and still arriving) messages straight back to their queue, so that
+    /// another replica takes them now rather than after their visibility timeout.
     fn drop(&mut self) {
-        let buffered: Vec<Message> = self.buffer.drain(..).map(|received| received.message).collect();
-        let pending = self.pending.take();
-        if buffered.is_empty() && pending.is_none() {
-            return;
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let settings = self.settings.clone();
-        runtime.spawn(async move {
-            let mut messages = buffered;
-            if let Some(pending) = pending {
-                if let Ok(Ok(more)) = pending.await {
-                    messages.extend(more);
-                }
+        let buffered: Vec<Received> = self.buffer.drain(..).collect();
+        for (redriven, inbox) in [(false, &mut self.main), (true, &mut self.redrive)] {
+            let mut handles: Vec<String> = buffered
+                .iter()
+                .filter(|received| received.redriven == redriven)
+                .filter_map(|received| received.message.receipt_handle().map(str::to_string))
+                .collect();
+            let pending = inbox.pending.take();
+            if handles.is_empty() && pending.is_none() {
+                continue;
             }
-            let handles: Vec<String> =
-                messages.iter().filter_map(|message| message.receipt_handle().map(str::to_string)).collect();
-            for chunk in handles.chunks(MAX_BATCH_ENTRIES) {
-                let entries = chunk.iter().enumerate().filter_map(|(index, handle)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(index.to_string())
-                        .receipt_handle(handle)
-                        .visibility_timeout(0)
-                        .build()
-                        .ok()
-                });
-                let released = settings
-                    .client
-                    .change_message_visibility_batch()
-                    .queue_url(settings.queue_url.as_ref())
-                    .set_entries(Some(entries.collect()))
-                    .send()
-                    .await;
-                if let Err(e) = released {
-                    debug!(error = %describe(&e), "could not release buffered messages; they return after their timeout");
+            let (client, url) = (self.settings.client.clone(), inbox.url.clone());
+            runtime.spawn(async move {
+                if let Some(pending) = pending {
+                    if let Ok(Ok((_, more))) = pending.await {
+                        handles.extend(more.iter().filter_map(|message| message.receipt_handle().map(str::to_string)));
+                    }
                 }
-            }
+                release(&client, &url, handles).await;
+            });
+        }
+    }
+}
+
+/// Makes received messages visible again at once.
+async fn release(client: &Client, queue_url: &str, handles: Vec<String>) {
+    for chunk in handles.chunks(MAX_BATCH_ENTRIES) {
+        let entries = chunk.iter().enumerate().filter_map(|(index, handle)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(handle)
+                .visibility_timeout(0)
+                .build()
+                .ok()
         });
+        let released = client
+            .change_message_visibility_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries.collect()))
+            .send()
+            .await;
+        if let Err(e) = released {
+            debug!(error = %describe(&e), "could not release buffered messages; they return after their timeout");
+        }
     }
 }
 
