@@ -412,6 +412,23 @@ fn the_corpus_is_accepted_when_valid_and_rejected_by_field_when_not() {
     check_corpus("clumio", |entry| check_file(&entry.name, &entry.text()));
 }
 
+/// The bugs the fuzzing found, as a user reads them.
+#[test]
+fn json_file_errors_and_empty_clumio_keys_name_their_field() {
+    let error = |name: &str, text: &str| request_file::load(name, text, "fuzz-1".into()).unwrap_err().to_string();
+    let wrong_type = r#"{"restore_sets": [{"name": "x", "source": {"region": 5}, "resource_types": ["ebs"]}]}"#;
+    let message = error("r.json", wrong_type);
+    assert!(message.starts_with("r.json: restore_sets[0].source.region: invalid type: integer `5`"), "{message}");
+    let missing = r#"{"restore_sets": [{"name": "x", "resource_types": ["ebs"]}]}"#;
+    let message = error("r.json", missing);
+    assert!(message.starts_with("r.json: restore_sets[0]: missing field `source`"), "{message}");
+    let nested = r#"{"restore_sets": [{"name": "x", "source": {"region": "us-east-1", "tags": {"a": [1]}}}]}"#;
+    let message = error("r.json", nested);
+    assert!(message.starts_with("r.json: restore_sets[0].source.tags.a: invalid type: sequence"), "{message}");
+    let empty_key = r#"{"RestoreGroups": [{"ResourceType": "DynamoDB", "change_set_name": "br5", "": "what"}]}"#;
+    assert_eq!(error("c.json", empty_key), r#"RestoreGroups[0]."": unknown field"#);
+}
+
 // Structured generators: requests built field by field, with values near the rules' edges.
 
 fn word() -> BoxedStrategy<String> {
