@@ -158,6 +158,8 @@ fn error(field: impl Into<String>, message: impl Into<String>) -> RequestFileErr
 }
 
 fn join(path: &str, name: &str) -> String {
+    // An empty key (`{"": 1}`) is shown quoted, so that no field is blank.
+    let name = if name.is_empty() { "\"\"" } else { name };
     if path.is_empty() {
         name.to_string()
     } else {
@@ -419,7 +421,7 @@ pub fn convert(
             for key in top.keys() {
                 if !matches!(key.as_str(), "RestoreGroups" | "DefaultInput") && !CLUMIO_SETTINGS.contains(&key.as_str())
                 {
-                    return Err(error(key.clone(), "unknown field next to RestoreGroups"));
+                    return Err(error(join("", key), "unknown field next to RestoreGroups"));
                 }
             }
             let mut out = Vec::new();

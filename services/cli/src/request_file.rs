@@ -224,10 +224,95 @@ pub struct EbsTargetFile {
 pub fn parse(path: &str, text: &str) -> Result<RequestFile, RequestFileError> {
     let syntax = |message: String| RequestFileError::Syntax { path: path.to_string(), message };
     if path.ends_with(".json") {
-        serde_json::from_str(text).map_err(|e| syntax(e.to_string()))
+        serde_json::from_str(text).map_err(|e| {
+            // serde_json says where a bad value is, not which field: name it as YAML errors do.
+            let missing = e.to_string().starts_with("missing field");
+            match json_path_at(text, e.line(), e.column(), missing) {
+                field if e.is_data() && !field.is_empty() => syntax(format!("{field}: {e}")),
+                _ => syntax(e.to_string()),
+            }
+        })
     } else {
         serde_yaml_ng::from_str(text).map_err(|e| syntax(e.to_string()))
     }
+}
+
+/// The path (`restore_sets[0].source.region`) of the value a JSON text has at `line` and
+/// `column` (1-based, in bytes: the last byte serde_json read before an error), empty at the top
+/// level; with `missing`, of the object that lacks a field (its last key is done).
+fn json_path_at(text: &str, line: usize, column: usize, missing: bool) -> String {
+    enum Frame {
+        /// The key whose value is being read.
+        Object(Option<String>),
+        /// The index of the element being read, once one has started.
+        Array(Option<usize>),
+    }
+    let line_start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+    let bytes = text.as_bytes();
+    let mut end = (line_start + column).min(text.len());
+    // serde_json only peeks at an object or list it finds instead of another value.
+    while end < bytes.len() && bytes[end].is_ascii_whitespace() {
+        end += 1;
+    }
+    if end < bytes.len() && matches!(bytes[end], b'{' | b'[') {
+        end += 1;
+    }
+    let mut stack = Vec::new();
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < end {
+        let byte = bytes[i];
+        if let Some(Frame::Array(index @ None)) = stack.last_mut() {
+            if !byte.is_ascii_whitespace() && byte != b']' {
+                *index = Some(0);
+            }
+        }
+        match byte {
+            b'{' => {
+                stack.push(Frame::Object(None));
+                expect_key = true;
+            }
+            b'[' => stack.push(Frame::Array(None)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Array(Some(index))) => *index += 1,
+                Some(Frame::Object(key)) => {
+                    *key = None;
+                    expect_key = true;
+                }
+                _ => {}
+            },
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if std::mem::take(&mut expect_key) {
+                    if let Some(Frame::Object(key)) = stack.last_mut() {
+                        *key = text.get(start..=i).and_then(|quoted| serde_json::from_str(quoted).ok());
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let (true, Some(Frame::Object(key))) = (missing, stack.last_mut()) {
+        *key = None;
+    }
+    let mut path = String::new();
+    for frame in stack {
+        match frame {
+            Frame::Object(Some(key)) if path.is_empty() => path = key,
+            Frame::Object(Some(key)) => path = format!("{path}.{key}"),
+            Frame::Array(Some(index)) => path = format!("{path}[{index}]"),
+            _ => {}
+        }
+    }
+    path
 }
 
 /// Reads a request file in any accepted format: Lifeboat's own (YAML or JSON) or Clumio bulk

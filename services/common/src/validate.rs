@@ -1,7 +1,7 @@
 //! Validation of RestoreRequests. Every problem is reported with the path of its field, e.g.
 //! `restore_sets[1].target.ebs.availability_zone`, so a user can fix them all in one go.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use lifeboat_proto::{source, FieldError, ResourceType, RestoreRequest, RestoreSet, SearchDirection};
 
@@ -114,7 +114,9 @@ fn validate_set(path: &str, set: &RestoreSet, policy: &Policy, errors: &mut Erro
             if source.tags.len() > MAX_TAGS {
                 errors.add(format!("{path}.source.tags"), format!("{} tags, more than {MAX_TAGS}", source.tags.len()));
             }
-            for (key, value) in &source.tags {
+            // Tags are a map: in key order, the same request lists its errors the same way on
+            // every decoding (a rejection shows the first ones).
+            for (key, value) in source.tags.iter().collect::<BTreeMap<_, _>>() {
                 if key.is_empty() {
                     errors.add(format!("{path}.source.tags"), "tag keys must not be empty");
                 }
@@ -449,7 +451,8 @@ fn check_tags<'a>(field: &str, keys: impl ExactSizeIterator<Item = &'a String>, 
     if keys.len() > MAX_TAGS {
         errors.add(field, format!("{} tags, more than {MAX_TAGS}", keys.len()));
     }
-    for key in keys {
+    // In key order, as the source's tags.
+    for key in keys.collect::<BTreeSet<_>>() {
         check_length(field, key, errors);
         if key.is_empty() {
             errors.add(field, "tag keys must not be empty");

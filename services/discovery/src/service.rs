@@ -577,6 +577,15 @@ fn guard(request: &RestoreRequest, outcomes: &[(&RestoreSet, SetOutcome)]) -> Ve
     refused
 }
 
+/// The request in a delivery's bytes, or the rejection of bytes that are not one (field
+/// `<message>`: no field of the request can be named). Pure, so that it can be fuzzed.
+pub fn decode_request(payload: &[u8]) -> Result<RestoreRequest, FieldError> {
+    RestoreRequest::decode(payload).map_err(|e| FieldError {
+        field: "<message>".to_string(),
+        message: format!("not a lifeboat.v1.RestoreRequest: {e}"),
+    })
+}
+
 #[async_trait]
 impl Handler for Discovery {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
@@ -585,19 +594,15 @@ impl Handler for Discovery {
             .filter(|id| ids::is_valid_request_id(id))
             .unwrap_or("unknown")
             .to_string();
-        let request = match RestoreRequest::decode(delivery.payload.as_ref()) {
+        let request = match decode_request(delivery.payload.as_ref()) {
             Ok(request) => request,
-            Err(e) => {
-                let errors = vec![FieldError {
-                    field: "<message>".to_string(),
-                    message: format!("not a lifeboat.v1.RestoreRequest: {e}"),
-                }];
+            Err(error) => {
+                let message = error.message.clone();
                 // Tell the requester, then keep the bytes in the dead-letter stream for inspection.
-                return match self.reject(&header_id, errors).await {
-                    Outcome::Done => Outcome::DeadLetter {
-                        code: reason::UNDECODABLE_REQUEST.to_string(),
-                        reason: format!("not a lifeboat.v1.RestoreRequest: {e}"),
-                    },
+                return match self.reject(&header_id, vec![error]).await {
+                    Outcome::Done => {
+                        Outcome::DeadLetter { code: reason::UNDECODABLE_REQUEST.to_string(), reason: message }
+                    }
                     other => other,
                 };
             }
