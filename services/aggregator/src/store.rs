@@ -82,15 +82,17 @@ pub trait Records: Send + Sync + 'static {
     /// Writes if the record's version is `expected` (0: there is no record). `None` when
     /// another writer got there first.
     async fn put_if(&self, key: Key<'_>, value: Bytes, expected: u64) -> Result<Option<u64>>;
-    /// Writes unconditionally: for records everyone writes with the same value.
+    /// Writes unless the record exists: for records everyone writes with the same value (an
+    /// event at its sequence), so that completing a change again writes nothing, and a watch
+    /// sees each record once.
     async fn put(&self, key: Key<'_>, value: Bytes) -> Result<()>;
     /// Every task record of a request.
     async fn tasks(&self, request_id: &str) -> Result<Vec<Bytes>>;
     /// The event records of a request with a sequence above `after`, in any order.
     async fn events(&self, request_id: &str, after: u64) -> Result<Vec<Bytes>>;
     /// The event records of a request with a sequence above `after`, then each one as it is
-    /// written, for as long as the stream is held (a record may come twice: its write is
-    /// repeated by whoever completes a change). `None` where the database does not push writes:
+    /// written, for as long as the stream is held (readers still drop a record they have, in
+    /// case a database repeats one). `None` where the database does not push writes:
     /// followers then query [`Records::events`] after their last event again, which costs as
     /// much as the new records where that is a key-range query (DynamoDB).
     async fn watch_events(&self, _request_id: &str, _after: u64) -> Result<Option<EventRecords>> {
@@ -555,8 +557,11 @@ impl Records for KvRecords {
     }
 
     async fn put(&self, key: Key<'_>, value: Bytes) -> Result<()> {
-        self.store.put(Self::key(key), value).await.map_err(store_error)?;
-        Ok(())
+        match self.store.create(Self::key(key), value).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     async fn tasks(&self, request_id: &str) -> Result<Vec<Bytes>> {
@@ -574,9 +579,7 @@ impl Records for KvRecords {
 
     async fn watch_events(&self, request_id: &str, after: u64) -> Result<Option<EventRecords>> {
         // Keys cannot be filtered by number, so the watch starts at the request's first event
-        // and drops those up to `after` (each is read once). Starting at the stream revision of
-        // event `after` instead could miss later events: a repeated write of an event (a slow
-        // writer completing its change late) moves it past the records that followed it.
+        // and drops those up to `after`: a resumed follower reads the earlier records once too.
         let watch = self.store.watch_with_history(format!("{request_id}.event.>")).await.map_err(store_error)?;
         let records = watch.filter_map(move |entry| async move {
             match entry {
