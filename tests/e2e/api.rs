@@ -7,7 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
+use lifeboat_aggregator::store::{Key, Records, Versioned};
 use lifeboat_aggregator::{api, Aggregator, AggregatorConfig, KvRecords, Store};
 use lifeboat_proto as pb;
 use lifeboat_tests::*;
@@ -136,6 +139,17 @@ async fn the_event_stream_follows_a_restore_to_its_verdict(transport: Transport)
 
 on_both_transports!(the_event_stream_follows_a_restore_to_its_verdict);
 
+/// The HTTP API of an aggregator over `store` (consuming nothing) on the servers' API port,
+/// until the token is cancelled.
+async fn serve_api(servers: &Servers, store: Store) -> CancellationToken {
+    let aggregator = Aggregator::new(servers.shared_bus().await, store, AggregatorConfig::default());
+    let shutdown = CancellationToken::new();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], servers.api_port));
+    let http = lifeboat_common::http::serve(addr, api::router(aggregator), shutdown.clone()).await.unwrap();
+    tokio::spawn(async move { http.wait().await.unwrap() });
+    shutdown
+}
+
 /// Tasks of the request a follower reads while it is recorded: with its plan, 2,001 events.
 const FOLLOWED_TASKS: usize = 1000;
 
@@ -164,11 +178,7 @@ async fn a_follower_reads_each_event_record_once() {
     let client = servers.bus().await.client().clone();
     let received = client.statistics();
     let store = Store::new(Arc::new(KvRecords::open(client).await.unwrap()));
-    let aggregator = Aggregator::new(servers.shared_bus().await, store, AggregatorConfig::default());
-    let shutdown = CancellationToken::new();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], servers.api_port));
-    let http = lifeboat_common::http::serve(addr, api::router(aggregator), shutdown.clone()).await.unwrap();
-    tokio::spawn(async move { http.wait().await.unwrap() });
+    let shutdown = serve_api(&servers, store).await;
 
     let id = "follow-1";
     let writer = servers.store().await;
@@ -208,6 +218,70 @@ async fn a_follower_reads_each_event_record_once() {
     assert_eq!(resumed, followed[1000..]);
     println!("resuming after event 1000 of {events}: {read} messages received");
     assert!(read < 3 * events, "resuming took {read} messages");
+    shutdown.cancel();
+}
+
+/// KV records of a replica that dies after each conditional write of a request: the event
+/// records it should write next never are.
+struct DyingWriter(KvRecords);
+
+#[async_trait]
+impl Records for DyingWriter {
+    async fn get(&self, key: Key<'_>) -> lifeboat_common::bus::Result<Option<Versioned>> {
+        self.0.get(key).await
+    }
+    async fn put_if(&self, key: Key<'_>, value: Bytes, expected: u64) -> lifeboat_common::bus::Result<Option<u64>> {
+        self.0.put_if(key, value, expected).await
+    }
+    async fn put(&self, _key: Key<'_>, _value: Bytes) -> lifeboat_common::bus::Result<()> {
+        Ok(())
+    }
+    async fn tasks(&self, request_id: &str) -> lifeboat_common::bus::Result<Vec<Bytes>> {
+        self.0.tasks(request_id).await
+    }
+    async fn events(&self, request_id: &str, after: u64) -> lifeboat_common::bus::Result<Vec<Bytes>> {
+        self.0.events(request_id, after).await
+    }
+    async fn requests(
+        &self,
+        limit: usize,
+        after: Option<&str>,
+    ) -> lifeboat_common::bus::Result<(Vec<Bytes>, Option<String>)> {
+        self.0.requests(limit, after).await
+    }
+}
+
+/// Events whose record a dying writer left unwritten still reach a follower of the KV watch
+/// in order, each once: from the request record while it is pending, and not again when the
+/// next writer completes it; the last one, never written, comes before the verdict.
+#[tokio::test]
+async fn a_follower_gets_the_events_a_dying_writer_left_pending() {
+    init_logging();
+    let servers = Servers::start().await;
+    let shutdown = serve_api(&servers, servers.store().await).await;
+    let dying = Store::new(Arc::new(DyingWriter(KvRecords::open(servers.bus().await.client().clone()).await.unwrap())));
+    let healthy = servers.store().await;
+    let id = "follow-dying";
+    let plan = pb::RestorePlanned { total_tasks: 1, ..Default::default() };
+    let planned = pb::StatusEvent {
+        request_id: id.into(),
+        detail: Some(pb::status_event::Detail::Planned(plan)),
+        at: Some(lifeboat_common::time::now()),
+        ..Default::default()
+    };
+    dying.record(&planned).await.unwrap().expect("planned");
+    let stream = open_events(&format!("{}/v1/requests/{id}/events", servers.api_url()), None).await;
+    // Completes the plan's event record, then writes its own.
+    healthy.record(&followed_event(id, 0, pb::TaskPhase::Queued)).await.unwrap().expect("queued");
+    dying.record(&followed_event(id, 0, pb::TaskPhase::Succeeded)).await.unwrap().expect("succeeded");
+
+    let (followed, summary) = in_sequence(&collect_events(stream).await, 1);
+    assert_eq!(followed.len(), 3, "{followed:?}");
+    assert!(matches!(followed[0].event.as_ref().unwrap().detail, Some(pb::status_event::Detail::Planned(_))));
+    assert_eq!(followed[2].event.as_ref().unwrap().phase, pb::TaskPhase::Succeeded as i32);
+    assert_eq!(verdict(&summary), pb::Verdict::Completed);
+    let kv = KvRecords::open(servers.bus().await.client().clone()).await.unwrap();
+    assert!(kv.get(Key::Event(id, 3)).await.unwrap().is_none(), "the last event is only pending");
     shutdown.cancel();
 }
 
