@@ -1,5 +1,6 @@
 //! The status aggregator with several replicas: concurrent writers, redeliveries and events out
-//! of order still give exactly the right counts, in the JetStream KV store and in DynamoDB.
+//! of order still give exactly the right counts, in the JetStream KV store and in DynamoDB;
+//! and the request record of the largest request stays small.
 
 use std::collections::HashMap;
 
@@ -163,3 +164,60 @@ async fn replicas_count_exactly(transport: Transport) {
 }
 
 on_both_transports!(replicas_count_exactly);
+
+/// The request record (one KV value, one DynamoDB item of at most 400 KB) of the largest
+/// request accepted (100 sets with 256-byte names, 10,000 tasks in every phase) stays small:
+/// it holds counts per set, not per task, and only the one change still to be applied (here
+/// the task record of a QUEUED event, with the RestoreTask kept for retries).
+#[test]
+fn the_request_record_of_10000_tasks_in_100_sets_stays_below_64_kib() {
+    use lifeboat_aggregator::RequestState;
+    use prost::Message;
+
+    let id = "req-largest";
+    let set_name = |set: usize| format!("{set:03}-{}", "s".repeat(lifeboat_common::validate::MAX_STRING - 4));
+    let plan = pb::RestorePlanned {
+        total_tasks: 10_000,
+        sets: (0..100).map(|set| pb::SetPlan { set_name: set_name(set), tasks: 100 }).collect(),
+        request_digest: "d".repeat(64),
+        ..Default::default()
+    };
+    let planned = pb::StatusEvent {
+        request_id: id.into(),
+        detail: Some(pb::status_event::Detail::Planned(plan)),
+        at: Some(lifeboat_common::time::now()),
+        ..Default::default()
+    };
+    let mut state = RequestState::new(id);
+    state.apply(&planned, None);
+    let phases = [Queued, Running, Waiting, Succeeded, Failed, Skipped, Cancelled];
+    let mut last = None;
+    for task in 0..10_000 {
+        let backup_id = format!("snap-{task:017}");
+        let mut event = event(id, task, phases[task % phases.len()], 3);
+        event.set_name = set_name(task % 100);
+        event.task_id = lifeboat_common::ids::task_id(id, &event.set_name, &backup_id);
+        event.source_backup_id = backup_id.clone();
+        event.task = Some(pb::RestoreTask {
+            request_id: id.into(),
+            task_id: event.task_id.clone(),
+            set_name: event.set_name.clone(),
+            resource_type: pb::ResourceType::EbsVolume as i32,
+            backup: Some(pb::Backup {
+                backup_id,
+                source_resource_id: format!("vol-{task:017}"),
+                tags: (0..10).map(|t| (format!("tag-{t}"), "v".repeat(64))).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let change = state.apply(&event, None);
+        let recorded = pb::RecordedEvent { sequence: task as u64 + 2, event: Some(event) };
+        last = Some(pb::PendingChange { task: change.task, task_version: 0, event: Some(recorded) });
+    }
+    let ended = (0..10_000).filter(|task| phases[task % phases.len()].is_terminal()).count();
+    assert_eq!(state.counts().terminal(), ended as u32);
+    let size = state.to_stored(10_001, last.expect("a change")).encode_to_vec().len();
+    println!("request record of 10,000 tasks in 100 sets: {size} bytes");
+    assert!(size < 64 * 1024, "request record of 10,000 tasks in 100 sets: {size} bytes");
+}

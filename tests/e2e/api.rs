@@ -1,14 +1,21 @@
-//! The status HTTP API: a live event stream of a real restore, paging, submission as JSON,
-//! JSON errors, and an OpenAPI description that lists exactly the routes served.
+//! The status HTTP API: a live event stream of a real restore (resumed with `Last-Event-ID`,
+//! and read incrementally however long the log gets), paging, submission as JSON, JSON
+//! errors, and an OpenAPI description that lists exactly the routes served.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
-use lifeboat_aggregator::api;
+use lifeboat_aggregator::store::{Key, Records, Versioned};
+use lifeboat_aggregator::{api, Aggregator, AggregatorConfig, KvRecords, Store};
 use lifeboat_proto as pb;
 use lifeboat_tests::*;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// One Server-Sent Event.
 #[derive(Debug)]
@@ -18,11 +25,16 @@ struct Sse {
     data: String,
 }
 
-/// Reads the stream until the server closes it.
-async fn read_events(url: &str) -> Vec<Sse> {
+/// Opens the event stream, resuming after event `last_event_id` if given; waits until the
+/// request is known.
+async fn open_events(url: &str, last_event_id: Option<u64>) -> reqwest::Response {
     let http = reqwest::Client::new();
     let response = loop {
-        let response = http.get(url).send().await.unwrap();
+        let mut get = http.get(url);
+        if let Some(id) = last_event_id {
+            get = get.header("Last-Event-ID", id.to_string());
+        }
+        let response = get.send().await.unwrap();
         if response.status() != 404 {
             break response;
         }
@@ -31,6 +43,11 @@ async fn read_events(url: &str) -> Vec<Sse> {
     };
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
+    response
+}
+
+/// Reads an open stream until the server closes it.
+async fn collect_events(response: reqwest::Response) -> Vec<Sse> {
     let mut body = response.bytes_stream();
     let (mut text, mut events) = (String::new(), Vec::new());
     let read = async {
@@ -46,6 +63,29 @@ async fn read_events(url: &str) -> Vec<Sse> {
     events
 }
 
+/// The whole stream from its first event.
+async fn read_events(url: &str) -> Vec<Sse> {
+    collect_events(open_events(url, None).await).await
+}
+
+/// The status events of a stream, checked to be numbered `first`, `first + 1`... (each event
+/// once, in order) and followed by the final verdict, which is returned with them.
+fn in_sequence(events: &[Sse], first: u64) -> (Vec<pb::RecordedEvent>, pb::RequestSummary) {
+    let (verdict_event, status_events) = events.split_last().expect("events");
+    assert_eq!(verdict_event.kind, "verdict", "the stream ends with the verdict");
+    let summary: pb::RequestSummary = serde_json::from_str(&verdict_event.data).unwrap();
+    assert!(summary.r#final);
+    let mut recorded = Vec::new();
+    for (i, sse) in status_events.iter().enumerate() {
+        assert_eq!(sse.kind, "status");
+        let event: pb::RecordedEvent = serde_json::from_str(&sse.data).unwrap();
+        assert_eq!(event.sequence, first + i as u64);
+        assert_eq!(sse.id.as_deref(), Some(event.sequence.to_string().as_str()));
+        recorded.push(event);
+    }
+    (recorded, summary)
+}
+
 async fn the_event_stream_follows_a_restore_to_its_verdict(transport: Transport) {
     init_logging();
     let servers = Servers::start_with(transport).await;
@@ -59,25 +99,11 @@ async fn the_event_stream_follows_a_restore_to_its_verdict(transport: Transport)
     let target = pb::EbsTarget { availability_zone: "us-east-1b".into(), ..Default::default() };
     client.submit(&request("sse-1", vec![ebs_set("all", "us-east-1", &[("app", "sse")], None, target)])).await.unwrap();
 
-    let events = read_events(&format!("{}/v1/requests/sse-1/events", servers.api_url())).await;
-    let (verdict_event, status_events) = events.split_last().expect("events");
-    assert_eq!(verdict_event.kind, "verdict", "the stream ends with the verdict");
-    let summary: pb::RequestSummary = serde_json::from_str(&verdict_event.data).unwrap();
-    assert_eq!(verdict(&summary), pb::Verdict::Completed);
-    assert!(summary.r#final);
-
+    let url = format!("{}/v1/requests/sse-1/events", servers.api_url());
+    let events = read_events(&url).await;
     // Every recorded event, numbered 1..n in order, each task moving only forward to SUCCEEDED.
-    let recorded: Vec<pb::RecordedEvent> = status_events
-        .iter()
-        .map(|e| {
-            assert_eq!(e.kind, "status");
-            serde_json::from_str(&e.data).unwrap()
-        })
-        .collect();
-    for (i, (sse, event)) in status_events.iter().zip(&recorded).enumerate() {
-        assert_eq!(event.sequence, i as u64 + 1);
-        assert_eq!(sse.id.as_deref(), Some(event.sequence.to_string().as_str()));
-    }
+    let (recorded, summary) = in_sequence(&events, 1);
+    assert_eq!(verdict(&summary), pb::Verdict::Completed);
     let stored = servers.store().await.events("sse-1", 0).await.unwrap();
     assert_eq!(recorded, stored, "the stream carries exactly what the aggregator recorded");
     assert!(recorded
@@ -97,23 +123,13 @@ async fn the_event_stream_follows_a_restore_to_its_verdict(transport: Transport)
         assert_eq!(seen.last(), Some(&pb::TaskPhase::Succeeded), "{task}: {seen:?}");
     }
 
-    // Resuming after event 2 gives the rest.
-    let http = reqwest::Client::new();
-    let resumed = http
-        .get(format!("{}/v1/requests/sse-1/events", servers.api_url()))
-        .header("Last-Event-ID", "2")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(!resumed.contains("\nid: 2\n") && !resumed.contains("\nid:2\n"));
-    assert!(
-        resumed.contains(&format!("id: {}", recorded.len())) || resumed.contains(&format!("id:{}", recorded.len()))
-    );
+    // Resuming after event 2 gives the rest, and the verdict again.
+    let (resumed, again) = in_sequence(&collect_events(open_events(&url, Some(2)).await).await, 3);
+    assert_eq!(resumed, recorded[2..]);
+    assert_eq!(again, summary);
 
     // The request as JSON, with its tasks and their created volumes.
+    let http = reqwest::Client::new();
     let shown: Value =
         http.get(format!("{}/v1/requests/sse-1", servers.api_url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(shown["verdict"], "VERDICT_COMPLETED");
@@ -122,6 +138,152 @@ async fn the_event_stream_follows_a_restore_to_its_verdict(transport: Transport)
 }
 
 on_both_transports!(the_event_stream_follows_a_restore_to_its_verdict);
+
+/// The HTTP API of an aggregator over `store` (consuming nothing) on the servers' API port,
+/// until the token is cancelled.
+async fn serve_api(servers: &Servers, store: Store) -> CancellationToken {
+    let aggregator = Aggregator::new(servers.shared_bus().await, store, AggregatorConfig::default());
+    let shutdown = CancellationToken::new();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], servers.api_port));
+    let http = lifeboat_common::http::serve(addr, api::router(aggregator), shutdown.clone()).await.unwrap();
+    tokio::spawn(async move { http.wait().await.unwrap() });
+    shutdown
+}
+
+/// Tasks of the request a follower reads while it is recorded: with its plan, 2,001 events.
+const FOLLOWED_TASKS: usize = 1000;
+
+fn followed_event(request_id: &str, task: usize, phase: pb::TaskPhase) -> pb::StatusEvent {
+    pb::StatusEvent {
+        request_id: request_id.into(),
+        set_name: format!("set-{}", task % 10),
+        task_id: format!("t{task:04}"),
+        resource_type: pb::ResourceType::EbsVolume as i32,
+        phase: phase as i32,
+        attempt: 1,
+        at: Some(lifeboat_common::time::now()),
+        ..Default::default()
+    }
+}
+
+/// A follower attached while a request of 2,001 events is recorded by another replica gets
+/// each event once, in order, then the verdict; and its replica receives fewer than three
+/// messages per event from NATS (each event record once, through a KV watch, and the request
+/// record per read), where re-reading the log on every change would take O(events²).
+#[tokio::test]
+async fn a_follower_reads_each_event_record_once() {
+    init_logging();
+    let servers = Servers::start().await;
+    // The following replica has a connection of its own, whose received messages are counted.
+    let client = servers.bus().await.client().clone();
+    let received = client.statistics();
+    let store = Store::new(Arc::new(KvRecords::open(client).await.unwrap()));
+    let shutdown = serve_api(&servers, store).await;
+
+    let id = "follow-1";
+    let writer = servers.store().await;
+    let plan = pb::RestorePlanned { total_tasks: FOLLOWED_TASKS as u32, ..Default::default() };
+    let planned = pb::StatusEvent {
+        request_id: id.into(),
+        detail: Some(pb::status_event::Detail::Planned(plan)),
+        at: Some(lifeboat_common::time::now()),
+        ..Default::default()
+    };
+    writer.record(&planned).await.unwrap();
+    let url = format!("{}/v1/requests/{id}/events", servers.api_url());
+    let before = received.in_messages.load(Ordering::Relaxed);
+    let stream = open_events(&url, None).await;
+    let recording = tokio::spawn(async move {
+        for task in 0..FOLLOWED_TASKS {
+            for phase in [pb::TaskPhase::Queued, pb::TaskPhase::Succeeded] {
+                writer.record(&followed_event(id, task, phase)).await.unwrap().expect("a new event");
+            }
+        }
+        writer
+    });
+    let (followed, summary) = in_sequence(&collect_events(stream).await, 1);
+    let read = received.in_messages.load(Ordering::Relaxed) - before;
+    let writer = recording.await.unwrap();
+    let events = 1 + 2 * FOLLOWED_TASKS as u64;
+    assert_eq!(followed, writer.events(id, 0).await.unwrap(), "every recorded event, once, in order");
+    assert_eq!(followed.len() as u64, events);
+    assert_eq!(verdict(&summary), pb::Verdict::Completed);
+    println!("following {events} events: {read} messages received");
+    assert!(read < 3 * events, "following {events} events took {read} messages");
+
+    // Reconnecting after event 1,000: the later events only, then the verdict.
+    let before = received.in_messages.load(Ordering::Relaxed);
+    let (resumed, _) = in_sequence(&collect_events(open_events(&url, Some(1000)).await).await, 1001);
+    let read = received.in_messages.load(Ordering::Relaxed) - before;
+    assert_eq!(resumed, followed[1000..]);
+    println!("resuming after event 1000 of {events}: {read} messages received");
+    assert!(read < 3 * events, "resuming took {read} messages");
+    shutdown.cancel();
+}
+
+/// KV records of a replica that dies after each conditional write of a request: the event
+/// records it should write next never are.
+struct DyingWriter(KvRecords);
+
+#[async_trait]
+impl Records for DyingWriter {
+    async fn get(&self, key: Key<'_>) -> lifeboat_common::bus::Result<Option<Versioned>> {
+        self.0.get(key).await
+    }
+    async fn put_if(&self, key: Key<'_>, value: Bytes, expected: u64) -> lifeboat_common::bus::Result<Option<u64>> {
+        self.0.put_if(key, value, expected).await
+    }
+    async fn put(&self, _key: Key<'_>, _value: Bytes) -> lifeboat_common::bus::Result<()> {
+        Ok(())
+    }
+    async fn tasks(&self, request_id: &str) -> lifeboat_common::bus::Result<Vec<Bytes>> {
+        self.0.tasks(request_id).await
+    }
+    async fn events(&self, request_id: &str, after: u64) -> lifeboat_common::bus::Result<Vec<Bytes>> {
+        self.0.events(request_id, after).await
+    }
+    async fn requests(
+        &self,
+        limit: usize,
+        after: Option<&str>,
+    ) -> lifeboat_common::bus::Result<(Vec<Bytes>, Option<String>)> {
+        self.0.requests(limit, after).await
+    }
+}
+
+/// Events whose record a dying writer left unwritten still reach a follower of the KV watch
+/// in order, each once: from the request record while it is pending, and not again when the
+/// next writer completes it; the last one, never written, comes before the verdict.
+#[tokio::test]
+async fn a_follower_gets_the_events_a_dying_writer_left_pending() {
+    init_logging();
+    let servers = Servers::start().await;
+    let shutdown = serve_api(&servers, servers.store().await).await;
+    let dying = Store::new(Arc::new(DyingWriter(KvRecords::open(servers.bus().await.client().clone()).await.unwrap())));
+    let healthy = servers.store().await;
+    let id = "follow-dying";
+    let plan = pb::RestorePlanned { total_tasks: 1, ..Default::default() };
+    let planned = pb::StatusEvent {
+        request_id: id.into(),
+        detail: Some(pb::status_event::Detail::Planned(plan)),
+        at: Some(lifeboat_common::time::now()),
+        ..Default::default()
+    };
+    dying.record(&planned).await.unwrap().expect("planned");
+    let stream = open_events(&format!("{}/v1/requests/{id}/events", servers.api_url()), None).await;
+    // Completes the plan's event record, then writes its own.
+    healthy.record(&followed_event(id, 0, pb::TaskPhase::Queued)).await.unwrap().expect("queued");
+    dying.record(&followed_event(id, 0, pb::TaskPhase::Succeeded)).await.unwrap().expect("succeeded");
+
+    let (followed, summary) = in_sequence(&collect_events(stream).await, 1);
+    assert_eq!(followed.len(), 3, "{followed:?}");
+    assert!(matches!(followed[0].event.as_ref().unwrap().detail, Some(pb::status_event::Detail::Planned(_))));
+    assert_eq!(followed[2].event.as_ref().unwrap().phase, pb::TaskPhase::Succeeded as i32);
+    assert_eq!(verdict(&summary), pb::Verdict::Completed);
+    let kv = KvRecords::open(servers.bus().await.client().clone()).await.unwrap();
+    assert!(kv.get(Key::Event(id, 3)).await.unwrap().is_none(), "the last event is only pending");
+    shutdown.cancel();
+}
 
 #[tokio::test]
 async fn requests_are_submitted_as_json_listed_and_unknown_ones_are_json_404s() {

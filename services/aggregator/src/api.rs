@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use lifeboat_common::bus::OutgoingMessage;
+use lifeboat_common::bus::{BusError, OutgoingMessage};
 use lifeboat_common::{subjects, trace_context};
 use lifeboat_proto::{CancelQuery, OperatorReply, RestoreRequest, RetryQuery};
 use prost::Message;
@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::operator::OperatorError;
 use crate::service::Aggregator;
+use crate::store::EventLog;
 
 /// Every route of the API, as (method, path): the OpenAPI description must list exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -252,8 +253,11 @@ async fn follow(
         return Err(ApiError::not_found(&id));
     }
     let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let changes = aggregator.changes();
-    let follower = Follower { aggregator, id, after, queue: VecDeque::new(), changes, done: false };
+    let log = aggregator.store().follow(&id, after).await.map_err(ApiError::internal)?;
+    // Pushed records wake the follower for every replica's writes; otherwise this replica's
+    // own changes do (and the poll catches the others').
+    let changes = (!log.is_pushed()).then(|| aggregator.changes());
+    let follower = Follower { log, queue: VecDeque::new(), changes, unread: true, done: false };
     let stream = futures::stream::unfold(follower, |mut follower| async move {
         follower.next().await.map(|event| (Ok::<_, Infallible>(event), follower))
     });
@@ -261,12 +265,23 @@ async fn follow(
 }
 
 struct Follower {
-    aggregator: Arc<Aggregator>,
-    id: String,
-    after: u64,
+    log: EventLog,
     queue: VecDeque<Event>,
-    changes: broadcast::Receiver<String>,
+    changes: Option<broadcast::Receiver<String>>,
+    /// Something may have been recorded since the last read (the follower was woken).
+    unread: bool,
     done: bool,
+}
+
+/// The next change this replica records; never, for a follower that does not listen.
+async fn changed(changes: &mut Option<broadcast::Receiver<String>>) {
+    match changes {
+        // A lagging receiver has missed changes: reading the log now is what it needs too.
+        Some(changes) => {
+            let _ = changes.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Follower {
@@ -278,30 +293,41 @@ impl Follower {
             if self.done {
                 return None;
             }
-            if let Err(e) = self.read().await {
-                self.done = true;
-                return Some(Event::default().event("error").data(json!({ "error": e.to_string() }).to_string()));
-            }
-            if self.queue.is_empty() && !self.done {
-                tokio::select! {
-                    _ = self.changes.recv() => {}
-                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            if self.unread {
+                self.unread = false;
+                if let Err(e) = self.read().await {
+                    return Some(self.failed(e));
                 }
+                continue;
             }
+            let woken = tokio::select! {
+                arrived = self.log.arrival() => arrived,
+                _ = changed(&mut self.changes) => Ok(()),
+                _ = tokio::time::sleep(FOLLOW_POLL) => Ok(()),
+            };
+            if let Err(e) = woken {
+                return Some(self.failed(e));
+            }
+            self.unread = true;
         }
+    }
+
+    /// The stream's last event: why it ends early.
+    fn failed(&mut self, e: BusError) -> Event {
+        self.done = true;
+        Event::default().event("error").data(json!({ "error": e.to_string() }).to_string())
     }
 
     /// Queues the events recorded since the last read, and the verdict once every event up
     /// to the final one has been sent.
     async fn read(&mut self) -> lifeboat_common::bus::Result<()> {
-        let store = self.aggregator.store();
-        for recorded in store.events(&self.id, self.after).await? {
-            self.after = recorded.sequence;
+        let (events, head) = self.log.read().await?;
+        for recorded in events {
             let data = serde_json::to_string(&recorded).unwrap_or_default();
             self.queue.push_back(Event::default().event("status").id(recorded.sequence.to_string()).data(data));
         }
-        if let Some((summary, sequence)) = store.head(&self.id).await? {
-            if summary.r#final && self.after >= sequence {
+        if let Some((summary, sequence)) = head {
+            if summary.r#final && self.log.last_sequence() >= sequence {
                 self.queue.push_back(
                     Event::default().event("verdict").data(serde_json::to_string(&summary).unwrap_or_default()),
                 );

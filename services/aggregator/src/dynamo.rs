@@ -216,8 +216,13 @@ impl Records for DynamoRecords {
 
     async fn put(&self, key: Key<'_>, value: Bytes) -> Result<()> {
         let item = self.item(key, value, 1)?;
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_error)?;
-        Ok(())
+        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        match put.condition_expression("attribute_not_exists(pk)").send().await {
+            Ok(_) => Ok(()),
+            // Written already, with the same value.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
     }
 
     async fn tasks(&self, request_id: &str) -> Result<Vec<Bytes>> {

@@ -9,13 +9,15 @@
 //! nothing. The protocol needs only per-record compare-and-set ([`Records`]), which both the
 //! JetStream KV bucket ([`KvRecords`]) and DynamoDB ([`crate::dynamo::DynamoRecords`]) offer.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::push, consumer::DeliverPolicy, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use lifeboat_common::bus::{BusError, Result};
 use lifeboat_common::restore::HEARTBEAT;
 use lifeboat_common::subjects;
@@ -70,6 +72,9 @@ pub struct Versioned {
     pub version: u64,
 }
 
+/// Event records pushed as they are written, from [`Records::watch_events`].
+pub type EventRecords = BoxStream<'static, Result<Bytes>>;
+
 /// Records with compare-and-set writes: what the store protocol needs from a database.
 #[async_trait]
 pub trait Records: Send + Sync + 'static {
@@ -77,12 +82,22 @@ pub trait Records: Send + Sync + 'static {
     /// Writes if the record's version is `expected` (0: there is no record). `None` when
     /// another writer got there first.
     async fn put_if(&self, key: Key<'_>, value: Bytes, expected: u64) -> Result<Option<u64>>;
-    /// Writes unconditionally: for records everyone writes with the same value.
+    /// Writes unless the record exists: for records everyone writes with the same value (an
+    /// event at its sequence), so that completing a change again writes nothing, and a watch
+    /// sees each record once.
     async fn put(&self, key: Key<'_>, value: Bytes) -> Result<()>;
     /// Every task record of a request.
     async fn tasks(&self, request_id: &str) -> Result<Vec<Bytes>>;
     /// The event records of a request with a sequence above `after`, in any order.
     async fn events(&self, request_id: &str, after: u64) -> Result<Vec<Bytes>>;
+    /// The event records of a request with a sequence above `after`, then each one as it is
+    /// written, for as long as the stream is held (readers still drop a record they have, in
+    /// case a database repeats one). `None` where the database does not push writes:
+    /// followers then query [`Records::events`] after their last event again, which costs as
+    /// much as the new records where that is a key-range query (DynamoDB).
+    async fn watch_events(&self, _request_id: &str, _after: u64) -> Result<Option<EventRecords>> {
+        Ok(None)
+    }
     /// Request records, newest first, from after the cursor; and the next page's cursor.
     async fn requests(&self, limit: usize, after: Option<&str>) -> Result<(Vec<Bytes>, Option<String>)>;
 }
@@ -325,6 +340,13 @@ impl Store {
         Ok(gapless)
     }
 
+    /// The request's event log from after sequence `after`, for one follower to read as it
+    /// grows ([`EventLog::read`]).
+    pub async fn follow(&self, request_id: &str, after: u64) -> Result<EventLog> {
+        let watch = self.records.watch_events(request_id, after).await?;
+        Ok(EventLog { store: self.clone(), request_id: request_id.to_string(), after, watch, ahead: BTreeMap::new() })
+    }
+
     /// Requests, newest first, `limit` per page; with a filter, only those with that verdict
     /// (reading on through the store until the page is full or the store ends).
     pub async fn list(&self, limit: usize, after: Option<&str>, verdict: Option<Verdict>) -> Result<RequestPage> {
@@ -350,6 +372,93 @@ impl Store {
             }
             cursor = next;
         }
+    }
+}
+
+/// One follower's reading of a request's event log while the request runs, with the order of
+/// [`Store::events`] (by sequence, no gaps, the request record's pending event counts) and
+/// each event handed out once. Where the records push their writes (a KV watch) every event
+/// record is read once however long the log gets; elsewhere each read queries the records
+/// after the last event handed out.
+pub struct EventLog {
+    store: Store,
+    request_id: String,
+    /// The sequence of the last event handed out.
+    after: u64,
+    watch: Option<EventRecords>,
+    /// Events that arrived before one whose record is not written yet, kept until it is.
+    ahead: BTreeMap<u64, RecordedEvent>,
+}
+
+/// Keeps an event for the reader of a log that has handed out every event up to `after`.
+fn keep_ahead(ahead: &mut BTreeMap<u64, RecordedEvent>, after: u64, event: RecordedEvent) {
+    if event.sequence > after {
+        ahead.insert(event.sequence, event);
+    }
+}
+
+impl EventLog {
+    /// Whether new event records are pushed ([`EventLog::arrival`]); if not, the reader polls.
+    pub fn is_pushed(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    /// The sequence of the last event handed out.
+    pub fn last_sequence(&self) -> u64 {
+        self.after
+    }
+
+    /// Waits for the next pushed event record and keeps it for [`EventLog::read`]; never
+    /// returns for a log that is not pushed. Safe to cancel: a record received is kept.
+    pub async fn arrival(&mut self) -> Result<()> {
+        let Some(watch) = self.watch.as_mut() else {
+            return std::future::pending().await;
+        };
+        match watch.next().await {
+            Some(record) => {
+                keep_ahead(&mut self.ahead, self.after, decode(&record?)?);
+                Ok(())
+            }
+            None => Err(BusError::Store(format!("request {}: the event watch ended", self.request_id))),
+        }
+    }
+
+    /// The events recorded after the ones already handed out, in order and without gaps (an
+    /// event whose record is not written yet ends them, until it is), and the request's
+    /// summary (no tasks) with the sequence of its last recorded event. Reads the request
+    /// record once, and event records only if they are not pushed.
+    pub async fn read(&mut self) -> Result<(Vec<RecordedEvent>, Option<(RequestSummary, u64)>)> {
+        match self.watch.as_mut() {
+            Some(watch) => {
+                // What has arrived already; later records wake the reader through `arrival`.
+                while let Some(received) = watch.next().now_or_never() {
+                    let Some(record) = received else {
+                        return Err(BusError::Store(format!("request {}: the event watch ended", self.request_id)));
+                    };
+                    keep_ahead(&mut self.ahead, self.after, decode(&record?)?);
+                }
+            }
+            None => {
+                for record in self.store.records.events(&self.request_id, self.after).await? {
+                    keep_ahead(&mut self.ahead, self.after, decode(&record)?);
+                }
+            }
+        }
+        let head = match self.store.request(&self.request_id).await? {
+            Some((stored, _)) => {
+                if let Some(event) = stored.pending.as_ref().and_then(|p| p.event.clone()) {
+                    keep_ahead(&mut self.ahead, self.after, event);
+                }
+                Some((RequestState::from_stored(&stored).summary(), stored.sequence))
+            }
+            None => None,
+        };
+        let mut events = Vec::new();
+        while let Some(event) = self.ahead.remove(&(self.after + 1)) {
+            self.after = event.sequence;
+            events.push(event);
+        }
+        Ok((events, head))
     }
 }
 
@@ -448,8 +557,11 @@ impl Records for KvRecords {
     }
 
     async fn put(&self, key: Key<'_>, value: Bytes) -> Result<()> {
-        self.store.put(Self::key(key), value).await.map_err(store_error)?;
-        Ok(())
+        match self.store.create(Self::key(key), value).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     async fn tasks(&self, request_id: &str) -> Result<Vec<Bytes>> {
@@ -463,6 +575,23 @@ impl Records for KvRecords {
             .into_iter()
             .filter(|bytes| RecordedEvent::decode(bytes.as_ref()).map(|e| e.sequence > after).unwrap_or(true))
             .collect())
+    }
+
+    async fn watch_events(&self, request_id: &str, after: u64) -> Result<Option<EventRecords>> {
+        // Keys cannot be filtered by number, so the watch starts at the request's first event
+        // and drops those up to `after`: a resumed follower reads the earlier records once too.
+        let watch = self.store.watch_with_history(format!("{request_id}.event.>")).await.map_err(store_error)?;
+        let records = watch.filter_map(move |entry| async move {
+            match entry {
+                Err(e) => Some(Err(store_error(e))),
+                Ok(entry) if entry.operation != kv::Operation::Put => None,
+                Ok(entry) => {
+                    let later = RecordedEvent::decode(entry.value.as_ref()).map(|e| e.sequence > after).unwrap_or(true);
+                    later.then_some(Ok(entry.value))
+                }
+            }
+        });
+        Ok(Some(records.boxed()))
     }
 
     async fn requests(&self, limit: usize, after: Option<&str>) -> Result<(Vec<Bytes>, Option<String>)> {
