@@ -24,9 +24,13 @@ fn work() -> Queue {
 /// The tests' SQS bus with a redrive policy that moves a message after `max_receive_count`
 /// receives, its queues brought up to date (the main queue's redrive policy set again).
 async fn redriving_bus(servers: &Servers, max_receive_count: u32) -> SqsBus {
+    redriving(servers, &work(), max_receive_count).await
+}
+
+async fn redriving(servers: &Servers, queue: &Queue, max_receive_count: u32) -> SqsBus {
     let config = SqsConfig { max_receive_count, ..servers.sqs_config() };
     let bus = SqsBus::new(&servers.aws("us-east-1"), config).expect("SQS bus");
-    bus.ensure_queue(&work()).await.expect("update the work queue");
+    bus.ensure_queue(queue).await.expect("update the queue");
     bus
 }
 
@@ -221,4 +225,28 @@ async fn sqs_a_redriven_message_whose_report_fails_stays_in_the_redrive_queue_un
     assert_eq!(dead.len(), 1, "dead-lettered once, after the report: {dead:?}");
     assert_eq!(dead[0].payload, b"crashes");
     assert!(dead[0].reason().is_some_and(|reason| reason.starts_with(REDRIVEN)), "{dead:?}");
+}
+
+#[tokio::test]
+async fn sqs_a_request_sqs_redrove_ends_failed_saying_discovery_could_not_plan_it() {
+    init_logging();
+    let servers = Servers::start_with(Transport::Sqs).await;
+    let sqs = redriving(&servers, &Queue::Requests, 2).await;
+    let submitted = request("redrive-request", Vec::new());
+    let message = OutgoingMessage::proto(subjects::RESTORE_REQUESTS, &submitted)
+        .dedupe_id("redrive-request")
+        .header(subjects::HEADER_REQUEST_ID, "redrive-request");
+    sqs.publish(message).await.unwrap();
+    assert_eq!(crash_on_every_receive(&sqs, &Queue::Requests).await, 2);
+
+    let planning = ServiceSet { ebs: None, dynamodb: None, ec2: None, rds: None, ..ServiceSet::default() };
+    let _services = Running::start(&servers, planning).await;
+    let summary = final_summary(&servers.client().await, "redrive-request").await;
+    assert_eq!(verdict(&summary), pb::Verdict::Failed, "{summary:#?}");
+    assert!(summary.stalled.contains("discovery could not plan the request"), "{}", summary.stalled);
+    assert!(summary.stalled.contains("after 2 receives"), "says why: {}", summary.stalled);
+    emptied(&sqs, &QueueKey::redrive(&Queue::Requests)).await;
+    let dead = dead_letters(&servers, &Queue::Requests).await;
+    assert_eq!(dead.len(), 1, "kept once for operators: {dead:?}");
+    assert_eq!(dead[0].header(subjects::HEADER_REQUEST_ID), Some("redrive-request"));
 }

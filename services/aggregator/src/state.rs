@@ -204,8 +204,13 @@ impl RequestState {
                 self.meta.rejection = Some(rejected.clone());
                 change.meta = true;
             }
-            // The stall sweep ends a request that cannot otherwise reach its verdict.
-            None if event.task_id.is_empty() && event.reason_code == STALLED && self.meta.stalled.is_empty() => {
+            // The stall sweep (STALLED), or discovery giving up on a request it could not plan
+            // (a dead letter), ends a request that cannot otherwise reach its verdict.
+            None if event.task_id.is_empty()
+                && TaskPhase::try_from(event.phase) == Ok(TaskPhase::Failed)
+                && !event.reason_code.is_empty()
+                && self.meta.stalled.is_empty() =>
+            {
                 self.meta.stalled = event.message.clone();
                 change.meta = true;
             }

@@ -616,4 +616,28 @@ impl Handler for Discovery {
             tracing::info_span!("discovery.plan", request_id = %request.request_id, sets = request.restore_sets.len());
         tracing::Instrument::instrument(self.plan(&request, delivery.attempt), span).await
     }
+
+    /// A request no delivery could plan (it ran out of deliveries, or SQS redrove it after
+    /// crashes) ends FAILED with the reason, as a request-level event the aggregator records;
+    /// an undecodable one was rejected already. The message stays until the event is stored.
+    async fn dead_lettered(&self, delivery: &Delivery, code: &str, reason: &str) -> lifeboat_common::bus::Result<()> {
+        if code == reason::UNDECODABLE_REQUEST {
+            return Ok(());
+        }
+        let decoded = decode_request(delivery.payload.as_ref()).ok().map(|r| r.request_id);
+        let header = delivery.header(subjects::HEADER_REQUEST_ID).map(str::to_string);
+        let Some(request_id) = decoded.into_iter().chain(header).find(|id| ids::is_valid_request_id(id)) else {
+            warn!(code, reason, "a dead-lettered request names no request id; nobody to tell");
+            return Ok(());
+        };
+        warn!(request_id, code, reason, "the request could not be planned; it ends FAILED");
+        let event = StatusEvent {
+            request_id,
+            phase: TaskPhase::Failed as i32,
+            reason_code: code.to_string(),
+            message: format!("discovery could not plan the request: {reason}"),
+            ..Default::default()
+        };
+        self.reporter.report(event).await
+    }
 }
