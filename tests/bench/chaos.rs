@@ -4,23 +4,11 @@
 //! of every service while one of each is killed. Prints the time to the verdict and whether
 //! every task has exactly one volume and the counts are exact.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lifeboat_tests::chaos::Rng;
 use lifeboat_tests::chaos_run::{chaos_request, seed, settle, Stack};
 use lifeboat_tests::*;
-
-/// The `lifeboat` binary next to this one (`LIFEBOAT_BIN` overrides).
-fn lifeboat_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("LIFEBOAT_BIN") {
-        return PathBuf::from(path);
-    }
-    let bench = std::env::current_exe().expect("bench binary path");
-    let binary = bench.with_file_name("lifeboat");
-    assert!(binary.exists(), "build it first: cargo build --locked --bin lifeboat (or set LIFEBOAT_BIN)");
-    binary
-}
 
 pub async fn chaos(tasks: usize) {
     let per_region = tasks.div_ceil(2).max(1);
@@ -44,7 +32,7 @@ async fn run(transport: Transport, replicas: usize, per_region: usize) {
     let mut rng = Rng::from_env(&format!("bench-{transport:?}-{replicas}"));
     let servers = Servers::start_with(transport).await;
     seed(&servers, per_region).await;
-    let mut stack = Stack::start(lifeboat_binary(), &servers, replicas).await;
+    let mut stack = Stack::start(crate::lifeboat_binary(), &servers, replicas).await;
     // One replica: discovery three times, ebs once per 20 tasks (at least four, at most twelve).
     // Two: one of each service's replicas, and ebs twice more, while the twins carry on.
     let (victims, run) = if replicas == 1 {

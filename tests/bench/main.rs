@@ -13,7 +13,8 @@
 //!    counted at a non-throttling proxy.
 //! 5. throttled: the same behind a proxy enforcing EC2's documented buckets, with one and three
 //!    `ebs` replicas: CreateVolume rate achieved against the refill rate, share throttled.
-//! 6. rss: resident memory of the services (in this process) with thousands of tasks in flight.
+//! 6. rss: resident memory of each service, every one a `lifeboat serve <service>` process
+//!    (`$LIFEBOAT_BIN`, else the `lifeboat` built next to the bench), with 10,000 tasks in flight.
 //! 7. chaos: the suite's chaos runs with N volumes, over both transports (see `chaos.rs`).
 //!
 //! `cargo run --locked -p lifeboat-tests --bin lifeboat-bench -- <case> [N]`, case one of
@@ -21,6 +22,7 @@
 
 mod chaos;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ use futures::StreamExt;
 use lifeboat_common::quota::QuotaConfig;
 use lifeboat_common::subjects;
 use lifeboat_proto as pb;
+use lifeboat_tests::chaos::{Fleet, Memory, Pid};
 use lifeboat_tests::throttle::{Limits, ThrottlingProxy};
 use lifeboat_tests::*;
 
@@ -461,35 +464,131 @@ async fn throttled(count: usize) {
     }
 }
 
-/// The process's resident set now (Linux `VmRSS`).
-fn rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+/// The services of `lifeboat serve`, each measured in a process of its own.
+const SERVICES: &[&str] = &["discovery", "ebs", "dynamodb", "ec2", "rds", "aggregator"];
+
+/// The `lifeboat` binary the services run from: `$LIFEBOAT_BIN`, else the one built next to
+/// this bench (`target/<profile>/lifeboat`).
+fn lifeboat_binary() -> PathBuf {
+    let binary = std::env::var_os("LIFEBOAT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_exe().expect("the bench's own path").with_file_name("lifeboat"));
+    assert!(
+        binary.is_file(),
+        "LIFEBOAT_BIN: no lifeboat binary at {} (cargo build --locked --workspace --tests --bins)",
+        binary.display()
+    );
+    binary
 }
 
-/// Every service runs in this process; behind EC2's buckets CreateVolume admits 5/s, so
-/// nearly all tasks stay in flight (planned, queued, waiting their token) while RSS is sampled.
+/// Until every service answers its readiness probe (its bus and, for the aggregator, its store).
+async fn wait_ready(fleet: &mut Fleet, ports: &[u16]) {
+    for port in ports {
+        let probe = format!("http://127.0.0.1:{port}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !reqwest::get(&probe).await.is_ok_and(|r| r.status().is_success()) {
+            fleet.assert_running();
+            assert!(Instant::now() < deadline, "{probe} not ready within 60s:\n{}", fleet.logs_tail(20));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// One service's process: resident before the submit, the samples of the steady window, and
+/// its high-water mark before the submit (to tell a peak of its start-up from one of the work).
+struct Sampled {
+    pid: Pid,
+    baseline: Memory,
+    highest_sample_kib: u64,
+    steady_kib: Vec<u64>,
+}
+
+impl Sampled {
+    /// The kernel's high-water mark when it rose after the submit (a spike between samples
+    /// counts), else the highest sample: start-up's own peak is not the work's.
+    fn peak_kib(&self, now: Memory) -> u64 {
+        if now.peak_rss_kib > self.baseline.peak_rss_kib {
+            now.peak_rss_kib
+        } else {
+            self.highest_sample_kib
+        }
+    }
+
+    /// The median of the steady window.
+    fn steady_kib(&self) -> u64 {
+        let mut samples = self.steady_kib.clone();
+        samples.sort_unstable();
+        samples.get(samples.len() / 2).copied().unwrap_or(self.baseline.rss_kib)
+    }
+}
+
+/// Tasks planned and not final.
+fn in_flight(summary: &pb::RequestSummary) -> usize {
+    let counts = summary.counts.clone().unwrap_or_default();
+    let ended = counts.succeeded + counts.failed + counts.skipped + counts.cancelled;
+    summary.total_tasks.saturating_sub(ended) as usize
+}
+
+/// Sampled after every task is enqueued: this long, the last `STEADY_WINDOW` of it the steady state.
+const IN_FLIGHT_FOR: Duration = Duration::from_secs(30);
+const STEADY_WINDOW: Duration = Duration::from_secs(10);
+
+/// Each service in a `lifeboat serve <service>` process of its own (the `lifeboat` binary of
+/// `$LIFEBOAT_BIN`); behind EC2's buckets CreateVolume admits 5/s, so nearly all tasks stay in
+/// flight (planned, queued, waiting their token) while every process's RSS is sampled.
 async fn rss(tasks: usize) {
-    println!("== rss: services with {tasks} tasks in flight (all in this process)");
+    println!("== rss: each service in its own process, {tasks} EBS tasks in flight");
     let mut servers = Servers::start().await;
     // Untagged, as in fan-out: moto's tag filters are too slow at this count.
     seed(&servers.ec2("us-east-1"), tasks, "").await;
-    let baseline = rss_mib().unwrap_or_default();
     let proxy = ThrottlingProxy::start(&servers.moto_url, Limits::ec2()).await;
     let moto_url = std::mem::replace(&mut servers.moto_url, proxy.url.clone());
-    let services = Running::start(&servers, ServiceSet::default()).await;
+    let mut fleet = Fleet::new(lifeboat_binary(), &servers);
     servers.moto_url = moto_url;
+    let ports: Vec<u16> =
+        SERVICES.iter().map(|&service| if service == "aggregator" { servers.api_port } else { free_port() }).collect();
+    let pids: Vec<Pid> =
+        SERVICES.iter().zip(&ports).map(|(&service, &port)| fleet.spawn(service, service, Some(port), &[])).collect();
+    wait_ready(&mut fleet, &ports).await;
+    // Idle: connected, consumers pulling, nothing to do yet.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut sampled: Vec<Sampled> = pids
+        .iter()
+        .map(|&pid| {
+            let baseline = fleet.memory(pid).expect("a running service");
+            Sampled { pid, baseline, highest_sample_kib: baseline.rss_kib, steady_kib: Vec::new() }
+        })
+        .collect();
+
+    let client = servers.client().await;
+    let mut request = request("rss", vec![set("")]);
+    // Past 1,000 tasks a request needs the operator's confirmation, as on the CLI.
+    request.options.get_or_insert_with(Default::default).confirm_large = true;
     let started = Instant::now();
-    servers.client().await.submit(&request("rss", vec![set("")])).await.unwrap();
+    client.submit(&request).await.unwrap();
     let bus = servers.bus().await;
     let mut stream = bus.context().get_stream(subjects::WORK_STREAM).await.unwrap();
-    let mut peak = baseline;
     let mut enqueued_at = None;
-    // Sampled until every task was enqueued and 30 s more, with the services working them.
-    while enqueued_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(30)) {
-        peak = peak.max(rss_mib().unwrap_or_default());
+    let mut in_flight_samples = Vec::new();
+    while enqueued_at.is_none_or(|at: Instant| at.elapsed() < IN_FLIGHT_FOR) {
+        fleet.assert_running();
+        let steady = enqueued_at.is_some_and(|at: Instant| at.elapsed() >= IN_FLIGHT_FOR - STEADY_WINDOW);
+        for process in &mut sampled {
+            let rss = fleet.memory(process.pid).expect("a running service").rss_kib;
+            process.highest_sample_kib = process.highest_sample_kib.max(rss);
+            if steady {
+                process.steady_kib.push(rss);
+            }
+        }
+        if steady {
+            if let Ok(Some(summary)) = client.status("rss", false).await.map(|reply| reply.summary) {
+                in_flight_samples.push(in_flight(&summary));
+            }
+        }
         let stored = stream.info().await.unwrap().state.messages as usize;
         let created = proxy.count("CreateVolume").passed() as usize;
         if enqueued_at.is_none() && stored + created >= tasks {
@@ -502,10 +601,46 @@ async fn rss(tasks: usize) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("  RSS before the services started (moto clients, seeding): {baseline:.0} MiB");
-    println!("  peak RSS with the tasks in flight: {peak:.0} MiB (+{:.0} MiB)", peak - baseline);
-    println!("  volumes created meanwhile: {}", proxy.count("CreateVolume").passed());
-    services.stop().await;
+    in_flight_samples.sort_unstable();
+    let created = proxy.count("CreateVolume").passed() as usize;
+    // A busy aggregator may answer no status query in the window; then every task whose volume
+    // is not created yet counts as in flight.
+    let (in_flight, counted_by) = match in_flight_samples.get(in_flight_samples.len() / 2) {
+        Some(&median) => (median, format!("median of {} status replies", in_flight_samples.len())),
+        None => (tasks.saturating_sub(created), "no status reply: tasks less volumes created".to_string()),
+    };
+    println!(
+        "  steady state: the last {}s of {}s with the tasks in flight; {in_flight} of {tasks} in flight ({counted_by}), {created} volumes created",
+        STEADY_WINDOW.as_secs(),
+        IN_FLIGHT_FOR.as_secs(),
+    );
+    println!(
+        "  {:<11} {:>8} {:>13} {:>10} {:>12} {:>30}",
+        "service", "pid", "baseline MiB", "peak MiB", "steady MiB", "steady - baseline per 1,000"
+    );
+    for process in &sampled {
+        let now = fleet.memory(process.pid).expect("a running service");
+        let (baseline, steady) = (process.baseline.rss_kib, process.steady_kib());
+        let per_thousand = mib(steady.saturating_sub(baseline)) * 1000.0 / in_flight.max(1) as f64;
+        println!(
+            "  {:<11} {:>8} {:>13.1} {:>10.1} {:>12.1} {:>26.2} MiB",
+            fleet.name(process.pid),
+            fleet.os_pid(process.pid).unwrap_or_default(),
+            mib(baseline),
+            mib(process.peak_kib(now)),
+            mib(steady),
+            per_thousand
+        );
+    }
+    // Ended rather than left to the kill: its tasks not started end CANCELLED.
+    let cancelled = Instant::now();
+    client.cancel("rss", "benchmark finished").await.unwrap();
+    match client.watch("rss", Some(Duration::from_secs(600)), |_| {}).await {
+        Ok(summary) => {
+            println!("  cancelled: {:?} {:.1}s later", verdict(&summary), cancelled.elapsed().as_secs_f64())
+        }
+        Err(e) => println!("  cancelled, no verdict within 600s: {e}"),
+    }
 }
 
 #[tokio::main]

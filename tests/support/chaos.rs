@@ -94,6 +94,15 @@ pub struct Fleet {
     logs: tempfile::TempDir,
 }
 
+/// Resident memory of a [`Fleet`] process, in KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident now (`VmRSS`).
+    pub rss_kib: u64,
+    /// The most it was resident at any moment of this life (`VmHWM`): a peak between samples too.
+    pub peak_rss_kib: u64,
+}
+
 /// A process of a [`Fleet`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pid(usize);
@@ -184,6 +193,21 @@ impl Fleet {
 
     pub fn name(&self, pid: Pid) -> &str {
         &self.processes[pid.0].name
+    }
+
+    /// The operating system's id of the process now, `None` while it is down.
+    pub fn os_pid(&self, pid: Pid) -> Option<u32> {
+        self.processes[pid.0].child.as_ref().and_then(Child::id)
+    }
+
+    /// The process's memory now, from `/proc/<pid>/status` (Linux); `None` while it is down.
+    pub fn memory(&self, pid: Pid) -> Option<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.os_pid(pid)?)).ok()?;
+        let kib = |field: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(field))?;
+            line[field.len()..].split_whitespace().next()?.parse().ok()
+        };
+        Some(Memory { rss_kib: kib("VmRSS:")?, peak_rss_kib: kib("VmHWM:")? })
     }
 
     /// How many times each process was started, by name.
