@@ -319,6 +319,27 @@ impl SqsBus {
             .ok_or_else(|| setup("GetQueueAttributes returned no QueueArn".to_string()))
     }
 
+    /// The receives after which SQS moves a message of the queue at `url`, from its redrive
+    /// policy as deployed (a template may set another count than this process's settings).
+    async fn deployed_max_receive_count(&self, url: &str) -> Option<u32> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .ok()?;
+        let policy = output.attributes()?.get(&QueueAttributeName::RedrivePolicy)?;
+        let policy: serde_json::Value = serde_json::from_str(policy).ok()?;
+        // A number or, as AWS itself writes it, a string.
+        match &policy["maxReceiveCount"] {
+            serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+            serde_json::Value::String(n) => n.parse().ok(),
+            _ => None,
+        }
+    }
+
     fn cache(&self, key: &QueueKey, url: Arc<str>) {
         if let Ok(mut urls) = self.urls.lock() {
             urls.insert(key.clone(), url);
@@ -575,12 +596,13 @@ impl Bus for SqsBus {
         let (key, redrive_key) = (QueueKey::main(queue), QueueKey::redrive(queue));
         let queue_url = self.url(&key).await?;
         let redrive_url = self.url(&redrive_key).await?;
+        let receives = self.deployed_max_receive_count(&queue_url).await.unwrap_or(self.config.max_receive_count);
         let reason = format!(
             "SQS moved it from {} to {} after {} receives without a handler finishing (a crash, or a visibility \
              timeout that kept running out)",
             self.target(&key)?.name,
             self.target(&redrive_key)?.name,
-            self.config.max_receive_count
+            receives
         );
         debug!(queue = %queue.consumer_name(), url = %queue_url, redrive_url = %redrive_url, "consuming sqs queue");
         Ok(Box::new(SqsSource::new(ReceiveSettings {
