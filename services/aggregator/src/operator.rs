@@ -20,6 +20,10 @@ use lifeboat_proto::{
 
 use crate::service::Aggregator;
 
+/// Task ids a retry event lists; the rest are counted (10,000 ids would make a 280 KB event,
+/// near DynamoDB's item and SQS's message limits).
+const RETRIED_IDS_LISTED: usize = 100;
+
 /// Why an operator command was refused; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -175,7 +179,8 @@ impl Aggregator {
             message: format!("{} tasks retried", task_ids.len()),
             attempt: generation,
             retried: Some(RequestRetried {
-                task_ids: task_ids.clone(),
+                task_ids: task_ids.iter().take(RETRIED_IDS_LISTED).cloned().collect(),
+                tasks: task_ids.len() as u32,
                 failed_only: true,
                 set_names: set_names.to_vec(),
             }),
