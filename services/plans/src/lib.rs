@@ -13,7 +13,7 @@ pub mod schedule;
 pub use load::{load, FieldError, LoadError};
 pub use plan::{
     AppConsistent, CopyTo, Drill, DrillTarget, Keep, Lock, LockMode, Plan, ResourceType, Retention, Rule, RuleOptions,
-    Schedule, Selection,
+    Schedule, Selection, Span,
 };
 pub use retention::{expires_at, may_delete, DeleteRefusal};
 pub use schedule::{due_between, due_id, next_due, Due};

@@ -145,27 +145,15 @@ enum Bound {
     Longest,
 }
 
-/// The field to blame when a retention crosses a bound: `days`, or the `keep` tier that sets
-/// the shortest or longest time a point is kept.
+/// The field to blame when a retention crosses a lock's bound: `days`, or the `keep` tier that
+/// keeps points the shortest or the longest.
 fn bound_field(retention: &Retention, field: &str, bound: Bound) -> String {
-    match retention {
-        Retention::Days(_) => at(field, "days"),
-        Retention::Keep(keep) => {
-            let tiers = [
-                ("daily", keep.daily, 1),
-                ("weekly", keep.weekly, 7),
-                ("monthly", keep.monthly, 28),
-                ("yearly", keep.yearly, 365),
-            ];
-            let kept = tiers.iter().filter(|(_, count, _)| *count > 0);
-            let span = |(_, count, days): &&(&str, u32, u64)| u64::from(*count) * days;
-            let tier = match bound {
-                Bound::Shortest => kept.min_by_key(span),
-                Bound::Longest => kept.max_by_key(span),
-            };
-            at(&at(field, "keep"), tier.map_or("daily", |(name, _, _)| *name))
-        }
-    }
+    let spans = retention.spans();
+    let span = match bound {
+        Bound::Shortest => spans.iter().min_by_key(|span| span.shortest_days),
+        Bound::Longest => spans.iter().max_by_key(|span| span.longest_days),
+    };
+    at(field, span.map_or("days", |span| span.field))
 }
 
 #[derive(Default)]
@@ -523,7 +511,7 @@ impl Reader {
         }
         let accounts = self.strings(map, field, "accounts", false, valid_account, "is not a 12-digit account id");
         let regions = self.strings(map, field, "regions", true, valid_region, "is not a region such as us-east-1");
-        if regions.is_empty() && map.get("regions").is_some_and(Value::is_array) {
+        if map.get("regions").and_then(Value::as_array).is_some_and(Vec::is_empty) {
             self.error(&at(field, "regions"), "the selection names no region");
         }
         let (mut include_tags, mut exclude_tags) = (BTreeMap::new(), BTreeMap::new());
@@ -661,16 +649,15 @@ impl Reader {
         if cold_after_days == Some(0) {
             self.error(&at(field, "cold_after_days"), "must be at least 1");
         }
-        let application_consistent = match self.field(map, field, "application_consistent", false) {
-            None => None,
-            Some(value) => {
-                let scripts_field = at(field, "application_consistent");
-                let scripts = self.object(value, &scripts_field, &["pre", "post"])?;
+        let scripts_field = at(field, "application_consistent");
+        let application_consistent = self
+            .field(map, field, "application_consistent", false)
+            .and_then(|value| self.object(value, &scripts_field, &["pre", "post"]))
+            .and_then(|scripts| {
                 let pre = self.string(scripts, &scripts_field, "pre", true);
                 let post = self.string(scripts, &scripts_field, "post", true);
                 Some(AppConsistent { pre: pre?, post: post? })
-            }
-        };
+            });
         Some(RuleOptions { no_reboot, continuous, application_consistent, cold_after_days })
     }
 
@@ -697,16 +684,21 @@ impl Reader {
                     "applies to EBS snapshots: the selection has no ebs or ebs-volume-set",
                 );
             }
-            let (shortest, _) = retention.bounds_days();
+            // Every way of keeping a point that reaches the archive must keep it there 90 days;
+            // a `keep` tier whose points are gone before `cold` days never reaches it.
             let needed = u64::from(cold) + ARCHIVE_MIN_DAYS;
-            if shortest < needed {
-                self.error(
-                    &at(field, "retention"),
-                    format!(
-                        "keeps points {shortest} days; archived after {cold} days they must be kept at least \
-                         {needed} ({ARCHIVE_MIN_DAYS} days in the archive tier)"
-                    ),
-                );
+            let is_days = matches!(retention, Retention::Days(_));
+            for span in retention.spans() {
+                if span.shortest_days < needed && (is_days || span.longest_days > u64::from(cold)) {
+                    self.error(
+                        &at(&at(field, "retention"), span.field),
+                        format!(
+                            "keeps points {} days; archived after {cold} days they must be kept at least {needed} \
+                             ({ARCHIVE_MIN_DAYS} days in the archive tier)",
+                            span.shortest_days
+                        ),
+                    );
+                }
             }
         }
     }
@@ -743,5 +735,223 @@ impl Reader {
             None => None,
         };
         Some(Drill { resources: resources.filter(|n| *n > 0)?, target: target? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../examples/backup-plan.yaml");
+
+    fn errors(text: &str) -> Vec<String> {
+        match load("plan.yaml", text) {
+            Ok(plan) => panic!("accepted: {plan:?}"),
+            Err(LoadError::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn fields(text: &str) -> Vec<String> {
+        let mut fields: Vec<String> =
+            errors(text).into_iter().map(|e| e.split(": ").next().unwrap_or_default().to_string()).collect();
+        fields.sort();
+        fields
+    }
+
+    /// A valid one-rule plan, with `rule` appended to its rule's fields.
+    fn with_rule(extra: &str) -> String {
+        format!(
+            "name: p\nrules:\n  - name: r\n    schedule: \"0 5 * * *\"\n    \
+             selection: {{resource_types: [ebs], regions: [us-east-1], tags: {{include: {{app: web}}}}}}\n{extra}"
+        )
+    }
+
+    #[test]
+    fn the_example_plan_is_valid() {
+        let plan = load("examples/backup-plan.yaml", EXAMPLE).expect("the example is valid");
+        assert_eq!(plan.name, "prod-nightly");
+        let names: Vec<&str> = plan.rules.iter().map(|rule| rule.name.as_str()).collect();
+        assert_eq!(names, ["nightly", "data-6h", "weekly-ami"]);
+        let nightly = &plan.rules[0];
+        assert_eq!(nightly.schedule.time_zone, chrono_tz::Europe::Berlin);
+        assert_eq!((nightly.start_window, nightly.completion_window), (TimeDelta::hours(1), TimeDelta::hours(8)));
+        assert_eq!(nightly.retention, Retention::Keep(Keep { daily: 7, weekly: 4, monthly: 12, yearly: 0 }));
+        assert_eq!(nightly.selection.exclude_tags.get("backup").map(String::as_str), Some("skip"));
+        assert_eq!(nightly.copy_to[0].kms_key.as_deref(), Some("alias/backup-copies"));
+        assert_eq!(nightly.drill.as_ref().map(|drill| drill.target.subnet.as_str()), Some("subnet-0abc1234"));
+        assert_eq!(plan.rules[1].start_window, DEFAULT_START_WINDOW);
+        assert_eq!(plan.lock.mode, LockMode::Governance);
+        // The same plan as JSON reads the same.
+        let document: Value = serde_yaml_ng::from_str(EXAMPLE).expect("yaml");
+        let json = serde_json::to_string(&document).expect("json");
+        assert_eq!(load("plan.json", &json).expect("json plan").rules.len(), 3);
+    }
+
+    #[test]
+    fn every_error_is_reported_by_its_field() {
+        let text = r#"
+name: bad/name
+colour: blue
+lock: {mode: COMPLIANCE}
+rules:
+  - name: a
+    schedule: "61 * * * *"
+    time_zone: Mars/Olympus
+    start_window: 30m
+    completion_window: 20m
+    selection: {resource_types: [ebs, tape], regions: [moon-1], tags: {include: {app: web}}}
+    retention: {keep: {daily: 7, weekly: -1, hourly: 3}}
+    copy_to:
+      - {region: us-west-2x, account: "123", retention: {days: 30}}
+  - name: a
+    schedule: "0 5 * * *"
+    selection: {resource_types: [], regions: [us-east-1]}
+    retention: {days: 0}
+"#;
+        assert_eq!(
+            fields(text),
+            [
+                "colour",
+                "lock.min_retention_days",
+                "name",
+                "rules[0].completion_window",
+                "rules[0].copy_to[0].account",
+                "rules[0].copy_to[0].region",
+                "rules[0].retention.keep.hourly",
+                "rules[0].retention.keep.weekly",
+                "rules[0].schedule",
+                "rules[0].selection.regions[0]",
+                "rules[0].selection.resource_types[1]",
+                "rules[0].start_window",
+                "rules[0].time_zone",
+                "rules[1].retention.days",
+                "rules[1].selection.resource_types",
+                "rules[1].selection.tags.include",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_rejected_when_the_rules_are_otherwise_valid() {
+        let rule = "  - name: r\n    schedule: \"0 5 * * *\"\n    \
+                    selection: {resource_types: [ebs], regions: [us-east-1], all_resources: true}\n    \
+                    retention: {days: 7}\n";
+        let text = format!("name: p\nrules:\n{rule}{rule}");
+        assert_eq!(errors(&text), ["rules[1].name: `r` is also the name of rules[0]"]);
+    }
+
+    #[test]
+    fn retention_outside_the_locks_bounds_is_rejected() {
+        let lock = "lock: {mode: GOVERNANCE, min_retention_days: 14, max_retention_days: 365}\n";
+        let text = format!(
+            "{lock}{}",
+            with_rule(
+                "    retention: {days: 7}\n    copy_to:\n      - region: us-west-2\n        \
+                 retention: {keep: {daily: 30, yearly: 2}}\n"
+            )
+        );
+        assert_eq!(
+            errors(&text),
+            [
+                "rules[0].retention.days: keeps points 7 days, less than the lock's min_retention_days (14)",
+                "rules[0].copy_to[0].retention.keep.yearly: keeps points up to 732 days, more than the lock's \
+                 max_retention_days (365)",
+            ]
+        );
+    }
+
+    #[test]
+    fn lock_bounds_must_be_ordered_and_named_by_their_mode() {
+        assert_eq!(
+            fields(&format!(
+                "lock: {{mode: COMPLIANCE, min_retention_days: 30, max_retention_days: 7}}\n{}",
+                with_rule("    retention: {days: 10}\n")
+            )),
+            // 10 days is both under the minimum and over the maximum.
+            ["lock.max_retention_days", "rules[0].retention.days", "rules[0].retention.days"]
+        );
+        assert_eq!(
+            fields(&format!(
+                "lock: {{mode: NONE, max_retention_days: 7}}\n{}",
+                with_rule("    retention: {days: 10}\n")
+            )),
+            ["lock.mode"]
+        );
+        assert_eq!(
+            fields(&format!("lock: {{mode: FROZEN}}\n{}", with_rule("    retention: {days: 10}\n"))),
+            ["lock.mode"]
+        );
+    }
+
+    #[test]
+    fn the_archive_tier_needs_ninety_days_after_cold_after_days() {
+        let too_short = with_rule("    retention: {days: 100}\n    options: {cold_after_days: 30}\n");
+        assert_eq!(
+            errors(&too_short),
+            ["rules[0].retention.days: keeps points 100 days; archived after 30 days they must be kept at least 120 \
+              (90 days in the archive tier)"]
+        );
+        assert!(load("p.yaml", &with_rule("    retention: {days: 120}\n    options: {cold_after_days: 30}\n")).is_ok());
+        // Weekly points (8 weeks) reach the archive and leave it too soon; daily ones never reach it.
+        let gfs = with_rule(
+            "    retention: {keep: {daily: 7, weekly: 8, monthly: 12}}\n    options: {cold_after_days: 30}\n",
+        );
+        assert_eq!(fields(&gfs), ["rules[0].retention.keep.weekly"]);
+    }
+
+    #[test]
+    fn options_need_the_resource_types_they_apply_to() {
+        let text = with_rule(
+            "    retention: {days: 7}\n    options:\n      no_reboot: true\n      continuous: true\n      \
+             application_consistent: {pre: freeze}\n",
+        );
+        assert_eq!(
+            fields(&text),
+            [
+                "rules[0].options.application_consistent.post",
+                "rules[0].options.continuous",
+                "rules[0].options.no_reboot",
+            ]
+        );
+    }
+
+    #[test]
+    fn schedules_more_often_than_hourly_or_never_due_are_rejected() {
+        let every_half_hour = with_rule("    retention: {days: 7}\n").replace("0 5 * * *", "0,30 5 * * *");
+        assert_eq!(fields(&every_half_hour), ["rules[0].schedule"]);
+        let never = with_rule("    retention: {days: 7}\n").replace("0 5 * * *", "0 5 31 2 *");
+        assert!(errors(&never)[0].contains("never due"), "{:?}", errors(&never));
+    }
+
+    #[test]
+    fn drills_need_an_isolated_target() {
+        let text = with_rule(
+            "    retention: {days: 7}\n    drill: {resources: 0, target: {account: \"123456789012\", region: us-east-1, \
+             subnet: sg-1}}\n",
+        );
+        assert_eq!(fields(&text), ["rules[0].drill.resources", "rules[0].drill.target.subnet"]);
+    }
+
+    #[test]
+    fn reserved_tags_and_conflicting_selection_tags_are_rejected() {
+        let text = format!(
+            "tags: {{\"lifeboat:plan\": x}}\n{}",
+            with_rule("    retention: {days: 7}\n")
+                .replace("include: {app: web}", "include: {app: web}, exclude: {app: web}")
+        );
+        assert_eq!(fields(&text), ["rules[0].selection.tags.exclude.app", "tags.lifeboat:plan"]);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file_and_durations_parse_largest_unit_first() {
+        assert!(matches!(load("p.yaml", "name: [unclosed"), Err(LoadError::Syntax { path, .. }) if path == "p.yaml"));
+        assert!(matches!(load("p.json", "{\"name\": "), Err(LoadError::Syntax { .. })));
+        assert_eq!(parse_duration("90m"), Some(TimeDelta::minutes(90)));
+        assert_eq!(parse_duration("2h30m"), Some(TimeDelta::minutes(150)));
+        assert_eq!(parse_duration("7d"), Some(TimeDelta::days(7)));
+        for bad in ["", "h", "30m2h", "1h1h", "5", "1w", "-1h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 }

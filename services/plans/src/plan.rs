@@ -127,22 +127,49 @@ pub enum Retention {
 }
 
 impl Retention {
-    /// The shortest and longest time, in days, that a point can be kept: the bounds a lock
-    /// and the archive tier are checked against. For `keep`, the shortest is the smallest
-    /// tier's span (a point promoted to no longer tier goes when that tier moves on) and the
-    /// longest the largest tier's, with months of 31 days and years of 366.
-    pub fn bounds_days(&self) -> (u64, u64) {
+    /// The ways this retention keeps a point: `days`, or each non-zero `keep` tier, with the
+    /// shortest and longest time a point kept that way lives. A `keep` tier's point lives from
+    /// N periods of their shortest length (a point promoted to no longer tier goes when the
+    /// tier moves on) to N of their longest (months of 31 days, years of 366).
+    pub fn spans(&self) -> Vec<Span> {
         match *self {
-            Retention::Days(days) => (days.into(), days.into()),
-            Retention::Keep(keep) => {
-                let spans = [(keep.daily, 1, 1), (keep.weekly, 7, 7), (keep.monthly, 28, 31), (keep.yearly, 365, 366)];
-                let kept = spans.iter().filter(|(count, _, _)| *count > 0);
-                let shortest = kept.clone().map(|(count, min, _)| u64::from(*count) * min).min().unwrap_or(0);
-                let longest = kept.map(|(count, _, max)| u64::from(*count) * max).max().unwrap_or(0);
-                (shortest, longest)
+            Retention::Days(days) => {
+                vec![Span { field: "days", shortest_days: days.into(), longest_days: days.into() }]
             }
+            Retention::Keep(keep) => [
+                ("keep.daily", keep.daily, 1, 1),
+                ("keep.weekly", keep.weekly, 7, 7),
+                ("keep.monthly", keep.monthly, 28, 31),
+                ("keep.yearly", keep.yearly, 365, 366),
+            ]
+            .into_iter()
+            .filter(|(_, count, _, _)| *count > 0)
+            .map(|(field, count, shortest, longest)| Span {
+                field,
+                shortest_days: u64::from(count) * shortest,
+                longest_days: u64::from(count) * longest,
+            })
+            .collect(),
         }
     }
+
+    /// The shortest and longest time, in days, that any point is kept: what a lock's bounds
+    /// are checked against.
+    pub fn bounds_days(&self) -> (u64, u64) {
+        let spans = self.spans();
+        let shortest = spans.iter().map(|span| span.shortest_days).min().unwrap_or(0);
+        let longest = spans.iter().map(|span| span.longest_days).max().unwrap_or(0);
+        (shortest, longest)
+    }
+}
+
+/// One way a retention keeps points (see `Retention::spans`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Under the retention's field: `days`, `keep.weekly`, ...
+    pub field: &'static str,
+    pub shortest_days: u64,
+    pub longest_days: u64,
 }
 
 /// Keep-last-N per calendar period, in the rule's time zone; at least one count is non-zero.
