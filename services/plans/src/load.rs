@@ -43,7 +43,7 @@ pub enum LoadError {
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
     /// Well-formed, but wrong: every problem found.
-    #[error("{} errors, the first {}", .0.len(), .0[0])]
+    #[error("invalid plan: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
 }
 
@@ -539,6 +539,7 @@ impl Reader {
         Some(Selection { resource_types, accounts, regions, include_tags, exclude_tags })
     }
 
+    /// A list of strings, each checked by `valid` and none repeated.
     fn strings(
         &mut self,
         map: &Map<String, Value>,
@@ -557,7 +558,8 @@ impl Reader {
                     self.error(&item_field, format!("`{text}` is listed twice"))
                 }
                 Some(text) => result.push(text.to_string()),
-                None => self.error(&item_field, format!("{item} {problem}")),
+                // An unquoted account id is a YAML number, and one with a leading zero loses it.
+                None => self.error(&item_field, format!("{item}: must be a quoted string")),
             }
         }
         result

@@ -65,6 +65,7 @@ pub struct Selection {
     /// Empty: the deployment's own account.
     pub accounts: Vec<String>,
     pub regions: Vec<String>,
+    /// Empty only when the plan said `all_resources: true`: every resource of the listed types.
     pub include_tags: BTreeMap<String, String>,
     /// A resource with any of these tags (key and value) is left out.
     pub exclude_tags: BTreeMap<String, String>,
