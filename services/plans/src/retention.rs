@@ -8,6 +8,9 @@ use chrono_tz::Tz;
 
 use crate::plan::{Keep, Lock, LockMode, Retention};
 
+/// The calendar period (day, ISO week, month or year) a local date falls in, as a sortable key.
+type PeriodOf = fn(NaiveDate) -> (i32, u32);
+
 /// When a point of a `days` rule expires (the `lifeboat:expires-at` tag). None for `keep`
 /// rules, whose points expire when newer points push them out of every tier (see `Keep::keep`).
 pub fn expires_at(retention: &Retention, created_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -35,7 +38,7 @@ impl Keep {
         let (future, past): (Vec<_>, Vec<_>) = points.iter().partition(|(_, created_at)| *created_at > now);
         let mut kept: BTreeSet<I> = future.into_iter().map(|(id, _)| id.clone()).collect();
         let local_date = |created_at: &DateTime<Utc>| created_at.with_timezone(&time_zone).date_naive();
-        let tiers: [(u32, fn(NaiveDate) -> (i32, u32)); 4] = [
+        let tiers: [(u32, PeriodOf); 4] = [
             (self.daily, |date| (date.year(), date.ordinal())),
             (self.weekly, |date| (date.iso_week().year(), date.iso_week().week())),
             (self.monthly, |date| (date.year(), date.month())),
