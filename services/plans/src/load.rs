@@ -303,13 +303,14 @@ impl Reader {
         let mut names = BTreeMap::new();
         for (i, item) in items.iter().enumerate() {
             let field = index("rules", i);
-            let rule = self.rule(item, &field, lock.as_ref());
-            if let Some(rule) = rule {
-                if let Some(first) = names.insert(rule.name.clone(), i) {
-                    self.error(&at(&field, "name"), format!("`{}` is also the name of rules[{first}]", rule.name));
+            // Checked on the raw name, so that a duplicate is reported even beside other errors.
+            if let Some(name) = item.get("name").and_then(Value::as_str) {
+                let first = *names.entry(name.to_string()).or_insert(i);
+                if first != i {
+                    self.error(&at(&field, "name"), format!("`{name}` is also the name of rules[{first}]"));
                 }
-                rules.push(rule);
             }
+            rules.extend(self.rule(item, &field, lock.as_ref()));
         }
         Some(Plan { name: name?, rules, lock: lock?, tags })
     }
@@ -827,6 +828,7 @@ rules:
                 "rules[0].selection.resource_types[1]",
                 "rules[0].start_window",
                 "rules[0].time_zone",
+                "rules[1].name",
                 "rules[1].retention.days",
                 "rules[1].selection.resource_types",
                 "rules[1].selection.tags.include",
