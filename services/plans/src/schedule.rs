@@ -2,11 +2,13 @@
 //! so that "exactly once per due time" can be had from a create-if-absent of that id in a store,
 //! whichever scheduler replica, before or after a restart, gets there first.
 //!
-//! Due times follow the rule's time zone across daylight saving changes, as cron does: a time
-//! that falls in the skipped hour (spring forward) is due at the first minute after the gap, and
-//! a time in the repeated hour (fall back) is due once, at its first reading.
+//! Due times follow the rule's time zone across daylight saving changes, as cron does: a rule
+//! due at a fixed time that falls in the skipped hour (spring forward) is due at the first minute
+//! after the gap, while a repeating rule (`15 * * * *`) has no run in the gap; a time in the
+//! repeated hour (fall back) is due once, at its first reading.
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, SecondsFormat, TimeDelta, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
 
 use crate::plan::{Rule, Schedule};
 
@@ -40,28 +42,44 @@ pub fn due_between(plan: &str, rule: &Rule, from: DateTime<Utc>, to: DateTime<Ut
     dues
 }
 
-/// The search runs on local wall-clock time, so from an instant in the second reading of a
-/// repeated hour it can find the first reading again, which is earlier than `after`; such a
-/// candidate is stepped over, never returned.
+/// The cron search runs on local wall-clock time, and two of its answers are stepped over,
+/// never returned: from an instant in the second reading of a repeated hour it can find the
+/// first reading again, which is earlier than `after`; and on a day with a skipped hour it
+/// answers the first minute after the gap whenever its scan crosses the gap, even for a time
+/// (01:30 on a day that skips 02:00 to 03:00) that was before it.
 pub(crate) fn next_after(schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     // Whole seconds: cron has none, and a due time must not carry `after`'s fraction.
     let mut from = after.with_nanosecond(0).unwrap_or(after).with_timezone(&schedule.time_zone);
-    // A repeated hour has at most 60 due minutes to step over.
-    for _ in 0..=60 {
+    // A repeated hour has at most 60 due minutes to step over, a skipped one a single answer.
+    for _ in 0..=61 {
         let candidate = schedule.cron.find_next_occurrence(&from, false).ok()?;
         let candidate_utc = candidate.with_timezone(&Utc);
-        if candidate_utc > after {
+        if candidate_utc > after
+            && (matches(schedule, candidate.naive_local()) || due_in_gap_before(schedule, &candidate))
+        {
             return Some(candidate_utc);
         }
-        from = candidate + TimeDelta::minutes(1);
+        from = candidate;
     }
     None
 }
 
+/// Whether the cron expression matches a wall-clock time (whether or not it exists in the zone).
+fn matches(schedule: &Schedule, local: NaiveDateTime) -> bool {
+    schedule.cron.is_time_matching(&Utc.from_utc_datetime(&local)).unwrap_or(false)
+}
+
+/// Whether `candidate` is the first minute after a skipped hour in which the rule was due:
+/// some minute of the gap just before it (gaps are at most 2 hours) matches the expression.
+fn due_in_gap_before(schedule: &Schedule, candidate: &DateTime<Tz>) -> bool {
+    let local = candidate.naive_local();
+    (1..=120).map(|minutes| local - TimeDelta::minutes(minutes)).any(|earlier| {
+        schedule.time_zone.from_local_datetime(&earlier) == LocalResult::None && matches(schedule, earlier)
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
     use super::*;
 
     fn rule(schedule: &str, time_zone: &str) -> Rule {
@@ -137,6 +155,36 @@ mod tests {
         let times: Vec<_> = dues.iter().map(|due| due.at).collect();
         assert!(times.windows(2).all(|pair| pair[0] < pair[1]), "{times:?}");
         assert!(times.iter().all(|at| *at > utc("2026-11-01T04:00:00Z") && *at <= utc("2026-11-01T08:00:00Z")));
+    }
+
+    #[test]
+    fn a_daily_rule_is_due_once_on_every_local_day_of_a_year_with_both_dst_changes() {
+        for (schedule, zone) in
+            [("30 2 * * *", "America/New_York"), ("30 1 * * *", "America/New_York"), ("0 2 * * *", "Europe/Berlin")]
+        {
+            let rule = rule(schedule, zone);
+            let dues = due_between("p", &rule, utc("2026-01-01T12:00:00Z"), utc("2027-01-01T12:00:00Z"));
+            let days: std::collections::BTreeSet<_> =
+                dues.iter().map(|due| due.at.with_timezone(&rule.schedule.time_zone).date_naive()).collect();
+            assert_eq!((dues.len(), days.len()), (365, 365), "{schedule} in {zone}");
+        }
+    }
+
+    #[test]
+    fn an_hourly_rule_skips_the_skipped_hour_and_runs_the_repeated_one_once() {
+        let rule = rule("15 * * * *", "America/New_York");
+        let spring = due_between("p", &rule, utc("2026-03-08T05:00:00Z"), utc("2026-03-08T09:00:00Z"));
+        let times: Vec<_> = spring.iter().map(|due| due.at).collect();
+        // 00:15 and 01:15 EST, no 02:15, then 03:15 and 04:15 EDT.
+        assert_eq!(
+            times,
+            [
+                utc("2026-03-08T05:15:00Z"),
+                utc("2026-03-08T06:15:00Z"),
+                utc("2026-03-08T07:15:00Z"),
+                utc("2026-03-08T08:15:00Z")
+            ]
+        );
     }
 
     #[test]
