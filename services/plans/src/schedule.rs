@@ -208,4 +208,25 @@ mod tests {
         );
         assert_eq!(due_id("nightly", "r", Utc.with_ymd_and_hms(2026, 5, 1, 6, 0, 0).unwrap()), ids[0]);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the zone's daylight saving rules (Lord Howe moves by 30 minutes, Santiago at
+        /// midnight), a daily rule is due once on each local day, in order.
+        #[test]
+        fn a_daily_rule_is_due_once_a_local_day_in_any_zone(
+            hour in 0u32..24,
+            minute in 0u32..60,
+            zone in proptest::sample::select(vec!["UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "America/Santiago"]),
+            start_day in 0i64..365,
+        ) {
+            let rule = rule(&format!("{minute} {hour} * * *"), zone);
+            let from = utc("2026-01-01T00:00:00Z") + TimeDelta::days(start_day);
+            let dues = due_between("p", &rule, from, from + TimeDelta::days(120));
+            let days: Vec<_> = dues.iter().map(|due| due.at.with_timezone(&rule.schedule.time_zone).date_naive()).collect();
+            proptest::prop_assert!(days.windows(2).all(|pair| pair[1] == pair[0].succ_opt().expect("a next day")), "{:?}", dues);
+            proptest::prop_assert!((119..=121).contains(&dues.len()), "{}", dues.len());
+        }
+    }
 }
