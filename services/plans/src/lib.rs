@@ -10,7 +10,7 @@ pub mod plan;
 pub mod retention;
 pub mod schedule;
 
-pub use load::{load, FieldError, LoadError};
+pub use load::{from_value, load, FieldError, LoadError};
 pub use plan::{
     AppConsistent, CopyTo, Drill, DrillTarget, Keep, Lock, LockMode, Plan, ResourceType, Retention, Rule, RuleOptions,
     Schedule, Selection, Span,
