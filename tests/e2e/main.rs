@@ -21,6 +21,7 @@ mod mocks;
 mod nats_settings;
 mod observability;
 mod operator;
+mod plans;
 mod quota;
 mod rds;
 mod rds_scale;

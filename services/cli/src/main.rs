@@ -1,4 +1,4 @@
-//! `lifeboat`: submit, watch and inspect bulk restores; run the services.
+//! `lifeboat`: submit, watch and inspect bulk restores; check backup plans; run the services.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -119,6 +119,11 @@ enum Command {
         #[command(subcommand)]
         command: RestoreCommand,
     },
+    /// Backup plans: what to back up, when, and how long to keep it.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// The catalog: what can be restored, per resource.
     Backups {
         #[command(subcommand)]
@@ -147,6 +152,22 @@ enum Command {
         #[arg(long, env = "LIFEBOAT_HANDLER_TIMEOUT", default_value_t = 300)]
         handler_timeout: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Backup plan files.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlanCommand {
+    /// Check a plan file (YAML or JSON): every error by field, exit 1 if there is any (2 if the
+    /// file cannot be read); else the next due time.
+    Validate { file: String },
 }
 
 #[derive(Subcommand)]
@@ -278,6 +299,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
+        Command::Backup { command: BackupCommand::Plan { command: PlanCommand::Validate { file } } } => {
+            Ok(validate_plan(file, cli.output))
+        }
         Command::Backups { command: lifeboat_cli::catalog::BackupsCommand::List(args) } => {
             lifeboat_cli::catalog::run(args, cli.output == Output::Json).await
         }
@@ -449,6 +473,62 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+/// `backup plan validate`: errors as `FIELD: message` on stderr like a rejected restore
+/// request's, or as JSON on stdout with `--output json`.
+fn validate_plan(file: &str, output: Output) -> i32 {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: reading {file}: {e}");
+            return 2;
+        }
+    };
+    let errors = match lifeboat_plans::load(file, &text) {
+        Ok(plan) => {
+            let now = chrono::Utc::now();
+            let next = plan.next_due(now);
+            match output {
+                Output::Json => {
+                    let next_due = next.map(|(rule, at)| {
+                        serde_json::json!({
+                            "rule": rule.name,
+                            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            "id": lifeboat_plans::due_id(&plan.name, &rule.name, at),
+                        })
+                    });
+                    let rules: Vec<&str> = plan.rules.iter().map(|rule| rule.name.as_str()).collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({"valid": true, "plan": plan.name, "rules": rules, "next_due": next_due})
+                    );
+                }
+                Output::Text => {
+                    let count = plan.rules.len();
+                    let next = next.map_or("never".to_string(), |(rule, at)| {
+                        format!("{} ({})", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), rule.name)
+                    });
+                    let plural = if count == 1 { "" } else { "s" };
+                    println!("plan {} is valid: {count} rule{plural}, next due {next}", plan.name);
+                }
+            }
+            return 0;
+        }
+        Err(lifeboat_plans::LoadError::Syntax { path, message }) => {
+            vec![lifeboat_plans::FieldError { field: path, message }]
+        }
+        Err(lifeboat_plans::LoadError::Invalid(errors)) => errors,
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::json!({"valid": false, "errors": errors})),
+        Output::Text => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+        }
+    }
+    1
 }
 
 async fn follow(client: &Client, request_id: &str, timeout: Option<u64>, output: Output) -> anyhow::Result<i32> {

@@ -1,0 +1,258 @@
+//! The validated backup plan. Values of these types exist only after `load` has checked them,
+//! so the scheduler and the sweep never re-check a schedule, a time zone or a lock's bounds.
+
+use std::collections::BTreeMap;
+
+use chrono::TimeDelta;
+use chrono_tz::Tz;
+
+/// A named set of rules; the lock and the tags apply to every recovery point any rule creates.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Part of every due id and of the `lifeboat:plan` tag, so it has no `/`.
+    pub name: String,
+    pub rules: Vec<Rule>,
+    /// The lock of the points this plan creates, copies included; every retention lies within it.
+    pub lock: Lock,
+    /// Put on every recovery point besides Lifeboat's own `lifeboat:*` tags (which are reserved).
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// The rule due first after `after`, with its due time (the earliest; ties go to the first
+    /// rule in the file).
+    pub fn next_due(&self, after: chrono::DateTime<chrono::Utc>) -> Option<(&Rule, chrono::DateTime<chrono::Utc>)> {
+        self.rules
+            .iter()
+            .filter_map(|rule| crate::schedule::next_due(rule, after).map(|due| (rule, due)))
+            .min_by_key(|(_, due)| *due)
+    }
+}
+
+/// When to back up what, and how long to keep it.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique in the plan; part of every due id and of the `lifeboat:rule` tag.
+    pub name: String,
+    pub schedule: Schedule,
+    /// How long after its due time a backup may still start (AWS Backup's start window).
+    pub start_window: TimeDelta,
+    /// How long after its due time a backup must have completed, or it fails.
+    pub completion_window: TimeDelta,
+    pub selection: Selection,
+    pub retention: Retention,
+    pub copy_to: Vec<CopyTo>,
+    pub options: RuleOptions,
+    /// A restore drill of some of this rule's latest recovery points, after each run.
+    pub drill: Option<Drill>,
+}
+
+/// A five-field cron expression (minute hour day-of-month month day-of-week) read in an IANA
+/// time zone, so `0 2 * * *` in `Europe/Berlin` is 02:00 Berlin time in summer and winter.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// As written in the plan, for messages.
+    pub expression: String,
+    pub time_zone: Tz,
+    pub(crate) cron: croner::Cron,
+}
+
+/// Which resources a rule backs up. A resource is selected when its type, account and region
+/// are listed, it has every `include_tags` tag and none of the `exclude_tags` tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub resource_types: Vec<ResourceType>,
+    /// Empty: the deployment's own account.
+    pub accounts: Vec<String>,
+    pub regions: Vec<String>,
+    /// Empty only when the plan said `all_resources: true`: every resource of the listed types.
+    pub include_tags: BTreeMap<String, String>,
+    /// A resource with any of these tags (key and value) is left out.
+    pub exclude_tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceType {
+    /// One snapshot per volume.
+    Ebs,
+    /// An AMI of an instance.
+    Ec2,
+    RdsInstance,
+    RdsCluster,
+    /// An on-demand backup (and continuous backups with `options.continuous`).
+    Dynamodb,
+    /// The crash-consistent snapshots of all of an instance's volumes, taken together.
+    EbsVolumeSet,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 6] = [
+        ResourceType::Ebs,
+        ResourceType::Ec2,
+        ResourceType::RdsInstance,
+        ResourceType::RdsCluster,
+        ResourceType::Dynamodb,
+        ResourceType::EbsVolumeSet,
+    ];
+
+    /// The name used in plan files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceType::Ebs => "ebs",
+            ResourceType::Ec2 => "ec2",
+            ResourceType::RdsInstance => "rds-instance",
+            ResourceType::RdsCluster => "rds-cluster",
+            ResourceType::Dynamodb => "dynamodb",
+            ResourceType::EbsVolumeSet => "ebs-volume-set",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ResourceType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// Whether the recovery points are EBS snapshots, which alone have an archive tier.
+    pub fn is_ebs_snapshot(self) -> bool {
+        matches!(self, ResourceType::Ebs | ResourceType::EbsVolumeSet)
+    }
+}
+
+/// How long recovery points are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Each point expires this many days after it was created.
+    Days(u32),
+    /// Grandfather-father-son: points survive while they are the newest of one of the last N
+    /// days, ISO weeks, months or years that have points (see `Keep::keep`).
+    Keep(Keep),
+}
+
+impl Retention {
+    /// The ways this retention keeps a point: `days`, or each non-zero `keep` tier, with the
+    /// shortest and longest time a point kept that way lives. A `keep` tier's point lives from
+    /// N periods of their shortest length (a point promoted to no longer tier goes when the
+    /// tier moves on) to N of their longest (months of 31 days, years of 366).
+    pub fn spans(&self) -> Vec<Span> {
+        match *self {
+            Retention::Days(days) => {
+                vec![Span { field: "days", shortest_days: days.into(), longest_days: days.into() }]
+            }
+            Retention::Keep(keep) => [
+                ("keep.daily", keep.daily, 1, 1),
+                ("keep.weekly", keep.weekly, 7, 7),
+                ("keep.monthly", keep.monthly, 28, 31),
+                ("keep.yearly", keep.yearly, 365, 366),
+            ]
+            .into_iter()
+            .filter(|(_, count, _, _)| *count > 0)
+            .map(|(field, count, shortest, longest)| Span {
+                field,
+                shortest_days: u64::from(count) * shortest,
+                longest_days: u64::from(count) * longest,
+            })
+            .collect(),
+        }
+    }
+
+    /// The shortest and longest time, in days, that any point is kept: what a lock's bounds
+    /// are checked against.
+    pub fn bounds_days(&self) -> (u64, u64) {
+        let spans = self.spans();
+        let shortest = spans.iter().map(|span| span.shortest_days).min().unwrap_or(0);
+        let longest = spans.iter().map(|span| span.longest_days).max().unwrap_or(0);
+        (shortest, longest)
+    }
+}
+
+/// One way a retention keeps points (see `Retention::spans`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Under the retention's field: `days`, `keep.weekly`, ...
+    pub field: &'static str,
+    pub shortest_days: u64,
+    pub longest_days: u64,
+}
+
+/// Keep-last-N per calendar period, in the rule's time zone; at least one count is non-zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+}
+
+/// A copy of every recovery point into another region (and perhaps account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyTo {
+    pub region: String,
+    /// None: the source's account.
+    pub account: Option<String>,
+    /// Re-encrypt the copy with this key (id, ARN or alias); None keeps the source's key.
+    pub kms_key: Option<String>,
+    /// Copies expire on their own schedule, often longer than the source's.
+    pub retention: Retention,
+}
+
+/// Who may delete a recovery point before its minimum retention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lock {
+    pub mode: LockMode,
+    pub min_retention_days: Option<u32>,
+    pub max_retention_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockMode {
+    /// Points may be deleted whenever their retention says.
+    #[default]
+    None,
+    /// Deleting a point before its minimum retention takes an explicit (logged) override.
+    Governance,
+    /// Nobody deletes a point before its minimum retention.
+    Compliance,
+}
+
+impl LockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::None => "NONE",
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// AMIs are made without rebooting the instance (crash-consistent file systems).
+    pub no_reboot: bool,
+    /// DynamoDB tables get point-in-time recovery turned on besides their on-demand backups.
+    pub continuous: bool,
+    pub application_consistent: Option<AppConsistent>,
+    /// EBS snapshots move to the archive tier this many days after creation.
+    pub cold_after_days: Option<u32>,
+}
+
+/// SSM Run Command scripts run on the instance around its snapshots (freeze or flush before,
+/// thaw after); when they fail the backup is crash-consistent, with a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppConsistent {
+    pub pre: String,
+    pub post: String,
+}
+
+/// Restore the latest recovery point of `resources` selected resources into an isolated target,
+/// check them, time them, and delete them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drill {
+    pub resources: u32,
+    pub target: DrillTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillTarget {
+    pub account: String,
+    pub region: String,
+    pub subnet: String,
+}
