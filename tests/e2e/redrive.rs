@@ -34,18 +34,6 @@ async fn redriving(servers: &Servers, queue: &Queue, max_receive_count: u32) -> 
     bus
 }
 
-fn ebs_service(servers: &Servers, bus: Arc<dyn Bus>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let accounts = lifeboat_common::aws::Accounts::new(servers.aws("us-east-1"), "role");
-    let service = lifeboat_ebs::service(accounts, bus, fast_ebs_config());
-    let shutdown = CancellationToken::new();
-    let run = service.run(shutdown.clone());
-    (shutdown, tokio::spawn(async move { run.await.expect("ebs service") }))
-}
-
-fn aggregator_only() -> ServiceSet {
-    ServiceSet { discovery: None, ebs: None, dynamodb: None, ec2: None, rds: None, aggregator: true }
-}
-
 /// Receives the work queue's message without ever settling it, as a worker that crashes on
 /// every receive would, until SQS's redrive policy moves it to the redrive queue. Returns how
 /// many receives got it.
@@ -84,7 +72,7 @@ async fn sqs_a_task_sqs_redrove_ends_failed_and_its_message_is_kept_in_the_dead_
     init_logging();
     let servers = Servers::start_with(Transport::Sqs).await;
     let sqs = redriving_bus(&servers, 2).await;
-    let _aggregator = Running::start(&servers, aggregator_only()).await;
+    let _aggregator = Running::start(&servers, ServiceSet::aggregator_only()).await;
     let bus = servers.shared_bus().await;
     report_planned(bus.clone(), "redrive-1", 1).await;
     let task = pb::RestoreTask { request_id: "redrive-1".into(), task_id: "t-redriven".into(), ..Default::default() };

@@ -63,18 +63,6 @@ impl Bus for FlakyStatus {
     }
 }
 
-fn ebs_service(servers: &Servers, bus: Arc<dyn Bus>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let accounts = lifeboat_common::aws::Accounts::new(servers.aws("us-east-1"), "role");
-    let service = lifeboat_ebs::service(accounts, bus, fast_ebs_config());
-    let shutdown = CancellationToken::new();
-    let run = service.run(shutdown.clone());
-    (shutdown, tokio::spawn(async move { run.await.expect("ebs service") }))
-}
-
-fn aggregator_only() -> ServiceSet {
-    ServiceSet { discovery: None, ebs: None, dynamodb: None, ec2: None, rds: None, aggregator: true }
-}
-
 /// An undecodable task that still names its request and task, as discovery's headers do.
 fn poison_task(request_id: &str, task_id: &str) -> OutgoingMessage {
     OutgoingMessage::new(subjects::work_subject("ebs"), b"\xff\xff not a task".to_vec())
@@ -86,7 +74,7 @@ fn poison_task(request_id: &str, task_id: &str) -> OutgoingMessage {
 async fn a_lost_failed_report_keeps_the_message_until_it_is_stored(transport: Transport) {
     init_logging();
     let servers = Servers::start_with(transport).await;
-    let _aggregator = Running::start(&servers, aggregator_only()).await;
+    let _aggregator = Running::start(&servers, ServiceSet::aggregator_only()).await;
     let bus = servers.shared_bus().await;
     report_planned(bus.clone(), "lost-1", 1).await;
     let flaky = Arc::new(FlakyStatus { inner: bus.clone(), failures: AtomicU32::new(3), failed: AtomicU32::new(0) });

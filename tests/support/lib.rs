@@ -298,6 +298,22 @@ pub struct ServiceSet {
     pub aggregator: bool,
 }
 
+impl ServiceSet {
+    /// Only the aggregator: for tests that run a service of their own over another bus.
+    pub fn aggregator_only() -> Self {
+        Self { discovery: None, ebs: None, dynamodb: None, ec2: None, rds: None, aggregator: true }
+    }
+}
+
+/// The EBS service (fast settings) over `bus`, until the returned token is cancelled.
+pub fn ebs_service(servers: &Servers, bus: Arc<dyn Bus>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let accounts = Accounts::new(servers.aws("us-east-1"), "role");
+    let service = lifeboat_ebs::service(accounts, bus, fast_ebs_config());
+    let shutdown = CancellationToken::new();
+    let run = service.run(shutdown.clone());
+    (shutdown, tokio::spawn(async move { run.await.expect("ebs service") }))
+}
+
 impl Default for ServiceSet {
     fn default() -> Self {
         Self {
