@@ -644,7 +644,8 @@ pub async fn queued_count(servers: &Servers, queue: &Queue) -> u64 {
 
 /// Everything dead-lettered from `queue` so far, oldest first on NATS: the messages of the
 /// LIFEBOAT_DEADLETTER stream under `lifeboat.deadletter.<consumer>`, or those of the SQS queue's
-/// dead-letter queue (also what SQS moved there itself by its redrive policy, without a reason).
+/// dead-letter queue (the consumer's own dead letters, and what it took from the `-redrive`
+/// queue SQS's redrive policy moves messages to, each with its reason).
 pub async fn dead_letters(servers: &Servers, queue: &Queue) -> Vec<Stored> {
     match servers.transport {
         Transport::Nats => {
