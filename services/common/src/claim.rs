@@ -48,16 +48,20 @@ pub struct Claim {
 /// then, and the caller comes back later.
 pub async fn acquire(store: Arc<dyn SharedStore>, key: String, ttl: Duration) -> Result<Option<Claim>> {
     let holder = uuid::Uuid::new_v4().simple().to_string();
-    // A lost race is another delivery claiming at the same moment: it has the task.
-    let version = match store.get(&key).await? {
-        None => store.put_if(&key, encode(&holder, ttl)?, 0).await?,
-        Some(found) => {
-            let live = serde_json::from_slice::<Record>(&found.value).is_ok_and(|r| r.until > now_ms());
-            if live {
-                return Ok(None);
+    // Mostly there is no claim: one create. A lost race is another delivery claiming at the
+    // same moment, and it has the task.
+    let version = match store.put_if(&key, encode(&holder, ttl)?, 0).await? {
+        Some(version) => Some(version),
+        None => match store.get(&key).await? {
+            None => None,
+            Some(found) => {
+                let live = serde_json::from_slice::<Record>(&found.value).is_ok_and(|r| r.until > now_ms());
+                if live {
+                    return Ok(None);
+                }
+                store.put_if(&key, encode(&holder, ttl)?, found.version).await?
             }
-            store.put_if(&key, encode(&holder, ttl)?, found.version).await?
-        }
+        },
     };
     let Some(version) = version else { return Ok(None) };
     let version = Arc::new(Mutex::new(version));
