@@ -219,13 +219,7 @@ async fn accept(aggregator: &Aggregator, headers: &HeaderMap, body: Bytes) -> Re
     }
     // Recorded before discovery sees it, so that the stall sweep gives a request whose plan
     // never comes a verdict.
-    let accepted_event = lifeboat_proto::StatusEvent {
-        request_id: id.clone(),
-        message: "accepted".to_string(),
-        at: Some(lifeboat_common::time::now()),
-        service: "aggregator".to_string(),
-        ..Default::default()
-    };
+    let accepted_event = lifeboat_common::events::accepted_event(&id, "aggregator");
     aggregator.record(&accepted_event).await.map_err(ApiError::internal)?;
     let message = OutgoingMessage::proto(subjects::RESTORE_REQUESTS, &request)
         .dedupe_id(id.clone())

@@ -8,8 +8,8 @@ use lifeboat_common::bus::{Bus, BusError, OutgoingMessage};
 use lifeboat_common::jetstream::JetStreamBus;
 use lifeboat_common::subjects;
 use lifeboat_proto::{
-    CancelQuery, ListQuery, OperatorReply, RequestPage, RequestSummary, RestoreRequest, RetryQuery, StatusEvent,
-    StatusQuery, StatusReply,
+    CancelQuery, ListQuery, OperatorReply, RequestPage, RequestSummary, RestoreRequest, RetryQuery, StatusQuery,
+    StatusReply,
 };
 use prost::Message;
 
@@ -114,15 +114,8 @@ impl LifeboatClient {
                 return Ok(());
             }
         }
-        // Reported before the request, as the HTTP API records it: the aggregator then knows the
-        // request even if its plan never comes, and the stall sweep gives it a verdict.
-        let accepted = StatusEvent {
-            request_id: request.request_id.clone(),
-            message: "accepted".to_string(),
-            at: Some(lifeboat_common::time::now()),
-            service: "client".to_string(),
-            ..Default::default()
-        };
+        // Reported before the request, as the HTTP API records it.
+        let accepted = lifeboat_common::events::accepted_event(&request.request_id, "client");
         self.bus
             .publish(
                 OutgoingMessage::proto(subjects::status_subject(&request.request_id), &accepted)

@@ -61,6 +61,19 @@ fn event_key(event: &StatusEvent) -> &str {
 }
 
 /// An event about `task` in `phase`, carrying what identifies the task in status tables.
+/// The first event of a submitted request, reported by whoever took it (the HTTP API, the
+/// NATS client) before publishing it: the aggregator then knows the request even if its plan
+/// never comes, and the stall sweep gives it a verdict.
+pub fn accepted_event(request_id: &str, service: &str) -> StatusEvent {
+    StatusEvent {
+        request_id: request_id.to_string(),
+        message: "accepted".to_string(),
+        at: Some(crate::time::now()),
+        service: service.to_string(),
+        ..Default::default()
+    }
+}
+
 pub fn task_event(task: &RestoreTask, phase: TaskPhase, attempt: u32) -> StatusEvent {
     let backup = task.backup.clone().unwrap_or_default();
     StatusEvent {
