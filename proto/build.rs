@@ -14,7 +14,12 @@ fn main() -> std::io::Result<()> {
         .compile_well_known_types()
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_protos(
-            &["lifeboat/v1/restore.proto", "lifeboat/v1/state.proto"],
+            &[
+                "lifeboat/v1/resource.proto",
+                "lifeboat/v1/backup.proto",
+                "lifeboat/v1/restore.proto",
+                "lifeboat/v1/state.proto",
+            ],
             &[std::path::PathBuf::from("."), include],
         )?;
     let descriptor_set = std::fs::read(descriptors)?;

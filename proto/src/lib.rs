@@ -17,7 +17,7 @@ impl ResourceType {
     /// The work subject suffix (`lifeboat.work.<kind>`) of the service that restores this type.
     pub fn work_kind(self) -> Option<&'static str> {
         match self {
-            ResourceType::EbsVolume => Some("ebs"),
+            ResourceType::EbsVolume | ResourceType::EbsVolumeSet => Some("ebs"),
             ResourceType::RdsInstance | ResourceType::RdsCluster => Some("rds"),
             ResourceType::DynamodbTable => Some("dynamodb"),
             ResourceType::Ec2Instance => Some("ec2"),
@@ -39,6 +39,7 @@ impl ResourceType {
             ResourceType::S3Bucket => "s3",
             ResourceType::Route53Zone => "route53",
             ResourceType::Elbv2LoadBalancer => "elbv2",
+            ResourceType::EbsVolumeSet => "ebs-volume-set",
         }
     }
 
@@ -52,6 +53,7 @@ impl ResourceType {
             ResourceType::S3Bucket,
             ResourceType::Route53Zone,
             ResourceType::Elbv2LoadBalancer,
+            ResourceType::EbsVolumeSet,
         ]
         .into_iter()
         .find(|t| t.short_name() == name)

@@ -605,6 +605,7 @@ fn restore_request() -> impl Strategy<Value = pb::RestoreRequest> {
             options,
             submitted_at,
             requested_by: String::new(),
+            backup_run: None,
         },
     )
 }

@@ -460,6 +460,7 @@ pub fn convert(
         options: Some(pb::RestoreOptions::default()),
         submitted_at: Some(lifeboat_common::time::to_timestamp(now)),
         requested_by: std::env::var("USER").unwrap_or_default(),
+        backup_run: None,
     })
 }
 

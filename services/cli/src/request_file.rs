@@ -357,6 +357,7 @@ impl RequestFile {
             }),
             submitted_at: Some(lifeboat_common::time::now()),
             requested_by: std::env::var("USER").unwrap_or_default(),
+            backup_run: None,
         })
     }
 }

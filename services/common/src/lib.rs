@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod aws_trace;
+pub mod backup;
 pub mod batch;
 pub mod bus;
 pub mod claim;

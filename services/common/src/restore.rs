@@ -1,7 +1,8 @@
-//! The shell every resource service (EBS today; RDS, DynamoDB, EC2 next) runs in: it decodes
-//! a RestoreTask, serialises duplicate deliveries, reports RUNNING, asks the service's
+//! The shell every resource service (EBS, RDS, DynamoDB, EC2) runs in: it decodes a
+//! RestoreTask, serialises duplicate deliveries, reports RUNNING, asks the service's
 //! [`Restorer`] for one step, and turns the step into a status event and a settlement. A
-//! restorer only knows its AWS API.
+//! restorer only knows its AWS API. Backups run in the same shell: a task whose `backup_task` is
+//! set takes a backup, and the restorer's `step` does that instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -347,7 +348,12 @@ impl<R: Restorer> RestoreService<R> {
         };
         let requested = task.options.as_ref().map(|o| o.max_wait_checks).unwrap_or_default();
         let max_wait_checks = self.config.max_wait_checks(requested);
-        let decision = decide(result, attempt, &self.config.wait, max_wait_checks);
+        let mut decision = decide(result, attempt, &self.config.wait, max_wait_checks);
+        if task.backup_task.is_some() && decision.reason_code == reason::SETTINGS_NOT_RESTORED {
+            // A backup has no source settings to carry over; its warnings are its own.
+            decision.reason_code = crate::backup::reason::BACKUP_WARNINGS.to_string();
+            decision.message = decision.message.replacen("; not restored: ", "; warnings: ", 1);
+        }
         drop(guard);
         self.forget_lock(&task.task_id, lock).await;
         let terminal = decision.phase.is_terminal();

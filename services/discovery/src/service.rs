@@ -194,6 +194,7 @@ impl Discovery {
                     selection_reason: why,
                     target_role_arn: set.target_role_arn.clone(),
                     generation: 0,
+                    backup_task: None,
                 });
             }
         }
