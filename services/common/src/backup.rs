@@ -240,6 +240,41 @@ pub fn task(request_id: &str, resource_type: ResourceType, job: BackupTask) -> R
     }
 }
 
+/// DynamoDB's on-demand backups take no tags, so a backup's recovery point tags are kept in the
+/// shared store under this key (by its ARN); the backup's name, `lifeboat-<task id>`, marks it
+/// as Lifeboat's.
+pub fn point_tags_key(arn: &str) -> String {
+    format!("point.{}", crate::shared::key_part(arn))
+}
+
+/// Records the tags of a recovery point that cannot carry its own (written once; a second
+/// write of the same point keeps the first).
+pub async fn save_point_tags(
+    store: &dyn crate::shared::SharedStore,
+    arn: &str,
+    tags: &[(String, String)],
+) -> crate::bus::Result<()> {
+    let map: BTreeMap<_, _> = tags.iter().cloned().collect();
+    let value = serde_json::to_vec(&map).map_err(|e| crate::bus::BusError::Store(e.to_string()))?;
+    store.put_if(&point_tags_key(arn), value.into(), 0).await.map(|_| ())
+}
+
+/// The tags [`save_point_tags`] recorded for a point, if any.
+pub async fn load_point_tags(
+    store: &dyn crate::shared::SharedStore,
+    arn: &str,
+) -> crate::bus::Result<Option<HashMap<String, String>>> {
+    let Some(found) = store.get(&point_tags_key(arn)).await? else { return Ok(None) };
+    serde_json::from_slice(&found.value)
+        .map(Some)
+        .map_err(|e| crate::bus::BusError::Store(format!("{}: not recovery point tags: {e}", point_tags_key(arn))))
+}
+
+/// The name of a task's DynamoDB backup.
+pub fn dynamodb_backup_name(task: &RestoreTask) -> String {
+    format!("lifeboat-{}", task.task_id)
+}
+
 /// The backup a task takes, when it takes one.
 pub fn backup_task(task: &RestoreTask) -> Option<&BackupTask> {
     task.backup_task.as_ref()
