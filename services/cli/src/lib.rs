@@ -2,6 +2,7 @@
 //! status, watch), rendering, and running the services.
 
 pub mod api_client;
+pub mod backup;
 pub mod catalog;
 pub mod client;
 pub mod clumio;

@@ -151,6 +151,12 @@ enum Command {
         /// timeout (180 s).
         #[arg(long, env = "LIFEBOAT_HANDLER_TIMEOUT", default_value_t = 300)]
         handler_timeout: u64,
+        /// Backup plan files, or directories of them, that the scheduler runs (comma-separated).
+        #[arg(long, env = "LIFEBOAT_PLANS", value_delimiter = ',')]
+        plans: Vec<String>,
+        /// Seconds between the scheduler's looks for due rules.
+        #[arg(long, env = "LIFEBOAT_SCHEDULER_TICK", default_value_t = 30)]
+        scheduler_tick: u64,
     },
 }
 
@@ -160,6 +166,25 @@ enum BackupCommand {
     Plan {
         #[command(subcommand)]
         command: PlanCommand,
+    },
+    /// Run a plan's rule now (every rule without --rule), besides its schedule; prints the run
+    /// ids, or with --watch follows them to their verdicts.
+    Run {
+        /// The plan file.
+        plan: String,
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long)]
+        watch: bool,
+        /// Seconds to wait for a verdict with --watch.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// A backup run's outcome per resource; with --csv, the resources not backed up and why.
+    Report {
+        run_id: String,
+        #[arg(long)]
+        csv: bool,
     },
 }
 
@@ -302,6 +327,42 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Backup { command: BackupCommand::Plan { command: PlanCommand::Validate { file } } } => {
             Ok(validate_plan(file, cli.output))
         }
+        Command::Backup { command: BackupCommand::Run { plan, rule, watch, timeout } } => {
+            let requests = lifeboat_cli::backup::run_requests(plan, rule.as_deref())?;
+            let client = cli.client().await?;
+            let mut worst = 0;
+            for request in &requests {
+                client.submit(request).await?;
+                if cli.output == Output::Text {
+                    let run = request.backup_run.clone().unwrap_or_default();
+                    eprintln!("submitted backup run {} ({}/{})", request.request_id, run.plan, run.rule);
+                }
+                if *watch {
+                    worst = worst.max(follow(&client, &request.request_id, *timeout, cli.output).await?);
+                } else if cli.output == Output::Json {
+                    println!("{}", serde_json::json!({"run_id": request.request_id}));
+                } else {
+                    println!("{}", request.request_id);
+                }
+            }
+            Ok(worst)
+        }
+        Command::Backup { command: BackupCommand::Report { run_id, csv } } => {
+            let reply = cli.client().await?.status(run_id, true).await?;
+            if !reply.found {
+                anyhow::bail!(
+                    "no backup run {run_id}{}",
+                    if reply.error.is_empty() { String::new() } else { format!(": {}", reply.error) }
+                );
+            }
+            let summary = reply.summary.unwrap_or_default();
+            match (csv, cli.output) {
+                (true, _) => print!("{}", lifeboat_cli::backup::report_csv(&summary)),
+                (false, Output::Json) => println!("{}", serde_json::to_string_pretty(&render::summary_json(&summary))?),
+                (false, Output::Text) => print!("{}", render::table(&summary)),
+            }
+            Ok(render::exit_code(render::verdict(&summary)))
+        }
         Command::Backups { command: lifeboat_cli::catalog::BackupsCommand::List(args) } => {
             lifeboat_cli::catalog::run(args, cli.output == Output::Json).await
         }
@@ -317,8 +378,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Serve { services, http_addr, role_name, allowed_accounts, check_interval, handler_timeout } => {
+        Command::Serve {
+            services,
+            http_addr,
+            role_name,
+            allowed_accounts,
+            check_interval,
+            handler_timeout,
+            plans,
+            scheduler_tick,
+        } => {
             let mut options = ServeOptions::new(cli.transport()?, services.clone());
+            options.plans = lifeboat_cli::backup::load_plans(plans)?;
+            options.scheduler.tick = Duration::from_secs((*scheduler_tick).max(1));
             options.state = cli.state_store();
             options.http_addr = match http_addr.as_str() {
                 "none" | "" => None,

@@ -34,6 +34,8 @@ pub enum ServiceName {
     Ec2,
     Rds,
     Aggregator,
+    /// Turns the `--plans` rules into backup runs when they are due.
+    Scheduler,
 }
 
 /// Which bus the services talk over.
@@ -112,6 +114,9 @@ pub struct ServeOptions {
     pub ec2: lifeboat_ec2::Ec2Config,
     pub rds: lifeboat_rds::RdsConfig,
     pub aggregator: AggregatorConfig,
+    /// The backup plans the scheduler runs.
+    pub plans: Vec<lifeboat_plans::Plan>,
+    pub scheduler: lifeboat_scheduler::SchedulerConfig,
 }
 
 impl ServeOptions {
@@ -133,6 +138,8 @@ impl ServeOptions {
             ec2: lifeboat_ec2::Ec2Config::default(),
             rds: lifeboat_rds::RdsConfig::default(),
             aggregator: AggregatorConfig::from_env(),
+            plans: Vec::new(),
+            scheduler: lifeboat_scheduler::SchedulerConfig::default(),
         }
     }
 
@@ -200,6 +207,24 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
         running.spawn(service.run(shutdown.clone()));
     }
     let mut router = lifeboat_common::http::router(health.clone(), metrics);
+    if options.wants(ServiceName::Scheduler) {
+        if options.plans.is_empty() {
+            // `all` without plans: nothing is scheduled. Asked for by name, that is a mistake.
+            anyhow::ensure!(
+                options.services.contains(&ServiceName::All),
+                "the scheduler needs backup plans: --plans FILE_OR_DIR (LIFEBOAT_PLANS)"
+            );
+        } else {
+            let clock = Arc::new(lifeboat_scheduler::SystemClock);
+            let scheduler = lifeboat_scheduler::Scheduler::new(
+                options.plans.clone(),
+                bus.clone(),
+                clock,
+                options.scheduler.clone(),
+            );
+            running.spawn(scheduler.run(shutdown.clone()));
+        }
+    }
     if options.wants(ServiceName::Aggregator) {
         let store = options.state.open(&connected, &aws).await?;
         let aggregator = Aggregator::new(bus.clone(), store, options.aggregator.clone());

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use lifeboat_proto::{source, FieldError, ResourceType, RestoreRequest, RestoreSet, SearchDirection};
+use lifeboat_proto::{
+    source, BackupRun, FieldError, RecoveryLock, ResourceType, RestoreRequest, RestoreSet, Retention, SearchDirection,
+};
 
 use crate::ids;
 
@@ -64,7 +66,9 @@ pub fn validate_request(request: &RestoreRequest, policy: &Policy) -> Result<(),
             format!("must be 1 to {} characters of A-Z, a-z, 0-9, '-' and '_'", ids::MAX_REQUEST_ID_LEN),
         );
     }
-    if request.restore_sets.is_empty() {
+    if let Some(run) = &request.backup_run {
+        validate_backup_run(request, run, policy, &mut errors);
+    } else if request.restore_sets.is_empty() {
         errors.add("restore_sets", "at least one restore set is required");
     } else if request.restore_sets.len() > MAX_SETS {
         errors.add("restore_sets", format!("{} restore sets, more than {MAX_SETS}", request.restore_sets.len()));
@@ -417,6 +421,109 @@ fn check_security_groups(path: &str, groups: &[String], errors: &mut Errors) {
 fn no_point_in_time_recovery(path: &str, set: &RestoreSet, what: &str, errors: &mut Errors) {
     if set.source.as_ref().is_some_and(|s| s.point_in_time_recovery) {
         errors.add(format!("{path}.source.point_in_time_recovery"), format!("{what} have no point-in-time recovery"));
+    }
+}
+
+/// Resource types a backup rule can select.
+const BACKUP_TYPES: [ResourceType; 6] = [
+    ResourceType::EbsVolume,
+    ResourceType::EbsVolumeSet,
+    ResourceType::Ec2Instance,
+    ResourceType::RdsInstance,
+    ResourceType::RdsCluster,
+    ResourceType::DynamodbTable,
+];
+
+/// A backup run as a message: the plan file's checks (`lifeboat backup plan validate`) again, for
+/// runs published by anyone, and the run's id, which must be the one its due id gives so that a
+/// due time is one run however often it is published.
+fn validate_backup_run(request: &RestoreRequest, run: &BackupRun, policy: &Policy, errors: &mut Errors) {
+    if !request.restore_sets.is_empty() {
+        errors.add("restore_sets", "a backup run has no restore sets");
+    }
+    for (field, value) in [("backup_run.plan", &run.plan), ("backup_run.rule", &run.rule)] {
+        if value.is_empty() {
+            errors.add(field, "is required");
+        }
+        check_length(field, value, errors);
+    }
+    if run.due_id.is_empty() {
+        errors.add("backup_run.due_id", "is required");
+    } else if crate::backup::backup_run_id(&run.due_id) != request.request_id {
+        errors.add(
+            "request_id",
+            format!("must be '{}', the run id of due id '{}'", crate::backup::backup_run_id(&run.due_id), run.due_id),
+        );
+    }
+    let selection = run.selection.clone().unwrap_or_default();
+    if selection.resource_types.is_empty() {
+        errors.add("backup_run.selection.resource_types", "at least one resource type is required");
+    }
+    for (i, kind) in selection.resource_types.iter().enumerate() {
+        if !ResourceType::try_from(*kind).is_ok_and(|kind| BACKUP_TYPES.contains(&kind)) {
+            let names: Vec<_> = BACKUP_TYPES.iter().map(|t| t.short_name()).collect();
+            errors.add(
+                format!("backup_run.selection.resource_types[{i}]"),
+                format!("cannot be backed up; one of {}", names.join(", ")),
+            );
+        }
+    }
+    if selection.regions.is_empty() {
+        errors.add("backup_run.selection.regions", "at least one region is required");
+    }
+    for (i, region) in selection.regions.iter().enumerate() {
+        if !is_region(region) {
+            errors.add(format!("backup_run.selection.regions[{i}]"), format!("'{region}' is not an AWS region name"));
+        }
+    }
+    for (i, account) in selection.account_ids.iter().enumerate() {
+        check_account(&format!("backup_run.selection.account_ids[{i}]"), account, policy, errors);
+    }
+    if selection.include_tags.is_empty() && !selection.all_resources {
+        errors.add(
+            "backup_run.selection.all_resources",
+            "a selection without include tags backs up every resource: set all_resources to say so",
+        );
+    }
+    let lock = run.lock.clone().unwrap_or_default();
+    if !["", "NONE", "GOVERNANCE", "COMPLIANCE"].contains(&lock.mode.as_str()) {
+        errors.add("backup_run.lock.mode", format!("'{}' is not NONE, GOVERNANCE or COMPLIANCE", lock.mode));
+    }
+    let destinations = run.copy_to.iter().enumerate().map(|(i, d)| (format!("backup_run.copy_to[{i}]"), d));
+    for (field, destination) in destinations {
+        if !is_region(&destination.region) {
+            errors.add(format!("{field}.region"), format!("'{}' is not an AWS region name", destination.region));
+        }
+        check_account(&format!("{field}.account_id"), &destination.account_id, policy, errors);
+        check_retention(&format!("{field}.retention"), destination.retention.as_ref(), &lock, errors);
+    }
+    check_retention("backup_run.retention", run.retention.as_ref(), &lock, errors);
+}
+
+/// A retention keeps points for some time, and a `days` retention lies within the lock's bounds
+/// (keep-last-N ones are checked against them by the plan's validation, which knows its tiers).
+fn check_retention(field: &str, retention: Option<&Retention>, lock: &RecoveryLock, errors: &mut Errors) {
+    let Some(retention) = retention else {
+        errors.add(field, "is required");
+        return;
+    };
+    let keeps = retention.keep_daily + retention.keep_weekly + retention.keep_monthly + retention.keep_yearly;
+    if retention.days == 0 && keeps == 0 {
+        errors.add(field, "keeps nothing: give days or a keep count");
+    }
+    if retention.days > 0 && !lock.mode.is_empty() && lock.mode != "NONE" {
+        if lock.min_retention_days > 0 && retention.days < lock.min_retention_days {
+            errors.add(
+                format!("{field}.days"),
+                format!("{} days is less than the lock's minimum of {}", retention.days, lock.min_retention_days),
+            );
+        }
+        if lock.max_retention_days > 0 && retention.days > lock.max_retention_days {
+            errors.add(
+                format!("{field}.days"),
+                format!("{} days is more than the lock's maximum of {}", retention.days, lock.max_retention_days),
+            );
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the request out into one RestoreTask per backup.
 
 pub mod ami;
+pub mod backup_run;
 pub mod catalog;
 pub mod dynamodb;
 pub mod ebs;

@@ -13,8 +13,8 @@ use lifeboat_common::events::{self, Reporter};
 use lifeboat_common::validate::{validate_request, Policy};
 use lifeboat_common::{ids, subjects, ConsumerOptions, Handler, Outcome};
 use lifeboat_proto::{
-    restore_task, status_event, Backup, FieldError, RequestRejected, ResourceType, RestorePlanned, RestoreRequest,
-    RestoreSet, RestoreTask, SetPlan, Source, StatusEvent, TaskPhase,
+    restore_task, status_event, Backup, BackupRun, BackupSelection, BackupTask, FieldError, RequestRejected,
+    ResourceType, RestorePlanned, RestoreRequest, RestoreSet, RestoreTask, SetPlan, Source, StatusEvent, TaskPhase,
 };
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,8 @@ pub mod reason {
     pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
     pub const UNDECODABLE_REQUEST: &str = "UNDECODABLE_REQUEST";
     pub const NO_MATCHING_BACKUPS: &str = "NO_MATCHING_BACKUPS";
+    /// A backup run whose rule selected no resource.
+    pub const NO_MATCHING_RESOURCES: &str = "NO_MATCHING_RESOURCES";
     /// A protection group (S3) set, planned as skipped until the S3 service exists.
     pub const S3_NOT_AVAILABLE: &str = "S3_NOT_AVAILABLE";
 }
@@ -373,6 +375,9 @@ impl Discovery {
                 return retry();
             }
         }
+        if let Some(run) = &request.backup_run {
+            return self.plan_backup(request, run, attempt).await;
+        }
         // Sets are independent (often other accounts or regions): list them side by side,
         // keeping their order for the plan.
         let listings: Vec<_> = request.restore_sets.iter().map(|set| self.plan_set(request, set)).collect();
@@ -454,13 +459,137 @@ impl Discovery {
             ..Default::default()
         };
         let plan = std::iter::once(planned).chain(events).collect();
-        match crate::stored_plan::store(self.bus.shared().as_ref(), &request.request_id, plan).await {
-            Ok(plan) => self.publish_plan(&request.request_id, plan, attempt).await,
+        self.store_and_publish(&request.request_id, plan, attempt).await
+    }
+
+    /// Stores a plan before publishing it, so that a redelivery republishes this plan.
+    async fn store_and_publish(&self, request_id: &str, plan: Vec<StatusEvent>, attempt: u32) -> Outcome {
+        match crate::stored_plan::store(self.bus.shared().as_ref(), request_id, plan).await {
+            Ok(plan) => self.publish_plan(request_id, plan, attempt).await,
             Err(e) => {
-                warn!(request_id = %request.request_id, error = %e, "storing the plan failed; will retry");
-                retry()
+                warn!(request_id, error = %e, "storing the plan failed; will retry");
+                Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max))
             }
         }
+    }
+
+    /// A backup run: one task per selected resource in every account and region of the rule,
+    /// all in one set named after the rule, stored and published as a restore's plan is. An
+    /// account or region that cannot be listed (access denied) fails as one entry of the run,
+    /// and the others go on.
+    async fn plan_backup(&self, request: &RestoreRequest, run: &BackupRun, attempt: u32) -> Outcome {
+        let selection = run.selection.clone().unwrap_or_default();
+        let accounts =
+            if selection.account_ids.is_empty() { vec![String::new()] } else { selection.account_ids.clone() };
+        let mut tasks = Vec::new();
+        let mut unlisted = Vec::new();
+        for account in &accounts {
+            for region in &selection.regions {
+                match self.select_resources(account, region, &selection).await {
+                    Ok((account_id, resources)) => {
+                        tasks.extend(resources.into_iter().map(|resource| {
+                            let job = BackupTask {
+                                run: Some(run.clone()),
+                                resource_id: resource.id,
+                                resource_arn: resource.arn,
+                                account_id: account_id.clone(),
+                                region: region.clone(),
+                                resource_tags: resource.tags,
+                                volumes: resource.volumes,
+                                size_gib: resource.size_gib,
+                            };
+                            lifeboat_common::backup::task(&request.request_id, resource.kind, job)
+                        }));
+                    }
+                    Err(e) if e.is_retryable() => {
+                        warn!(request_id = %request.request_id, account, region, error = %e, "listing will be retried");
+                        return Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max));
+                    }
+                    Err(e) => unlisted.push((account.clone(), region.clone(), e)),
+                }
+            }
+        }
+        let mut events: Vec<StatusEvent> = tasks
+            .iter()
+            .map(|task| StatusEvent {
+                size_gib: task.backup.as_ref().map_or(0, |b| b.size_gib),
+                task: Some(task.clone()),
+                ..events::task_event(task, TaskPhase::Queued, 0)
+            })
+            .collect();
+        for (account, region, e) in unlisted {
+            let place = format!("{}/{region}", if account.is_empty() { "own account" } else { account.as_str() });
+            events.push(StatusEvent {
+                request_id: request.request_id.clone(),
+                set_name: run.rule.clone(),
+                task_id: ids::set_task_id(&request.request_id, &format!("{}@{place}", run.rule)),
+                phase: TaskPhase::Failed as i32,
+                reason_code: e.code.clone(),
+                message: format!("cannot list the resources of {place}: {e}"),
+                ..Default::default()
+            });
+        }
+        if events.is_empty() {
+            let wanted: Vec<String> = selection.include_tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            events.push(StatusEvent {
+                request_id: request.request_id.clone(),
+                set_name: run.rule.clone(),
+                task_id: ids::set_task_id(&request.request_id, &run.rule),
+                phase: TaskPhase::Skipped as i32,
+                reason_code: reason::NO_MATCHING_RESOURCES.to_string(),
+                message: format!("no resource of the rule's types has the tags {}", wanted.join(", ")),
+                ..Default::default()
+            });
+        }
+        let total_tasks = events.len() as u32;
+        let total_size_gib: i64 = tasks.iter().map(|t| t.backup.as_ref().map_or(0, |b| b.size_gib)).sum();
+        let planned = StatusEvent {
+            request_id: request.request_id.clone(),
+            message: format!("{} resources to back up for {}/{} ({})", tasks.len(), run.plan, run.rule, run.due_id),
+            detail: Some(status_event::Detail::Planned(RestorePlanned {
+                total_tasks,
+                dry_run: false,
+                sets: vec![SetPlan { set_name: run.rule.clone(), tasks: total_tasks }],
+                total_size_gib,
+                estimated_seconds: 0,
+                request_digest: ids::request_digest(request),
+            })),
+            ..Default::default()
+        };
+        let plan = std::iter::once(planned).chain(events).collect();
+        self.store_and_publish(&request.request_id, plan, attempt).await
+    }
+
+    /// The resources of one account (empty: the caller's) and region that a backup selection
+    /// picks, with the account id resolved.
+    async fn select_resources(
+        &self,
+        account: &str,
+        region: &str,
+        selection: &BackupSelection,
+    ) -> Result<(String, Vec<crate::backup_run::Resource>), AwsError> {
+        use crate::backup_run;
+        let account_id = self.accounts.resolve_account(account).await?;
+        let config = self.accounts.config_for(&account_id, region).await?;
+        let ec2 = lifeboat_common::aws::ec2_client(&config, &account_id, region);
+        let rds = lifeboat_common::aws::rds_client(&config, &account_id, region);
+        let ddb = lifeboat_common::aws::dynamodb_client(&config, &account_id, region);
+        let mut found = Vec::new();
+        for kind in selection.resource_types.iter().filter_map(|k| ResourceType::try_from(*k).ok()) {
+            found.extend(match kind {
+                ResourceType::EbsVolume => backup_run::volumes(&ec2, &account_id, region, selection).await?,
+                ResourceType::EbsVolumeSet | ResourceType::Ec2Instance => {
+                    backup_run::instances(&ec2, kind, &account_id, region, selection).await?
+                }
+                ResourceType::RdsInstance | ResourceType::RdsCluster => {
+                    backup_run::databases(&rds, kind, selection).await?
+                }
+                ResourceType::DynamodbTable => backup_run::tables(&ddb, selection).await?,
+                // Validation lets no other type through.
+                _ => Vec::new(),
+            });
+        }
+        Ok((account_id, found))
     }
 
     /// Publishes a stored plan: the planned event first, so watchers know the total; then the

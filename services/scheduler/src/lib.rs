@@ -1,0 +1,8 @@
+//! Backup scheduling: the scheduler service, which turns due rules of backup plans into backup
+//! runs exactly once per due time, and the conversion of a plan's rule into the `BackupRun`
+//! message the services read (also used by `lifeboat backup run`).
+
+pub mod run;
+pub mod scheduler;
+
+pub use scheduler::{Clock, ManualClock, Scheduler, SchedulerConfig, SystemClock};
