@@ -30,6 +30,7 @@ mod redrive;
 mod replan;
 mod resilience;
 mod restore;
+mod scheduler;
 mod sqs;
 mod stack;
 mod stall;
