@@ -120,6 +120,13 @@ pub fn to_json(entries: &[Entry]) -> Value {
                     "copiesIn": e.copies_in,
                     "expiresAt": e.expires_at.map(|_| time(e.expires_at)),
                     "note": e.note,
+                    "plan": e.plan.as_ref().map(|p| json!({
+                        "plan": p.plan,
+                        "rule": p.rule,
+                        "lock": p.lock,
+                        "lockUntil": p.lock_until.map(|_| time(p.lock_until)),
+                        "copyOf": p.copy_of,
+                    })),
                 })
             })
             .collect(),
@@ -129,7 +136,19 @@ pub fn to_json(entries: &[Entry]) -> Value {
 pub fn table(entries: &[Entry]) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(["type", "region", "resource", "backup", "kind", "taken", "GiB", "copies in", "expires"]);
+    table.set_header([
+        "type",
+        "region",
+        "resource",
+        "backup",
+        "kind",
+        "taken",
+        "GiB",
+        "copies in",
+        "expires",
+        "plan/rule",
+        "lock",
+    ]);
     for e in entries {
         table.add_row([
             e.resource_type.clone(),
@@ -141,6 +160,8 @@ pub fn table(entries: &[Entry]) -> String {
             if e.kind == "backup" { e.size_gib.to_string() } else { String::new() },
             e.copies_in.join(","),
             time(e.expires_at),
+            e.plan.as_ref().map(|p| format!("{}/{}", p.plan, p.rule)).unwrap_or_default(),
+            e.plan.as_ref().filter(|p| p.lock != "NONE").map(|p| p.lock.clone()).unwrap_or_default(),
         ]);
     }
     table.to_string()

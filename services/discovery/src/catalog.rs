@@ -15,8 +15,7 @@ use lifeboat_proto::{Backup, ResourceType, RestoreSet, Source, Targets};
 use crate::select::TimeRule;
 use crate::service::Discovery;
 
-/// Tag with an RFC 3339 expiry time that Lifeboat's and other tools' backups may carry.
-pub const TAG_EXPIRES_AT: &str = "lifeboat:expires-at";
+pub use lifeboat_common::backup::TAG_EXPIRES_AT;
 
 /// One restorable backup (or continuous-backup window) of one resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +39,20 @@ pub struct Entry {
     pub expires_at: Option<DateTime<Utc>>,
     /// For `continuous`: the restorable window, as discovery reports it.
     pub note: String,
+    /// A recovery point of a Lifeboat backup plan: its plan and rule, and its lock (NONE,
+    /// GOVERNANCE, COMPLIANCE) with the time it holds until.
+    pub plan: Option<Point>,
+}
+
+/// What a Lifeboat recovery point's tags say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Point {
+    pub plan: String,
+    pub rule: String,
+    pub lock: String,
+    pub lock_until: Option<DateTime<Utc>>,
+    /// The recovery point this one is a copy of.
+    pub copy_of: Option<String>,
 }
 
 /// What to list.
@@ -140,5 +153,12 @@ fn entry(kind: ResourceType, backup: &Backup, what: &str, note: String) -> Entry
         copies_in: Vec::new(),
         expires_at: expiry(backup),
         note,
+        plan: lifeboat_common::backup::PointTags::parse(&backup.tags).map(|point| Point {
+            plan: point.plan,
+            rule: point.rule,
+            lock: point.lock,
+            lock_until: point.lock_until,
+            copy_of: point.copy_of,
+        }),
     }
 }
