@@ -20,15 +20,16 @@ pub struct Resource {
     pub size_gib: i64,
 }
 
-/// Tags that keep a resource out of every backup whatever its rule says: what restore drills
-/// create (they are deleted again within minutes).
-pub const TAG_DRILL: &str = "lifeboat:drill";
+/// Restore drills restore into request ids with this prefix (their resources carry it in
+/// `lifeboat:request-id`); what they create is deleted within minutes and never backed up.
+pub const DRILL_PREFIX: &str = "drill-";
 
 /// Whether a resource with `tags` is selected: all include tags, none of the exclude tags (key
 /// and value), and not a drill's.
 pub fn selected(selection: &BackupSelection, tags: &HashMap<String, String>) -> bool {
     let has = |(k, v): (&String, &String)| tags.get(k) == Some(v);
-    selection.include_tags.iter().all(has) && !selection.exclude_tags.iter().any(has) && !tags.contains_key(TAG_DRILL)
+    let drill = tags.get(lifeboat_common::subjects::TAG_REQUEST_ID).is_some_and(|id| id.starts_with(DRILL_PREFIX));
+    selection.include_tags.iter().all(has) && !selection.exclude_tags.iter().any(has) && !drill
 }
 
 fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> HashMap<String, String> {
