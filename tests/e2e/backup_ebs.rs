@@ -1,0 +1,263 @@
+//! EBS backups against moto: a volume's snapshot and its copies, an instance's volumes
+//! snapshotted as one crash-consistent set, a volume deleted since selection, a duplicate
+//! delivery, a copy re-encrypted with a key, and a run past its completion window.
+
+use std::collections::{BTreeSet, HashMap};
+
+use lifeboat_common::backup::{self, PointTags, TAG_COPY_OF};
+use lifeboat_common::bus::OutgoingMessage;
+use lifeboat_common::subjects::{self, TAG_SOURCE_INSTANCE, TAG_SOURCE_VOLUME, TAG_TASK_ID};
+use lifeboat_proto as pb;
+use lifeboat_tests::*;
+
+fn run(copy_to: Vec<pb::CopyDestination>) -> pb::BackupRun {
+    pb::BackupRun {
+        plan: "prod".into(),
+        rule: "nightly".into(),
+        due_id: "prod/nightly/2026-12-03T01:00:00Z".into(),
+        retention: Some(pb::Retention { days: 30, ..Default::default() }),
+        copy_to,
+        tags: [("owner".to_string(), "platform".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+fn west_copy(kms_key_id: &str) -> pb::CopyDestination {
+    pb::CopyDestination {
+        region: "us-west-2".into(),
+        kms_key_id: kms_key_id.into(),
+        retention: Some(pb::Retention { days: 90, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// A backup task of `resource_id` in us-east-1, built as discovery builds it.
+fn backup_task(
+    request_id: &str,
+    resource_type: pb::ResourceType,
+    resource_id: &str,
+    run: pb::BackupRun,
+) -> pb::RestoreTask {
+    let job = pb::BackupTask {
+        run: Some(run),
+        resource_id: resource_id.into(),
+        account_id: ACCOUNT.into(),
+        region: "us-east-1".into(),
+        resource_tags: [("env".to_string(), "prod".to_string())].into(),
+        ..Default::default()
+    };
+    backup::task(request_id, resource_type, job)
+}
+
+async fn publish(servers: &Servers, task: &pb::RestoreTask, dedupe_id: &str) {
+    let bus = servers.shared_bus().await;
+    bus.publish(OutgoingMessage::proto(subjects::work_subject("ebs"), task).dedupe_id(dedupe_id.to_string()))
+        .await
+        .expect("publish the task");
+}
+
+/// Plans `tasks` as discovery would, publishes them and waits for the final summary.
+async fn back_up(servers: &Servers, request_id: &str, tasks: &[pb::RestoreTask]) -> pb::RequestSummary {
+    report_planned(servers.shared_bus().await, request_id, tasks.len() as u32).await;
+    for task in tasks {
+        publish(servers, task, &task.task_id).await;
+    }
+    final_summary(&servers.client().await, request_id).await
+}
+
+fn snapshot_tags(snapshot: &aws_sdk_ec2::types::Snapshot) -> HashMap<String, String> {
+    snapshot.tags().iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string())).collect()
+}
+
+fn task_state<'a>(summary: &'a pb::RequestSummary, task: &pb::RestoreTask) -> &'a pb::TaskState {
+    summary.tasks.iter().find(|t| t.task_id == task.task_id).expect("the task is in the summary")
+}
+
+#[tokio::test]
+async fn a_volume_is_snapshotted_and_copied_to_another_region() {
+    init_logging();
+    let servers = Servers::start().await;
+    let (east, west) = (servers.ec2("us-east-1"), servers.ec2("us-west-2"));
+    let volume = create_volume(&east, "us-east-1a", 8, &[("env", "prod")]).await;
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let task = backup_task("backup-volume", pb::ResourceType::EbsVolume, &volume, run(vec![west_copy("")]));
+
+    let summary = back_up(&servers, "backup-volume", &[task.clone()]).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:?}");
+
+    let points = snapshots_tagged(&east, TAG_TASK_ID, &task.task_id).await;
+    assert_eq!(points.len(), 1, "one snapshot of the volume: {points:?}");
+    let point = &points[0];
+    let point_id = point.snapshot_id().unwrap().to_string();
+    assert_eq!(point.volume_id(), Some(volume.as_str()));
+    let tags = snapshot_tags(point);
+    assert_eq!((tags["env"].as_str(), tags["owner"].as_str()), ("prod", "platform"));
+    assert_eq!(tags[TAG_SOURCE_VOLUME], volume);
+    let parsed = PointTags::parse(&tags).expect("the point describes itself");
+    assert_eq!((parsed.plan.as_str(), parsed.rule.as_str()), ("prod", "nightly"));
+    assert_eq!((parsed.run.as_str(), parsed.resource_id.as_str()), ("backup-volume", volume.as_str()));
+    assert_eq!(parsed.retention.as_ref().map(|r| r.days), Some(30));
+    assert!(parsed.expires_at.is_some() && parsed.copy_of.is_none(), "{parsed:?}");
+
+    let copies = snapshots_tagged(&west, TAG_TASK_ID, &task.task_id).await;
+    assert_eq!(copies.len(), 1, "one copy in us-west-2: {copies:?}");
+    let copy = &copies[0];
+    let copy_id = copy.snapshot_id().unwrap().to_string();
+    let copy_tags = snapshot_tags(copy);
+    assert_eq!(copy_tags[TAG_COPY_OF], point_id);
+    assert_eq!(copy_tags[TAG_SOURCE_VOLUME], volume);
+    assert_eq!(copy_tags["env"], "prod");
+    let parsed = PointTags::parse(&copy_tags).expect("the copy describes itself");
+    assert_eq!(parsed.retention.map(|r| r.days), Some(90), "the destination's retention");
+    assert_eq!(copy.state(), Some(&aws_sdk_ec2::types::SnapshotState::Completed));
+
+    let state = task_state(&summary, &task);
+    assert_eq!(state.created_resource_ids, vec![point_id, copy_id]);
+    assert_eq!(pb::TaskPhase::try_from(state.phase), Ok(pb::TaskPhase::Succeeded));
+}
+
+#[tokio::test]
+async fn an_instances_volumes_are_snapshotted_as_one_set() {
+    init_logging();
+    let servers = Servers::start().await;
+    let (east, west) = (servers.ec2("us-east-1"), servers.ec2("us-west-2"));
+    let base = east.describe_images().owners("amazon").send().await.unwrap();
+    let image = base.images().first().and_then(|i| i.image_id()).unwrap().to_string();
+    let launched = east
+        .run_instances()
+        .image_id(image)
+        .min_count(1)
+        .max_count(1)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .placement(aws_sdk_ec2::types::Placement::builder().availability_zone("us-east-1a").build())
+        .send()
+        .await
+        .unwrap();
+    let instance = launched.instances()[0].instance_id().unwrap().to_string();
+    let data = create_volume(&east, "us-east-1a", 20, &[]).await;
+    east.attach_volume().volume_id(&data).instance_id(&instance).device("/dev/sdf").send().await.unwrap();
+    let described = east.describe_instances().instance_ids(&instance).send().await.unwrap();
+    let mappings = described.reservations()[0].instances()[0].block_device_mappings().to_vec();
+    let volumes: HashMap<String, String> = mappings
+        .iter()
+        .map(|m| (m.device_name().unwrap().to_string(), m.ebs().unwrap().volume_id().unwrap().to_string()))
+        .collect();
+    assert_eq!(volumes.len(), 2, "a root volume and a data volume: {volumes:?}");
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let mut task = backup_task("backup-set", pb::ResourceType::EbsVolumeSet, &instance, run(vec![west_copy("")]));
+    task.backup_task.as_mut().unwrap().volumes = volumes.clone();
+
+    let summary = back_up(&servers, "backup-set", &[task.clone()]).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:?}");
+    let state = task_state(&summary, &task);
+    assert_eq!(state.reason_code, "", "no warnings: {}", state.message);
+
+    let expected: BTreeSet<String> = volumes.values().cloned().collect();
+    let points = snapshots_tagged(&east, TAG_TASK_ID, &task.task_id).await;
+    let tags: Vec<_> = points.iter().map(snapshot_tags).collect();
+    let tagged: BTreeSet<String> = tags.iter().map(|t| t[TAG_SOURCE_VOLUME].clone()).collect();
+    assert_eq!(tagged, expected, "one snapshot per volume, each tagged with its own");
+    for (point, tags) in points.iter().zip(&tags) {
+        assert_eq!(point.volume_id(), Some(tags[TAG_SOURCE_VOLUME].as_str()));
+        assert_eq!(tags[TAG_SOURCE_INSTANCE], instance);
+        assert_eq!(PointTags::parse(tags).unwrap().resource_id, instance);
+    }
+    let point_ids: BTreeSet<String> = points.iter().map(|p| p.snapshot_id().unwrap().to_string()).collect();
+
+    let copies = snapshots_tagged(&west, TAG_TASK_ID, &task.task_id).await;
+    let copy_tags: Vec<_> = copies.iter().map(snapshot_tags).collect();
+    let copied: BTreeSet<String> = copy_tags.iter().map(|t| t[TAG_COPY_OF].clone()).collect();
+    assert_eq!(copied, point_ids, "each snapshot copied once to us-west-2");
+    let copied_volumes: BTreeSet<String> = copy_tags.iter().map(|t| t[TAG_SOURCE_VOLUME].clone()).collect();
+    assert_eq!(copied_volumes, expected);
+
+    let created: BTreeSet<String> = state.created_resource_ids.iter().cloned().collect();
+    let all: BTreeSet<String> =
+        point_ids.iter().cloned().chain(copies.iter().map(|c| c.snapshot_id().unwrap().to_string())).collect();
+    assert_eq!(created, all, "points and copies are reported");
+}
+
+#[tokio::test]
+async fn a_volume_deleted_since_selection_fails_its_task_only() {
+    init_logging();
+    let servers = Servers::start().await;
+    let east = servers.ec2("us-east-1");
+    let kept = create_volume(&east, "us-east-1a", 8, &[]).await;
+    let gone = create_volume(&east, "us-east-1a", 8, &[]).await;
+    east.delete_volume().volume_id(&gone).send().await.unwrap();
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let ok = backup_task("backup-gone", pb::ResourceType::EbsVolume, &kept, run(Vec::new()));
+    let failed = backup_task("backup-gone", pb::ResourceType::EbsVolume, &gone, run(Vec::new()));
+
+    let summary = back_up(&servers, "backup-gone", &[ok.clone(), failed.clone()]).await;
+    assert_eq!(verdict(&summary), pb::Verdict::PartiallyFailed, "{summary:?}");
+    let state = task_state(&summary, &failed);
+    assert_eq!(pb::TaskPhase::try_from(state.phase), Ok(pb::TaskPhase::Failed));
+    assert_eq!(state.reason_code, "InvalidVolume.NotFound", "{}", state.message);
+    assert!(snapshots_tagged(&east, TAG_TASK_ID, &failed.task_id).await.is_empty());
+    let points = snapshots_tagged(&east, TAG_TASK_ID, &ok.task_id).await;
+    assert_eq!(points.len(), 1);
+    assert_eq!(task_state(&summary, &ok).created_resource_ids, vec![points[0].snapshot_id().unwrap().to_string()]);
+}
+
+#[tokio::test]
+async fn the_same_backup_delivered_twice_takes_one_snapshot() {
+    init_logging();
+    let servers = Servers::start().await;
+    let east = servers.ec2("us-east-1");
+    let volume = create_volume(&east, "us-east-1a", 8, &[]).await;
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let task = backup_task("backup-dup", pb::ResourceType::EbsVolume, &volume, run(Vec::new()));
+
+    report_planned(servers.shared_bus().await, "backup-dup", 1).await;
+    // Distinct dedupe ids, so that the bus's own dedupe does not hide the duplicate.
+    for copy in ["first", "second"] {
+        publish(&servers, &task, &format!("{}-{copy}", task.task_id)).await;
+    }
+    let summary = final_summary(&servers.client().await, "backup-dup").await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:?}");
+    work_drained(&servers, "ebs").await;
+    let points = snapshots_tagged(&east, TAG_TASK_ID, &task.task_id).await;
+    assert_eq!(points.len(), 1, "one snapshot for one task: {points:?}");
+    assert_eq!(summary.tasks[0].created_resource_ids, vec![points[0].snapshot_id().unwrap().to_string()]);
+}
+
+#[tokio::test]
+async fn a_copy_is_encrypted_with_the_destinations_key() {
+    init_logging();
+    let servers = Servers::start().await;
+    let (east, west) = (servers.ec2("us-east-1"), servers.ec2("us-west-2"));
+    let kms = aws_sdk_kms::Client::new(&servers.aws("us-west-2"));
+    let key = kms.create_key().description("backup copies").send().await.unwrap();
+    let key_arn = key.key_metadata().unwrap().arn().unwrap().to_string();
+    let volume = create_volume(&east, "us-east-1a", 8, &[]).await;
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let task = backup_task("backup-kms", pb::ResourceType::EbsVolume, &volume, run(vec![west_copy(&key_arn)]));
+
+    let summary = back_up(&servers, "backup-kms", &[task.clone()]).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:?}");
+    let copies = snapshots_tagged(&west, TAG_TASK_ID, &task.task_id).await;
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].encrypted(), Some(true));
+    assert_eq!(copies[0].kms_key_id(), Some(key_arn.as_str()));
+    let point = snapshots_tagged(&east, TAG_TASK_ID, &task.task_id).await;
+    assert_eq!(point[0].encrypted(), Some(false), "the point keeps the volume's encryption");
+}
+
+#[tokio::test]
+async fn a_backup_past_its_completion_window_fails_without_a_snapshot() {
+    init_logging();
+    let servers = Servers::start().await;
+    let east = servers.ec2("us-east-1");
+    let volume = create_volume(&east, "us-east-1a", 8, &[]).await;
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let mut late = run(Vec::new());
+    late.complete_by = Some(ts(chrono::Utc::now() - chrono::TimeDelta::hours(1)));
+    let task = backup_task("backup-late", pb::ResourceType::EbsVolume, &volume, late);
+
+    let summary = back_up(&servers, "backup-late", &[task.clone()]).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Failed, "{summary:?}");
+    let state = task_state(&summary, &task);
+    assert_eq!(state.reason_code, backup::reason::COMPLETION_WINDOW_EXCEEDED, "{}", state.message);
+    assert!(snapshots_tagged(&east, TAG_TASK_ID, &task.task_id).await.is_empty(), "nothing was created");
+}
