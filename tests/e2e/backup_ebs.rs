@@ -261,3 +261,157 @@ async fn a_backup_past_its_completion_window_fails_without_a_snapshot() {
     assert_eq!(state.reason_code, backup::reason::COMPLETION_WINDOW_EXCEEDED, "{}", state.message);
     assert!(snapshots_tagged(&east, TAG_TASK_ID, &task.task_id).await.is_empty(), "nothing was created");
 }
+
+/// What moto cannot do: copies into another account (moto looks the source up in the
+/// destination's account), a copy AWS refuses, and a redelivery that lost its record.
+mod mocked {
+    use aws_sdk_ec2::operation::copy_snapshot::{CopySnapshotError, CopySnapshotOutput};
+    use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotOutput;
+    use aws_sdk_ec2::operation::describe_snapshots::{DescribeSnapshotsInput, DescribeSnapshotsOutput};
+    use aws_sdk_ec2::operation::modify_snapshot_attribute::ModifySnapshotAttributeOutput;
+    use aws_sdk_ec2::types::{Snapshot, SnapshotState};
+    use aws_sdk_ec2::Client;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+    use aws_smithy_types::error::ErrorMetadata;
+    use lifeboat_common::restore::{Progress, Step};
+    use lifeboat_ebs::backup::{step, Clients};
+    use lifeboat_ebs::Context;
+
+    use super::*;
+
+    const OTHER_ACCOUNT: &str = "210987654321";
+
+    fn context() -> Context {
+        let store = std::sync::Arc::new(lifeboat_common::shared::MemoryStore::default());
+        let quotas = lifeboat_common::quota::QuotaConfig::parse("off").unwrap();
+        Context::new(store, quotas, std::time::Duration::from_millis(10))
+    }
+
+    fn vault_copy() -> pb::CopyDestination {
+        pb::CopyDestination {
+            region: "us-west-2".into(),
+            account_id: OTHER_ACCOUNT.into(),
+            kms_key_id: "alias/vault".into(),
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(id: &str, state: SnapshotState) -> Snapshot {
+        Snapshot::builder().snapshot_id(id).volume_id("vol-1").state(state).build()
+    }
+
+    fn describes(snapshots: Vec<Snapshot>) -> Rule {
+        mock!(Client::describe_snapshots)
+            .then_output(move || DescribeSnapshotsOutput::builder().set_snapshots(Some(snapshots.clone())).build())
+    }
+
+    fn filtered_by(input: &DescribeSnapshotsInput, name: &str) -> bool {
+        input.filters().iter().any(|f| f.name() == Some(name))
+    }
+
+    #[tokio::test]
+    async fn another_account_gets_the_point_shared_then_its_own_encrypted_copy() {
+        let task = backup_task("vault", pb::ResourceType::EbsVolume, "vol-1", run(vec![vault_copy()]));
+        let create = mock!(Client::create_snapshot)
+            .match_requests(|req| req.volume_id() == Some("vol-1"))
+            .then_output(|| CreateSnapshotOutput::builder().snapshot_id("snap-point").build());
+        let point = describes(vec![snapshot("snap-point", SnapshotState::Completed)]);
+        let share = mock!(Client::modify_snapshot_attribute)
+            .match_requests(|req| {
+                req.snapshot_id() == Some("snap-point")
+                    && req
+                        .create_volume_permission()
+                        .is_some_and(|p| p.add().iter().any(|perm| perm.user_id() == Some(OTHER_ACCOUNT)))
+            })
+            .then_output(|| ModifySnapshotAttributeOutput::builder().build());
+        let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&create, &point, &share]);
+        let no_lost_copy = mock!(Client::describe_snapshots)
+            .match_requests(|req| filtered_by(req, &format!("tag:{TAG_TASK_ID}")))
+            .then_output(|| DescribeSnapshotsOutput::builder().build());
+        let copy = mock!(Client::copy_snapshot)
+            .match_requests(|req| {
+                let tagged = req
+                    .tag_specifications()
+                    .iter()
+                    .flat_map(|s| s.tags())
+                    .any(|t| t.key() == Some(TAG_COPY_OF) && t.value() == Some("snap-point"));
+                req.source_region() == Some("us-east-1")
+                    && req.source_snapshot_id() == Some("snap-point")
+                    && req.encrypted() == Some(true)
+                    && req.kms_key_id() == Some("alias/vault")
+                    && tagged
+            })
+            .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-copy").build());
+        let copied = describes(vec![snapshot("snap-copy", SnapshotState::Completed)]);
+        let destination = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&no_lost_copy, &copy, &copied]);
+        let clients = Clients { source, destinations: vec![destination] };
+        let context = context();
+        let mut progress = Progress::default();
+
+        let first = step(&context, &clients, &task, 1, &mut progress).await.unwrap();
+        assert!(matches!(first, Step::Waiting { .. }), "{first:?}");
+        assert_eq!(progress.id(backup::ROLE_POINT), Some("snap-point"));
+        let second = step(&context, &clients, &task, 2, &mut progress).await.unwrap();
+        assert!(matches!(second, Step::Waiting { .. }), "{second:?}");
+        let copy_role = backup::copy_role(&vault_copy(), ACCOUNT);
+        assert_eq!(progress.id(&copy_role), Some("snap-copy"));
+        assert_eq!(progress.slots.len(), 1, "the copy holds a slot of us-west-2 in the vault account");
+        let third = step(&context, &clients, &task, 3, &mut progress).await.unwrap();
+        match third {
+            Step::Done { created, warnings, .. } => {
+                assert_eq!(created, vec!["snap-point".to_string(), "snap-copy".to_string()]);
+                assert!(warnings.is_empty(), "{warnings:?}");
+            }
+            other => panic!("not done: {other:?}"),
+        }
+        assert!(progress.slots.is_empty(), "the slot is given back once the copy is complete");
+        assert_eq!((create.num_calls(), share.num_calls(), copy.num_calls()), (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_copy_aws_refuses_fails_the_task_and_names_the_point() {
+        let task = backup_task("refused", pb::ResourceType::EbsVolume, "vol-1", run(vec![west_copy("alias/nope")]));
+        let point = describes(vec![snapshot("snap-point", SnapshotState::Completed)]);
+        let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&point]);
+        let refused = mock!(Client::copy_snapshot).then_error(|| {
+            CopySnapshotError::generic(
+                ErrorMetadata::builder().code("InvalidParameterValue").message("the key is not usable").build(),
+            )
+        });
+        let destination = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&refused]);
+        let clients = Clients { source, destinations: vec![destination] };
+        let mut progress = Progress::default();
+        progress.record(backup::ROLE_POINT, "snap-point");
+
+        let failed = step(&context(), &clients, &task, 1, &mut progress).await.unwrap();
+        match failed {
+            Step::Failed { code, message } => {
+                assert_eq!(code, "InvalidParameterValue");
+                assert!(message.contains("snapshot snap-point exists"), "{message}");
+            }
+            other => panic!("not failed: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_without_a_record_adopts_the_snapshot_it_finds() {
+        let task = backup_task("lost", pb::ResourceType::EbsVolume, "vol-1", run(Vec::new()));
+        let found = describes(vec![snapshot("snap-lost", SnapshotState::Pending)]);
+        let create = mock!(Client::create_snapshot)
+            .then_output(|| CreateSnapshotOutput::builder().snapshot_id("snap-second").build());
+        let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&found, &create]);
+        let clients = Clients { source, destinations: Vec::new() };
+        let mut progress = Progress::default();
+
+        let waiting = step(&context(), &clients, &task, 2, &mut progress).await.unwrap();
+        match waiting {
+            Step::Waiting { created, what } => {
+                assert_eq!(created, vec!["snap-lost".to_string()]);
+                assert!(what.contains("snap-lost of vol-1 is"), "{what}");
+            }
+            other => panic!("not waiting: {other:?}"),
+        }
+        assert_eq!(progress.id(backup::ROLE_POINT), Some("snap-lost"));
+        assert_eq!(create.num_calls(), 0, "no second snapshot");
+    }
+}

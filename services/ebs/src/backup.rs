@@ -101,10 +101,31 @@ impl Source<'_> {
     }
 }
 
-/// The account and region of `account`/`region` as a batched check needs them.
-async fn scope(accounts: &Accounts, account: &str, region: &str) -> Result<Scope, AwsError> {
-    let config = accounts.config_for(account, region).await?;
-    Ok(Scope { ec2: ec2_client(&config, account, region), account: account.to_string(), region: region.to_string() })
+/// The EC2 clients a backup step needs.
+pub struct Clients {
+    /// In the resource's account and region: its snapshots are taken (and shared) here.
+    pub source: aws_sdk_ec2::Client,
+    /// One per `copy_to` destination of the run, in its order, in that destination's account
+    /// and region: the copies are made there.
+    pub destinations: Vec<aws_sdk_ec2::Client>,
+}
+
+impl Clients {
+    /// The clients of `task`'s backup, in the accounts and regions it reaches.
+    pub async fn for_task(accounts: &Accounts, task: &RestoreTask) -> Result<Self, AwsError> {
+        let job = task.backup_task.clone().unwrap_or_default();
+        let client = |account: String, region: String| async move {
+            let config = accounts.config_for(&account, &region).await?;
+            Ok::<_, AwsError>(ec2_client(&config, &account, &region))
+        };
+        let source = client(job.account_id.clone(), job.region.clone()).await?;
+        let mut destinations = Vec::new();
+        for destination in job.run.iter().flat_map(|run| &run.copy_to) {
+            let account = copy_account(destination, &job.account_id).to_string();
+            destinations.push(client(account, destination.region.clone()).await?);
+        }
+        Ok(Self { source, destinations })
+    }
 }
 
 /// The batch group of a scope: the same as a restore's into that account and region (without a
@@ -118,7 +139,7 @@ fn group(scope: &Scope) -> String {
 /// with COMPLETION_WINDOW_EXCEEDED.
 pub async fn step(
     context: &Context,
-    accounts: &Accounts,
+    clients: &Clients,
     task: &RestoreTask,
     attempt: u32,
     progress: &mut Progress,
@@ -126,12 +147,12 @@ pub async fn step(
     let late = past_completion_window(task, Utc::now());
     let job = task.backup_task.clone().unwrap_or_default();
     let set = task.resource_type() == ResourceType::EbsVolumeSet;
-    let scope = scope(accounts, &job.account_id, &job.region).await?;
+    let scope = Scope { ec2: clients.source.clone(), account: job.account_id.clone(), region: job.region.clone() };
     let source = Source { task, job, set, scope };
     if let (Some(failed), true) = (&late, source.recorded(progress).is_empty()) {
         return Ok(failed.clone());
     }
-    let result = backup_step(context, accounts, &source, attempt, progress).await;
+    let result = backup_step(context, clients, &source, attempt, progress).await;
     match (result, late) {
         (Ok(Step::Waiting { created, .. }), Some(Step::Failed { code, message })) => {
             Ok(Step::Failed { code, message: format!("{message}; created so far: {}", created.join(", ")) })
@@ -143,7 +164,7 @@ pub async fn step(
 
 async fn backup_step(
     context: &Context,
-    accounts: &Accounts,
+    clients: &Clients,
     source: &Source<'_>,
     attempt: u32,
     progress: &mut Progress,
@@ -173,9 +194,12 @@ async fn backup_step(
     let mut created = point_ids.clone();
     let mut copies = Vec::new();
     let mut waiting = Vec::new();
-    for destination in &run.copy_to {
+    for (n, destination) in run.copy_to.iter().enumerate() {
         let account = copy_account(destination, &source.job.account_id);
-        let target = scope(accounts, account, &destination.region).await?;
+        let ec2 = clients.destinations.get(n).cloned().ok_or_else(|| {
+            AwsError::task_failure("ec2:CopySnapshot", "NoClient", format!("no client for copy_to[{n}]"))
+        })?;
+        let target = Scope { ec2, account: account.to_string(), region: destination.region.clone() };
         let mut all_complete = true;
         for point in &points {
             let copied = copy_point(context, source, &target, destination, point, attempt, progress).await;

@@ -101,7 +101,8 @@ impl Restorer for EbsRestorer {
 
     async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
         if task.backup_task.is_some() {
-            return crate::backup::step(&self.context, &self.accounts, task, attempt, progress).await;
+            let clients = crate::backup::Clients::for_task(&self.accounts, task).await?;
+            return crate::backup::step(&self.context, &clients, task, attempt, progress).await;
         }
         let target = ebs_target(task).cloned().unwrap_or_default();
         let clients = self.clients(task, &target).await?;
