@@ -414,4 +414,24 @@ mod mocked {
         assert_eq!(progress.id(backup::ROLE_POINT), Some("snap-lost"));
         assert_eq!(create.num_calls(), 0, "no second snapshot");
     }
+
+    #[tokio::test]
+    async fn a_point_still_pending_when_the_window_ends_fails_and_is_named() {
+        let mut late = run(Vec::new());
+        late.complete_by = Some(ts(chrono::Utc::now() - chrono::TimeDelta::minutes(1)));
+        let task = backup_task("late", pb::ResourceType::EbsVolume, "vol-1", late);
+        let pending = describes(vec![snapshot("snap-point", SnapshotState::Pending)]);
+        let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&pending]);
+        let clients = Clients { source, destinations: Vec::new() };
+        let mut progress = Progress::default();
+        progress.record(backup::ROLE_POINT, "snap-point");
+
+        match step(&context(), &clients, &task, 3, &mut progress).await.unwrap() {
+            Step::Failed { code, message } => {
+                assert_eq!(code, backup::reason::COMPLETION_WINDOW_EXCEEDED);
+                assert!(message.ends_with("created so far: snap-point"), "{message}");
+            }
+            other => panic!("not failed: {other:?}"),
+        }
+    }
 }
