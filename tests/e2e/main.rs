@@ -3,6 +3,7 @@
 
 mod aggregator;
 mod api;
+mod backup_ebs;
 mod backup_run;
 mod backup_tags;
 mod catalog;

@@ -1,6 +1,8 @@
-//! The EBS restore service: creates volumes from snapshots, copying them to the target region
-//! first when needed, idempotently and without holding messages while AWS works.
+//! The EBS service: creates volumes from snapshots, copying them to the target region first when
+//! needed, and takes snapshots of volumes (alone, or an instance's together) with their copies,
+//! idempotently and without holding messages while AWS works.
 
+pub mod backup;
 pub mod restore;
 pub mod service;
 

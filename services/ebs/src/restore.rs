@@ -157,7 +157,7 @@ pub struct Context {
     quotas: Arc<Quotas>,
     store: Arc<dyn SharedStore>,
     volumes: Batcher<Scope, Volume>,
-    snapshots: Batcher<Scope, Snapshot>,
+    pub(crate) snapshots: Batcher<Scope, Snapshot>,
 }
 
 impl Context {
@@ -175,7 +175,7 @@ impl Context {
     }
 
     /// Takes a token of `api` before a call in `account` and `region`.
-    async fn take(&self, account: &str, region: &str, api: Api) -> Result<(), AwsError> {
+    pub(crate) async fn take(&self, account: &str, region: &str, api: Api) -> Result<(), AwsError> {
         take(&self.quotas, account, region, api).await
     }
 }
@@ -357,14 +357,14 @@ async fn copy_step(
     let copy = match progress.id(role::COPY).map(str::to_string) {
         Some(id) => match context.snapshots.get(&group(task, target), scope.clone(), &id).await? {
             Some(copy) => copy,
-            None => return Ok(Err(copy_not_visible(&id, attempt, progress))),
+            None => return Ok(Err(copy_not_visible(&id, role::COPY_STARTED_AT, attempt, progress))),
         },
         None => return start_copy(context, scope, task, backup, target, attempt, progress).await.map(Err),
     };
     let id = copy.snapshot_id().unwrap_or_default().to_string();
     match copy.state() {
         Some(SnapshotState::Completed) => {
-            release_copy_slot(context, task, target, progress).await;
+            release_copy_slot(context, task, &copy_slot(&target.account_id, &target.region), progress).await;
             Ok(Ok(id))
         }
         Some(SnapshotState::Error) | Some(SnapshotState::Recoverable) => Ok(Err(Step::Failed {
@@ -383,9 +383,9 @@ async fn copy_step(
 }
 
 /// A recorded copy DescribeSnapshots does not return: not visible yet for a few checks (never a
-/// second CopySnapshot), then gone.
-fn copy_not_visible(id: &str, attempt: u32, progress: &Progress) -> Step {
-    let started = progress.id(role::COPY_STARTED_AT).and_then(|a| a.parse::<u32>().ok()).unwrap_or(attempt);
+/// second CopySnapshot), then gone. `started_role`: the role under which the attempt that started the copy was recorded.
+pub(crate) fn copy_not_visible(id: &str, started_role: &str, attempt: u32, progress: &Progress) -> Step {
+    let started = progress.id(started_role).and_then(|a| a.parse::<u32>().ok()).unwrap_or(attempt);
     if attempt.saturating_sub(started) > COPY_GRACE_CHECKS {
         return Step::Failed {
             code: "SnapshotCopyNotFound".into(),
@@ -395,17 +395,17 @@ fn copy_not_visible(id: &str, attempt: u32, progress: &Progress) -> Step {
     Step::Waiting { what: format!("waiting for copy {id} to appear"), created: vec![id.to_string()] }
 }
 
-fn copy_slot(target: &EbsTarget) -> String {
-    Quotas::slot_key(Cap::SnapshotCopies, &target.account_id, &target.region)
+/// The key of the [`Cap::SnapshotCopies`] slots of copies into `account` and `region`.
+pub(crate) fn copy_slot(account: &str, region: &str) -> String {
+    Quotas::slot_key(Cap::SnapshotCopies, account, region)
 }
 
 /// Gives the copy's slot back as soon as the copy is complete, not when the task ends.
-async fn release_copy_slot(context: &Context, task: &RestoreTask, target: &EbsTarget, progress: &mut Progress) {
-    let slot = copy_slot(target);
-    if !progress.slots.contains(&slot) {
+pub(crate) async fn release_copy_slot(context: &Context, task: &RestoreTask, slot: &str, progress: &mut Progress) {
+    if !progress.slots.iter().any(|s| s == slot) {
         return;
     }
-    match quota::release(context.store.as_ref(), &slot, &progress_key(task)).await {
+    match quota::release(context.store.as_ref(), slot, &progress_key(task)).await {
         Ok(()) => progress.slots.retain(|s| s != &slot),
         // Kept in the record: the shell releases it again when the task ends.
         Err(e) => tracing::warn!(error = %e, slot = %slot, "cannot release a copy slot yet"),
@@ -415,7 +415,7 @@ async fn release_copy_slot(context: &Context, task: &RestoreTask, target: &EbsTa
 /// On a volume created from a copy: the copy's id, so a later step can report it.
 const TAG_COPY_ID: &str = "lifeboat:copy-snapshot-id";
 
-fn task_filter(task_id: &str) -> Filter {
+pub(crate) fn task_filter(task_id: &str) -> Filter {
     Filter::builder().name(format!("tag:{TAG_TASK_ID}")).values(task_id).build()
 }
 
@@ -445,7 +445,11 @@ async fn find_copy(ec2: &aws_sdk_ec2::Client, task_id: &str) -> Result<Option<Sn
     Ok(output.snapshots().first().cloned())
 }
 
-async fn share_snapshot(source: &aws_sdk_ec2::Client, snapshot_id: &str, account_id: &str) -> Result<(), AwsError> {
+pub(crate) async fn share_snapshot(
+    source: &aws_sdk_ec2::Client,
+    snapshot_id: &str,
+    account_id: &str,
+) -> Result<(), AwsError> {
     use aws_sdk_ec2::types::{CreateVolumePermission, CreateVolumePermissionModifications};
     source
         .modify_snapshot_attribute()
@@ -461,6 +465,32 @@ async fn share_snapshot(source: &aws_sdk_ec2::Client, snapshot_id: &str, account
     Ok(())
 }
 
+/// Takes the task's slot of [`Cap::SnapshotCopies`] into `account` and `region` (shared by
+/// every replica; already held counts), or a retryable error, so the task waits for a slot
+/// without holding a worker.
+pub(crate) async fn acquire_copy_slot(
+    context: &Context,
+    task: &RestoreTask,
+    account: &str,
+    region: &str,
+    progress: &mut Progress,
+) -> Result<(), AwsError> {
+    let slot = copy_slot(account, region);
+    let limit = context.quotas.config().limit(Cap::SnapshotCopies);
+    match context.quotas.acquire(&slot, Cap::SnapshotCopies, &progress_key(task), COPY_LEASE).await {
+        Ok(true) => {
+            progress.hold(&slot);
+            Ok(())
+        }
+        Ok(false) => Err(AwsError::retryable(
+            "ec2:CopySnapshot",
+            "CopyLimitInFlight",
+            format!("{limit} snapshot copies already in flight to {region} (limit {limit})"),
+        )),
+        Err(e) => Err(AwsError::retryable("quota", "QuotaStoreUnavailable", format!("cannot take a copy slot: {e}"))),
+    }
+}
+
 /// Starts a cross-region copy if the destination has a free slot of [`Cap::SnapshotCopies`]
 /// (shared by every replica); otherwise a retryable error, so the task waits for a slot without
 /// holding a worker. The copy's id is recorded at once.
@@ -473,22 +503,7 @@ async fn start_copy(
     attempt: u32,
     progress: &mut Progress,
 ) -> Result<Step, AwsError> {
-    let slot = copy_slot(target);
-    let limit = context.quotas.config().limit(Cap::SnapshotCopies);
-    let acquired = context.quotas.acquire(&slot, Cap::SnapshotCopies, &progress_key(task), COPY_LEASE).await;
-    match acquired {
-        Ok(true) => progress.hold(&slot),
-        Ok(false) => {
-            return Err(AwsError::retryable(
-                "ec2:CopySnapshot",
-                "CopyLimitInFlight",
-                format!("{limit} snapshot copies already in flight to {} (limit {limit})", target.region),
-            ))
-        }
-        Err(e) => {
-            return Err(AwsError::retryable("quota", "QuotaStoreUnavailable", format!("cannot take a copy slot: {e}")))
-        }
-    }
+    acquire_copy_slot(context, task, &target.account_id, &target.region, progress).await?;
     if attempt > 1 {
         // An earlier delivery may have started the copy and died before recording it
         // (CopySnapshot has no idempotency token): look once, with the slot held.
@@ -583,7 +598,7 @@ pub fn volume_tags(task: &RestoreTask, target: &EbsTarget) -> Vec<(String, Strin
     restored_tags(&task, &target.tags)
 }
 
-fn tag_spec(resource_type: ResourceType, tags: Vec<(String, String)>) -> TagSpecification {
+pub(crate) fn tag_spec(resource_type: ResourceType, tags: Vec<(String, String)>) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(resource_type)
         .set_tags(Some(tags.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))

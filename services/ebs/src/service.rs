@@ -1,5 +1,6 @@
 //! The EBS service: the shared restore shell around [`EbsRestorer`], which consumes
-//! `lifeboat.work.ebs` and advances each volume restore one step per delivery.
+//! `lifeboat.work.ebs` and advances each volume restore, and each backup of a volume or of an
+//! instance's volumes, one step per delivery.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use lifeboat_common::aws::{Accounts, AwsError};
 use lifeboat_common::bus::Bus;
 use lifeboat_common::quota::Cap;
 use lifeboat_common::restore::{Progress, RestoreService, Restorer, ServiceConfig, Step};
-use lifeboat_proto::{restore_task, EbsTarget, RestoreTask};
+use lifeboat_proto::{restore_task, EbsTarget, ResourceType, RestoreTask};
 
 use crate::restore::{restore_step, Clients, Context};
 
@@ -77,6 +78,19 @@ impl Restorer for EbsRestorer {
     }
 
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
+        if let Some(job) = &task.backup_task {
+            if !matches!(task.resource_type(), ResourceType::EbsVolume | ResourceType::EbsVolumeSet) {
+                return Err(format!(
+                    "resource_type {} is not backed up by the EBS service (EBS_VOLUME or EBS_VOLUME_SET)",
+                    task.resource_type().as_str_name()
+                ));
+            }
+            let missing = [("resource_id", &job.resource_id), ("account_id", &job.account_id), ("region", &job.region)];
+            return match missing.iter().find(|(_, value)| value.is_empty()) {
+                Some((field, _)) => Err(format!("backup_task.{field} is empty")),
+                None => Ok(()),
+            };
+        }
         match ebs_target(task) {
             Some(target) if task.backup.is_some() && !target.region.is_empty() && !target.account_id.is_empty() => {
                 Ok(())
@@ -86,6 +100,10 @@ impl Restorer for EbsRestorer {
     }
 
     async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
+        if task.backup_task.is_some() {
+            let clients = crate::backup::Clients::for_task(&self.accounts, task).await?;
+            return crate::backup::step(&self.context, &clients, task, attempt, progress).await;
+        }
         let target = ebs_target(task).cloned().unwrap_or_default();
         let clients = self.clients(task, &target).await?;
         restore_step(&self.context, &clients, task, &target, attempt, progress).await
