@@ -3,6 +3,7 @@
 
 mod aggregator;
 mod api;
+mod backup_ec2;
 mod backup_tags;
 mod catalog;
 mod chaos;
