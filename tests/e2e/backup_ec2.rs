@@ -293,4 +293,96 @@ mod mocked {
         assert_eq!((launch.num_calls(), volumes.num_calls()), (1, 1), "shared before the copy");
         assert_eq!((copy.num_calls(), tag_copy.num_calls(), tag_snapshots.num_calls()), (1, 1, 1));
     }
+
+    fn available(id: &str) -> Image {
+        Image::builder().image_id(id).name("lifeboat-t").state(ImageState::Available).build()
+    }
+
+    #[tokio::test]
+    async fn nothing_is_created_once_the_completion_window_has_ended() {
+        let create =
+            mock!(Client::create_image).then_output(|| CreateImageOutput::builder().image_id("ami-late").build());
+        let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&create]);
+        let mut late = run(Vec::new());
+        late.complete_by = Some(ts(chrono::Utc::now() - chrono::TimeDelta::minutes(1)));
+        let task = instance_task("bk-mocked", &late, "i-1");
+        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new() };
+        let result = step(&clients, &api(), &task, 1, &mut Progress::default()).await.unwrap();
+        assert!(
+            matches!(&result, Step::Failed { code, .. } if code == backup::reason::COMPLETION_WINDOW_EXCEEDED),
+            "{result:?}"
+        );
+        assert_eq!(create.num_calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_later_delivery_adopts_the_ami_an_earlier_one_created_without_recording_it() {
+        let by_name = mock!(Client::describe_images)
+            .match_requests(|req| {
+                req.owners() == ["self".to_string()]
+                    && req
+                        .filters()
+                        .iter()
+                        .any(|f| f.name() == Some("name") && f.values()[0].starts_with("lifeboat-t-"))
+            })
+            .then_output(|| DescribeImagesOutput::builder().images(available("ami-lost")).build());
+        let create =
+            mock!(Client::create_image).then_output(|| CreateImageOutput::builder().image_id("ami-twice").build());
+        let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&by_name, &create]);
+        let task = instance_task("bk-mocked", &run(Vec::new()), "i-1");
+        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new() };
+        let mut progress = Progress::default();
+        let result = step(&clients, &api(), &task, 2, &mut progress).await.unwrap();
+        assert!(matches!(&result, Step::Done { created, .. } if created == &["ami-lost".to_string()]), "{result:?}");
+        assert_eq!(progress.id(ROLE_POINT), Some("ami-lost"));
+        assert_eq!(create.num_calls(), 0, "no second AMI");
+    }
+
+    #[tokio::test]
+    async fn a_taken_name_is_our_own_ami_and_is_adopted() {
+        use aws_sdk_ec2::operation::create_image::CreateImageError;
+        use aws_smithy_types::error::ErrorMetadata;
+        let taken = mock!(Client::create_image).then_error(|| {
+            CreateImageError::generic(
+                ErrorMetadata::builder().code("InvalidAMIName.Duplicate").message("in use").build(),
+            )
+        });
+        let by_name = mock!(Client::describe_images)
+            .then_output(|| DescribeImagesOutput::builder().images(available("ami-ours")).build());
+        let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&taken, &by_name]);
+        let task = instance_task("bk-mocked", &run(Vec::new()), "i-1");
+        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new() };
+        let mut progress = Progress::default();
+        let result = step(&clients, &api(), &task, 1, &mut progress).await.unwrap();
+        assert!(matches!(&result, Step::Waiting { created, .. } if created == &["ami-ours".to_string()]), "{result:?}");
+        assert_eq!(progress.id(ROLE_POINT), Some("ami-ours"));
+    }
+
+    #[tokio::test]
+    async fn a_copy_that_cannot_be_made_fails_the_task_and_names_the_ami_that_exists() {
+        use aws_sdk_ec2::operation::copy_image::CopyImageError;
+        use aws_smithy_types::error::ErrorMetadata;
+        let point = mock!(Client::describe_images)
+            .then_output(|| DescribeImagesOutput::builder().images(available("ami-point")).build());
+        let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&point]);
+        let none = mock!(Client::describe_images).then_output(|| DescribeImagesOutput::builder().build());
+        let refused = mock!(Client::copy_image).then_error(|| {
+            CopyImageError::generic(
+                ErrorMetadata::builder().code("InvalidRequest").message("KMS key not usable").build(),
+            )
+        });
+        let west = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&none, &refused]);
+        let destination = pb::CopyDestination { region: "us-west-2".into(), ..Default::default() };
+        let task = instance_task("bk-mocked", &run(vec![destination]), "i-1");
+        let clients = BackupClients {
+            source: scope(source, ACCOUNT, "us-east-1"),
+            copies: vec![scope(west, ACCOUNT, "us-west-2")],
+        };
+        let mut progress = Progress { recorded: true, ..Default::default() };
+        progress.record(ROLE_POINT, "ami-point");
+        let result = step(&clients, &api(), &task, 2, &mut progress).await.unwrap();
+        let Step::Failed { code, message } = &result else { panic!("{result:?}") };
+        assert_eq!(code, "InvalidRequest");
+        assert!(message.contains("ami-point") && message.contains("us-west-2"), "{message}");
+    }
 }
