@@ -4,6 +4,7 @@
 mod aggregator;
 mod api;
 mod backup_ebs;
+mod backup_ec2;
 mod backup_run;
 mod backup_tags;
 mod catalog;

@@ -3,7 +3,9 @@
 //! leave it stopped. Idempotent by the ids each task records (the AMI copy, the instance),
 //! checked by id in one batched Describe per account and region; the `lifeboat:task-id` tag
 //! and the ClientToken cover the crash window before a record. Every call takes a token of its
-//! API family's bucket, shared with every replica.
+//! API family's bucket, shared with every replica. Backup tasks take AMIs instead ([`backup`]).
+
+pub mod backup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,6 +253,9 @@ impl Restorer for Ec2Restorer {
     }
 
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
+        if let Some(job) = &task.backup_task {
+            return backup::check(task, job);
+        }
         match target_of(task) {
             Some(t)
                 if task.backup.is_some()
@@ -265,6 +270,10 @@ impl Restorer for Ec2Restorer {
     }
 
     async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
+        if let Some(job) = &task.backup_task {
+            let clients = backup::BackupClients::new(&self.accounts, job).await?;
+            return backup::step(&clients, &self.api, task, attempt, progress).await;
+        }
         let target = target_of(task).cloned().unwrap_or_default();
         let backup = task.backup.clone().unwrap_or_default();
         let target_config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
@@ -289,7 +298,7 @@ fn task_filter(task_id: &str) -> Filter {
     Filter::builder().name(format!("tag:{TAG_TASK_ID}")).values(task_id).build()
 }
 
-fn tag_spec(kind: ResourceType, tags: &[(String, String)]) -> TagSpecification {
+pub(crate) fn tag_spec(kind: ResourceType, tags: &[(String, String)]) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(kind)
         .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
@@ -618,7 +627,12 @@ async fn copy_image(
 
 /// Another account gets launch permission on the AMI and create-volume permission on its EBS
 /// snapshots (without the latter it cannot launch from it, nor copy it).
-async fn share_image(source: &Scope, api: &Ec2Api, image_id: &str, account_id: &str) -> Result<(), AwsError> {
+pub(crate) async fn share_image(
+    source: &Scope,
+    api: &Ec2Api,
+    image_id: &str,
+    account_id: &str,
+) -> Result<(), AwsError> {
     api.token(source, Api::Ec2Mutate).await?;
     source
         .ec2
