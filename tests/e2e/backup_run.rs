@@ -70,7 +70,7 @@ async fn a_rule_run_backs_up_copies_reports_its_failures_and_restores() {
     let mut planned = None;
     for _ in 0..200 {
         let reply = client.status(&run_id, true).await.expect("status");
-        if reply.summary.as_ref().is_some_and(|s| s.planned) {
+        if reply.summary.as_ref().is_some_and(|s| s.planned && s.tasks.len() as u32 == s.total_tasks) {
             planned = reply.summary;
             break;
         }

@@ -42,7 +42,7 @@ async fn planned(client: &lifeboat_cli::client::Client, run_id: &str) -> pb::Req
     for _ in 0..200 {
         if let Ok(reply) = client.status(run_id, true).await {
             let summary = reply.summary.unwrap_or_default();
-            if reply.found && summary.planned {
+            if reply.found && summary.planned && summary.tasks.len() as u32 == summary.total_tasks {
                 return summary;
             }
         }
