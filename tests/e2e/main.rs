@@ -3,6 +3,7 @@
 
 mod aggregator;
 mod api;
+mod backup_sweep;
 mod backup_tags;
 mod catalog;
 mod chaos;
