@@ -92,9 +92,27 @@ pub enum ListError {
     Store(#[from] BusError),
 }
 
+/// The clients of one account and region.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub rds: aws_sdk_rds::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl Clients {
+    /// The clients of `account_id` (resolved: empty is the caller's) in `region`.
+    pub async fn connect(accounts: &Accounts, account_id: &str, region: &str) -> Result<Clients, AwsError> {
+        let config = accounts.config_for(account_id, region).await?;
+        Ok(Clients {
+            ec2: ec2_client(&config, account_id, region),
+            rds: rds_client(&config, account_id, region),
+            dynamodb: dynamodb_client(&config, account_id, region),
+        })
+    }
+}
+
 /// Every Lifeboat recovery point in `account_id` (empty: the caller's) and `region`, all types.
-/// All or nothing: a region whose AMIs cannot be listed must not have their snapshots swept
-/// as if they were plain EBS snapshots.
 pub async fn list(
     accounts: &Accounts,
     store: &dyn SharedStore,
@@ -102,20 +120,22 @@ pub async fn list(
     region: &str,
 ) -> Result<Vec<Point>, ListError> {
     let account_id = accounts.resolve_account(account_id).await?;
-    let config = accounts.config_for(&account_id, region).await?;
-    let ec2 = ec2_client(&config, &account_id, region);
-    let rds = rds_client(&config, &account_id, region);
-    let ddb = dynamodb_client(&config, &account_id, region);
-    let at = Location { account_id: &account_id, region };
-    let images = amis(&ec2, at).await?;
+    let clients = Clients::connect(accounts, &account_id, region).await?;
+    list_with(&clients, store, Location { account_id: &account_id, region }).await
+}
+
+/// [`list`] with ready clients. All or nothing: a region whose AMIs cannot be listed must not
+/// have their snapshots swept as if they were plain EBS snapshots.
+pub async fn list_with(clients: &Clients, store: &dyn SharedStore, at: Location<'_>) -> Result<Vec<Point>, ListError> {
+    let images = amis(&clients.ec2, at).await?;
     // An AMI's snapshots carry its tags too; they live and go with it.
     let of_images: HashSet<&str> = images.iter().flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
     let mut points: Vec<Point> =
-        ebs_snapshots(&ec2, at).await?.into_iter().filter(|s| !of_images.contains(s.id.as_str())).collect();
+        ebs_snapshots(&clients.ec2, at).await?.into_iter().filter(|s| !of_images.contains(s.id.as_str())).collect();
     points.extend(images);
-    points.extend(rds_snapshots(&rds, at).await?);
-    points.extend(rds_cluster_snapshots(&rds, at).await?);
-    points.extend(dynamodb_backups(&ddb, store, at).await?);
+    points.extend(rds_snapshots(&clients.rds, at).await?);
+    points.extend(rds_cluster_snapshots(&clients.rds, at).await?);
+    points.extend(dynamodb_backups(&clients.dynamodb, store, at).await?);
     Ok(points)
 }
 

@@ -13,13 +13,13 @@ use aws_sdk_ec2::types::TargetStorageTier;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use futures::stream::{self, StreamExt};
-use lifeboat_common::aws::{classify, dynamodb_client, ec2_client, rds_client, Accounts, AwsError};
+use lifeboat_common::aws::{classify, Accounts, AwsError};
 use lifeboat_common::backup::{format_retention, point_tags_key};
 use lifeboat_common::shared::SharedStore;
 use lifeboat_proto::Retention;
 
 use crate::plan::{Keep, Lock, LockMode};
-use crate::points::{self, ListError, Point, PointKind, Readiness};
+use crate::points::{self, Clients, ListError, Location, Point, PointKind, Readiness};
 use crate::retention::{may_delete, DeleteRefusal};
 
 /// Deletions and tier moves in flight at once, per sweep.
@@ -294,36 +294,44 @@ pub async fn sweep(
 ) -> SweepReport {
     let mut report = SweepReport { dry_run: options.dry_run, ..Default::default() };
     for target in &options.targets {
-        let listed = points::list(accounts, store, &target.account_id, &target.region).await;
-        let points = match listed {
-            Ok(points) => points,
+        let swept = async {
+            let account_id = accounts.resolve_account(&target.account_id).await?;
+            let clients = Clients::connect(accounts, &account_id, &target.region).await?;
+            let at = Location { account_id: &account_id, region: &target.region };
+            sweep_with(&clients, store, at, options, now).await
+        };
+        match swept.await {
+            Ok(points) => report.points.extend(points),
             Err(error) => {
                 tracing::warn!(account_id = %target.account_id, region = %target.region, %error, "cannot list recovery points");
                 report.failed_targets.push(TargetFailure { target: target.clone(), error });
-                continue;
             }
-        };
-        let decisions = decide(&points, now, options.governance_override);
-        let done: Vec<PointReport> = stream::iter(points.into_iter().zip(decisions))
-            .map(|(point, decision)| async move {
-                let outcome = act(accounts, store, &point, decision, options.dry_run).await;
-                PointReport { point, outcome }
-            })
-            .buffered(SWEEP_CONCURRENCY)
-            .collect()
-            .await;
-        report.points.extend(done);
+        }
     }
     report
 }
 
-async fn act(
-    accounts: &Accounts,
+/// One account and region of [`sweep`], with ready clients.
+pub async fn sweep_with(
+    clients: &Clients,
     store: &dyn SharedStore,
-    point: &Point,
-    decision: Decision,
-    dry_run: bool,
-) -> Outcome {
+    at: Location<'_>,
+    options: &SweepOptions,
+    now: DateTime<Utc>,
+) -> Result<Vec<PointReport>, ListError> {
+    let points = points::list_with(clients, store, at).await?;
+    let decisions = decide(&points, now, options.governance_override);
+    Ok(stream::iter(points.into_iter().zip(decisions))
+        .map(|(point, decision)| async move {
+            let outcome = act(clients, store, &point, decision, options.dry_run).await;
+            PointReport { point, outcome }
+        })
+        .buffered(SWEEP_CONCURRENCY)
+        .collect()
+        .await)
+}
+
+async fn act(clients: &Clients, store: &dyn SharedStore, point: &Point, decision: Decision, dry_run: bool) -> Outcome {
     let outcome = match decision {
         Decision::Keep(reason) => return Outcome::Kept(reason),
         Decision::Refuse(refusal) => return Outcome::Refused(refusal),
@@ -346,8 +354,8 @@ async fn act(
         return outcome;
     }
     let done = match outcome {
-        Outcome::Archived => archive(accounts, point).await,
-        _ => delete(accounts, store, point).await,
+        Outcome::Archived => archive(&clients.ec2, point).await,
+        _ => delete(clients, store, point).await,
     };
     match done {
         Ok(()) => {
@@ -374,14 +382,11 @@ async fn delete_ebs_snapshot(ec2: &aws_sdk_ec2::Client, snapshot_id: &str) -> Re
     gone_is_done(deleted.map(|_| ()).map_err(|e| classify("ec2:DeleteSnapshot", e)), &["InvalidSnapshot.NotFound"])
 }
 
-async fn delete(accounts: &Accounts, store: &dyn SharedStore, point: &Point) -> Result<(), AwsError> {
-    let config = accounts.config_for(&point.account_id, &point.region).await?;
-    let (account, region) = (point.account_id.as_str(), point.region.as_str());
+async fn delete(clients: &Clients, store: &dyn SharedStore, point: &Point) -> Result<(), AwsError> {
     match point.kind {
-        PointKind::EbsSnapshot => delete_ebs_snapshot(&ec2_client(&config, account, region), &point.id).await,
+        PointKind::EbsSnapshot => delete_ebs_snapshot(&clients.ec2, &point.id).await,
         PointKind::Ami => {
-            let ec2 = ec2_client(&config, account, region);
-            let deregistered = ec2.deregister_image().image_id(&point.id).send().await;
+            let deregistered = clients.ec2.deregister_image().image_id(&point.id).send().await;
             gone_is_done(
                 deregistered.map(|_| ()).map_err(|e| classify("ec2:DeregisterImage", e)),
                 &["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"],
@@ -389,29 +394,27 @@ async fn delete(accounts: &Accounts, store: &dyn SharedStore, point: &Point) -> 
             // Its snapshots are useless without it; one left behind by a failure here still
             // carries the point's tags, so the next sweep finds it as a snapshot.
             for snapshot_id in &point.snapshot_ids {
-                delete_ebs_snapshot(&ec2, snapshot_id).await?;
+                delete_ebs_snapshot(&clients.ec2, snapshot_id).await?;
             }
             Ok(())
         }
         PointKind::RdsSnapshot => {
-            let rds = rds_client(&config, account, region);
-            let deleted = rds.delete_db_snapshot().db_snapshot_identifier(&point.id).send().await;
+            let deleted = clients.rds.delete_db_snapshot().db_snapshot_identifier(&point.id).send().await;
             gone_is_done(
                 deleted.map(|_| ()).map_err(|e| classify("rds:DeleteDBSnapshot", e)),
                 &["DBSnapshotNotFound", "DBSnapshotNotFoundFault"],
             )
         }
         PointKind::RdsClusterSnapshot => {
-            let rds = rds_client(&config, account, region);
-            let deleted = rds.delete_db_cluster_snapshot().db_cluster_snapshot_identifier(&point.id).send().await;
+            let deleted =
+                clients.rds.delete_db_cluster_snapshot().db_cluster_snapshot_identifier(&point.id).send().await;
             gone_is_done(
                 deleted.map(|_| ()).map_err(|e| classify("rds:DeleteDBClusterSnapshot", e)),
                 &["DBClusterSnapshotNotFoundFault", "DBClusterSnapshotNotFound"],
             )
         }
         PointKind::DynamodbBackup => {
-            let ddb = dynamodb_client(&config, account, region);
-            let deleted = ddb.delete_backup().backup_arn(&point.id).send().await;
+            let deleted = clients.dynamodb.delete_backup().backup_arn(&point.id).send().await;
             gone_is_done(
                 deleted.map(|_| ()).map_err(|e| classify("dynamodb:DeleteBackup", e)),
                 &["BackupNotFoundException"],
@@ -424,9 +427,7 @@ async fn delete(accounts: &Accounts, store: &dyn SharedStore, point: &Point) -> 
     }
 }
 
-async fn archive(accounts: &Accounts, point: &Point) -> Result<(), AwsError> {
-    let config = accounts.config_for(&point.account_id, &point.region).await?;
-    let ec2 = ec2_client(&config, &point.account_id, &point.region);
+async fn archive(ec2: &aws_sdk_ec2::Client, point: &Point) -> Result<(), AwsError> {
     ec2.modify_snapshot_tier()
         .snapshot_id(&point.id)
         .storage_tier(TargetStorageTier::Archive)
@@ -738,6 +739,141 @@ mod tests {
             for (point, decision) in left.iter().zip(decide(&left, now(), false)) {
                 prop_assert!(!deleted(&decision), "{} deleted by a second sweep", point.id);
             }
+        }
+    }
+
+    /// Error paths moto cannot produce, against the real SDK clients.
+    mod aws {
+        use aws_sdk_dynamodb::operation::list_backups::ListBackupsOutput;
+        use aws_sdk_ec2::operation::delete_snapshot::{DeleteSnapshotError, DeleteSnapshotOutput};
+        use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
+        use aws_sdk_ec2::operation::describe_images::{DescribeImagesError, DescribeImagesOutput};
+        use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+        use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Image, ImageState, Snapshot, SnapshotState};
+        use aws_sdk_rds::operation::describe_db_cluster_snapshots::DescribeDbClusterSnapshotsOutput;
+        use aws_sdk_rds::operation::describe_db_snapshots::DescribeDbSnapshotsOutput;
+        use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+        use aws_smithy_types::error::ErrorMetadata;
+        use lifeboat_common::shared::MemoryStore;
+
+        use super::*;
+
+        const AT: Location<'static> = Location { account_id: "123456789012", region: "us-east-1" };
+
+        fn expired_tags() -> Vec<aws_sdk_ec2::types::Tag> {
+            [
+                ("lifeboat:plan", "prod"),
+                ("lifeboat:retention", "days=1"),
+                ("lifeboat:expires-at", "2026-12-01T00:00:00Z"),
+            ]
+            .into_iter()
+            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+            .collect()
+        }
+
+        fn snapshot(id: &str) -> Snapshot {
+            Snapshot::builder()
+                .snapshot_id(id)
+                .volume_id("vol-1")
+                .volume_size(8)
+                .state(SnapshotState::Completed)
+                .start_time(aws_sdk_ec2::primitives::DateTime::from_secs(now().timestamp() - 5 * 86400))
+                .set_tags(Some(expired_tags()))
+                .build()
+        }
+
+        fn image(id: &str, snapshot_id: &str) -> Image {
+            let device = EbsBlockDevice::builder().snapshot_id(snapshot_id).volume_size(8).build();
+            Image::builder()
+                .image_id(id)
+                .creation_date("2026-11-28T00:00:00Z")
+                .state(ImageState::Available)
+                .block_device_mappings(BlockDeviceMapping::builder().device_name("/dev/xvda").ebs(device).build())
+                .set_tags(Some(expired_tags()))
+                .build()
+        }
+
+        fn error(code: &str) -> ErrorMetadata {
+            ErrorMetadata::builder().code(code).message(format!("mocked {code}")).build()
+        }
+
+        fn nothing_else() -> (aws_sdk_rds::Client, aws_sdk_dynamodb::Client) {
+            let instances = mock!(aws_sdk_rds::Client::describe_db_snapshots)
+                .then_output(|| DescribeDbSnapshotsOutput::builder().build());
+            let clusters = mock!(aws_sdk_rds::Client::describe_db_cluster_snapshots)
+                .then_output(|| DescribeDbClusterSnapshotsOutput::builder().build());
+            let backups =
+                mock!(aws_sdk_dynamodb::Client::list_backups).then_output(|| ListBackupsOutput::builder().build());
+            (
+                mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&instances, &clusters]),
+                mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&backups]),
+            )
+        }
+
+        fn delete_fails(id: &'static str, code: &'static str) -> Rule {
+            mock!(aws_sdk_ec2::Client::delete_snapshot)
+                .match_requests(move |req| req.snapshot_id() == Some(id))
+                .then_error(move || DeleteSnapshotError::generic(error(code)))
+        }
+
+        #[tokio::test]
+        async fn a_region_whose_amis_cannot_be_listed_is_left_alone() {
+            let images = mock!(aws_sdk_ec2::Client::describe_images)
+                .then_error(|| DescribeImagesError::generic(error("UnauthorizedOperation")));
+            let snapshots = mock!(aws_sdk_ec2::Client::describe_snapshots)
+                .then_output(|| DescribeSnapshotsOutput::builder().snapshots(snapshot("snap-1")).build());
+            let deletes =
+                mock!(aws_sdk_ec2::Client::delete_snapshot).then_output(|| DeleteSnapshotOutput::builder().build());
+            let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&images, &snapshots, &deletes]);
+            let (rds, dynamodb) = nothing_else();
+            let clients = Clients { ec2, rds, dynamodb };
+            let store = MemoryStore::default();
+            let swept = sweep_with(&clients, &store, AT, &SweepOptions::default(), now()).await;
+            match swept {
+                Err(ListError::Aws(e)) => assert_eq!(e.code, "UnauthorizedOperation"),
+                other => panic!("expected the listing to fail, got {other:?}"),
+            }
+            assert_eq!(deletes.num_calls(), 0, "nothing is deleted in a region that cannot be listed");
+        }
+
+        #[tokio::test]
+        async fn deletions_report_their_code_and_a_point_already_gone_is_deleted() {
+            let images = mock!(aws_sdk_ec2::Client::describe_images)
+                .then_output(|| DescribeImagesOutput::builder().images(image("ami-1", "snap-of-ami")).build());
+            // Two pages; the AMI's own snapshot is listed too, and goes only with its AMI.
+            let first_page = mock!(aws_sdk_ec2::Client::describe_snapshots)
+                .match_requests(|req| req.next_token().is_none())
+                .then_output(|| {
+                    DescribeSnapshotsOutput::builder()
+                        .snapshots(snapshot("snap-gone"))
+                        .snapshots(snapshot("snap-of-ami"))
+                        .next_token("page-2")
+                        .build()
+                });
+            let second_page = mock!(aws_sdk_ec2::Client::describe_snapshots)
+                .match_requests(|req| req.next_token() == Some("page-2"))
+                .then_output(|| DescribeSnapshotsOutput::builder().snapshots(snapshot("snap-denied")).build());
+            let gone = delete_fails("snap-gone", "InvalidSnapshot.NotFound");
+            let denied = delete_fails("snap-denied", "UnauthorizedOperation");
+            let ami_snapshot = delete_fails("snap-of-ami", "RequestLimitExceeded");
+            let deregister =
+                mock!(aws_sdk_ec2::Client::deregister_image).then_output(|| DeregisterImageOutput::builder().build());
+            let ec2 = mock_client!(
+                aws_sdk_ec2,
+                RuleMode::MatchAny,
+                [&images, &first_page, &second_page, &gone, &denied, &ami_snapshot, &deregister]
+            );
+            let (rds, dynamodb) = nothing_else();
+            let clients = Clients { ec2, rds, dynamodb };
+            let store = MemoryStore::default();
+            let swept = sweep_with(&clients, &store, AT, &SweepOptions::default(), now()).await.expect("listed");
+            let outcomes: BTreeMap<&str, &Outcome> = swept.iter().map(|r| (r.point.id.as_str(), &r.outcome)).collect();
+            assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+            assert_eq!(outcomes["snap-gone"], &Outcome::Deleted { governance_override: false });
+            assert!(matches!(outcomes["snap-denied"], Outcome::Failed { code, .. } if code == "UnauthorizedOperation"));
+            // The AMI is gone but its snapshot is not: reported, and found again next time.
+            assert!(matches!(outcomes["ami-1"], Outcome::Failed { code, .. } if code == "RequestLimitExceeded"));
+            assert_eq!((first_page.num_calls(), second_page.num_calls(), deregister.num_calls()), (1, 1, 1));
         }
     }
 }
