@@ -103,8 +103,8 @@ fn keep_of(retention: &Retention) -> Option<(Keep, Option<Tz>)> {
 /// `days` points go at their `lifeboat:expires-at` (or creation plus the days, when the tag is
 /// missing). Keep-last-N points go when [`Keep::keep`] over their group no longer keeps their
 /// run: the points of one run (a volume set's snapshots) stay or go together, and only runs
-/// that are complete count in the tiers, so a failing or unfinished backup never pushes a good
-/// one out. A point whose retention is over then meets its lock ([`may_delete`], with the end
+/// that are done and have a complete point count in the tiers, so a failing or unfinished
+/// backup never pushes a good one out. A point whose retention is over then meets its lock ([`may_delete`], with the end
 /// of the lock from `lifeboat:lock-until`): COMPLIANCE refuses before it, GOVERNANCE refuses
 /// unless `governance_override`, NONE allows. An unknown lock mode is held like COMPLIANCE.
 pub fn decide(points: &[Point], now: DateTime<Utc>, governance_override: bool) -> Vec<Decision> {
@@ -113,9 +113,11 @@ pub fn decide(points: &[Point], now: DateTime<Utc>, governance_override: bool) -
     let mut groups: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
     for (i, point) in points.iter().enumerate() {
         match &point.tags.retention {
+            // Unfinished ones too: their run does not count until it is done.
+            Some(retention) if retention.days == 0 => groups.entry(group_key(point)).or_default().push(i),
             _ if point.readiness == Readiness::InProgress => kept[i] = Some(KeepReason::InProgress),
             None => kept[i] = Some(KeepReason::UnreadableRetention),
-            Some(retention) if retention.days > 0 => {
+            Some(retention) => {
                 let expires_at = point
                     .tags
                     .expires_at
@@ -123,7 +125,6 @@ pub fn decide(points: &[Point], now: DateTime<Utc>, governance_override: bool) -
                     .unwrap_or(DateTime::<Utc>::MAX_UTC);
                 kept[i] = (now < expires_at).then_some(KeepReason::NotExpired { expires_at });
             }
-            Some(_) => groups.entry(group_key(point)).or_default().push(i),
         }
     }
     for members in groups.values() {
@@ -153,7 +154,6 @@ fn keep_group(points: &[Point], members: &[usize], now: DateTime<Utc>) -> Vec<(u
     let Some((keep, Some(zone))) = keep_of(&retention) else {
         return members.iter().map(|i| (*i, Some(KeepReason::UnreadableRetention))).collect();
     };
-    // A run is its earliest point; it counts when one of its points is ready.
     let run_of = |i: usize| {
         let point = &points[i];
         if point.tags.run.is_empty() {
@@ -162,17 +162,44 @@ fn keep_group(points: &[Point], members: &[usize], now: DateTime<Utc>) -> Vec<(u
             point.tags.run.clone()
         }
     };
-    let mut runs: BTreeMap<String, (DateTime<Utc>, bool)> = BTreeMap::new();
+    // A run is as old as its earliest point; it counts once none of its points is still being
+    // made and one of them is ready (a volume set with one failed snapshot still restores the
+    // others).
+    let mut runs: BTreeMap<String, Run> = BTreeMap::new();
     for &i in members {
-        let entry = runs.entry(run_of(i)).or_insert((points[i].created_at, false));
-        entry.0 = entry.0.min(points[i].created_at);
-        entry.1 |= points[i].readiness == Readiness::Ready;
+        let point = &points[i];
+        let run =
+            runs.entry(run_of(i)).or_insert(Run { created_at: point.created_at, ready: false, unfinished: false });
+        run.created_at = run.created_at.min(point.created_at);
+        run.ready |= point.readiness == Readiness::Ready;
+        run.unfinished |= point.readiness == Readiness::InProgress;
     }
-    let counted: Vec<(String, DateTime<Utc>)> =
-        runs.into_iter().filter(|(_, (_, ready))| *ready).map(|(run, (at, _))| (run, at)).collect();
+    let counted: Vec<(String, DateTime<Utc>)> = runs
+        .iter()
+        .filter(|(_, run)| run.ready && !run.unfinished)
+        .map(|(id, run)| (id.clone(), run.created_at))
+        .collect();
     let kept: BTreeSet<String> = keep.keep(zone, &counted, now);
-    let reason = KeepReason::Retained { retention: format_retention(&retention) };
-    members.iter().map(|&i| (i, kept.contains(&run_of(i)).then(|| reason.clone()))).collect()
+    let retained = KeepReason::Retained { retention: format_retention(&retention) };
+    members
+        .iter()
+        .map(|&i| {
+            let run = run_of(i);
+            let reason = if runs[&run].unfinished {
+                Some(KeepReason::InProgress)
+            } else {
+                kept.contains(&run).then(|| retained.clone())
+            };
+            (i, reason)
+        })
+        .collect()
+}
+
+/// What a keep-last-N group knows of one run.
+struct Run {
+    created_at: DateTime<Utc>,
+    ready: bool,
+    unfinished: bool,
 }
 
 fn archive_due(point: &Point, now: DateTime<Utc>) -> bool {
@@ -581,6 +608,17 @@ mod tests {
         let decisions = decide(&points, now(), false);
         assert_eq!(decisions[2], Decision::Keep(KeepReason::InProgress));
         assert!(matches!(decisions[0], Decision::Keep(KeepReason::Retained { .. })));
+        // Half done: the newer run's ready point waits with it, and the older run still stays.
+        points.push(Point { tags: in_run("b2", day(1), "new"), ..point("b2", day(1), tags(daily(1))) });
+        let decisions = decide(&points, now(), false);
+        assert_eq!(decisions[3], Decision::Keep(KeepReason::InProgress));
+        assert!(matches!(decisions[0], Decision::Keep(KeepReason::Retained { .. })));
+        // Done: the newer run pushes the older one out.
+        points[2].readiness = Readiness::Ready;
+        let decisions = decide(&points, now(), false);
+        assert!(deleted(&decisions[0]) && deleted(&decisions[1]));
+        assert!(matches!(decisions[2], Decision::Keep(KeepReason::Retained { .. })));
+        assert!(matches!(decisions[3], Decision::Keep(KeepReason::Retained { .. })));
     }
 
     #[test]
