@@ -447,4 +447,13 @@ async fn the_sweep_deletes_exactly_what_retention_and_locks_allow() {
     assert!(stdout.contains("2 recovery points"), "{stdout}");
     let (_, stdout, _) = lifeboat(&servers, &["backup", "list", "--resource", &volume]).await;
     assert!(stdout.contains("COMPLIANCE until"), "{stdout}");
+
+    // Bad flags are named, and nothing is swept.
+    let (code, _, stderr) = lifeboat(&servers, &["backup", "sweep", "--region", "moon-1"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--region: 'moon-1' is not an AWS region name"), "{stderr}");
+    let (code, _, stderr) = lifeboat(&servers, &["backup", "sweep", "--region", REGION, "--account", "12345"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--account: '12345' is not a 12-digit AWS account id"), "{stderr}");
+    assert!(snapshot_tiers(&ec2).await.contains_key(&compliance));
 }
