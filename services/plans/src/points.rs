@@ -89,7 +89,7 @@ pub enum ListError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     #[error("reading DynamoDB recovery point tags: {0}")]
-    Store(#[from] BusError),
+    Store(BusError),
 }
 
 /// The clients of one account and region.
@@ -328,7 +328,8 @@ pub async fn dynamodb_backups(
             if !summary.backup_name().is_some_and(|name| name.starts_with(DYNAMODB_BACKUP_PREFIX)) {
                 continue;
             }
-            let Some(tags) = load_point_tags(store, arn).await?.and_then(|tags| PointTags::parse(&tags)) else {
+            let loaded = load_point_tags(store, arn).await.map_err(ListError::Store)?;
+            let Some(tags) = loaded.and_then(|tags| PointTags::parse(&tags)) else {
                 continue;
             };
             let status = summary.backup_status().cloned().unwrap_or(BackupStatus::Creating);
