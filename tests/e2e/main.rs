@@ -6,6 +6,7 @@ mod api;
 mod backup_ebs;
 mod backup_ec2;
 mod backup_run;
+mod backup_sweep;
 mod backup_tags;
 mod catalog;
 mod chaos;
