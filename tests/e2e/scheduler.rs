@@ -33,7 +33,7 @@ fn at(text: &str) -> DateTime<Utc> {
 
 fn replica(bus: Arc<dyn lifeboat_common::Bus>, clock: Arc<ManualClock>, name: &str) -> Arc<Scheduler> {
     let plan = lifeboat_plans::load("sched.yaml", PLAN).expect("a valid plan");
-    let config = SchedulerConfig { tick: Duration::from_secs(3600), replica: name.to_string() };
+    let config = SchedulerConfig { tick: Duration::from_secs(3600), replica: name.to_string(), sweep_every: None };
     Scheduler::new(vec![plan], bus, clock, config)
 }
 
