@@ -5,6 +5,8 @@
 //! streams, deletion protection, billing mode) put back. A backup is restored only into its own
 //! account: DynamoDB has no cross-account restore.
 
+pub mod backup;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use lifeboat_common::quota::{self, Api, Cap, Quotas};
 use lifeboat_common::restore::{progress_key, restored_tags, Progress, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_common::shared::SharedStore;
 use lifeboat_common::subjects::TAG_TASK_ID;
-use lifeboat_proto::{restore_task, Backup, DynamoDbTarget, RestoreTask};
+use lifeboat_proto::{restore_task, Backup, DynamoDbTarget, ResourceType, RestoreTask};
 
 /// The role under which a task records its table in [`Progress`].
 pub const TABLE: &str = "table";
@@ -135,6 +137,18 @@ impl Restorer for DynamoDbRestorer {
     }
 
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
+        if let Some(job) = &task.backup_task {
+            if task.resource_type() != ResourceType::DynamodbTable {
+                return Err(format!(
+                    "backup task of resource type {} (DynamoDB backs up DYNAMODB_TABLE)",
+                    task.resource_type().as_str_name()
+                ));
+            }
+            return match (job.resource_id.is_empty(), job.account_id.is_empty(), job.region.is_empty()) {
+                (false, false, false) => Ok(()),
+                _ => Err("backup task without backup_task.resource_id, account_id or region".into()),
+            };
+        }
         match target_of(task) {
             Some(t)
                 if task.backup.is_some()
@@ -148,7 +162,10 @@ impl Restorer for DynamoDbRestorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
+        if task.backup_task.is_some() {
+            return backup::step(self, task, attempt, progress).await;
+        }
         let target = target_of(task).cloned().unwrap_or_default();
         let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
         let ddb = lifeboat_common::aws::dynamodb_client(&config, &target.account_id, &target.region);
