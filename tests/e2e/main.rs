@@ -3,6 +3,7 @@
 
 mod aggregator;
 mod api;
+mod backup_data;
 mod backup_tags;
 mod catalog;
 mod chaos;

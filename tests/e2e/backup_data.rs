@@ -1,0 +1,222 @@
+//! RDS and DynamoDB backups end to end: a DB instance and an Aurora cluster snapshotted and
+//! copied to another region with their recovery point tags, a deleted instance failing with
+//! AWS's code; a table backed up as `lifeboat-<task id>` with point-in-time recovery turned on,
+//! its point tags in the shared store and the copies DynamoDB cannot make named as a warning, a
+//! missing table and a run past its completion window failing; each task delivered twice
+//! making one recovery point.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoveryStatus, ScalarAttributeType,
+};
+use aws_sdk_rds::types::Tag;
+use lifeboat_common::backup::{self, PointTags, TAG_COPY_OF};
+use lifeboat_common::bus::{Bus, OutgoingMessage};
+use lifeboat_common::subjects::{self, TAG_TASK_ID};
+use lifeboat_proto as pb;
+use lifeboat_tests::*;
+
+fn run(copy_to: &[&str]) -> pb::BackupRun {
+    pb::BackupRun {
+        plan: "prod".into(),
+        rule: "nightly".into(),
+        due_id: "prod/nightly/2026-12-03T01:00:00Z".into(),
+        retention: Some(pb::Retention { days: 7, ..Default::default() }),
+        copy_to: copy_to
+            .iter()
+            .map(|region| pb::CopyDestination {
+                region: region.to_string(),
+                retention: Some(pb::Retention { days: 30, ..Default::default() }),
+                ..Default::default()
+            })
+            .collect(),
+        tags: [("owner".to_string(), "platform".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+fn job(run: &pb::BackupRun, resource_id: &str, tags: &[(&str, &str)]) -> pb::BackupTask {
+    pb::BackupTask {
+        run: Some(run.clone()),
+        resource_id: resource_id.into(),
+        account_id: ACCOUNT.into(),
+        region: "us-east-1".into(),
+        resource_tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    }
+}
+
+/// Publishes every task twice (distinct dedupe ids, so the bus does not drop the duplicate).
+async fn publish_twice(bus: std::sync::Arc<dyn Bus>, kind: &str, tasks: &[pb::RestoreTask]) {
+    for copy in ["first", "second"] {
+        for task in tasks {
+            let message = OutgoingMessage::proto(subjects::work_subject(kind), task)
+                .dedupe_id(format!("{}-{copy}", task.task_id));
+            bus.publish(message).await.unwrap();
+        }
+    }
+}
+
+fn rds_tags(tags: &[Tag]) -> HashMap<String, String> {
+    tags.iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect()
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+fn task_of<'a>(summary: &'a pb::RequestSummary, task: &pb::RestoreTask) -> &'a pb::TaskState {
+    summary.tasks.iter().find(|t| t.task_id == task.task_id).unwrap()
+}
+
+#[tokio::test]
+async fn databases_and_clusters_are_snapshotted_and_copied_and_a_deleted_database_fails() {
+    init_logging();
+    let servers = Servers::start().await;
+    let east = aws_sdk_rds::Client::new(&servers.aws("us-east-1"));
+    let west = aws_sdk_rds::Client::new(&servers.aws("us-west-2"));
+    east.create_db_instance()
+        .db_instance_identifier("orders-db")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("admin")
+        .master_user_password("correct-horse-battery")
+        .tags(tag("app", "shop"))
+        .send()
+        .await
+        .unwrap();
+    east.create_db_cluster()
+        .db_cluster_identifier("analytics")
+        .engine("aurora-postgresql")
+        .master_username("admin")
+        .master_user_password("correct-horse-battery")
+        .tags(tag("app", "shop"))
+        .send()
+        .await
+        .unwrap();
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let bus = servers.shared_bus().await;
+
+    let run = run(&["us-west-2"]);
+    let run_id = backup::backup_run_id(&run.due_id);
+    let app = [("app", "shop")];
+    let instance = backup::task(&run_id, pb::ResourceType::RdsInstance, job(&run, "orders-db", &app));
+    let cluster = backup::task(&run_id, pb::ResourceType::RdsCluster, job(&run, "analytics", &app));
+    let gone = backup::task(&run_id, pb::ResourceType::RdsInstance, job(&run, "deleted-db", &app));
+    report_planned(bus.clone(), &run_id, 3).await;
+    publish_twice(bus.clone(), "rds", &[instance.clone(), cluster.clone(), gone.clone()]).await;
+    let summary = final_summary(&servers.client().await, &run_id).await;
+
+    assert_eq!(verdict(&summary), pb::Verdict::PartiallyFailed, "{summary:#?}");
+    let failed = task_of(&summary, &gone);
+    assert_eq!((failed.phase, failed.reason_code.as_str()), (pb::TaskPhase::Failed as i32, "DBInstanceNotFound"));
+    work_drained(&servers, "rds").await;
+
+    let id = lifeboat_rds::backup::snapshot_id(&instance);
+    let done = task_of(&summary, &instance);
+    assert_eq!(done.phase, pb::TaskPhase::Succeeded as i32, "{done:?}");
+    let copy_arn = format!("arn:aws:rds:us-west-2:{ACCOUNT}:snapshot:{id}");
+    assert_eq!(done.created_resource_ids, [id.clone(), copy_arn]);
+    let points = east.describe_db_snapshots().db_instance_identifier("orders-db").send().await.unwrap();
+    let ours: Vec<_> = points
+        .db_snapshots()
+        .iter()
+        .filter(|s| rds_tags(s.tag_list()).get(TAG_TASK_ID) == Some(&instance.task_id))
+        .collect();
+    assert_eq!(ours.len(), 1, "one snapshot for a task delivered twice: {ours:?}");
+    assert_eq!(ours[0].db_snapshot_identifier(), Some(id.as_str()));
+    let tags = rds_tags(ours[0].tag_list());
+    assert_eq!((tags["app"].as_str(), tags["owner"].as_str()), ("shop", "platform"));
+    let point = PointTags::parse(&tags).expect("recovery point tags");
+    assert_eq!((point.plan.as_str(), point.rule.as_str(), point.run.as_str()), ("prod", "nightly", run_id.as_str()));
+    assert_eq!((point.resource_id.as_str(), point.retention.unwrap().days), ("orders-db", 7));
+    let copies = west.describe_db_snapshots().db_snapshot_identifier(&id).send().await.unwrap();
+    let copy = rds_tags(copies.db_snapshots()[0].tag_list());
+    assert_eq!(copy.get(TAG_COPY_OF), Some(&id), "{copy:?}");
+    assert_eq!(PointTags::parse(&copy).unwrap().retention.unwrap().days, 30);
+
+    let done = task_of(&summary, &cluster);
+    assert_eq!(done.phase, pb::TaskPhase::Succeeded as i32, "{done:?}");
+    let id = lifeboat_rds::backup::snapshot_id(&cluster);
+    let points = east.describe_db_cluster_snapshots().db_cluster_identifier("analytics").send().await.unwrap();
+    let ours: Vec<_> = points
+        .db_cluster_snapshots()
+        .iter()
+        .filter(|s| rds_tags(s.tag_list()).get(TAG_TASK_ID) == Some(&cluster.task_id))
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(ours[0].db_cluster_snapshot_identifier(), Some(id.as_str()));
+    assert_eq!(PointTags::parse(&rds_tags(ours[0].tag_list())).unwrap().resource_id, "analytics");
+    let copies = west.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(&id).send().await.unwrap();
+    let copy = rds_tags(copies.db_cluster_snapshots()[0].tag_list());
+    assert_eq!(copy.get(TAG_COPY_OF), Some(&id), "{copy:?}");
+    assert_eq!(copy.get("app").map(String::as_str), Some("shop"));
+}
+
+async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
+    ddb.create_table()
+        .table_name(name)
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_table_is_backed_up_with_point_in_time_recovery_and_a_missing_or_late_one_fails() {
+    init_logging();
+    let servers = Servers::start().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&servers.aws("us-east-1"));
+    create_table(&ddb, "orders").await;
+    create_table(&ddb, "late").await;
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let bus = servers.shared_bus().await;
+
+    let mut run = run(&["us-west-2"]);
+    run.options = Some(pb::BackupOptions { continuous: true, ..Default::default() });
+    let run_id = backup::backup_run_id(&run.due_id);
+    let table = backup::task(&run_id, pb::ResourceType::DynamodbTable, job(&run, "orders", &[("app", "shop")]));
+    let missing = backup::task(&run_id, pb::ResourceType::DynamodbTable, job(&run, "dropped", &[]));
+    let past = pb::BackupRun { complete_by: Some(ts(chrono::Utc::now() - chrono::TimeDelta::hours(1))), ..run.clone() };
+    let late = backup::task(&run_id, pb::ResourceType::DynamodbTable, job(&past, "late", &[]));
+    report_planned(bus.clone(), &run_id, 3).await;
+    publish_twice(bus.clone(), "dynamodb", &[table.clone(), missing.clone(), late.clone()]).await;
+    let summary = final_summary(&servers.client().await, &run_id).await;
+
+    assert_eq!(verdict(&summary), pb::Verdict::PartiallyFailed, "{summary:#?}");
+    let failed = task_of(&summary, &missing);
+    assert_eq!((failed.phase, failed.reason_code.as_str()), (pb::TaskPhase::Failed as i32, "TableNotFoundException"));
+    let failed = task_of(&summary, &late);
+    assert_eq!(failed.reason_code, backup::reason::COMPLETION_WINDOW_EXCEEDED, "{failed:?}");
+    work_drained(&servers, "dynamodb").await;
+    let late_backups = ddb.list_backups().table_name("late").send().await.unwrap();
+    assert!(late_backups.backup_summaries().is_empty(), "nothing made past the window: {late_backups:?}");
+
+    let done = task_of(&summary, &table);
+    assert_eq!(
+        (done.phase, done.reason_code.as_str()),
+        (pb::TaskPhase::Succeeded as i32, backup::reason::BACKUP_WARNINGS)
+    );
+    assert!(done.message.contains("copies to us-west-2"), "the copy DynamoDB cannot make: {}", done.message);
+    let backups = ddb.list_backups().table_name("orders").send().await.unwrap();
+    let backups = backups.backup_summaries();
+    assert_eq!(backups.len(), 1, "one backup for a task delivered twice: {backups:?}");
+    assert_eq!(backups[0].backup_name(), Some(format!("lifeboat-{}", table.task_id).as_str()));
+    let arn = backups[0].backup_arn().unwrap();
+    assert_eq!(done.created_resource_ids, [arn]);
+    let continuous = ddb.describe_continuous_backups().table_name("orders").send().await.unwrap();
+    let pitr = continuous.continuous_backups_description().and_then(|c| c.point_in_time_recovery_description());
+    assert_eq!(pitr.and_then(|p| p.point_in_time_recovery_status()), Some(&PointInTimeRecoveryStatus::Enabled));
+
+    let tags = backup::load_point_tags(bus.shared().as_ref(), arn).await.unwrap().expect("point tags in the store");
+    assert_eq!(tags.get("app").map(String::as_str), Some("shop"));
+    let point = PointTags::parse(&tags).expect("recovery point tags");
+    assert_eq!((point.plan.as_str(), point.task_id.as_str()), ("prod", table.task_id.as_str()));
+    assert_eq!((point.resource_id.as_str(), point.retention.unwrap().days), ("orders", 7));
+}
