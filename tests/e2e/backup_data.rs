@@ -220,3 +220,130 @@ async fn a_table_is_backed_up_with_point_in_time_recovery_and_a_missing_or_late_
     assert_eq!((point.plan.as_str(), point.task_id.as_str()), ("prod", table.task_id.as_str()));
     assert_eq!((point.resource_id.as_str(), point.retention.unwrap().days), ("orders", 7));
 }
+
+#[tokio::test]
+async fn a_snapshot_left_by_an_earlier_delivery_is_adopted_and_a_copy_that_cannot_be_made_names_the_point() {
+    init_logging();
+    let servers = Servers::start().await;
+    let east = aws_sdk_rds::Client::new(&servers.aws("us-east-1"));
+    let west = aws_sdk_rds::Client::new(&servers.aws("us-west-2"));
+    east.create_db_instance()
+        .db_instance_identifier("ledger-db")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("admin")
+        .master_user_password("correct-horse-battery")
+        .send()
+        .await
+        .unwrap();
+    let nightly = run(&["us-west-2"]);
+    let run_id = backup::backup_run_id(&nightly.due_id);
+    // Three rules of one run back up the same database: one task each.
+    let adopted = backup::task(&run_id, pb::ResourceType::RdsInstance, job(&nightly, "ledger-db", &[]));
+    let mut keyed = pb::BackupRun { rule: "hourly".into(), ..nightly.clone() };
+    keyed.copy_to[0].kms_key_id = "1234abcd-12ab-34cd-56ef-1234567890ab".into();
+    let unkeyed = backup::task(&run_id, pb::ResourceType::RdsInstance, job(&keyed, "ledger-db", &[]));
+    let taken = pb::BackupRun { rule: "weekly".into(), ..nightly.clone() };
+    let taken = backup::task(&run_id, pb::ResourceType::RdsInstance, job(&taken, "ledger-db", &[]));
+    // An earlier delivery's snapshot (ours by its task tag), and someone else's of a task's name.
+    let adopted_id = lifeboat_rds::backup::snapshot_id(&adopted);
+    east.create_db_snapshot()
+        .db_instance_identifier("ledger-db")
+        .db_snapshot_identifier(&adopted_id)
+        .tags(tag(TAG_TASK_ID, &adopted.task_id))
+        .send()
+        .await
+        .unwrap();
+    let taken_id = lifeboat_rds::backup::snapshot_id(&taken);
+    east.create_db_snapshot()
+        .db_instance_identifier("ledger-db")
+        .db_snapshot_identifier(&taken_id)
+        .send()
+        .await
+        .unwrap();
+
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let bus = servers.shared_bus().await;
+    report_planned(bus.clone(), &run_id, 3).await;
+    publish_twice(bus.clone(), "rds", &[adopted.clone(), unkeyed.clone(), taken.clone()]).await;
+    let summary = final_summary(&servers.client().await, &run_id).await;
+
+    assert_eq!(verdict(&summary), pb::Verdict::PartiallyFailed, "{summary:#?}");
+    let done = task_of(&summary, &adopted);
+    assert_eq!(done.phase, pb::TaskPhase::Succeeded as i32, "{done:?}");
+    assert_eq!(done.created_resource_ids[0], adopted_id);
+    let copy = west.describe_db_snapshots().db_snapshot_identifier(&adopted_id).send().await.unwrap();
+    assert_eq!(rds_tags(copy.db_snapshots()[0].tag_list()).get(TAG_COPY_OF), Some(&adopted_id));
+
+    let failed = task_of(&summary, &unkeyed);
+    assert_eq!((failed.phase, failed.reason_code.as_str()), (pb::TaskPhase::Failed as i32, "KMSKeyNotAccessibleFault"));
+    let point = lifeboat_rds::backup::snapshot_id(&unkeyed);
+    assert!(failed.message.contains(&format!("the recovery point {point} exists in us-east-1")), "{}", failed.message);
+    let kept = east.describe_db_snapshots().db_snapshot_identifier(&point).send().await.unwrap();
+    assert_eq!(kept.db_snapshots()[0].status(), Some("available"));
+
+    let failed = task_of(&summary, &taken);
+    assert_eq!(failed.reason_code, lifeboat_rds::TARGET_NAME_TAKEN, "{failed:?}");
+    assert!(failed.message.contains(&taken_id), "{}", failed.message);
+    assert!(west.describe_db_snapshots().db_snapshot_identifier(&taken_id).send().await.is_err(), "not copied");
+}
+
+/// DynamoDB's crash window: a redelivery without a progress record finds the backup an
+/// earlier delivery made (by its name, through ListBackups) instead of making a second one.
+#[tokio::test]
+async fn a_redelivery_finds_the_backup_an_earlier_delivery_made_without_recording_it() {
+    use aws_sdk_dynamodb::operation::describe_backup::DescribeBackupOutput;
+    use aws_sdk_dynamodb::operation::list_backups::ListBackupsOutput;
+    use aws_sdk_dynamodb::types::{BackupDescription, BackupDetails, BackupStatus, BackupSummary, BackupType};
+    use aws_sdk_dynamodb::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    const ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/backup/01-lost";
+    let task = backup::task("r", pb::ResourceType::DynamodbTable, job(&run(&[]), "orders", &[]));
+    let name = backup::dynamodb_backup_name(&task);
+    let listed = name.clone();
+    let list =
+        mock!(Client::list_backups).match_requests(|r| r.table_name() == Some("orders")).then_output(move || {
+            let other = BackupSummary::builder().backup_arn("arn:other").backup_name("nightly").build();
+            let ours = BackupSummary::builder().backup_arn(ARN).backup_name(&listed).build();
+            ListBackupsOutput::builder().backup_summaries(other).backup_summaries(ours).build()
+        });
+    let created_at = aws_smithy_types::DateTime::from_secs(1_790_000_000);
+    let details = move || {
+        BackupDetails::builder()
+            .backup_arn(ARN)
+            .backup_name("lifeboat")
+            .backup_status(BackupStatus::Available)
+            .backup_type(BackupType::User)
+            .backup_creation_date_time(created_at)
+            .build()
+            .unwrap()
+    };
+    let describe =
+        mock!(Client::describe_backup).match_requests(|r| r.backup_arn() == Some(ARN)).then_output(move || {
+            DescribeBackupOutput::builder()
+                .backup_description(BackupDescription::builder().backup_details(details()).build())
+                .build()
+        });
+    let create = mock!(Client::create_backup).then_output(|| unreachable!("a second backup"));
+    let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&list, &describe, &create]);
+    let store = lifeboat_common::shared::MemoryStore::default();
+    let mut progress = lifeboat_common::restore::Progress::default();
+
+    let step = lifeboat_dynamodb::backup::backup_step(&ddb, &store, &task, 2, &mut progress).await.unwrap();
+
+    assert_eq!(
+        step,
+        lifeboat_common::restore::Step::Done {
+            message: format!("backup {name} of table orders is available"),
+            created: vec![ARN.to_string()],
+            warnings: Vec::new(),
+        }
+    );
+    assert_eq!((list.num_calls(), create.num_calls()), (1, 0));
+    assert_eq!(progress.id(backup::ROLE_POINT), Some(ARN));
+    let tags = backup::load_point_tags(&store, ARN).await.unwrap().expect("the lost backup's tags, written now");
+    let point = PointTags::parse(&tags).unwrap();
+    assert_eq!(point.expires_at.map(|at| at.timestamp()), Some(1_790_000_000 + 7 * 86_400), "from its creation time");
+}

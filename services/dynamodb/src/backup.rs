@@ -12,6 +12,7 @@ use lifeboat_common::backup::{
     copy_account, dynamodb_backup_name, past_completion_window, recovery_point_tags, save_point_tags, ROLE_POINT,
 };
 use lifeboat_common::restore::{Progress, Step};
+use lifeboat_common::shared::SharedStore;
 use lifeboat_proto::{BackupTask, RestoreTask};
 
 use crate::{warn_or_retry, DynamoDbRestorer};
@@ -24,10 +25,24 @@ fn created_at(at: &aws_smithy_types::DateTime) -> DateTime<Utc> {
     DateTime::from_timestamp(at.secs(), at.subsec_nanos()).unwrap_or_else(Utc::now)
 }
 
-/// One step of a table backup: the backup until it is AVAILABLE, then point-in-time recovery
-/// when the rule asks for it, then done.
+/// One step of a table backup, in the table's account and region.
 pub async fn step(
     restorer: &DynamoDbRestorer,
+    task: &RestoreTask,
+    attempt: u32,
+    progress: &mut Progress,
+) -> Result<Step, AwsError> {
+    let job = task.backup_task.clone().unwrap_or_default();
+    let config = restorer.accounts.config_for(&job.account_id, &job.region).await?;
+    let ddb = dynamodb_client(&config, &job.account_id, &job.region);
+    backup_step(&ddb, restorer.gate.store.as_ref(), task, attempt, progress).await
+}
+
+/// One step of a table backup: the backup until it is AVAILABLE, then point-in-time recovery
+/// when the rule asks for it, then done. `store` keeps the backup's recovery point tags.
+pub async fn backup_step(
+    ddb: &aws_sdk_dynamodb::Client,
+    store: &dyn SharedStore,
     task: &RestoreTask,
     attempt: u32,
     progress: &mut Progress,
@@ -36,14 +51,11 @@ pub async fn step(
         return Ok(late);
     }
     let job = task.backup_task.clone().unwrap_or_default();
-    let config = restorer.accounts.config_for(&job.account_id, &job.region).await?;
-    let ddb = dynamodb_client(&config, &job.account_id, &job.region);
-    let store = restorer.gate.store.as_ref();
     let name = dynamodb_backup_name(task);
     let table = job.resource_id.as_str();
     let known = match progress.id(ROLE_POINT) {
         Some(arn) => Some(arn.to_string()),
-        None if progress.may_have_lost(attempt) => lost_backup(&ddb, table, &name).await?,
+        None if progress.may_have_lost(attempt) => lost_backup(ddb, table, &name).await?,
         None => None,
     };
     let arn = match known {
@@ -107,7 +119,7 @@ pub async fn step(
         ));
     }
     if job.run.as_ref().and_then(|r| r.options.as_ref()).is_some_and(|o| o.continuous) {
-        let pitr = continuous_backups(&ddb, table).await;
+        let pitr = continuous_backups(ddb, table).await;
         warn_or_retry(&mut warnings, "point-in-time recovery", pitr)?;
     }
     warnings.extend(uncopied(&job));
