@@ -107,7 +107,8 @@ pub async fn backup_step(
             })
         }
     }
-    // Written once: a step after a crash before the first write writes what it would have.
+    // A no-op after the write that followed CreateBackup (the first write is kept); the write
+    // itself when that one was lost, or the backup was found by name in the crash window.
     let (tags, dropped) = recovery_point_tags(task, created_at(details.backup_creation_date_time()), None);
     save_point_tags(store, &arn, &tags).await.map_err(store_error)?;
     let mut warnings = Vec::new();

@@ -196,7 +196,7 @@ pub async fn step(
     let config = accounts.config_for(&job.account_id, &job.region).await?;
     let rds = rds_client(&config, &job.account_id, &job.region);
     let id = snapshot_id(task);
-    let point = match point_step(cx, &rds, kind, task, &job, &id, attempt, progress).await? {
+    let point = match point_step(cx, &rds, task, &job, attempt, progress).await? {
         Ok(point) => point,
         Err(step) => return Ok(step),
     };
@@ -210,7 +210,7 @@ pub async fn step(
             dropped.join(", ")
         ));
     }
-    let mut pending = Vec::new();
+    let (mut pending, mut copied) = (Vec::new(), Vec::new());
     let run = job.run.clone().unwrap_or_default();
     for destination in &run.copy_to {
         let account = copy_account(destination, &job.account_id);
@@ -222,7 +222,10 @@ pub async fn step(
         // Copies keep the point's identifier in their own account and region: named by ARN.
         let copy = kind.arn(&destination.region, account, &id);
         match copy_step(accounts, cx, task, &source, destination, attempt, progress).await? {
-            Ok(()) => created.push(copy),
+            Ok(()) => {
+                created.push(copy);
+                copied.push(format!("{} in {account}", destination.region));
+            }
             Err(Step::Waiting { what, .. }) => {
                 created.push(copy);
                 pending.push(what);
@@ -233,25 +236,24 @@ pub async fn step(
     if !pending.is_empty() {
         return Ok(Step::Waiting { what: pending.join("; "), created });
     }
+    let copies = if copied.is_empty() { String::new() } else { format!(", copied to {}", copied.join(", ")) };
     Ok(Step::Done {
-        message: format!("{} {id} of {} is available with {} copies", kind.what(), job.resource_id, created.len() - 1),
+        message: format!("{} {id} of {} is available{copies}", kind.what(), job.resource_id),
         created,
         warnings,
     })
 }
 
 /// The task's snapshot: its ARN once available, or the step to report until then.
-#[allow(clippy::too_many_arguments)]
 async fn point_step(
     cx: &Context,
     rds: &aws_sdk_rds::Client,
-    kind: Kind,
     task: &RestoreTask,
     job: &BackupTask,
-    id: &str,
     attempt: u32,
     progress: &mut Progress,
 ) -> Result<Result<String, Step>, AwsError> {
+    let (kind, id) = (Kind::of(task), &snapshot_id(task));
     let batch = group(&job.account_id, &job.region);
     let found =
         if progress.may_exist(ROLE_POINT, attempt) { look(cx, kind, &batch, rds, id, task).await? } else { None };
