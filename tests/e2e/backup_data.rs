@@ -185,8 +185,10 @@ async fn a_table_is_backed_up_with_point_in_time_recovery_and_a_missing_or_late_
     let missing = backup::task(&run_id, pb::ResourceType::DynamodbTable, job(&run, "dropped", &[]));
     let past = pb::BackupRun { complete_by: Some(ts(chrono::Utc::now() - chrono::TimeDelta::hours(1))), ..run.clone() };
     let late = backup::task(&run_id, pb::ResourceType::DynamodbTable, job(&past, "late", &[]));
-    report_planned(bus.clone(), &run_id, 3).await;
-    publish_twice(bus.clone(), "dynamodb", &[table.clone(), missing.clone(), late.clone()]).await;
+    let nowhere = pb::BackupTask { region: String::new(), ..job(&run, "orders", &[]) };
+    let nowhere = backup::task(&run_id, pb::ResourceType::DynamodbTable, nowhere);
+    report_planned(bus.clone(), &run_id, 4).await;
+    publish_twice(bus.clone(), "dynamodb", &[table.clone(), missing.clone(), late.clone(), nowhere.clone()]).await;
     let summary = final_summary(&servers.client().await, &run_id).await;
 
     assert_eq!(verdict(&summary), pb::Verdict::PartiallyFailed, "{summary:#?}");
@@ -194,6 +196,11 @@ async fn a_table_is_backed_up_with_point_in_time_recovery_and_a_missing_or_late_
     assert_eq!((failed.phase, failed.reason_code.as_str()), (pb::TaskPhase::Failed as i32, "TableNotFoundException"));
     let failed = task_of(&summary, &late);
     assert_eq!(failed.reason_code, backup::reason::COMPLETION_WINDOW_EXCEEDED, "{failed:?}");
+    let invalid = task_of(&summary, &nowhere);
+    assert_eq!(
+        (invalid.reason_code.as_str(), invalid.message.as_str()),
+        ("INVALID_TASK", "backup task without backup_task.region")
+    );
     work_drained(&servers, "dynamodb").await;
     let late_backups = ddb.list_backups().table_name("late").send().await.unwrap();
     assert!(late_backups.backup_summaries().is_empty(), "nothing made past the window: {late_backups:?}");

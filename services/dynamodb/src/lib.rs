@@ -3,7 +3,8 @@
 //! every replica in the bus's shared store), and, once the
 //! table is ACTIVE, the settings a DynamoDB restore drops (tags, TTL, point-in-time recovery,
 //! streams, deletion protection, billing mode) put back. A backup is restored only into its own
-//! account: DynamoDB has no cross-account restore.
+//! account: DynamoDB has no cross-account restore. A task with a `backup_task` takes an
+//! on-demand backup of its table instead ([`backup`]).
 
 pub mod backup;
 
@@ -144,10 +145,16 @@ impl Restorer for DynamoDbRestorer {
                     task.resource_type().as_str_name()
                 ));
             }
-            return match (job.resource_id.is_empty(), job.account_id.is_empty(), job.region.is_empty()) {
-                (false, false, false) => Ok(()),
-                _ => Err("backup task without backup_task.resource_id, account_id or region".into()),
-            };
+            let fields = [
+                ("backup_task.resource_id", &job.resource_id),
+                ("backup_task.account_id", &job.account_id),
+                ("backup_task.region", &job.region),
+            ];
+            let missing: Vec<&str> = fields.iter().filter(|(_, v)| v.is_empty()).map(|(name, _)| *name).collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            return Err(format!("backup task without {}", missing.join(", ")));
         }
         match target_of(task) {
             Some(t)

@@ -9,7 +9,7 @@
 //! TARGET_NAME_TAKEN failure. What a task creates is recorded in its progress as AWS accepts it
 //! and re-checked by id in batches ([`checks`]); cross-region copies hold a slot of the copy cap
 //! shared by every replica. Once available, the security groups and tags asked for are put in
-//! place.
+//! place. A task with a `backup_task` takes a snapshot and its copies instead ([`backup`]).
 
 pub mod backup;
 pub mod checks;
@@ -113,10 +113,16 @@ impl Restorer for RdsRestorer {
                     kind.as_str_name()
                 ));
             }
-            return match (job.resource_id.is_empty(), job.account_id.is_empty(), job.region.is_empty()) {
-                (false, false, false) => Ok(()),
-                _ => Err("backup task without backup_task.resource_id, account_id or region".into()),
-            };
+            let fields = [
+                ("backup_task.resource_id", &job.resource_id),
+                ("backup_task.account_id", &job.account_id),
+                ("backup_task.region", &job.region),
+            ];
+            let missing: Vec<&str> = fields.iter().filter(|(_, v)| v.is_empty()).map(|(name, _)| *name).collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            return Err(format!("backup task without {}", missing.join(", ")));
         }
         match target_of(task) {
             Some(t)
