@@ -1,9 +1,12 @@
 //! RDS and DynamoDB backups end to end: a DB instance and an Aurora cluster snapshotted and
 //! copied to another region with their recovery point tags, a deleted instance failing with
-//! AWS's code; a table backed up as `lifeboat-<task id>` with point-in-time recovery turned on,
-//! its point tags in the shared store and the copies DynamoDB cannot make named as a warning, a
-//! missing table and a run past its completion window failing; each task delivered twice
-//! making one recovery point.
+//! AWS's code, an earlier delivery's snapshot adopted, someone else's of the task's name and a
+//! copy that cannot be made failing (naming the point that exists), a backup's copy waiting for
+//! the copy cap it shares with restores; a table backed up as `lifeboat-<task id>` with
+//! point-in-time recovery turned on, its point tags in the shared store and the copies DynamoDB
+//! cannot make named as a warning, a missing table, a run past its completion window and a task
+//! without a region failing; each task delivered twice making one recovery point, and
+//! DynamoDB's crash window (aws-smithy-mocks) finding the backup by its name.
 
 use std::collections::HashMap;
 
@@ -353,4 +356,56 @@ async fn a_redelivery_finds_the_backup_an_earlier_delivery_made_without_recordin
     let tags = backup::load_point_tags(&store, ARN).await.unwrap().expect("the lost backup's tags, written now");
     let point = PointTags::parse(&tags).unwrap();
     assert_eq!(point.expires_at.map(|at| at.timestamp()), Some(1_790_000_000 + 7 * 86_400), "from its creation time");
+}
+
+#[tokio::test]
+async fn a_backup_copy_waits_for_a_slot_of_the_copy_cap_it_shares_with_restores() {
+    use lifeboat_common::quota::{self, Cap, QuotaConfig, Quotas};
+    use lifeboat_common::restore::{Progress, Step};
+    use lifeboat_common::shared::{MemoryStore, SharedStore};
+
+    init_logging();
+    let servers = Servers::start().await;
+    let east = aws_sdk_rds::Client::new(&servers.aws("us-east-1"));
+    east.create_db_instance()
+        .db_instance_identifier("capped-db")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("admin")
+        .master_user_password("correct-horse-battery")
+        .send()
+        .await
+        .unwrap();
+    let store: std::sync::Arc<dyn SharedStore> = std::sync::Arc::new(MemoryStore::default());
+    let caps = QuotaConfig::parse("rds.copies=1").unwrap();
+    let cx = lifeboat_rds::Context::new(store.clone(), caps.clone());
+    let accounts =
+        lifeboat_common::aws::Accounts::new(servers.aws("us-east-1"), lifeboat_common::aws::DEFAULT_ROLE_NAME);
+    // A restore's copy to us-west-2 holds the only slot.
+    let slot = Quotas::slot_key(Cap::RdsCopies, ACCOUNT, "us-west-2");
+    let restore = "task.restore.g0";
+    let quotas = Quotas::new(store.clone(), caps);
+    assert!(quotas.acquire(&slot, Cap::RdsCopies, restore, std::time::Duration::from_secs(60)).await.unwrap());
+    let task = backup::task("r", pb::ResourceType::RdsInstance, job(&run(&["us-west-2"]), "capped-db", &[]));
+    let id = lifeboat_rds::backup::snapshot_id(&task);
+    let mut progress = Progress::default();
+    let step = lifeboat_rds::backup::step;
+
+    let first = step(&accounts, &cx, &task, 1, &mut progress).await;
+    assert!(matches!(first, Ok(Step::Waiting { .. })), "{first:?}");
+    let full = step(&accounts, &cx, &task, 2, &mut progress).await.unwrap_err();
+    assert_eq!((full.code.as_str(), full.is_retryable()), ("CopyLimitInFlight", true), "{full:?}");
+    let west = aws_sdk_rds::Client::new(&servers.aws("us-west-2"));
+    assert!(west.describe_db_snapshots().db_snapshot_identifier(&id).send().await.is_err(), "no copy yet");
+
+    quota::release(store.as_ref(), &slot, restore).await.unwrap();
+    let copying = step(&accounts, &cx, &task, 3, &mut progress).await;
+    assert!(matches!(copying, Ok(Step::Waiting { .. })), "{copying:?}");
+    assert_eq!(progress.slots, [slot.clone()], "the backup's copy holds the slot");
+    let done = step(&accounts, &cx, &task, 4, &mut progress).await;
+    let copy = format!("arn:aws:rds:us-west-2:{ACCOUNT}:snapshot:{id}");
+    assert!(matches!(&done, Ok(Step::Done { created, .. }) if created == &[id.clone(), copy.clone()]), "{done:?}");
+    assert!(progress.slots.is_empty());
+    assert_eq!(quotas.held(&slot).await.unwrap(), 0, "given back once the copy is available");
 }
