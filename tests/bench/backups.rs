@@ -70,7 +70,11 @@ pub async fn backups(count: usize) {
 
     let proxy = ThrottlingProxy::start(&servers.moto_url, Limits::none()).await;
     let moto_url = std::mem::replace(&mut servers.moto_url, proxy.url.clone());
-    let running = Running::start(&servers, ServiceSet::default()).await;
+    // AWS's documented quotas unless LIFEBOAT_QUOTAS says otherwise, as `lifeboat serve` reads them.
+    let quotas = lifeboat_common::quota::QuotaConfig::from_env().expect("LIFEBOAT_QUOTAS");
+    let mut ebs = fast_ebs_config();
+    ebs.service.quotas = quotas.clone();
+    let running = Running::start(&servers, ServiceSet { ebs: Some(ebs), ..ServiceSet::default() }).await;
     servers.moto_url = moto_url;
     let client = servers.client().await;
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -95,5 +99,14 @@ pub async fn backups(count: usize) {
         ),
         Err(e) => println!("  wall time: Lifeboat {:.1}s; the direct script failed: {e}", took.as_secs_f64()),
     }
+    // At EC2's documented rates (less Lifeboat's headroom), the snapshots and the copies (made
+    // in another region, so at the same time) cannot go faster than this.
+    let floor = |api: lifeboat_common::quota::Api| {
+        let rate = quotas.rate("", api);
+        rate.map_or(0.0, |r| (count as f64 - r.burst).max(0.0) / r.per_second)
+    };
+    let quota_floor =
+        floor(lifeboat_common::quota::Api::CreateSnapshot).max(floor(lifeboat_common::quota::Api::Ec2Mutate));
+    println!("  floor at the EC2 quotas (CreateSnapshot, CopySnapshot buckets): {quota_floor:.1}s");
     println!("  Lifeboat EC2 calls per volume: {:.2}", proxy.ec2_calls() as f64 / count as f64);
 }
