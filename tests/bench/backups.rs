@@ -55,6 +55,7 @@ async fn direct(servers: &Servers, volumes: &[String]) -> Result<Duration, Strin
 }
 
 pub async fn backups(count: usize) {
+    init_logging();
     println!("== backups: {count} volumes snapshotted and copied to us-west-2 by a plan's rule");
     let mut servers = Servers::start().await;
     let east = servers.ec2("us-east-1");
