@@ -6,16 +6,11 @@
 //! and AlreadyExists of a snapshot carrying our task tag an adoption); cross-region copies hold
 //! a slot of the copy cap shared with the restore side's copies.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use aws_sdk_rds::types::{DbClusterSnapshot, DbSnapshot, Tag};
 use chrono::Utc;
 use lifeboat_common::aws::{classify, rds_client, Accounts, AwsError};
 use lifeboat_common::backup::{copy_account, copy_role, past_completion_window, recovery_point_tags, ROLE_POINT};
-use lifeboat_common::quota::{self, Cap, QuotaConfig, Quotas};
-use lifeboat_common::restore::{progress_key, Progress, Step};
-use lifeboat_common::shared::SharedStore;
+use lifeboat_common::restore::{Progress, Step};
 use lifeboat_proto::{BackupTask, CopyDestination, ResourceType, RestoreTask};
 
 use crate::checks::group;
@@ -23,7 +18,6 @@ use crate::{already_exists, is_ours, name_taken, not_visible, Context};
 
 /// How long a copy slot outlives a holder that died without giving it back: as long as the
 /// restore side's (a task waits at most 720 checks of 30 s).
-const COPY_LEASE: Duration = Duration::from_secs(6 * 3600);
 
 /// RDS's "that snapshot identifier is taken" codes (wire and model names).
 const SNAPSHOT_EXISTS: &[&str] = &[
@@ -37,58 +31,6 @@ const SNAPSHOT_EXISTS: &[&str] = &[
 /// region): valid for RDS (a letter first, no double hyphen), the same on every delivery.
 pub fn snapshot_id(task: &RestoreTask) -> String {
     crate::snapshot::copy_id(task)
-}
-
-/// The copy cap's slots of backup copies: the same records (`rds.copies` per account and
-/// destination region, held by the task's progress key) the restore side's copies take, so
-/// both count against one limit.
-pub struct CopySlots {
-    quotas: Arc<Quotas>,
-    store: Arc<dyn SharedStore>,
-}
-
-impl CopySlots {
-    pub fn new(store: Arc<dyn SharedStore>, config: QuotaConfig) -> Self {
-        Self { quotas: Quotas::new(store.clone(), config), store }
-    }
-
-    /// Takes (or keeps) the task's slot for a copy into `account` and `region`, or a retryable
-    /// error while the cap is full.
-    async fn take(
-        &self,
-        task: &RestoreTask,
-        account: &str,
-        region: &str,
-        progress: &mut Progress,
-    ) -> Result<(), AwsError> {
-        let slot = Quotas::slot_key(Cap::RdsCopies, account, region);
-        let taken = self.quotas.acquire(&slot, Cap::RdsCopies, &progress_key(task), COPY_LEASE).await;
-        if taken.map_err(|e| AwsError::retryable("rds:CopyDBSnapshot", "QuotaStoreUnavailable", e.to_string()))? {
-            progress.hold(&slot);
-            return Ok(());
-        }
-        Err(AwsError::retryable(
-            "rds:CopyDBSnapshot",
-            "CopyLimitInFlight",
-            format!(
-                "{} RDS snapshot copies in flight to {region} in {account} (the limit)",
-                self.quotas.config().limit(Cap::RdsCopies)
-            ),
-        ))
-    }
-
-    /// Gives the slot back once the copy is done (or never started); one not given back now
-    /// stays in the progress and the shell gives it back when the task ends.
-    async fn give_back(&self, task: &RestoreTask, account: &str, region: &str, progress: &mut Progress) {
-        let slot = Quotas::slot_key(Cap::RdsCopies, account, region);
-        if !progress.slots.contains(&slot) {
-            return;
-        }
-        match quota::release(self.store.as_ref(), &slot, &progress_key(task)).await {
-            Ok(()) => progress.slots.retain(|held| held != &slot),
-            Err(e) => tracing::warn!(error = %e, slot = %slot, "cannot give a copy slot back yet"),
-        }
-    }
 }
 
 /// Instance snapshots and cluster snapshots, told apart only where their calls differ.
@@ -362,7 +304,7 @@ async fn copy_step(
                 }
             }
             if capped {
-                cx.backup_copies.take(task, account, region, progress).await?;
+                cx.copies.take(task, account, region, progress).await?;
             }
             let (tags, _) = recovery_point_tags(task, Utc::now(), Some((destination, id)));
             let kms = (!destination.kms_key_id.is_empty()).then(|| destination.kms_key_id.clone());
@@ -397,7 +339,7 @@ async fn copy_step(
                     look(cx, kind, &batch, &rds, id, task).await?.ok_or_else(|| not_visible(e.operation, e))?
                 }
                 Err(e) => {
-                    cx.backup_copies.give_back(task, account, region, progress).await;
+                    cx.copies.give_back(task, account, region, progress).await;
                     return if e.is_retryable() { Err(e) } else { Ok(Err(copy_failed(source, &place, e))) };
                 }
             }
@@ -412,11 +354,11 @@ async fn copy_step(
     progress.record(&role, id);
     match standing(&format!("copy {id} in {place}"), &seen.status, &[]) {
         None => {
-            cx.backup_copies.give_back(task, account, region, progress).await;
+            cx.copies.give_back(task, account, region, progress).await;
             Ok(Ok(()))
         }
         Some(Step::Failed { code, message }) => {
-            cx.backup_copies.give_back(task, account, region, progress).await;
+            cx.copies.give_back(task, account, region, progress).await;
             let message = format!("{message}; the recovery point {id} exists in {}", job.region);
             Ok(Err(Step::Failed { code, message }))
         }

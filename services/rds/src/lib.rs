@@ -60,16 +60,11 @@ pub fn service(accounts: Arc<Accounts>, bus: Arc<dyn Bus>, config: RdsConfig) ->
 pub struct Context {
     pub checks: Checks,
     pub copies: Copies,
-    pub backup_copies: backup::CopySlots,
 }
 
 impl Context {
     pub fn new(store: Arc<dyn SharedStore>, quotas: QuotaConfig) -> Self {
-        Self {
-            checks: Checks::default(),
-            copies: Copies::new(store.clone(), quotas.clone()),
-            backup_copies: backup::CopySlots::new(store, quotas),
-        }
+        Self { checks: Checks::default(), copies: Copies::new(store, quotas) }
     }
 }
 

@@ -39,8 +39,8 @@ impl Copies {
     }
 
     /// Takes a slot for the task's copy into `account` and `region` (kept if already held), or
-    /// a retryable error while the cap is full.
-    async fn take(
+    /// a retryable error while the cap is full. Restores' and backups' copies share it.
+    pub(crate) async fn take(
         &self,
         task: &RestoreTask,
         account: &str,
@@ -66,7 +66,7 @@ impl Copies {
     }
 
     /// Gives the task's slot back once its copy is done (or was never started).
-    async fn give_back(&self, task: &RestoreTask, account: &str, region: &str, progress: &mut Progress) {
+    pub(crate) async fn give_back(&self, task: &RestoreTask, account: &str, region: &str, progress: &mut Progress) {
         let slot = Quotas::slot_key(Cap::RdsCopies, account, region);
         if !progress.slots.contains(&slot) {
             return;
