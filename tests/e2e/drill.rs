@@ -1,0 +1,183 @@
+//! Restore drills over real nats-server and moto: a rule's backup run makes recovery points of
+//! tagged volumes; the drill restores the newest point of each into the drill's subnet, checks
+//! the sizes, times each restore, deletes what it made, and stores its report (read back by
+//! `lifeboat drill report`). A drill stopped between its restore and its teardown leaves
+//! volumes that `sweep_leftovers` then removes.
+
+use std::sync::Arc;
+
+use lifeboat_cli::drill::StoreFollow;
+use lifeboat_common::aws::{Accounts, DEFAULT_ROLE_NAME};
+use lifeboat_proto as pb;
+use lifeboat_scheduler::drill::{stored_report, sweep_leftovers, DrillConfig, Drills};
+use lifeboat_tests::*;
+
+const ACCOUNT: &str = "123456789012";
+
+fn plan_text(subnet: &str) -> String {
+    format!(
+        r#"
+name: shop
+rules:
+  - name: nightly
+    schedule: "0 2 * * *"
+    selection:
+      resource_types: [ebs]
+      regions: [us-east-1]
+      tags: {{include: {{app: shop}}}}
+    retention: {{days: 7}}
+    drill: {{resources: 2, target: {{account: "{ACCOUNT}", region: us-east-1, subnet: {subnet}}}}}
+"#
+    )
+}
+
+/// A subnet in us-east-1b, the drill's isolated target.
+async fn subnet(ec2: &aws_sdk_ec2::Client) -> String {
+    let vpc = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.expect("create a VPC");
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).expect("a VPC id").to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block("10.9.1.0/24")
+        .availability_zone("us-east-1b")
+        .send()
+        .await
+        .expect("create a subnet");
+    subnet.subnet().and_then(|s| s.subnet_id()).expect("a subnet id").to_string()
+}
+
+/// Two tagged volumes backed up by the rule, a third the rule does not select, and a newer
+/// snapshot outside the plan that the drill must not pick. Returns the plan file's directory,
+/// the plan, and the volumes (8 and 4 GiB).
+async fn backed_up(
+    servers: &Servers,
+    client: &lifeboat_cli::client::Client,
+) -> (tempfile::TempDir, lifeboat_plans::Plan, Vec<String>) {
+    let east = servers.ec2("us-east-1");
+    let large = create_volume(&east, "us-east-1a", 8, &[("app", "shop")]).await;
+    let small = create_volume(&east, "us-east-1a", 4, &[("app", "shop")]).await;
+    create_volume(&east, "us-east-1a", 2, &[("app", "other")]).await;
+    let subnet = subnet(&east).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("shop.yaml");
+    std::fs::write(&file, plan_text(&subnet)).expect("write the plan");
+    let file = file.to_str().expect("a UTF-8 path").to_string();
+    for request in lifeboat_cli::backup::run_requests(&file, Some("nightly")).expect("the run") {
+        client.submit(&request).await.expect("submit the run");
+        let summary = final_summary(client, &request.request_id).await;
+        assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:?}");
+    }
+    tick().await;
+    create_snapshot(&east, &large, &[("note", "taken by hand")]).await;
+    let plan = lifeboat_cli::backup::load_plan(&file).expect("the plan");
+    (dir, plan, vec![large, small])
+}
+
+fn drills(servers: &Servers, bus: Arc<dyn lifeboat_common::Bus>, follow: StoreFollow) -> Drills<StoreFollow> {
+    let accounts = Accounts::new(servers.aws("us-east-1"), DEFAULT_ROLE_NAME);
+    Drills::new(bus, accounts, follow, DrillConfig::default())
+}
+
+fn lifeboat(servers: &Servers, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::traces::lifeboat_binary())
+        .args(args)
+        .env_remove("AWS_PROFILE")
+        .env("NATS_URL", &servers.nats_url)
+        .env("AWS_ENDPOINT_URL", &servers.moto_url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run lifeboat")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drill_restores_validates_times_and_tears_down() {
+    init_logging();
+    let servers = Servers::start().await;
+    let _running = Running::start(&servers, ServiceSet::default()).await;
+    let client = servers.client().await;
+    let (_dir, plan, volumes) = backed_up(&servers, &client).await;
+    let east = servers.ec2("us-east-1");
+
+    let follow = StoreFollow { client: servers.client().await, store: servers.store().await };
+    let bus = servers.shared_bus().await;
+    let report = drills(&servers, bus.clone(), follow).run(&plan, "nightly").await.expect("the drill");
+
+    assert!(report.drill_id.starts_with("drill-shop-nightly-"), "{}", report.drill_id);
+    assert_eq!(report.verdict, "COMPLETED", "{report:#?}");
+    assert!(report.passed(), "{report:#?}");
+    let mut drilled: Vec<&str> = report.resources.iter().map(|r| r.source_resource_id.as_str()).collect();
+    drilled.sort();
+    let mut expected: Vec<&str> = volumes.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(drilled, expected, "the rule's two volumes, not the one it does not select");
+    for resource in &report.resources {
+        let point =
+            east.describe_snapshots().snapshot_ids(&resource.backup_id).send().await.expect("describe the point");
+        let point = &point.snapshots()[0];
+        let tags: std::collections::HashMap<_, _> =
+            point.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
+        assert_eq!(tags.get("lifeboat:plan"), Some(&"shop"), "the plan's point, not the newer manual snapshot");
+        assert_eq!(resource.restored_ids.len(), 1, "{resource:?}");
+        assert!(resource.restored_ids[0].starts_with("vol-"), "{resource:?}");
+        let seconds = resource.restore_seconds.expect("a measured time to restore");
+        assert!(seconds > 0.0 && seconds < 60.0, "{seconds}");
+        assert_eq!(resource.validation, "valid");
+        assert!(resource.torn_down, "{resource:?}");
+    }
+    // Nothing the drill restored is left.
+    assert!(volumes_tagged(&east, "lifeboat:request-id", &report.drill_id).await.is_empty());
+    // The report is stored, and the restore times are exported.
+    let stored = stored_report(bus.shared().as_ref(), &report.drill_id).await.expect("read").expect("stored");
+    assert_eq!(stored, report);
+    let metrics = lifeboat_common::metrics::install().render();
+    for volume in &volumes {
+        let line = format!("lifeboat_drill_restore_seconds_count{{type=\"ebs\",resource=\"{volume}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+    let output = lifeboat(&servers, &["drill", "report", &report.drill_id]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(printed.contains(", passed"), "{printed}");
+    for volume in &volumes {
+        let line = printed.lines().find(|l| l.contains(volume.as_str())).expect("a line per resource");
+        assert!(line.contains("restored in") && line.ends_with("validated, torn down"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drill_stopped_before_its_teardown_is_swept() {
+    init_logging();
+    let servers = Servers::start().await;
+    let _running = Running::start(&servers, ServiceSet::default()).await;
+    let client = servers.client().await;
+    let (_dir, plan, volumes) = backed_up(&servers, &client).await;
+    let east = servers.ec2("us-east-1");
+
+    let follow = StoreFollow { client: servers.client().await, store: servers.store().await };
+    let bus = servers.shared_bus().await;
+    let drills = drills(&servers, bus.clone(), follow);
+    // The drill dies after the restore's verdict: its teardown never runs.
+    let restored = drills.restore(&plan, "nightly", chrono::Utc::now()).await.expect("the restore half");
+    let drill_id = restored.report.drill_id.clone();
+    drop(restored);
+    let left = volumes_tagged(&east, "lifeboat:request-id", &drill_id).await;
+    assert_eq!(left.len(), volumes.len(), "the drill's restored volumes are left");
+    let stored = stored_report(bus.shared().as_ref(), &drill_id).await.expect("read").expect("stored");
+    assert!(stored.finished_at.is_empty() && stored.resources.iter().all(|r| r.validated && !r.torn_down));
+
+    let accounts = Accounts::new(servers.aws("us-east-1"), DEFAULT_ROLE_NAME);
+    let mut swept = sweep_leftovers(&accounts, ACCOUNT, "us-east-1").await.expect("the sweep");
+    swept.sort();
+    let mut expected: Vec<String> = left.iter().filter_map(|v| v.volume_id().map(str::to_string)).collect();
+    expected.sort();
+    assert_eq!(swept, expected, "the sweep deletes what the drill left, and only that");
+    assert!(volumes_tagged(&east, "lifeboat:request-id", &drill_id).await.is_empty());
+    for volume in &volumes {
+        let source = east.describe_volumes().volume_ids(volume).send().await.expect("the source volume");
+        assert_eq!(source.volumes().len(), 1, "source volumes are never swept");
+    }
+    // A second sweep finds nothing.
+    assert!(sweep_leftovers(&accounts, ACCOUNT, "us-east-1").await.expect("the sweep").is_empty());
+}
