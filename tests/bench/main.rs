@@ -16,10 +16,14 @@
 //! 6. rss: resident memory of each service, every one a `lifeboat serve <service>` process
 //!    (`$LIFEBOAT_BIN`, else the `lifeboat` built next to the bench), with 10,000 tasks in flight.
 //! 7. chaos: the suite's chaos runs with N volumes, over both transports (see `chaos.rs`).
+//! 8. backups: a plan's rule backing up and copying N volumes, against a direct script (see
+//!    `backups.rs`).
 //!
 //! `cargo run --locked -p lifeboat-tests --bin lifeboat-bench -- <case> [N]`, case one of
-//! fan-out, overhead, aggregation, restores, throttled, rss, chaos or all (each at its default N).
+//! fan-out, overhead, aggregation, restores, throttled, rss, chaos, backups or all (each at its
+//! default N).
 
+mod backups;
 mod chaos;
 
 use std::path::PathBuf;
@@ -656,6 +660,7 @@ async fn main() {
         "throttled" => throttled(n.unwrap_or(200)).await,
         "rss" => rss(n.unwrap_or(10_000)).await,
         "chaos" => chaos::chaos(n.unwrap_or(200)).await,
+        "backups" => backups::backups(n.unwrap_or(1000)).await,
         "all" => {
             fan_out(10_000).await;
             overhead(200).await;
@@ -665,9 +670,12 @@ async fn main() {
             throttled(200).await;
             rss(10_000).await;
             chaos::chaos(200).await;
+            backups::backups(1000).await;
         }
         other => {
-            eprintln!("unknown case {other}: fan-out, overhead, aggregation, restores, throttled, rss, chaos or all");
+            eprintln!(
+                "unknown case {other}: fan-out, overhead, aggregation, restores, throttled, rss, chaos, backups or all"
+            );
             std::process::exit(2);
         }
     }

@@ -70,7 +70,7 @@ async fn a_rule_run_backs_up_copies_reports_its_failures_and_restores() {
     let mut planned = None;
     for _ in 0..200 {
         let reply = client.status(&run_id, true).await.expect("status");
-        if reply.summary.as_ref().is_some_and(|s| s.planned) {
+        if reply.summary.as_ref().is_some_and(|s| s.planned && s.tasks.len() as u32 == s.total_tasks) {
             planned = reply.summary;
             break;
         }
@@ -141,4 +141,19 @@ async fn a_rule_run_backs_up_copies_reports_its_failures_and_restores() {
     assert_eq!(volumes[0].size(), Some(8));
     stop_ebs.cancel();
     let _ = ebs.await;
+
+    // Eight days on, the scheduler's retention sweep deletes the point (kept 7 days) and keeps
+    // the copy (kept 14), and never touches a snapshot that is not Lifeboat's.
+    let foreign = create_snapshot(&east, &kept, &[("app", "shop")]).await;
+    let plan = lifeboat_cli::backup::load_plan(plan.to_str().unwrap()).expect("the plan");
+    let clock = lifeboat_scheduler::ManualClock::new(chrono::Utc::now() + chrono::TimeDelta::days(8));
+    let config = lifeboat_scheduler::SchedulerConfig { sweep_every: None, ..Default::default() };
+    let scheduler = lifeboat_scheduler::Scheduler::new(vec![plan], servers.shared_bus().await, clock, config);
+    let accounts = lifeboat_common::aws::Accounts::new(servers.aws("us-east-1"), "role");
+    let report = scheduler.sweep(&accounts).await;
+    assert!(!report.has_failures(), "{report:?}");
+    assert!(snapshots_tagged(&east, "lifeboat:request-id", &run_id).await.is_empty(), "the expired point is gone");
+    assert_eq!(snapshots_tagged(&west, "lifeboat:request-id", &run_id).await.len(), 1, "the copy is kept");
+    let left = east.describe_snapshots().snapshot_ids(&foreign).send().await.expect("describe");
+    assert_eq!(left.snapshots().len(), 1, "a snapshot Lifeboat did not make stays");
 }

@@ -3,9 +3,11 @@
 
 mod aggregator;
 mod api;
+mod backup_data;
 mod backup_ebs;
 mod backup_ec2;
 mod backup_run;
+mod backup_sweep;
 mod backup_tags;
 mod catalog;
 mod chaos;

@@ -33,7 +33,7 @@ fn at(text: &str) -> DateTime<Utc> {
 
 fn replica(bus: Arc<dyn lifeboat_common::Bus>, clock: Arc<ManualClock>, name: &str) -> Arc<Scheduler> {
     let plan = lifeboat_plans::load("sched.yaml", PLAN).expect("a valid plan");
-    let config = SchedulerConfig { tick: Duration::from_secs(3600), replica: name.to_string() };
+    let config = SchedulerConfig { tick: Duration::from_secs(3600), replica: name.to_string(), sweep_every: None };
     Scheduler::new(vec![plan], bus, clock, config)
 }
 
@@ -42,7 +42,7 @@ async fn planned(client: &lifeboat_cli::client::Client, run_id: &str) -> pb::Req
     for _ in 0..200 {
         if let Ok(reply) = client.status(run_id, true).await {
             let summary = reply.summary.unwrap_or_default();
-            if reply.found && summary.planned {
+            if reply.found && summary.planned && summary.tasks.len() as u32 == summary.total_tasks {
                 return summary;
             }
         }

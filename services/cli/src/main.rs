@@ -13,6 +13,8 @@ use lifeboat_common::validate::{validate_request, Policy};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod backup_cmd;
+
 #[derive(Parser)]
 #[command(name = "lifeboat", version, about = "Bulk restores of AWS resources across accounts and regions")]
 struct Cli {
@@ -191,6 +193,11 @@ enum BackupCommand {
         #[arg(long)]
         csv: bool,
     },
+    /// Lifeboat's recovery points in one or more regions, as their tags describe them.
+    List(backup_cmd::ListArgs),
+    /// Delete the recovery points whose retention is over (as their locks allow) and move cold
+    /// EBS snapshots to the archive tier.
+    Sweep(backup_cmd::SweepArgs),
 }
 
 #[derive(Subcommand)]
@@ -367,6 +374,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 (false, Output::Text) => print!("{}", render::table(&summary)),
             }
             Ok(render::exit_code(render::verdict(&summary)))
+        }
+        Command::Backup { command: BackupCommand::List(args) } => {
+            backup_cmd::list(args, &cli.transport()?, cli.output == Output::Json).await
+        }
+        Command::Backup { command: BackupCommand::Sweep(args) } => {
+            backup_cmd::sweep(args, &cli.transport()?, cli.output == Output::Json).await
         }
         Command::Backups { command: lifeboat_cli::catalog::BackupsCommand::List(args) } => {
             lifeboat_cli::catalog::run(args, cli.output == Output::Json).await

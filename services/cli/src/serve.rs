@@ -222,7 +222,7 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
                 clock,
                 options.scheduler.clone(),
             );
-            running.spawn(scheduler.run(shutdown.clone()));
+            running.spawn(scheduler.run(accounts.clone(), shutdown.clone()));
         }
     }
     if options.wants(ServiceName::Aggregator) {

@@ -124,9 +124,11 @@ pub async fn find_snapshots(
     Ok(found)
 }
 
-/// Copies and volumes Lifeboat made while restoring are not backups of their own.
+/// Copies and volumes Lifeboat made while restoring are not backups of their own; the recovery
+/// points its backup plans made (tagged with their plan) are.
 pub fn is_restore_artifact(tags: &HashMap<String, String>) -> bool {
-    tags.contains_key(TAG_RESTORE_COPY) || tags.contains_key(TAG_TASK_ID)
+    let recovery_point = tags.contains_key(lifeboat_common::backup::TAG_PLAN);
+    tags.contains_key(TAG_RESTORE_COPY) || (tags.contains_key(TAG_TASK_ID) && !recovery_point)
 }
 
 fn tags_of(snapshot: &Snapshot) -> HashMap<String, String> {

@@ -3,7 +3,10 @@
 //! every replica in the bus's shared store), and, once the
 //! table is ACTIVE, the settings a DynamoDB restore drops (tags, TTL, point-in-time recovery,
 //! streams, deletion protection, billing mode) put back. A backup is restored only into its own
-//! account: DynamoDB has no cross-account restore.
+//! account: DynamoDB has no cross-account restore. A task with a `backup_task` takes an
+//! on-demand backup of its table instead ([`backup`]).
+
+pub mod backup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +22,7 @@ use lifeboat_common::quota::{self, Api, Cap, Quotas};
 use lifeboat_common::restore::{progress_key, restored_tags, Progress, RestoreService, Restorer, ServiceConfig, Step};
 use lifeboat_common::shared::SharedStore;
 use lifeboat_common::subjects::TAG_TASK_ID;
-use lifeboat_proto::{restore_task, Backup, DynamoDbTarget, RestoreTask};
+use lifeboat_proto::{restore_task, Backup, DynamoDbTarget, ResourceType, RestoreTask};
 
 /// The role under which a task records its table in [`Progress`].
 pub const TABLE: &str = "table";
@@ -135,6 +138,24 @@ impl Restorer for DynamoDbRestorer {
     }
 
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
+        if let Some(job) = &task.backup_task {
+            if task.resource_type() != ResourceType::DynamodbTable {
+                return Err(format!(
+                    "backup task of resource type {} (DynamoDB backs up DYNAMODB_TABLE)",
+                    task.resource_type().as_str_name()
+                ));
+            }
+            let fields = [
+                ("backup_task.resource_id", &job.resource_id),
+                ("backup_task.account_id", &job.account_id),
+                ("backup_task.region", &job.region),
+            ];
+            let missing: Vec<&str> = fields.iter().filter(|(_, v)| v.is_empty()).map(|(name, _)| *name).collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            return Err(format!("backup task without {}", missing.join(", ")));
+        }
         match target_of(task) {
             Some(t)
                 if task.backup.is_some()
@@ -148,7 +169,10 @@ impl Restorer for DynamoDbRestorer {
         }
     }
 
-    async fn step(&self, task: &RestoreTask, _attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
+    async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
+        if task.backup_task.is_some() {
+            return backup::step(self, task, attempt, progress).await;
+        }
         let target = target_of(task).cloned().unwrap_or_default();
         let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;
         let ddb = lifeboat_common::aws::dynamodb_client(&config, &target.account_id, &target.region);

@@ -2,13 +2,16 @@
 //! and the pure functions the scheduler and the retention sweep build on: when a rule is due,
 //! which recovery points a grandfather-father-son rule keeps, and whether a lock lets a point go.
 //!
-//! Nothing here talks to AWS or the bus, so a plan can be checked (`lifeboat backup plan
-//! validate`) and its arithmetic tested without either.
+//! Only `points` (listing Lifeboat's recovery points) and the acting half of `sweep` talk to
+//! AWS and the shared store; a plan can be checked (`lifeboat backup plan validate`) and all of
+//! the arithmetic, the sweep's decisions included, tested without either.
 
 pub mod load;
 pub mod plan;
+pub mod points;
 pub mod retention;
 pub mod schedule;
+pub mod sweep;
 
 pub use load::{from_value, load, FieldError, LoadError};
 pub use plan::{
@@ -17,3 +20,4 @@ pub use plan::{
 };
 pub use retention::{expires_at, may_delete, DeleteRefusal};
 pub use schedule::{due_between, due_id, next_due, Due};
+pub use sweep::{decide, sweep, Decision, KeepReason, Outcome, SweepOptions, SweepReport, Target};

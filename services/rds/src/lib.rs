@@ -9,8 +9,9 @@
 //! TARGET_NAME_TAKEN failure. What a task creates is recorded in its progress as AWS accepts it
 //! and re-checked by id in batches ([`checks`]); cross-region copies hold a slot of the copy cap
 //! shared by every replica. Once available, the security groups and tags asked for are put in
-//! place.
+//! place. A task with a `backup_task` takes a snapshot and its copies instead ([`backup`]).
 
+pub mod backup;
 pub mod checks;
 pub mod settings;
 mod snapshot;
@@ -55,15 +56,20 @@ pub fn service(accounts: Arc<Accounts>, bus: Arc<dyn Bus>, config: RdsConfig) ->
 }
 
 /// What every step of one process shares: the batched status checks, and the copy cap held
-/// with every other replica.
+/// with every other replica (by restores' copies and backups' copies alike).
 pub struct Context {
     pub checks: Checks,
     pub copies: Copies,
+    pub backup_copies: backup::CopySlots,
 }
 
 impl Context {
     pub fn new(store: Arc<dyn SharedStore>, quotas: QuotaConfig) -> Self {
-        Self { checks: Checks::default(), copies: Copies::new(store, quotas) }
+        Self {
+            checks: Checks::default(),
+            copies: Copies::new(store.clone(), quotas.clone()),
+            backup_copies: backup::CopySlots::new(store, quotas),
+        }
     }
 }
 
@@ -99,6 +105,25 @@ impl Restorer for RdsRestorer {
     }
 
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
+        if let Some(job) = &task.backup_task {
+            let kind = task.resource_type();
+            if kind != ResourceType::RdsInstance && kind != ResourceType::RdsCluster {
+                return Err(format!(
+                    "backup task of resource type {} (RDS backs up RDS_INSTANCE and RDS_CLUSTER)",
+                    kind.as_str_name()
+                ));
+            }
+            let fields = [
+                ("backup_task.resource_id", &job.resource_id),
+                ("backup_task.account_id", &job.account_id),
+                ("backup_task.region", &job.region),
+            ];
+            let missing: Vec<&str> = fields.iter().filter(|(_, v)| v.is_empty()).map(|(name, _)| *name).collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            return Err(format!("backup task without {}", missing.join(", ")));
+        }
         match target_of(task) {
             Some(t)
                 if task.backup.is_some() && !t.name.is_empty() && !t.account_id.is_empty() && !t.region.is_empty() =>
@@ -110,6 +135,9 @@ impl Restorer for RdsRestorer {
     }
 
     async fn step(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) -> Result<Step, AwsError> {
+        if task.backup_task.is_some() {
+            return backup::step(&self.accounts, &self.cx, task, attempt, progress).await;
+        }
         let target = target_of(task).cloned().unwrap_or_default();
         let backup = task.backup.clone().unwrap_or_default();
         let config = self.accounts.config_as(&target.account_id, &target.region, &task.target_role_arn).await?;

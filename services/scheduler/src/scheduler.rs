@@ -61,12 +61,19 @@ pub struct SchedulerConfig {
     pub tick: Duration,
     /// Names this replica in the records it writes, for operators.
     pub replica: String,
+    /// How often the retention sweep runs over every account and region the plans back up to
+    /// (sources and copy destinations); None: never (`lifeboat backup sweep` by hand).
+    pub sweep_every: Option<Duration>,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "scheduler".to_string());
-        Self { tick: Duration::from_secs(30), replica: format!("{host}:{}", std::process::id()) }
+        Self {
+            tick: Duration::from_secs(30),
+            replica: format!("{host}:{}", std::process::id()),
+            sweep_every: Some(Duration::from_secs(3600)),
+        }
     }
 }
 
@@ -162,13 +169,61 @@ impl Scheduler {
         Ok(Some(run_id))
     }
 
-    /// Ticks until `shutdown`. A failed tick (the bus away) is logged and tried again at the next.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
+    /// Every account and region the plans' points live in: each rule's, and its copies'.
+    pub fn sweep_targets(&self) -> Vec<lifeboat_plans::sweep::Target> {
+        let mut targets = std::collections::BTreeSet::new();
+        for rule in self.plans.iter().flat_map(|p| &p.rules) {
+            let accounts: Vec<String> =
+                if rule.selection.accounts.is_empty() { vec![String::new()] } else { rule.selection.accounts.clone() };
+            for account in &accounts {
+                targets.extend(rule.selection.regions.iter().map(|r| (account.clone(), r.clone())));
+                for copy in &rule.copy_to {
+                    targets.insert((copy.account.clone().unwrap_or_else(|| account.clone()), copy.region.clone()));
+                }
+            }
+        }
+        targets.into_iter().map(|(account_id, region)| lifeboat_plans::sweep::Target { account_id, region }).collect()
+    }
+
+    /// The retention sweep over [`Self::sweep_targets`]: expired points go as their locks allow
+    /// (never with the governance override), cold ones move to the archive tier.
+    pub async fn sweep(&self, accounts: &lifeboat_common::aws::Accounts) -> lifeboat_plans::sweep::SweepReport {
+        let options = lifeboat_plans::sweep::SweepOptions { targets: self.sweep_targets(), ..Default::default() };
+        let report =
+            lifeboat_plans::sweep::sweep(accounts, self.bus.shared().as_ref(), &options, self.clock.now()).await;
+        let deleted =
+            report.points.iter().filter(|p| matches!(p.outcome, lifeboat_plans::sweep::Outcome::Deleted { .. }));
+        info!(
+            points = report.points.len(),
+            deleted = deleted.count(),
+            failed = report.has_failures(),
+            "retention sweep"
+        );
+        for failure in &report.failed_targets {
+            warn!(account = %failure.target.account_id, region = %failure.target.region, error = %failure.error, "cannot sweep");
+        }
+        report
+    }
+
+    /// Ticks until `shutdown`, and sweeps every `sweep_every` with `accounts`. A failed tick (the
+    /// bus away) is logged and tried again at the next.
+    pub async fn run(
+        self: Arc<Self>,
+        accounts: Arc<lifeboat_common::aws::Accounts>,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
         let rules: usize = self.plans.iter().map(|p| p.rules.len()).sum();
         info!(plans = self.plans.len(), rules, tick = ?self.config.tick, "scheduler started");
+        let mut last_sweep: Option<tokio::time::Instant> = None;
         loop {
             if let Err(e) = self.tick().await {
                 warn!(error = %e, "a scheduler tick failed; trying again at the next");
+            }
+            if let Some(every) = self.config.sweep_every {
+                if last_sweep.is_none_or(|at| at.elapsed() >= every) {
+                    last_sweep = Some(tokio::time::Instant::now());
+                    self.sweep(&accounts).await;
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
