@@ -2,14 +2,15 @@
 //! tagged volumes and a table; the drill restores the newest point of each into the drill's
 //! subnet, checks the sizes and the item count, times each restore, deletes what it made, and
 //! stores its report (read back by `lifeboat drill report`). A drill stopped between its
-//! restore and its teardown leaves resources that `sweep_leftovers` then removes.
+//! restore and its teardown leaves resources that `sweep_leftovers` then removes; then
+//! `lifeboat drill run` does a whole drill from the command line.
 
 use std::sync::Arc;
 
 use lifeboat_cli::drill::StoreFollow;
 use lifeboat_common::aws::{Accounts, DEFAULT_ROLE_NAME};
 use lifeboat_proto as pb;
-use lifeboat_scheduler::drill::{stored_report, sweep_leftovers, DrillConfig, Drills};
+use lifeboat_scheduler::drill::{stored_report, sweep_leftovers, DrillConfig, DrillReport, Drills};
 use lifeboat_tests::*;
 
 const ACCOUNT: &str = "123456789012";
@@ -186,7 +187,7 @@ async fn a_drill_stopped_before_its_teardown_is_swept() {
     let servers = Servers::start().await;
     let _running = Running::start(&servers, ServiceSet::default()).await;
     let client = servers.client().await;
-    let (_dir, plan, volumes) = backed_up(&servers, &client).await;
+    let (dir, plan, volumes) = backed_up(&servers, &client).await;
     let east = servers.ec2("us-east-1");
 
     let follow = StoreFollow { client: servers.client().await, store: servers.store().await };
@@ -220,4 +221,16 @@ async fn a_drill_stopped_before_its_teardown_is_swept() {
     }
     // A second sweep finds nothing.
     assert!(sweep_leftovers(&accounts, ACCOUNT, "us-east-1").await.expect("the sweep").is_empty());
+
+    // `lifeboat drill run` runs a whole drill in its own process and prints the report.
+    let plan_file = dir.path().join("shop.yaml");
+    let output =
+        lifeboat(&servers, &["drill", "run", plan_file.to_str().unwrap(), "--rule", "nightly", "--output", "json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: DrillReport = serde_json::from_slice(&output.stdout).expect("the report as JSON");
+    assert!(printed.passed() && printed.resources.len() == 3, "{printed:#?}");
+    assert!(printed.swept.is_empty(), "nothing was left to sweep: {printed:#?}");
+    assert!(volumes_tagged(&east, "lifeboat:request-id", &printed.drill_id).await.is_empty());
+    let tables = ddb.list_tables().send().await.expect("list tables");
+    assert_eq!(tables.table_names(), ["orders"]);
 }

@@ -38,6 +38,9 @@ pub const RESTORE_SECONDS: &str = "lifeboat_drill_restore_seconds";
 /// Restored DynamoDB tables are named `<table>-drill`, RDS databases `<id>-drill`.
 pub const NAME_SUFFIX: &str = "drill";
 
+/// How long a deleted resource may take to be gone, by default and in a sweep.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(1800);
+
 /// How often teardown looks whether a deleted resource is gone.
 const GONE_POLL: Duration = Duration::from_secs(2);
 
@@ -89,7 +92,7 @@ pub struct DrillConfig {
 
 impl Default for DrillConfig {
     fn default() -> Self {
-        Self { verdict_timeout: Duration::from_secs(3600), teardown_timeout: Duration::from_secs(1800) }
+        Self { verdict_timeout: Duration::from_secs(3600), teardown_timeout: TEARDOWN_TIMEOUT }
     }
 }
 
@@ -285,7 +288,7 @@ impl<F: Follow> Drills<F> {
                             metrics::histogram!(RESTORE_SECONDS, "type" => entry.resource_type.clone(), "resource" => entry.source_resource_id.clone())
                                 .record(seconds);
                         }
-                        let (account, region) = self.task_target(task, drill);
+                        let (account, region) = task_target(task, &drill.target.account, &drill.target.region);
                         match self.validate(entry, task, &account, &region).await {
                             Ok(()) => {
                                 resource.validated = true;
@@ -317,11 +320,9 @@ impl<F: Follow> Drills<F> {
                 resource.teardown = "nothing was created".to_string();
                 continue;
             };
-            let location = task.target.clone().unwrap_or_default();
-            let account = if location.account_id.is_empty() { &target_account } else { &location.account_id };
-            let region = if location.region.is_empty() { &target_region } else { &location.region };
+            let (account, region) = task_target(task, &target_account, &target_region);
             let kind = ResourceType::try_from(task.resource_type).unwrap_or_default();
-            match self.delete_created(kind, &task.created_resource_ids, account, region).await {
+            match self.delete_created(kind, &task.created_resource_ids, &account, &region).await {
                 Ok(()) => {
                     resource.torn_down = true;
                     resource.teardown = if task.created_resource_ids.is_empty() {
@@ -438,12 +439,6 @@ impl<F: Follow> Drills<F> {
             .header(subjects::HEADER_REQUEST_ID, id.clone());
         self.bus.publish(message).await?;
         Ok(())
-    }
-
-    fn task_target(&self, task: &TaskState, drill: &Drill) -> (String, String) {
-        let location = task.target.clone().unwrap_or_default();
-        let or = |value: String, default: &str| if value.is_empty() { default.to_string() } else { value };
-        (or(location.account_id, &drill.target.account), or(location.region, &drill.target.region))
     }
 
     async fn ec2(&self, account: &str, region: &str) -> Result<aws_sdk_ec2::Client> {
@@ -705,6 +700,13 @@ pub fn drill_request(
     }
 }
 
+/// Where a task restored to: its reported target, or the drill's.
+fn task_target(task: &TaskState, account: &str, region: &str) -> (String, String) {
+    let location = task.target.clone().unwrap_or_default();
+    let or = |value: String, default: &str| if value.is_empty() { default.to_string() } else { value };
+    (or(location.account_id, account), or(location.region, region))
+}
+
 /// Seconds from the task's first QUEUED event to its last SUCCEEDED event.
 fn restore_seconds(events: &[StatusEvent], task_id: &str) -> Option<f64> {
     let at = |phase: TaskPhase| {
@@ -740,7 +742,7 @@ fn matches(pattern: &str, request_id: &str) -> bool {
 async fn sweep(accounts: &Accounts, account: &str, region: &str, pattern: &str) -> Result<Vec<String>> {
     debug_assert!(pattern.starts_with(DRILL_PREFIX));
     let config = accounts.config_for(account, region).await?;
-    let deadline = tokio::time::Instant::now() + DrillConfig::default().teardown_timeout;
+    let deadline = tokio::time::Instant::now() + TEARDOWN_TIMEOUT;
     let mut deleted = Vec::new();
 
     let ec2 = lifeboat_common::aws::ec2_client(&config, account, region);
