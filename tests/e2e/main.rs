@@ -14,6 +14,7 @@ mod chaos;
 mod clumio;
 mod deploy;
 mod dr;
+mod drill;
 mod dynamodb;
 mod dynec2_scale;
 mod ebs_scale;

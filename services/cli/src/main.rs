@@ -131,6 +131,11 @@ enum Command {
         #[command(subcommand)]
         command: lifeboat_cli::catalog::BackupsCommand,
     },
+    /// Restore drills: restore a rule's latest recovery points, validate, time, tear down.
+    Drill {
+        #[command(subcommand)]
+        command: lifeboat_cli::drill::DrillCommand,
+    },
     /// Run services (all of them, or some) in this process.
     Serve {
         #[arg(value_enum, required = true)]
@@ -378,6 +383,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Backups { command: lifeboat_cli::catalog::BackupsCommand::List(args) } => {
             lifeboat_cli::catalog::run(args, cli.output == Output::Json).await
+        }
+        Command::Drill { command } => {
+            let connection = lifeboat_cli::drill::Connection {
+                transport: cli.transport()?,
+                state: cli.state_store(),
+                client: cli.client().await?,
+            };
+            lifeboat_cli::drill::run(command, connection, cli.output == Output::Json).await
         }
         Command::Probe { url } => {
             let response = reqwest::get(url.as_str()).await.with_context(|| format!("GET {url}"))?;
