@@ -153,3 +153,36 @@ async fn a_run_message_that_breaks_the_rules_is_rejected_by_field() {
     assert!(fields.contains(&"backup_run.selection.resource_types[0]"), "{fields:?}");
     assert!(fields.contains(&"backup_run.retention.days"), "{fields:?}");
 }
+
+#[tokio::test]
+async fn a_rule_with_a_drill_hands_each_published_run_to_its_drill_once() {
+    init_logging();
+    let servers = Servers::start().await;
+    let drilled = format!(
+        "{PLAN}    drill: {{resources: 1, target: {{account: \"123456789012\", region: us-east-1, subnet: subnet-1}}}}\n"
+    );
+    let plan = lifeboat_plans::load("sched.yaml", &drilled).expect("a valid plan");
+    let handed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = handed.clone();
+    let hook: lifeboat_scheduler::scheduler::OnPublished =
+        Arc::new(move |plan, rule, run_id| seen.lock().unwrap().push(format!("{}/{rule}/{run_id}", plan.name)));
+    let clock = ManualClock::new(at("2026-12-03T10:00:30Z"));
+    let config = SchedulerConfig { tick: Duration::from_secs(3600), replica: "a".into(), sweep_every: None };
+    let bus = servers.bus_address().connect().await;
+    let scheduler = Scheduler::with_drills(vec![plan.clone()], bus.clone(), clock.clone(), config.clone(), Some(hook));
+    let other = Scheduler::new(vec![plan], bus, clock, config);
+    assert_eq!(other.tick().await.expect("tick"), vec!["sched-hourly-2026-12-03T100000Z".to_string()]);
+    assert!(scheduler.tick().await.expect("tick").is_empty());
+    assert!(handed.lock().unwrap().is_empty(), "the run was another replica's");
+    let clock_later = ManualClock::new(at("2026-12-03T11:00:05Z"));
+    let config = SchedulerConfig { tick: Duration::from_secs(3600), replica: "a".into(), sweep_every: None };
+    let plan = lifeboat_plans::load("sched.yaml", &drilled).expect("a valid plan");
+    let seen = handed.clone();
+    let hook: lifeboat_scheduler::scheduler::OnPublished =
+        Arc::new(move |plan, rule, run_id| seen.lock().unwrap().push(format!("{}/{rule}/{run_id}", plan.name)));
+    let later =
+        Scheduler::with_drills(vec![plan], servers.bus_address().connect().await, clock_later, config, Some(hook));
+    later.tick().await.expect("tick");
+    later.tick().await.expect("tick");
+    assert_eq!(*handed.lock().unwrap(), vec!["sched/hourly/sched-hourly-2026-12-03T110000Z".to_string()]);
+}

@@ -70,6 +70,68 @@ impl Follow for StoreFollow {
     }
 }
 
+/// A drill's outcome from the aggregator's records alone, polled: what the scheduler service
+/// follows its drills with (it has no status client of its own, on either transport).
+#[derive(Clone)]
+pub struct RecordsFollow {
+    pub store: Store,
+}
+
+/// How often [`RecordsFollow`] reads a request's summary while it waits for the verdict.
+const POLL: Duration = Duration::from_secs(2);
+
+impl Follow for RecordsFollow {
+    async fn final_summary(&self, request_id: &str, timeout: Duration) -> Result<RequestSummary, BusError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(summary) = self.store.summary(request_id, usize::MAX).await? {
+                if summary.r#final {
+                    return Ok(summary);
+                }
+            }
+            if tokio::time::Instant::now() + POLL > deadline {
+                return Err(BusError::Receive(format!("no verdict for {request_id} within {}s", timeout.as_secs())));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn events(&self, request_id: &str) -> Result<Vec<StatusEvent>, BusError> {
+        let recorded = self.store.events(request_id, 0).await?;
+        Ok(recorded.into_iter().filter_map(|r| r.event).collect())
+    }
+}
+
+/// The scheduler's drill hook: after each published run of a rule with a drill, waits for the
+/// run's verdict, then runs the drill in the background and logs its outcome.
+pub fn scheduled_drills(
+    bus: std::sync::Arc<dyn lifeboat_common::Bus>,
+    accounts: std::sync::Arc<Accounts>,
+    store: Store,
+) -> lifeboat_scheduler::scheduler::OnPublished {
+    let follow = RecordsFollow { store };
+    let drills = std::sync::Arc::new(Drills::new(bus, accounts, follow.clone(), DrillConfig::default()));
+    std::sync::Arc::new(move |plan, rule, run_id| {
+        let (drills, follow) = (drills.clone(), follow.clone());
+        tokio::spawn(async move {
+            let timeout = DrillConfig::default().verdict_timeout;
+            if let Err(e) = follow.final_summary(&run_id, timeout).await {
+                tracing::warn!(run_id, error = %e, "the run has no verdict; its drill does not run");
+                return;
+            }
+            match drills.run(&plan, &rule).await {
+                Ok(report) => tracing::info!(
+                    drill_id = %report.drill_id,
+                    passed = report.passed(),
+                    "restore drill of {}/{rule} done",
+                    plan.name
+                ),
+                Err(e) => tracing::warn!(plan = %plan.name, rule, error = %e, "restore drill failed"),
+            }
+        });
+    })
+}
+
 /// Runs the command; the exit code is 0, or 1 when a drill did not pass.
 pub async fn run(command: &DrillCommand, connection: Connection, json_output: bool) -> anyhow::Result<i32> {
     let aws = load_base_config().await;

@@ -216,12 +216,15 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
             );
         } else {
             let clock = Arc::new(lifeboat_scheduler::SystemClock);
-            let scheduler = lifeboat_scheduler::Scheduler::new(
-                options.plans.clone(),
-                bus.clone(),
-                clock,
-                options.scheduler.clone(),
-            );
+            let drilled = options.plans.iter().flat_map(|p| &p.rules).any(|r| r.drill.is_some());
+            let drills = if drilled {
+                let store = options.state.open(&connected, &aws).await?;
+                Some(crate::drill::scheduled_drills(bus.clone(), accounts.clone(), store))
+            } else {
+                None
+            };
+            let (plans, config) = (options.plans.clone(), options.scheduler.clone());
+            let scheduler = lifeboat_scheduler::Scheduler::with_drills(plans, bus.clone(), clock, config, drills);
             running.spawn(scheduler.run(accounts.clone(), shutdown.clone()));
         }
     }

@@ -87,12 +87,17 @@ struct Fired {
     published: bool,
 }
 
+/// Called with the plan, the rule's name and the run id of every run this replica publishes for
+/// a rule with a drill: the drill restores what the run made, so it follows the run.
+pub type OnPublished = Arc<dyn Fn(Plan, String, String) + Send + Sync>;
+
 pub struct Scheduler {
     plans: Vec<Plan>,
     bus: Arc<dyn Bus>,
     reporter: Reporter,
     clock: Arc<dyn Clock>,
     config: SchedulerConfig,
+    drills: Option<OnPublished>,
 }
 
 /// The shared-store key of a due time's record.
@@ -102,8 +107,19 @@ pub fn fired_key(due_id: &str) -> String {
 
 impl Scheduler {
     pub fn new(plans: Vec<Plan>, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, config: SchedulerConfig) -> Arc<Self> {
+        Self::with_drills(plans, bus, clock, config, None)
+    }
+
+    /// A scheduler that hands every run of a rule with a drill to `drills` once published.
+    pub fn with_drills(
+        plans: Vec<Plan>,
+        bus: Arc<dyn Bus>,
+        clock: Arc<dyn Clock>,
+        config: SchedulerConfig,
+        drills: Option<OnPublished>,
+    ) -> Arc<Self> {
         let reporter = Reporter::new(bus.clone(), "scheduler");
-        Arc::new(Self { plans, bus, reporter, clock, config })
+        Arc::new(Self { plans, bus, reporter, clock, config, drills })
     }
 
     /// One pass over every rule: the due times in `(now - start window, now]` that no replica
@@ -166,6 +182,9 @@ impl Scheduler {
             warn!(due = %due.id, "the due time's record changed while publishing");
         }
         info!(due = %due.id, run_id = %run_id, plan = %plan.name, rule = %rule.name, "backup run published");
+        if let (Some(drills), Some(_)) = (&self.drills, &rule.drill) {
+            drills(plan.clone(), rule.name.clone(), run_id.clone());
+        }
         Ok(Some(run_id))
     }
 
