@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use futures::StreamExt;
+use lifeboat_proto as pb;
 use lifeboat_tests::throttle::{Limits, ThrottlingProxy};
 use lifeboat_tests::*;
 
@@ -75,6 +76,11 @@ pub async fn backups(count: usize) {
     let quotas = lifeboat_common::quota::QuotaConfig::from_env().expect("LIFEBOAT_QUOTAS");
     let mut ebs = fast_ebs_config();
     ebs.service.quotas = quotas.clone();
+    // A task waits for one of 20 copy slots while hundreds do: the tests' quick retries (at most
+    // 0.5 s) would spend the consumer's 1,000 deliveries in minutes; these spend them in hours,
+    // as the production policy (60 s) does in days.
+    ebs.service.wait.retry_max = Duration::from_secs(5);
+    ebs.service.consumer.max_deliveries = 10_000;
     let running = Running::start(&servers, ServiceSet { ebs: Some(ebs), ..ServiceSet::default() }).await;
     servers.moto_url = moto_url;
     let client = servers.client().await;
@@ -91,6 +97,13 @@ pub async fn backups(count: usize) {
     let succeeded = summary.counts.as_ref().map_or(0, |c| c.succeeded);
     let copies = snapshots_tagged(&servers.ec2("us-west-2"), "lifeboat:request-id", &run_id).await.len();
     println!("  verdict {:?}: {succeeded} backed up, {copies} copies in us-west-2", verdict(&summary));
+    let mut reasons = std::collections::BTreeMap::new();
+    for task in summary.tasks.iter().filter(|t| t.phase != pb::TaskPhase::Succeeded as i32) {
+        *reasons.entry(task.reason_code.clone()).or_insert(0) += 1;
+    }
+    if !reasons.is_empty() {
+        println!("  not backed up, by reason: {reasons:?}");
+    }
     match floor {
         Ok(floor) => println!(
             "  wall time: direct script {:.1}s, Lifeboat {:.1}s ({:.2}x)",
