@@ -275,6 +275,31 @@ pub fn dynamodb_backup_name(task: &RestoreTask) -> String {
     format!("lifeboat-{}", task.task_id)
 }
 
+/// What every service checks of a backup task before its first step (the error becomes
+/// INVALID_TASK): a resource type the service backs up, and the resource, account and region.
+pub fn check_task(task: &RestoreTask, service: &str, kinds: &[ResourceType]) -> Result<(), String> {
+    let job = task.backup_task.clone().unwrap_or_default();
+    if !kinds.contains(&task.resource_type()) {
+        let names: Vec<&str> = kinds.iter().map(|k| k.as_str_name()).collect();
+        return Err(format!(
+            "backup task of resource type {} ({service} backs up {})",
+            task.resource_type().as_str_name(),
+            names.join(" or ")
+        ));
+    }
+    let fields = [
+        ("backup_task.resource_id", &job.resource_id),
+        ("backup_task.account_id", &job.account_id),
+        ("backup_task.region", &job.region),
+    ];
+    let missing: Vec<&str> = fields.iter().filter(|(_, v)| v.is_empty()).map(|(name, _)| *name).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("backup task without {}", missing.join(", ")))
+    }
+}
+
 /// The backup a task takes, when it takes one.
 pub fn backup_task(task: &RestoreTask) -> Option<&BackupTask> {
     task.backup_task.as_ref()

@@ -138,23 +138,8 @@ impl Restorer for DynamoDbRestorer {
     }
 
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
-        if let Some(job) = &task.backup_task {
-            if task.resource_type() != ResourceType::DynamodbTable {
-                return Err(format!(
-                    "backup task of resource type {} (DynamoDB backs up DYNAMODB_TABLE)",
-                    task.resource_type().as_str_name()
-                ));
-            }
-            let fields = [
-                ("backup_task.resource_id", &job.resource_id),
-                ("backup_task.account_id", &job.account_id),
-                ("backup_task.region", &job.region),
-            ];
-            let missing: Vec<&str> = fields.iter().filter(|(_, v)| v.is_empty()).map(|(name, _)| *name).collect();
-            if missing.is_empty() {
-                return Ok(());
-            }
-            return Err(format!("backup task without {}", missing.join(", ")));
+        if task.backup_task.is_some() {
+            return lifeboat_common::backup::check_task(task, "DynamoDB", &[ResourceType::DynamodbTable]);
         }
         match target_of(task) {
             Some(t)

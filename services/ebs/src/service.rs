@@ -78,18 +78,9 @@ impl Restorer for EbsRestorer {
     }
 
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
-        if let Some(job) = &task.backup_task {
-            if !matches!(task.resource_type(), ResourceType::EbsVolume | ResourceType::EbsVolumeSet) {
-                return Err(format!(
-                    "resource_type {} is not backed up by the EBS service (EBS_VOLUME or EBS_VOLUME_SET)",
-                    task.resource_type().as_str_name()
-                ));
-            }
-            let missing = [("resource_id", &job.resource_id), ("account_id", &job.account_id), ("region", &job.region)];
-            return match missing.iter().find(|(_, value)| value.is_empty()) {
-                Some((field, _)) => Err(format!("backup_task.{field} is empty")),
-                None => Ok(()),
-            };
+        if task.backup_task.is_some() {
+            let kinds = [ResourceType::EbsVolume, ResourceType::EbsVolumeSet];
+            return lifeboat_common::backup::check_task(task, "EBS", &kinds);
         }
         match ebs_target(task) {
             Some(target) if task.backup.is_some() && !target.region.is_empty() && !target.account_id.is_empty() => {

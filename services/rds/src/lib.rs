@@ -100,24 +100,9 @@ impl Restorer for RdsRestorer {
     }
 
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
-        if let Some(job) = &task.backup_task {
-            let kind = task.resource_type();
-            if kind != ResourceType::RdsInstance && kind != ResourceType::RdsCluster {
-                return Err(format!(
-                    "backup task of resource type {} (RDS backs up RDS_INSTANCE and RDS_CLUSTER)",
-                    kind.as_str_name()
-                ));
-            }
-            let fields = [
-                ("backup_task.resource_id", &job.resource_id),
-                ("backup_task.account_id", &job.account_id),
-                ("backup_task.region", &job.region),
-            ];
-            let missing: Vec<&str> = fields.iter().filter(|(_, v)| v.is_empty()).map(|(name, _)| *name).collect();
-            if missing.is_empty() {
-                return Ok(());
-            }
-            return Err(format!("backup task without {}", missing.join(", ")));
+        if task.backup_task.is_some() {
+            let kinds = [ResourceType::RdsInstance, ResourceType::RdsCluster];
+            return lifeboat_common::backup::check_task(task, "RDS", &kinds);
         }
         match target_of(task) {
             Some(t)
