@@ -184,6 +184,14 @@ impl Scripts {
         }
     }
 
+    /// Whether the pre script was sent and is not known to have ended: the points cannot have
+    /// been taken yet, so a step need not look for ones an earlier delivery lost.
+    pub fn pre_running(&self, progress: &Progress) -> bool {
+        let ended =
+            ["succeeded", "failed", "refused"].iter().any(|how| progress.id(&Phase::Pre.ended_role(how)).is_some());
+        progress.id(Phase::Pre.role()).is_some() && !ended
+    }
+
     /// [`Scripts::finish`] on a path that is already failing the task (the snapshot call
     /// failed, or the completion window ended): the thaw is sent, an error sending it logged.
     pub async fn thaw(&self, task: &RestoreTask, attempt: u32, progress: &mut Progress) {

@@ -153,7 +153,9 @@ pub async fn step(
     let instance = &job.resource_id;
     let later_delivery = attempt > 1;
     let name = image_name(&task.task_id);
-    let image = match recorded_image(&clients.source, api, &name, ROLE_POINT, later_delivery, progress).await? {
+    // While the pre script runs there is no AMI an earlier delivery may have lost.
+    let may_be_lost = later_delivery && !clients.scripts.as_ref().is_some_and(|s| s.pre_running(progress));
+    let image = match recorded_image(&clients.source, api, &name, ROLE_POINT, may_be_lost, progress).await? {
         Some(image) => image,
         None => {
             if let Some(id) = progress.id(ROLE_POINT) {
