@@ -344,7 +344,7 @@ mod mocked {
             .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-copy").build());
         let copied = describes(vec![snapshot("snap-copy", SnapshotState::Completed)]);
         let destination = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&no_lost_copy, &copy, &copied]);
-        let clients = Clients { source, destinations: vec![destination] };
+        let clients = Clients { source, destinations: vec![destination], scripts: None };
         let context = context();
         let mut progress = Progress::default();
 
@@ -379,7 +379,7 @@ mod mocked {
             )
         });
         let destination = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&refused]);
-        let clients = Clients { source, destinations: vec![destination] };
+        let clients = Clients { source, destinations: vec![destination], scripts: None };
         let mut progress = Progress::default();
         progress.record(backup::ROLE_POINT, "snap-point");
 
@@ -400,7 +400,7 @@ mod mocked {
         let create = mock!(Client::create_snapshot)
             .then_output(|| CreateSnapshotOutput::builder().snapshot_id("snap-second").build());
         let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&found, &create]);
-        let clients = Clients { source, destinations: Vec::new() };
+        let clients = Clients { source, destinations: Vec::new(), scripts: None };
         let mut progress = Progress::default();
 
         let waiting = step(&context(), &clients, &task, 2, &mut progress).await.unwrap();
@@ -422,7 +422,7 @@ mod mocked {
         let task = backup_task("late", pb::ResourceType::EbsVolume, "vol-1", late);
         let pending = describes(vec![snapshot("snap-point", SnapshotState::Pending)]);
         let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&pending]);
-        let clients = Clients { source, destinations: Vec::new() };
+        let clients = Clients { source, destinations: Vec::new(), scripts: None };
         let mut progress = Progress::default();
         progress.record(backup::ROLE_POINT, "snap-point");
 

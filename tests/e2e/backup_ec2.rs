@@ -213,7 +213,7 @@ mod mocked {
             .then_output(|| CreateImageOutput::builder().image_id("ami-point").build());
         let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&create]);
         let task = instance_task("bk-mocked", &run(Vec::new()), "i-1");
-        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new() };
+        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new(), scripts: None };
         let mut progress = Progress::default();
         let result = step(&clients, &api(), &task, 1, &mut progress).await.unwrap();
         assert!(
@@ -283,6 +283,7 @@ mod mocked {
         let clients = BackupClients {
             source: scope(source, ACCOUNT, "us-east-1"),
             copies: vec![scope(vault, OTHER, "eu-west-1")],
+            scripts: None,
         };
         let mut progress = Progress { recorded: true, ..Default::default() };
         progress.record(ROLE_POINT, "ami-point");
@@ -306,7 +307,7 @@ mod mocked {
         let mut late = run(Vec::new());
         late.complete_by = Some(ts(chrono::Utc::now() - chrono::TimeDelta::minutes(1)));
         let task = instance_task("bk-mocked", &late, "i-1");
-        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new() };
+        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new(), scripts: None };
         let result = step(&clients, &api(), &task, 1, &mut Progress::default()).await.unwrap();
         assert!(
             matches!(&result, Step::Failed { code, .. } if code == backup::reason::COMPLETION_WINDOW_EXCEEDED),
@@ -330,7 +331,7 @@ mod mocked {
             mock!(Client::create_image).then_output(|| CreateImageOutput::builder().image_id("ami-twice").build());
         let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&by_name, &create]);
         let task = instance_task("bk-mocked", &run(Vec::new()), "i-1");
-        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new() };
+        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new(), scripts: None };
         let mut progress = Progress::default();
         let result = step(&clients, &api(), &task, 2, &mut progress).await.unwrap();
         assert!(matches!(&result, Step::Done { created, .. } if created == &["ami-lost".to_string()]), "{result:?}");
@@ -351,7 +352,7 @@ mod mocked {
             .then_output(|| DescribeImagesOutput::builder().images(available("ami-ours")).build());
         let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&taken, &by_name]);
         let task = instance_task("bk-mocked", &run(Vec::new()), "i-1");
-        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new() };
+        let clients = BackupClients { source: scope(ec2, ACCOUNT, "us-east-1"), copies: Vec::new(), scripts: None };
         let mut progress = Progress::default();
         let result = step(&clients, &api(), &task, 1, &mut progress).await.unwrap();
         assert!(matches!(&result, Step::Waiting { created, .. } if created == &["ami-ours".to_string()]), "{result:?}");
@@ -377,6 +378,7 @@ mod mocked {
         let clients = BackupClients {
             source: scope(source, ACCOUNT, "us-east-1"),
             copies: vec![scope(west, ACCOUNT, "us-west-2")],
+            scripts: None,
         };
         let mut progress = Progress { recorded: true, ..Default::default() };
         progress.record(ROLE_POINT, "ami-point");

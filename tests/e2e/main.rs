@@ -3,6 +3,7 @@
 
 mod aggregator;
 mod api;
+mod backup_app;
 mod backup_data;
 mod backup_ebs;
 mod backup_ec2;

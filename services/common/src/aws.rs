@@ -263,6 +263,18 @@ pub fn ec2_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk
     aws_sdk_ec2::Client::from_conf(config)
 }
 
+/// An SSM client in its account and region's retry partition (a backup's pre and post scripts
+/// run on the instance through Run Command, [`crate::app_consistent`]).
+pub fn ssm_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_ssm::Client {
+    let config = aws_sdk_ssm::config::Builder::from(config)
+        .retry_partition(retry_partition("ssm", account_id, region))
+        .interceptor(AwsMetrics::new())
+        .interceptor(AwsTracing::new())
+        .retry_classifier(ReusedConnection)
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
+
 /// A KMS client in its account and region's retry partition (discovery asks who manages a key).
 pub fn kms_client(config: &SdkConfig, account_id: &str, region: &str) -> aws_sdk_kms::Client {
     let config = aws_sdk_kms::config::Builder::from(config)

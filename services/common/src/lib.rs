@@ -2,6 +2,7 @@
 //! AWS clients per account and region, error classes, request validation, ids, telemetry (logs,
 //! and traces that follow a request across the bus), and the health and metrics endpoints.
 
+pub mod app_consistent;
 pub mod aws;
 pub mod aws_trace;
 pub mod backup;

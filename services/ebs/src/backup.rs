@@ -3,10 +3,13 @@
 //! `copy_to` destinations. As in a restore, ids go into the task's progress as soon as AWS
 //! returns them and later steps check them by id in the batched sweeps; the `lifeboat:task-id`
 //! tag is looked up only by a redelivery that has no snapshot recorded (the crash window).
+//! A set whose plan asks for scripts runs the pre script on the instance before CreateSnapshots
+//! and the post script right after ([`lifeboat_common::app_consistent`]).
 
 use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType as Ec2ResourceType, Snapshot, SnapshotState};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
+use lifeboat_common::app_consistent::{Consistency, Prepared, Script, Scripts};
 use lifeboat_common::aws::{classify, ec2_client, Accounts, AwsError};
 use lifeboat_common::backup::{
     copy_account, copy_role, past_completion_window, recovery_point_tags, MAX_TAGS, ROLE_POINT, TAG_COPY_OF,
@@ -73,19 +76,21 @@ impl Source<'_> {
 
     /// The tags of the point of `volume_id` (or, with `copy`, of its copy): the recovery point
     /// tags, then the source volume (and, in a set, the instance) by which the restore side's
-    /// discovery groups snapshots. Resource tags make room for those two when 50 do not fit;
+    /// discovery groups snapshots, and how consistent they are when the plan asks for scripts. Resource tags make room for those two when 50 do not fit;
     /// the second value names every resource tag left out.
     fn tags(
         &self,
         volume_id: &str,
         created_at: DateTime<Utc>,
         copy: Option<(&CopyDestination, &str)>,
+        progress: &Progress,
     ) -> (Vec<(String, String)>, Vec<String>) {
         let (mut tags, mut dropped) = recovery_point_tags(self.task, created_at, copy);
         let mut extra = vec![(TAG_SOURCE_VOLUME.to_string(), volume_id.to_string())];
         if self.set {
             extra.push((TAG_SOURCE_INSTANCE.to_string(), self.job.resource_id.clone()));
         }
+        extra.extend(Consistency::tag(progress));
         let plan_tags = self.job.run.as_ref().map(|run| &run.tags);
         let resource_tag = |key: &str| {
             !key.starts_with("lifeboat:")
@@ -108,6 +113,8 @@ pub struct Clients {
     /// One per `copy_to` destination of the run, in its order, in that destination's account
     /// and region: the copies are made there.
     pub destinations: Vec<aws_sdk_ec2::Client>,
+    /// A set's pre and post scripts, when its plan asks for them.
+    pub scripts: Option<Scripts>,
 }
 
 impl Clients {
@@ -124,7 +131,11 @@ impl Clients {
             let account = copy_account(destination, &job.account_id).to_string();
             destinations.push(client(account, destination.region.clone()).await?);
         }
-        Ok(Self { source, destinations })
+        let scripts = match task.resource_type() {
+            ResourceType::EbsVolumeSet => Scripts::for_job(accounts, &job).await?,
+            _ => None,
+        };
+        Ok(Self { source, destinations, scripts })
     }
 }
 
@@ -150,6 +161,10 @@ pub async fn step(
     let scope = Scope { ec2: clients.source.clone(), account: job.account_id.clone(), region: job.region.clone() };
     let source = Source { task, job, set, scope };
     if let (Some(failed), true) = (&late, source.recorded(progress).is_empty()) {
+        if let Some(scripts) = &clients.scripts {
+            // A pre script may have frozen the instance: it is not left so.
+            scripts.thaw(task, attempt, progress).await;
+        }
         return Ok(failed.clone());
     }
     let result = backup_step(context, clients, &source, attempt, progress).await;
@@ -170,13 +185,28 @@ async fn backup_step(
     progress: &mut Progress,
 ) -> Result<Step, AwsError> {
     let mut points = source.recorded(progress);
+    if let (true, Some(scripts)) = (points.is_empty(), &clients.scripts) {
+        if let Prepared::Waiting(what) = scripts.prepare(source.task, attempt, progress).await? {
+            return Ok(Step::Waiting { what, created: Vec::new() });
+        }
+    }
     if points.is_empty() && attempt > 1 {
         // An earlier delivery may have created the snapshots and died before recording them:
         // look once, right before creating (CreateSnapshot(s) takes no idempotency token).
         points = find_points(context, source, progress).await?;
     }
     if points.is_empty() {
-        let points = create_points(context, source, progress).await?;
+        let created = create_points(context, source, progress).await;
+        if let Some(scripts) = &clients.scripts {
+            // The thaw follows the snapshots at once, and a snapshot call that failed too.
+            match created {
+                Ok(_) => {
+                    scripts.finish(source.task, attempt, progress).await?;
+                }
+                Err(_) => scripts.thaw(source.task, attempt, progress).await,
+            }
+        }
+        let points = created?;
         let what = points.iter().map(|p| format!("{} of {}", p.snapshot_id, p.volume_id)).collect::<Vec<_>>();
         return Ok(Step::Waiting {
             what: format!("creating snapshot {}", what.join(", ")),
@@ -184,6 +214,13 @@ async fn backup_step(
         });
     }
     let point_ids: Vec<String> = points.iter().map(|p| p.snapshot_id.clone()).collect();
+    if let Some(scripts) = &clients.scripts {
+        // Sent here when an earlier delivery took the snapshots and died before sending it.
+        if let Script::Running { command_id, status } = scripts.finish(source.task, attempt, progress).await? {
+            let what = format!("post script (command {command_id}) on {} is {status}", source.job.resource_id);
+            return Ok(Step::Waiting { what, created: point_ids });
+        }
+    }
     if let Some(waiting) = points_waiting(context, source, &points).await? {
         return Ok(match waiting {
             Step::Waiting { what, .. } => Step::Waiting { what, created: point_ids },
@@ -229,7 +266,13 @@ async fn backup_step(
     if !copies.is_empty() {
         message.push_str(&format!(", copied as {}", copies.join("; ")));
     }
-    Ok(Step::Done { message, created, warnings: warnings(source, &points) })
+    let mut warnings = warnings(source, &points, progress);
+    if let Some(scripts) = &clients.scripts {
+        warnings.extend(scripts.warnings(progress));
+        let consistency = Consistency::recorded(progress).unwrap_or(Consistency::Crash);
+        message.push_str(&format!(" ({}-consistent)", consistency.as_str()));
+    }
+    Ok(Step::Done { message, created, warnings })
 }
 
 /// A copy that cannot be made fails the task; its points exist and stay.
@@ -239,8 +282,9 @@ fn copy_failed(code: String, message: String, point_ids: &[String]) -> Step {
 
 /// What a completed backup reports as warnings: tags that did not fit on its snapshots, and a
 /// set's volumes (at selection) that the instance no longer had attached.
-fn warnings(source: &Source<'_>, points: &[Point]) -> Vec<String> {
-    let mut dropped: Vec<String> = points.iter().flat_map(|p| source.tags(&p.volume_id, Utc::now(), None).1).collect();
+fn warnings(source: &Source<'_>, points: &[Point], progress: &Progress) -> Vec<String> {
+    let tags = |p: &Point| source.tags(&p.volume_id, Utc::now(), None, progress).1;
+    let mut dropped: Vec<String> = points.iter().flat_map(tags).collect();
     dropped.sort();
     dropped.dedup();
     let mut warnings = Vec::new();
@@ -281,7 +325,7 @@ async fn create_points(
             .create_snapshot()
             .volume_id(&volume_id)
             .description(format!("Lifeboat backup {} of {volume_id}", task.task_id))
-            .tag_specifications(tag_spec(Ec2ResourceType::Snapshot, source.tags(&volume_id, now, None).0))
+            .tag_specifications(tag_spec(Ec2ResourceType::Snapshot, source.tags(&volume_id, now, None, progress).0))
             .send()
             .await
             .map_err(|e| classify("ec2:CreateSnapshot", e))?;
@@ -292,7 +336,7 @@ async fn create_points(
         return Ok(vec![Point { volume_id, snapshot_id }]);
     }
     // The tags every snapshot of the set shares; its own volume is tagged on each afterwards.
-    let (shared, _) = source.tags("", now, None);
+    let (shared, _) = source.tags("", now, None, progress);
     let shared: Vec<_> = shared.into_iter().filter(|(key, _)| key != TAG_SOURCE_VOLUME).collect();
     let instance = InstanceSpecification::builder().instance_id(&source.job.resource_id).build();
     let output = scope
@@ -499,7 +543,8 @@ async fn start_copy(
         }
     }
     context.take(&target.account, &target.region, Api::Ec2Mutate).await?;
-    let (tags, _) = source.tags(&point.volume_id, Utc::now(), Some((destination, point.snapshot_id.as_str())));
+    let copy_of = Some((destination, point.snapshot_id.as_str()));
+    let (tags, _) = source.tags(&point.volume_id, Utc::now(), copy_of, progress);
     let mut copy = target
         .ec2
         .copy_snapshot()

@@ -2,10 +2,13 @@
 //! recovery point on the image and its snapshots, then its copies into other regions and
 //! accounts. Idempotent like the restores: the AMI's id and each copy's are recorded at once and
 //! checked by id in the batched DescribeImages; the deterministic names are looked up only in
-//! the crash window, and once right before a copy on a later delivery.
+//! the crash window, and once right before a copy on a later delivery. When the plan asks for
+//! scripts, the pre script runs on the instance before CreateImage and the post script right
+//! after ([`lifeboat_common::app_consistent`]).
 
 use aws_sdk_ec2::types::{Filter, Image, ImageState, ResourceType, Tag};
 use chrono::Utc;
+use lifeboat_common::app_consistent::{Consistency, Prepared, Script, Scripts};
 use lifeboat_common::aws::{classify, Accounts, AwsError, ErrorClass};
 use lifeboat_common::backup::{
     copy_account, copy_role, past_completion_window, recovery_point_tags, MAX_TAGS, ROLE_POINT,
@@ -23,6 +26,8 @@ pub struct BackupClients {
     pub source: Scope,
     /// One per `copy_to` destination, in its order.
     pub copies: Vec<Scope>,
+    /// The pre and post scripts, when the plan asks for them.
+    pub scripts: Option<Scripts>,
 }
 
 impl BackupClients {
@@ -41,7 +46,8 @@ impl BackupClients {
             let config = accounts.config_for(account, &destination.region).await?;
             copies.push(scope(&config, account, &destination.region));
         }
-        Ok(Self { source, copies })
+        let scripts = Scripts::for_job(accounts, job).await?;
+        Ok(Self { source, copies, scripts })
     }
 }
 
@@ -84,23 +90,25 @@ fn copy_token(task_id: &str, account: &str, region: &str) -> String {
 }
 
 /// The recovery point tags plus `lifeboat:source-instance` (discovery groups AMI copies by it,
-/// since AWS gives copies no SourceInstanceId), within EC2's 50: a resource tag gives way.
-/// Second value: the resource tags left out.
+/// since AWS gives copies no SourceInstanceId) and, when the plan asks for scripts,
+/// `lifeboat:consistency`, within EC2's 50: resource tags give way. Second value: the resource
+/// tags left out.
 fn image_tags(
     task: &RestoreTask,
     job: &BackupTask,
     copy: Option<(&CopyDestination, &str)>,
+    progress: &Progress,
 ) -> (Vec<(String, String)>, Vec<String>) {
     let (mut tags, mut dropped) = recovery_point_tags(task, Utc::now(), copy);
     tags.push((TAG_SOURCE_INSTANCE.to_string(), job.resource_id.clone()));
-    if tags.len() > MAX_TAGS {
-        let plan_tags = job.run.as_ref().map(|run| &run.tags);
+    tags.extend(Consistency::tag(progress));
+    let plan_tags = job.run.as_ref().map(|run| &run.tags);
+    while tags.len() > MAX_TAGS {
         let resource_tag = tags.iter().rposition(|(key, _)| {
             job.resource_tags.contains_key(key) && !plan_tags.is_some_and(|t| t.contains_key(key))
         });
-        if let Some(index) = resource_tag {
-            dropped.insert(0, tags.remove(index).0);
-        }
+        let Some(index) = resource_tag else { break };
+        dropped.insert(0, tags.remove(index).0);
     }
     (tags, dropped)
 }
@@ -145,7 +153,9 @@ pub async fn step(
     let instance = &job.resource_id;
     let later_delivery = attempt > 1;
     let name = image_name(&task.task_id);
-    let image = match recorded_image(&clients.source, api, &name, ROLE_POINT, later_delivery, progress).await? {
+    // While the pre script runs there is no AMI an earlier delivery may have lost.
+    let may_be_lost = later_delivery && !clients.scripts.as_ref().is_some_and(|s| s.pre_running(progress));
+    let image = match recorded_image(&clients.source, api, &name, ROLE_POINT, may_be_lost, progress).await? {
         Some(image) => image,
         None => {
             if let Some(id) = progress.id(ROLE_POINT) {
@@ -154,12 +164,38 @@ pub async fn step(
                 return Ok(waiting(task, what, vec![id.to_string()]));
             }
             if let Some(failed) = past_completion_window(task, Utc::now()) {
+                if let Some(scripts) = &clients.scripts {
+                    // A pre script may have frozen the instance: it is not left so.
+                    scripts.thaw(task, attempt, progress).await;
+                }
                 return Ok(failed);
             }
-            let id = create_image(&clients.source, api, task, &job, progress).await?;
+            if let Some(scripts) = &clients.scripts {
+                if let Prepared::Waiting(what) = scripts.prepare(task, attempt, progress).await? {
+                    return Ok(Step::Waiting { what, created: Vec::new() });
+                }
+            }
+            let created = create_image(&clients.source, api, task, &job, progress).await;
+            if let Some(scripts) = &clients.scripts {
+                // The thaw follows CreateImage at once, and a CreateImage that failed too.
+                match created {
+                    Ok(_) => {
+                        scripts.finish(task, attempt, progress).await?;
+                    }
+                    Err(_) => scripts.thaw(task, attempt, progress).await,
+                }
+            }
+            let id = created?;
             return Ok(Step::Waiting { what: format!("creating AMI {id} of {instance}"), created: vec![id] });
         }
     };
+    if let Some(scripts) = &clients.scripts {
+        // Sent here when an earlier delivery created the AMI and died before sending it.
+        if let Script::Running { command_id, status } = scripts.finish(task, attempt, progress).await? {
+            let what = format!("post script (command {command_id}) on {instance} is {status}");
+            return Ok(waiting(task, what, vec![image.image_id().unwrap_or_default().to_string()]));
+        }
+    }
     let point = match seen(&image) {
         Seen::Available(id) => id,
         Seen::Failed(id, reason) => {
@@ -225,16 +261,21 @@ pub async fn step(
     if !pending.is_empty() {
         return Ok(waiting(task, pending.join("; "), created));
     }
-    let (_, dropped) = image_tags(task, &job, None);
-    let warnings = if dropped.is_empty() {
+    let (_, dropped) = image_tags(task, &job, None, progress);
+    let mut warnings = if dropped.is_empty() {
         Vec::new()
     } else {
         vec![format!("tags left off {point} (EC2 takes {MAX_TAGS}): {}", dropped.join(", "))]
     };
-    let message = match created.len() {
+    let mut message = match created.len() {
         1 => format!("AMI {point} of {instance}"),
         _ => format!("AMI {point} of {instance}, copies {}", created[1..].join(", ")),
     };
+    if let Some(scripts) = &clients.scripts {
+        warnings.extend(scripts.warnings(progress));
+        let consistency = Consistency::recorded(progress).unwrap_or(Consistency::Crash);
+        message.push_str(&format!(" ({}-consistent)", consistency.as_str()));
+    }
     Ok(Step::Done { message, created, warnings })
 }
 
@@ -290,7 +331,7 @@ async fn create_image(
     let run = job.run.clone().unwrap_or_default();
     let no_reboot = run.options.as_ref().is_some_and(|o| o.no_reboot);
     let name = image_name(&task.task_id);
-    let (tags, _) = image_tags(task, job, None);
+    let (tags, _) = image_tags(task, job, None, progress);
     api.token(source, Api::Ec2Mutate).await?;
     let created = source
         .ec2
@@ -358,7 +399,7 @@ async fn copy_image(
     if destination_scope.account != source.account {
         share_image(source, api, point, &destination_scope.account).await?;
     }
-    let (tags, _) = image_tags(task, job, Some((destination, point)));
+    let (tags, _) = image_tags(task, job, Some((destination, point)), progress);
     let encrypted = !destination.kms_key_id.is_empty();
     api.token(destination_scope, Api::CopyImage).await?;
     let copy = destination_scope
