@@ -305,8 +305,15 @@ fn names_clumio_field(document: &Value, field: &str) -> bool {
         (group.as_object(), rest)
     } else if let Some(rest) = field.strip_prefix("DefaultInput") {
         let Some(defaults) = defaults else { return rest.is_empty() && top.contains_key("DefaultInput") };
-        match rest.strip_prefix('.').and_then(|r| defaults.iter().find(|(k, _)| r.starts_with(k.as_str()))) {
-            Some((key, Value::Object(section))) => (Some(section), &rest[key.len() + 1..]),
+        // A section is named as the field shows it: an empty key quoted, and followed by `.`
+        // or `[` when the field is inside it.
+        let shown = |key: &str| if key.is_empty() { "\"\"".to_string() } else { key.to_string() };
+        let inside = |r: &str, key: &str| {
+            let key = shown(key);
+            r.strip_prefix(key.as_str()).is_some_and(|after| after.starts_with('.') || after.starts_with('['))
+        };
+        match rest.strip_prefix('.').and_then(|r| defaults.iter().find(|(k, _)| inside(r, k))) {
+            Some((key, Value::Object(section))) => (Some(section), &rest[shown(key).len() + 1..]),
             _ => (Some(defaults), rest),
         }
     } else if field == "RestoreGroups" {
