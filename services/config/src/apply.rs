@@ -1,0 +1,1 @@
+//! Restores documents into a target. (Contract stub: the integration helper fills it in.)

@@ -1,0 +1,1 @@
+//! Field-by-field differences between two configurations. (Contract stub: the core helper fills it in.)

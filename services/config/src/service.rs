@@ -1,0 +1,1 @@
+//! The config service on `lifeboat.work.config`. (Contract stub: the integration helper fills it in.)
