@@ -47,6 +47,19 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// The policy of a deployment that also runs the config service (`lifeboat serve config`):
+    /// Route 53 and ELBv2 configuration restores are accepted too.
+    pub fn with_config_types(mut self) -> Self {
+        for kind in CONFIG_TYPES {
+            if !self.supported_types.contains(&kind) {
+                self.supported_types.push(kind);
+            }
+        }
+        self
+    }
+}
+
 struct Errors(Vec<FieldError>);
 
 impl Errors {
@@ -184,6 +197,13 @@ fn validate_set(path: &str, set: &RestoreSet, policy: &Policy, errors: &mut Erro
     let s3 = ResourceType::S3Bucket as i32;
     if set.resource_types.contains(&s3) && set.resource_types.iter().any(|&t| t != s3) {
         errors.add(format!("{path}.resource_types"), "S3 restores go in a restore set of their own");
+    }
+    let config = |t: &i32| CONFIG_TYPES.iter().any(|c| *c as i32 == *t);
+    if set.resource_types.iter().any(config) && !set.resource_types.iter().all(config) {
+        errors.add(
+            format!("{path}.resource_types"),
+            "route53 and elbv2 configuration restores go in a restore set of their own (one task restores both)",
+        );
     }
     for (index, &value) in set.resource_types.iter().enumerate() {
         let field = format!("{path}.resource_types[{index}]");
@@ -373,6 +393,39 @@ fn validate_target(
                 errors.add(format!("{path}.bucket"), "is required (the bucket objects are restored to)");
             }
         }
+        ResourceType::Route53Zone | ResourceType::Elbv2LoadBalancer => {
+            let what = if kind == ResourceType::Route53Zone { "Route 53 zones" } else { "ELBv2 load balancers" };
+            no_point_in_time_recovery(path, set, what, errors);
+            let path = format!("{path}.target.config");
+            let Some(target) = targets.config else {
+                errors.add(path, format!("is required to restore {what} (where the exports are, and the target)"));
+                return;
+            };
+            let place = Place { account_id: &target.account_id, region: &target.region, zone: None };
+            check_place(&path, place, false, source_region, policy, errors);
+            if target.bucket.is_empty() {
+                errors.add(format!("{path}.bucket"), "is required (the bucket the configuration was exported to)");
+            }
+            if target.bucket_region.is_empty() {
+                errors.add(format!("{path}.bucket_region"), "is required (the region of the exports' bucket)");
+            } else if !is_region(&target.bucket_region) {
+                errors.add(
+                    format!("{path}.bucket_region"),
+                    format!("'{}' is not an AWS region name", target.bucket_region),
+                );
+            }
+            for (field, ids, prefix) in [
+                ("subnet_map", &target.subnet_map, "subnet-"),
+                ("security_group_map", &target.security_group_map, "sg-"),
+                ("vpc_map", &target.vpc_map, "vpc-"),
+            ] {
+                for (from, to) in ids.iter().collect::<BTreeMap<_, _>>() {
+                    if !from.starts_with(prefix) || !to.starts_with(prefix) {
+                        errors.add(format!("{path}.{field}"), format!("'{from}={to}': both must be {prefix}... ids"));
+                    }
+                }
+            }
+        }
         other => {
             errors.add(format!("{path}.resource_types"), format!("{} has no target validation yet", other.short_name()))
         }
@@ -424,14 +477,19 @@ fn no_point_in_time_recovery(path: &str, set: &RestoreSet, what: &str, errors: &
     }
 }
 
+/// Configuration exported whole to S3 (`lifeboat.work.config`) rather than backed up.
+pub const CONFIG_TYPES: [ResourceType; 2] = [ResourceType::Route53Zone, ResourceType::Elbv2LoadBalancer];
+
 /// Resource types a backup rule can select.
-const BACKUP_TYPES: [ResourceType; 6] = [
+const BACKUP_TYPES: [ResourceType; 8] = [
     ResourceType::EbsVolume,
     ResourceType::EbsVolumeSet,
     ResourceType::Ec2Instance,
     ResourceType::RdsInstance,
     ResourceType::RdsCluster,
     ResourceType::DynamodbTable,
+    ResourceType::Route53Zone,
+    ResourceType::Elbv2LoadBalancer,
 ];
 
 /// A backup run as a message: the plan file's checks (`lifeboat backup plan validate`) again, for
@@ -479,7 +537,16 @@ fn validate_backup_run(request: &RestoreRequest, run: &BackupRun, policy: &Polic
     for (i, account) in selection.account_ids.iter().enumerate() {
         check_account(&format!("backup_run.selection.account_ids[{i}]"), account, policy, errors);
     }
-    if selection.include_tags.is_empty() && !selection.all_resources {
+    let is_config = |t: &i32| CONFIG_TYPES.iter().any(|c| *c as i32 == *t);
+    let has_config = selection.resource_types.iter().any(is_config);
+    // Configuration exports make no recovery points: no tags, retention or copies apply.
+    let config_only = has_config && selection.resource_types.iter().all(is_config);
+    if has_config {
+        check_config_export(run, &selection.regions, errors);
+    } else if run.config_export.is_some() {
+        errors.add("backup_run.config_export", "applies to ROUTE53_ZONE and ELBV2_LOAD_BALANCER: the selection has neither");
+    }
+    if selection.include_tags.is_empty() && !selection.all_resources && !config_only {
         errors.add(
             "backup_run.selection.all_resources",
             "a selection without include tags backs up every resource: set all_resources to say so",
@@ -497,7 +564,32 @@ fn validate_backup_run(request: &RestoreRequest, run: &BackupRun, policy: &Polic
         check_account(&format!("{field}.account_id"), &destination.account_id, policy, errors);
         check_retention(&format!("{field}.retention"), destination.retention.as_ref(), &lock, errors);
     }
-    check_retention("backup_run.retention", run.retention.as_ref(), &lock, errors);
+    if !config_only {
+        check_retention("backup_run.retention", run.retention.as_ref(), &lock, errors);
+    } else if !run.copy_to.is_empty() {
+        errors.add("backup_run.copy_to", "does not apply to configuration exports (they go to config_export.bucket)");
+    }
+}
+
+/// The bucket configuration exports go to: named, in a region, and not one the run exports.
+fn check_config_export(run: &BackupRun, regions: &[String], errors: &mut Errors) {
+    let Some(export) = &run.config_export else {
+        errors.add("backup_run.config_export", "is required with ROUTE53_ZONE or ELBV2_LOAD_BALANCER (bucket, region)");
+        return;
+    };
+    if export.bucket.is_empty() {
+        errors.add("backup_run.config_export.bucket", "is required");
+    }
+    check_length("backup_run.config_export.bucket", &export.bucket, errors);
+    check_length("backup_run.config_export.prefix", &export.prefix, errors);
+    if !is_region(&export.region) {
+        errors.add("backup_run.config_export.region", format!("'{}' is not an AWS region name", export.region));
+    } else if regions.iter().any(|r| *r == export.region) {
+        errors.add(
+            "backup_run.config_export.region",
+            format!("'{}' is a region the run exports: exports go to S3 in another region", export.region),
+        );
+    }
 }
 
 /// A retention keeps points for some time, and a `days` retention lies within the lock's bounds

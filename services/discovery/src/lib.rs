@@ -4,6 +4,7 @@
 pub mod ami;
 pub mod backup_run;
 pub mod catalog;
+pub mod config;
 pub mod dynamodb;
 pub mod ebs;
 pub mod estimate;

@@ -170,6 +170,9 @@ impl Discovery {
                 ),
             });
         }
+        if crate::config::is_config_set(set) {
+            return self.plan_config_set(request, set, &source, rule).await;
+        }
         let mut tasks = Vec::new();
         for &kind in &set.resource_types {
             let Ok(kind) = ResourceType::try_from(kind) else { continue };
@@ -220,6 +223,47 @@ impl Discovery {
             });
         }
         Ok(SetOutcome::Tasks(tasks))
+    }
+
+    /// A Route 53 and ELBv2 configuration set: one task restoring the exports the set's time rule
+    /// picks (load balancers first, then the records aliasing them); none in the bucket fails
+    /// the set, naming where it looked.
+    async fn plan_config_set(
+        &self,
+        request: &RestoreRequest,
+        set: &RestoreSet,
+        source: &Source,
+        rule: TimeRule,
+    ) -> Result<SetOutcome, AwsError> {
+        let found = match crate::config::find(&self.accounts, set, source, rule).await {
+            Ok(found) => found,
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => return Ok(SetOutcome::Nothing { phase: TaskPhase::Failed, code: e.code.clone(), message: e.to_string() }),
+        };
+        let (backup, target, why) = match found {
+            Ok(found) => found,
+            Err(message) => {
+                return Ok(SetOutcome::Nothing {
+                    phase: TaskPhase::Failed,
+                    code: reason::NO_MATCHING_BACKUPS.to_string(),
+                    message,
+                })
+            }
+        };
+        let kind = set.resource_types.first().copied().unwrap_or(ResourceType::Route53Zone as i32);
+        Ok(SetOutcome::Tasks(vec![RestoreTask {
+            request_id: request.request_id.clone(),
+            task_id: ids::task_id(&request.request_id, &set.name, &backup.backup_id),
+            set_name: set.name.clone(),
+            resource_type: kind,
+            backup: Some(backup),
+            target: Some(target),
+            options: request.options,
+            selection_reason: why,
+            target_role_arn: set.target_role_arn.clone(),
+            generation: 0,
+            backup_task: None,
+        }]))
     }
 
     /// The backups of one resource type in a set, each with its complete target and the reason
@@ -508,6 +552,21 @@ impl Discovery {
                     Err(e) => unlisted.push((account.clone(), region.clone(), e)),
                 }
             }
+            if !crate::config::services(&selection.resource_types).is_empty() {
+                match self.accounts.resolve_account(account).await {
+                    Ok(account_id) => tasks.extend(crate::config::backup_tasks(
+                        &request.request_id,
+                        run,
+                        &account_id,
+                        &selection.regions,
+                    )),
+                    Err(e) if e.is_retryable() => {
+                        warn!(request_id = %request.request_id, account, error = %e, "resolving will be retried");
+                        return Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max));
+                    }
+                    Err(e) => unlisted.push((account.clone(), "config".to_string(), e)),
+                }
+            }
         }
         let mut events: Vec<StatusEvent> = tasks
             .iter()
@@ -680,7 +739,9 @@ fn guard(request: &RestoreRequest, outcomes: &[(&RestoreSet, SetOutcome)]) -> Ve
         total += tasks.len() as u32;
         let index = request.restore_sets.iter().position(|s| s.name == set.name).unwrap_or_default();
         let source = set.source.clone().unwrap_or_default();
-        if source.tags.is_empty() && source.names.is_empty() && !source.all_resources {
+        // A configuration set restores one account's (and region's) exports: never a fleet.
+        let whole = !crate::config::is_config_set(set);
+        if whole && source.tags.is_empty() && source.names.is_empty() && !source.all_resources {
             refused.push(FieldError {
                 field: format!("restore_sets[{index}].source.all_resources"),
                 message: format!(

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 use crate::plan::{
-    AppConsistent, CopyTo, Drill, DrillTarget, Keep, Lock, LockMode, Plan, ResourceType, Retention, Rule, RuleOptions,
+    AppConsistent, ConfigExport, ConfigService, CopyTo, Drill, DrillTarget, Keep, Lock, LockMode, Plan, ResourceType, Retention, Rule, RuleOptions,
     Schedule, Selection,
 };
 
@@ -88,6 +88,19 @@ fn index(parent: &str, i: usize) -> String {
 /// Plan and rule names end up in due ids (`plan/rule/time`) and in tag values.
 fn valid_name(name: &str) -> bool {
     (1..=50).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// What a config-only rule says to `retention` and `copy_to`.
+const CONFIG_ONLY_NO_POINTS: &str =
+    "does not apply to route53 and elbv2: their exports are documents in config_export's bucket, kept by its \
+     lifecycle rules";
+
+/// S3's bucket naming rules, the part a plan can get wrong.
+fn valid_bucket(bucket: &str) -> bool {
+    (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 fn valid_account(account: &str) -> bool {
@@ -362,6 +375,7 @@ impl Reader {
             "copy_to",
             "options",
             "drill",
+            "config_export",
         ];
         let map = self.object(value, field, &known)?;
         let name = self.string(map, field, "name", true);
@@ -391,10 +405,22 @@ impl Reader {
             Some(value) => self.selection(value, &at(field, "selection")),
             None => None,
         };
-        let retention = match self.field(map, field, "retention", true) {
+        // A rule that only exports configuration makes no recovery points to keep or copy.
+        let config_only =
+            selection.as_ref().is_some_and(|s| s.resource_types.is_empty() && !s.config_services.is_empty());
+        let retention = match self.field(map, field, "retention", !config_only) {
+            Some(_) if config_only => {
+                self.error(&at(field, "retention"), CONFIG_ONLY_NO_POINTS);
+                None
+            }
             Some(value) => self.retention(value, &at(field, "retention"), lock),
+            None if config_only => Some(Retention::Days(0)),
             None => None,
         };
+        if config_only && map.get("copy_to").is_some_and(|v| !v.is_null()) {
+            self.error(&at(field, "copy_to"), CONFIG_ONLY_NO_POINTS);
+        }
+        let config_export = self.config_export(map, field, selection.as_ref());
         let mut copy_to = Vec::new();
         let mut destinations = BTreeSet::new();
         for (i, item) in self.list(map, field, "copy_to", false).iter().enumerate() {
@@ -426,7 +452,55 @@ impl Reader {
             copy_to,
             options,
             drill,
+            config_export,
         })
+    }
+
+    /// `config_export: {bucket, region, prefix?, kms_key_id?}`: required with `route53` or
+    /// `elbv2`, refused without; its region is not one the selection exports, so that a lost
+    /// region does not take its configuration's copy with it.
+    fn config_export(
+        &mut self,
+        map: &Map<String, Value>,
+        field: &str,
+        selection: Option<&Selection>,
+    ) -> Option<ConfigExport> {
+        let wanted = selection.is_some_and(|s| !s.config_services.is_empty());
+        let export_field = at(field, "config_export");
+        let value = match self.field(map, field, "config_export", false) {
+            None if wanted => {
+                self.error(&export_field, "required with route53 or elbv2: the S3 bucket (bucket, region) exports go to");
+                return None;
+            }
+            None => return None,
+            Some(_) if !wanted && selection.is_some() => {
+                self.error(&export_field, "applies to route53 and elbv2: the selection has neither");
+                return None;
+            }
+            Some(value) => value,
+        };
+        let export = self.object(value, &export_field, &["bucket", "region", "prefix", "kms_key_id"])?;
+        let bucket = self.string(export, &export_field, "bucket", true);
+        if let Some(bucket) = bucket.as_deref().filter(|b| !valid_bucket(b)) {
+            self.error(
+                &at(&export_field, "bucket"),
+                format!("`{bucket}` is not an S3 bucket name (3 to 63 lowercase letters, digits, `.` and `-`)"),
+            );
+        }
+        let region = self.string(export, &export_field, "region", true);
+        if let Some(region) = region.as_deref() {
+            if !valid_region(region) {
+                self.error(&at(&export_field, "region"), format!("`{region}` is not a region such as us-west-2"));
+            } else if selection.is_some_and(|s| s.regions.iter().any(|r| r == region)) {
+                self.error(
+                    &at(&export_field, "region"),
+                    format!("`{region}` is a region the rule exports: the exports go to S3 in another region"),
+                );
+            }
+        }
+        let prefix = self.string(export, &export_field, "prefix", false);
+        let kms_key = self.string(export, &export_field, "kms_key_id", false);
+        Some(ConfigExport { bucket: bucket?, region: region?, prefix, kms_key })
     }
 
     fn schedule(&mut self, map: &Map<String, Value>, field: &str) -> Option<Schedule> {
@@ -497,15 +571,28 @@ impl Reader {
         if types.is_empty() && map.get("resource_types").is_some_and(Value::is_array) {
             self.error(&at(field, "resource_types"), "the selection names no resource type");
         }
+        let mut config_services = Vec::new();
         for (i, item) in types.iter().enumerate() {
             let item_field = index(&at(field, "resource_types"), i);
+            if let Some(service) = item.as_str().and_then(ConfigService::parse) {
+                if config_services.contains(&service) {
+                    self.error(&item_field, format!("`{}` is listed twice", service.as_str()));
+                } else {
+                    config_services.push(service);
+                }
+                continue;
+            }
             match item.as_str().and_then(ResourceType::parse) {
                 Some(t) if resource_types.contains(&t) => {
                     self.error(&item_field, format!("`{}` is listed twice", t.as_str()))
                 }
                 Some(t) => resource_types.push(t),
                 None => {
-                    let names: Vec<&str> = ResourceType::ALL.iter().map(|t| t.as_str()).collect();
+                    let names: Vec<&str> = ResourceType::ALL
+                        .iter()
+                        .map(|t| t.as_str())
+                        .chain(ConfigService::ALL.iter().map(|s| s.as_str()))
+                        .collect();
                     self.error(&item_field, format!("{item}: expected one of {}", names.join(", ")));
                 }
             }
@@ -529,15 +616,17 @@ impl Reader {
                 format!("`{tag}: {value}` is also included: nothing is selected"),
             );
         }
-        // As with restores, backing up a whole account takes saying so.
+        // As with restores, backing up a whole account takes saying so. Configuration is
+        // exported whole: tags select only the other types.
         let all_resources = self.flag(map, field, "all_resources");
-        if include_tags.is_empty() && !all_resources {
+        let only_config = resource_types.is_empty() && !config_services.is_empty();
+        if include_tags.is_empty() && !all_resources && !only_config {
             self.error(
                 &at(field, "tags.include"),
                 "the selection has no tags: name some, or set all_resources: true to back up every resource",
             );
         }
-        Some(Selection { resource_types, accounts, regions, include_tags, exclude_tags })
+        Some(Selection { resource_types, accounts, regions, include_tags, exclude_tags, config_services })
     }
 
     /// A list of strings, each checked by `valid` and none repeated.
@@ -945,6 +1034,35 @@ rules:
                 .replace("include: {app: web}", "include: {app: web}, exclude: {app: web}")
         );
         assert_eq!(fields(&text), ["rules[0].selection.tags.exclude.app", "tags.lifeboat:plan"]);
+    }
+
+    #[test]
+    fn config_exports_need_a_bucket_in_another_region_and_no_retention() {
+        let config = |extra: &str| {
+            format!(
+                "name: p\nrules:\n  - name: r\n    schedule: \"0 5 * * *\"\n    \
+                 selection: {{resource_types: [route53, elbv2], regions: [us-east-1]}}\n{extra}"
+            )
+        };
+        let plan = load("p.yaml", &config("    config_export: {bucket: cfg-exports, region: us-west-2}\n"))
+            .expect("a config-only rule needs no tags and no retention");
+        let rule = &plan.rules[0];
+        assert_eq!(rule.selection.config_services, [ConfigService::Route53, ConfigService::Elbv2]);
+        assert_eq!(rule.config_export.as_ref().map(|e| e.region.as_str()), Some("us-west-2"));
+        assert_eq!(fields(&config("")), ["rules[0].config_export"]);
+        assert_eq!(
+            fields(&config(
+                "    retention: {days: 7}\n    config_export: {bucket: Bad_Bucket, region: us-east-1, colour: x}\n"
+            )),
+            [
+                "rules[0].config_export.bucket",
+                "rules[0].config_export.colour",
+                "rules[0].config_export.region",
+                "rules[0].retention",
+            ]
+        );
+        let ebs = with_rule("    retention: {days: 7}\n    config_export: {bucket: cfg-exports, region: us-west-2}\n");
+        assert_eq!(fields(&ebs), ["rules[0].config_export"]);
     }
 
     #[test]

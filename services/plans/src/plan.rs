@@ -45,6 +45,72 @@ pub struct Rule {
     pub options: RuleOptions,
     /// A restore drill of some of this rule's latest recovery points, after each run.
     pub drill: Option<Drill>,
+    /// Where the selection's `route53` and `elbv2` configuration is exported; set exactly when
+    /// `selection.config_services` is not empty.
+    pub config_export: Option<ConfigExport>,
+}
+
+impl Rule {
+    /// Adds the rule's configuration exports to its run: their resource types in the selection
+    /// and the bucket. A no-op for a rule without `route53` or `elbv2`.
+    pub fn add_config_export(&self, run: &mut lifeboat_proto::BackupRun) {
+        let Some(export) = &self.config_export else { return };
+        let selection = run.selection.get_or_insert_with(Default::default);
+        for service in &self.selection.config_services {
+            let kind = service.resource_type() as i32;
+            if !selection.resource_types.contains(&kind) {
+                selection.resource_types.push(kind);
+            }
+        }
+        run.config_export = Some(lifeboat_proto::ConfigExport {
+            bucket: export.bucket.clone(),
+            region: export.region.clone(),
+            prefix: export.prefix.clone().unwrap_or_default(),
+            kms_key_id: export.kms_key.clone().unwrap_or_default(),
+        });
+    }
+}
+
+/// Route 53 and ELBv2 configuration, exported whole (per account, and per region for ELBv2)
+/// to a JSON document in S3 rather than selected by tags; retention and copies do not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigService {
+    Route53,
+    Elbv2,
+}
+
+impl ConfigService {
+    pub const ALL: [ConfigService; 2] = [ConfigService::Route53, ConfigService::Elbv2];
+
+    /// The name used in plan files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigService::Route53 => "route53",
+            ConfigService::Elbv2 => "elbv2",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ConfigService> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    pub fn resource_type(self) -> lifeboat_proto::ResourceType {
+        match self {
+            ConfigService::Route53 => lifeboat_proto::ResourceType::Route53Zone,
+            ConfigService::Elbv2 => lifeboat_proto::ResourceType::Elbv2LoadBalancer,
+        }
+    }
+}
+
+/// The S3 bucket (in another region than the exported configuration) that a rule's
+/// configuration exports go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigExport {
+    pub bucket: String,
+    /// The bucket's region.
+    pub region: String,
+    pub prefix: Option<String>,
+    pub kms_key: Option<String>,
 }
 
 /// A five-field cron expression (minute hour day-of-month month day-of-week) read in an IANA
@@ -69,6 +135,8 @@ pub struct Selection {
     pub include_tags: BTreeMap<String, String>,
     /// A resource with any of these tags (key and value) is left out.
     pub exclude_tags: BTreeMap<String, String>,
+    /// `route53` and `elbv2` in `resource_types`: configuration exported whole, never by tags.
+    pub config_services: Vec<ConfigService>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,7 +185,8 @@ impl ResourceType {
     }
 }
 
-/// How long recovery points are kept.
+/// How long recovery points are kept. A rule that only exports configuration (`route53`,
+/// `elbv2`) makes no recovery points and has `Days(0)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retention {
     /// Each point expires this many days after it was created.

@@ -42,7 +42,7 @@ pub fn manual_due_id(plan: &str, rule: &str, now: DateTime<Utc>) -> String {
 pub fn backup_run(plan: &Plan, rule: &Rule, due_id: String, due_at: DateTime<Utc>, manual: bool) -> BackupRun {
     let zone = rule.schedule.time_zone.name();
     let selection = &rule.selection;
-    BackupRun {
+    let mut run = BackupRun {
         plan: plan.name.clone(),
         rule: rule.name.clone(),
         due_id,
@@ -81,7 +81,10 @@ pub fn backup_run(plan: &Plan, rule: &Rule, due_id: String, due_at: DateTime<Utc
         }),
         tags: plan.tags.clone().into_iter().collect(),
         manual,
-    }
+        config_export: None,
+    };
+    rule.add_config_export(&mut run);
+    run
 }
 
 /// The request that carries a run; its id comes from the due id, so publishing it twice (two
