@@ -288,7 +288,13 @@ pub fn fast_discovery_config(policy: Policy) -> DiscoveryConfig {
     }
 }
 
-/// Which services to run, and how.
+/// The config service (Route 53 and ELBv2 exports and restores) with the fast waits.
+pub fn fast_config_config() -> lifeboat_config::service::ConfigServiceConfig {
+    lifeboat_config::service::ConfigServiceConfig { service: fast_dynamodb_config().service }
+}
+
+/// Which services to run, and how. The config service is not a field (a field would be one
+/// more to spell out in every test's literal set): start it with [`Running::with_config`].
 pub struct ServiceSet {
     pub discovery: Option<DiscoveryConfig>,
     pub ebs: Option<EbsConfig>,
@@ -383,6 +389,15 @@ impl Running {
             handles.push(spawn(Box::pin(aggregator.run(shutdown.clone()))));
         }
         Self { shutdown, handles }
+    }
+
+    /// Also runs the config service, with the same accounts (moto's credentials) and bus.
+    pub async fn with_config(mut self, servers: &Servers, config: lifeboat_config::service::ConfigServiceConfig) -> Self {
+        let accounts = Accounts::new(servers.aws("us-east-1"), lifeboat_common::aws::DEFAULT_ROLE_NAME);
+        let service = lifeboat_config::service::service(accounts, servers.shared_bus().await, config);
+        let run = service.run(self.shutdown.clone());
+        self.handles.push(tokio::spawn(async move { run.await.expect("config service failed") }));
+        self
     }
 
     /// Graceful stop: in-flight messages are settled.

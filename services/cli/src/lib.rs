@@ -6,6 +6,7 @@ pub mod backup;
 pub mod catalog;
 pub mod client;
 pub mod clumio;
+pub mod config_cmd;
 pub mod drill;
 pub mod render;
 pub mod request_file;

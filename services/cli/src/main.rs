@@ -131,6 +131,11 @@ enum Command {
         #[command(subcommand)]
         command: lifeboat_cli::catalog::BackupsCommand,
     },
+    /// Route 53 and ELBv2 configuration: export to S3, diff, restore.
+    Config {
+        #[command(subcommand)]
+        command: lifeboat_cli::config_cmd::ConfigCommand,
+    },
     /// Restore drills: restore a rule's latest recovery points, validate, time, tear down.
     Drill {
         #[command(subcommand)]
@@ -384,6 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Backups { command: lifeboat_cli::catalog::BackupsCommand::List(args) } => {
             lifeboat_cli::catalog::run(args, cli.output == Output::Json).await
         }
+        Command::Config { command } => run_config(&cli, command).await,
         Command::Drill { command } => {
             let connection = lifeboat_cli::drill::Connection {
                 transport: cli.transport()?,
@@ -430,12 +436,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             options.dynamodb.service.wait.check_initial = options.ebs.service.wait.check_initial;
             options.ec2.service.wait.check_initial = options.ebs.service.wait.check_initial;
             options.rds.service.wait.check_initial = options.ebs.service.wait.check_initial;
+            options.config.service.wait.check_initial = options.ebs.service.wait.check_initial;
             let quotas = lifeboat_common::quota::QuotaConfig::from_env().map_err(anyhow::Error::msg)?;
             for service in [
                 &mut options.ebs.service,
                 &mut options.dynamodb.service,
                 &mut options.ec2.service,
                 &mut options.rds.service,
+                &mut options.config.service,
             ] {
                 service.quotas = quotas.clone();
             }
@@ -571,6 +579,39 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+/// `lifeboat config`: exports and restores go through the bus (and are followed like other
+/// runs); diffs and dry runs are read in-process.
+async fn run_config(cli: &Cli, command: &lifeboat_cli::config_cmd::ConfigCommand) -> anyhow::Result<i32> {
+    use lifeboat_cli::config_cmd::{self, ConfigCommand};
+    let json = cli.output == Output::Json;
+    let request = match command {
+        ConfigCommand::Diff(args) => return config_cmd::diff(args).await,
+        ConfigCommand::Restore(args) if args.dry_run => return config_cmd::dry_run(args, json).await,
+        ConfigCommand::Export(args) => config_cmd::export_request(args, chrono::Utc::now())?,
+        ConfigCommand::Restore(args) => config_cmd::restore_request(args)?,
+    };
+    let (watch, timeout) = match command {
+        ConfigCommand::Export(args) => (args.watch, args.timeout),
+        ConfigCommand::Restore(args) => (true, args.timeout),
+        ConfigCommand::Diff(_) => (false, None),
+    };
+    let client = cli.client().await?;
+    client.submit(&request).await?;
+    if cli.output == Output::Text {
+        let what = if request.backup_run.is_some() { "config export run" } else { "config restore" };
+        eprintln!("submitted {what} {}", request.request_id);
+    }
+    if watch {
+        return follow(&client, &request.request_id, timeout, cli.output).await;
+    }
+    if json {
+        println!("{}", serde_json::json!({"run_id": request.request_id}));
+    } else {
+        println!("{}", request.request_id);
+    }
+    Ok(0)
 }
 
 /// `backup plan validate`: errors as `FIELD: message` on stderr like a rejected restore

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// The kinds of work queues, one per resource service.
-pub const WORK_KINDS: &[&str] = &["ebs", "dynamodb", "ec2", "rds"];
+pub const WORK_KINDS: &[&str] = &["ebs", "dynamodb", "ec2", "rds", "config"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceName {
@@ -34,6 +34,8 @@ pub enum ServiceName {
     Ec2,
     Rds,
     Aggregator,
+    /// Route 53 and ELBv2 configuration exports and restores (`lifeboat.work.config`).
+    Config,
     /// Turns the `--plans` rules into backup runs when they are due.
     Scheduler,
 }
@@ -113,6 +115,7 @@ pub struct ServeOptions {
     pub dynamodb: DynamoDbConfig,
     pub ec2: lifeboat_ec2::Ec2Config,
     pub rds: lifeboat_rds::RdsConfig,
+    pub config: lifeboat_config::service::ConfigServiceConfig,
     pub aggregator: AggregatorConfig,
     /// The backup plans the scheduler runs.
     pub plans: Vec<lifeboat_plans::Plan>,
@@ -137,6 +140,7 @@ impl ServeOptions {
             dynamodb: DynamoDbConfig::default(),
             ec2: lifeboat_ec2::Ec2Config::default(),
             rds: lifeboat_rds::RdsConfig::default(),
+            config: lifeboat_config::service::ConfigServiceConfig::default(),
             aggregator: AggregatorConfig::from_env(),
             plans: Vec::new(),
             scheduler: lifeboat_scheduler::SchedulerConfig::default(),
@@ -147,13 +151,14 @@ impl ServeOptions {
         self.services.iter().any(|&s| s == service || s == ServiceName::All)
     }
 
-    fn consumers(&mut self) -> [&mut ConsumerOptions; 6] {
+    fn consumers(&mut self) -> [&mut ConsumerOptions; 7] {
         [
             &mut self.discovery.consumer,
             &mut self.ebs.service.consumer,
             &mut self.dynamodb.service.consumer,
             &mut self.ec2.service.consumer,
             &mut self.rds.service.consumer,
+            &mut self.config.service.consumer,
             &mut self.aggregator.consumer,
         ]
     }
@@ -185,6 +190,9 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
     let accounts = Accounts::new(aws.clone(), options.role_name.clone());
     options.discovery.policy =
         Policy { allowed_accounts: options.allowed_accounts.clone(), ..options.discovery.policy.clone() };
+    // A deployment runs the config service beside the others (`all`, or its own process in
+    // compose), so discovery accepts configuration restores wherever it runs.
+    options.discovery.policy = options.discovery.policy.clone().with_config_types();
     let mut running = JoinSet::new();
     if options.wants(ServiceName::Discovery) {
         let service = Discovery::new(accounts.clone(), bus.clone(), options.discovery.clone());
@@ -204,6 +212,10 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
     }
     if options.wants(ServiceName::Rds) {
         let service = lifeboat_rds::service(accounts.clone(), bus.clone(), options.rds.clone());
+        running.spawn(service.run(shutdown.clone()));
+    }
+    if options.wants(ServiceName::Config) {
+        let service = lifeboat_config::service::service(accounts.clone(), bus.clone(), options.config.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     let mut router = lifeboat_common::http::router(health.clone(), metrics);
