@@ -222,11 +222,20 @@ async fn a_plan_exports_to_another_region_once_and_restores_into_another_account
         assert!(records.contains(wanted), "{wanted} not in {records}");
     }
 
-    // Unchanged: a second run writes nothing and says so.
+    // Unchanged: a second run (the plan's, then one asked for with `config export`) writes
+    // nothing and says so.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = run_plan(&client, &plan).await;
     assert_eq!(verdict(&second), pb::Verdict::Completed, "{second:#?}");
     assert!(second.tasks.iter().all(|t| t.message.contains("unchanged")), "{second:#?}");
+    let bucket = ["--bucket", BUCKET, "--bucket-region", BUCKET_REGION, "--prefix", PREFIX];
+    let export =
+        [&["--output", "json", "config", "export", "--account", ACCOUNT, "--region", REGION, "--watch"][..], &bucket]
+            .concat();
+    let exported_again = lifeboat(&servers, &export);
+    let printed = String::from_utf8_lossy(&exported_again.stdout);
+    assert!(exported_again.status.success(), "{printed}{}", String::from_utf8_lossy(&exported_again.stderr));
+    assert_eq!(printed.matches("unchanged since s3://").count(), 2, "{printed}");
     assert_eq!(objects(&servers).await, written, "no new object");
 
     // A changed record shows in the CLI's diff of the latest export against the live zone.
@@ -270,6 +279,25 @@ async fn a_plan_exports_to_another_region_once_and_restores_into_another_account
         timeout: None,
         role_name: lifeboat_common::aws::DEFAULT_ROLE_NAME.into(),
     };
+    // A dry run prints the plan and creates nothing.
+    let mut dry = [&["config", "restore", "--dry-run"][..], &args, &["--region", REGION]].concat();
+    dry.extend(["--to-account", TARGET_ACCOUNT]);
+    let flags: Vec<String> = restore
+        .map_subnet
+        .iter()
+        .map(|m| format!("--map-subnet={m}"))
+        .chain(restore.map_sg.iter().map(|m| format!("--map-sg={m}")))
+        .chain(restore.map_vpc.iter().map(|m| format!("--map-vpc={m}")))
+        .collect();
+    dry.extend(flags.iter().map(String::as_str));
+    let planned = lifeboat(&servers, &dry);
+    let printed = String::from_utf8_lossy(&planned.stdout);
+    assert!(planned.status.success(), "{printed}{}", String::from_utf8_lossy(&planned.stderr));
+    assert!(printed.contains("create") && printed.contains("web-lb") && printed.contains("example.com"), "{printed}");
+    let target_route53 = aws_sdk_route53::Client::new(&target);
+    let zones = target_route53.list_hosted_zones().send().await.unwrap();
+    assert!(zones.hosted_zones().is_empty(), "a dry run creates nothing: {zones:?}");
+
     let request = lifeboat_cli::config_cmd::restore_request(&restore).expect("a valid restore");
     client.submit(&request).await.unwrap();
     let restored = final_summary(&client, "config-restore-1").await;
