@@ -289,3 +289,87 @@ pub fn restore_done(docs: &[ConfigDocument], target: &ConfigTarget, report: &Res
         warnings,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::Change;
+
+    fn entry(key: &str, at: &str) -> ExportEntry {
+        ExportEntry {
+            key: key.to_string(),
+            exported_at: at.parse().expect("a time"),
+            short_checksum: "0123456789ab".to_string(),
+            checksum: None,
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn a_restore_tasks_backup_names_each_document_by_service() {
+        let exports = [
+            (Service::Elbv2, entry("p/1/us-east-1/elbv2/x.json", "2026-12-01T00:00:00Z")),
+            (Service::Route53, entry("p/1/global/route53/y.json", "2026-12-02T00:00:00Z")),
+        ];
+        let backup = export_backup("111111111111", "us-east-1", &exports);
+        assert_eq!(backup.backup_id, "p/1/us-east-1/elbv2/x.json,p/1/global/route53/y.json");
+        assert_eq!(backup.source_resource_id, "elbv2+route53");
+        assert_eq!(backup.resource_type, ResourceType::Elbv2LoadBalancer as i32);
+        assert_eq!(
+            backup.created_at.as_ref().and_then(lifeboat_common::time::from_timestamp),
+            Some(exports[1].1.exported_at)
+        );
+        let keys = backup_keys(&backup);
+        assert_eq!(
+            keys,
+            [(Service::Route53, exports[1].1.key.clone()), (Service::Elbv2, exports[0].1.key.clone())]
+        );
+    }
+
+    #[test]
+    fn differing_items_are_warnings_and_the_summary_is_the_message() {
+        let target = ConfigTarget { account_id: "111111111111".into(), region: "us-east-2".into(), ..Default::default() };
+        let mut report = RestoreReport::default();
+        report.push(ChangeKind::Create, "load_balancer web-lb", "created");
+        report.push(ChangeKind::Differs, "record www.example.com.|A|", "ttl 300 -> 60");
+        report.ids.insert("web-lb-1.elb.amazonaws.com".into(), "web-lb-2.elb.amazonaws.com".into());
+        let Step::Done { message, created, warnings } = restore_done(&[], &target, &report) else {
+            panic!("a restore is done in one step");
+        };
+        assert!(message.ends_with("into 111111111111/us-east-2: 1 created, 1 differ"), "{message}");
+        assert_eq!(created, ["web-lb-2.elb.amazonaws.com"]);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("www.example.com.") && warnings[0].contains("--replace"), "{warnings:?}");
+        let clean = RestoreReport {
+            changes: vec![Change { kind: ChangeKind::Keep, resource: "zone example.com.".into(), detail: String::new() }],
+            ..Default::default()
+        };
+        assert!(matches!(restore_done(&[], &target, &clean), Step::Done { warnings, .. } if warnings.is_empty()));
+    }
+
+    #[test]
+    fn a_targets_maps_become_the_restores_mapping() {
+        let target = ConfigTarget {
+            region: "us-east-2".into(),
+            name_suffix: "-dr".into(),
+            replace: true,
+            subnet_map: [("subnet-a".to_string(), "subnet-b".to_string())].into(),
+            security_group_map: [("sg-a".to_string(), "sg-b".to_string())].into(),
+            ..Default::default()
+        };
+        let options = apply_options(&target, true);
+        assert!(options.dry_run && options.replace);
+        assert_eq!((options.region.as_str(), options.name_suffix.as_str()), ("us-east-2", "-dr"));
+        assert_eq!(options.mapping.subnet("subnet-a"), "subnet-b");
+        assert_eq!(options.mapping.security_group("sg-a"), "sg-b");
+        assert_eq!(options.mapping.vpc("vpc-1"), "vpc-1", "unmapped ids stay");
+    }
+
+    #[test]
+    fn route53_is_stored_under_global_and_called_in_us_east_1() {
+        assert_eq!(document_region(Service::Route53, "eu-west-1"), "global");
+        assert_eq!(document_region(Service::Elbv2, "eu-west-1"), "eu-west-1");
+        assert_eq!(call_region("global"), GLOBAL_CALL_REGION);
+        assert_eq!(call_region("eu-west-1"), "eu-west-1");
+    }
+}
