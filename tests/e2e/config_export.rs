@@ -405,3 +405,70 @@ async fn access_denied_on_elbv2_fails_its_export_and_the_run_names_it() {
     assert!(!written.iter().any(|k| k.contains("/elbv2/")), "{written:?}");
     denied.stop().await;
 }
+
+fn field_errors(request: &pb::RestoreRequest) -> Vec<String> {
+    let errors = lifeboat_common::validate::validate_request(request, &Policy::default().with_config_types())
+        .expect_err("invalid");
+    let mut fields: Vec<String> = errors.into_iter().map(|e| e.field).collect();
+    fields.sort();
+    fields
+}
+
+#[test]
+fn configuration_runs_and_restores_are_checked_by_field() {
+    let run = pb::BackupRun {
+        plan: "p".into(),
+        rule: "r".into(),
+        due_id: "p/r/manual-x".into(),
+        selection: Some(pb::BackupSelection {
+            resource_types: vec![pb::ResourceType::Route53Zone as i32],
+            regions: vec![REGION.into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let request = |run: pb::BackupRun| pb::RestoreRequest {
+        request_id: lifeboat_common::backup::backup_run_id(&run.due_id),
+        backup_run: Some(run),
+        ..Default::default()
+    };
+    // No tags, retention or copies needed; the bucket is.
+    assert_eq!(field_errors(&request(run.clone())), ["backup_run.config_export"]);
+    let in_region = pb::ConfigExport { bucket: BUCKET.into(), region: REGION.into(), ..Default::default() };
+    let same_region = pb::BackupRun { config_export: Some(in_region), ..run.clone() };
+    assert_eq!(field_errors(&request(same_region)), ["backup_run.config_export.region"]);
+    let elsewhere = pb::ConfigExport { bucket: BUCKET.into(), region: BUCKET_REGION.into(), ..Default::default() };
+    let good = pb::BackupRun { config_export: Some(elsewhere), ..run };
+    assert!(lifeboat_common::validate::validate_request(&request(good), &Policy::default()).is_ok());
+
+    let set = |target: Option<pb::ConfigTarget>, types: Vec<pb::ResourceType>| pb::RestoreRequest {
+        request_id: "r1".into(),
+        restore_sets: vec![pb::RestoreSet {
+            name: "s".into(),
+            source: Some(pb::Source { account_id: ACCOUNT.into(), region: REGION.into(), ..Default::default() }),
+            resource_types: types.into_iter().map(|t| t as i32).collect(),
+            target: Some(pb::Targets { config: target, ..Default::default() }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let both = vec![pb::ResourceType::Route53Zone, pb::ResourceType::Elbv2LoadBalancer];
+    assert_eq!(
+        field_errors(&set(None, both.clone())),
+        ["restore_sets[0].target.config", "restore_sets[0].target.config"]
+    );
+    let no_bucket = pb::ConfigTarget { account_id: "12345".into(), ..Default::default() };
+    assert_eq!(
+        field_errors(&set(Some(no_bucket), vec![pb::ResourceType::Route53Zone])),
+        [
+            "restore_sets[0].target.config.account_id",
+            "restore_sets[0].target.config.bucket",
+            "restore_sets[0].target.config.bucket_region"
+        ]
+    );
+    let complete = pb::ConfigTarget { bucket: BUCKET.into(), bucket_region: BUCKET_REGION.into(), ..Default::default() };
+    let mixed = vec![pb::ResourceType::Route53Zone, pb::ResourceType::DynamodbTable];
+    assert!(field_errors(&set(Some(complete.clone()), mixed)).contains(&"restore_sets[0].resource_types".to_string()));
+    let policy = Policy::default().with_config_types();
+    assert!(lifeboat_common::validate::validate_request(&set(Some(complete), both), &policy).is_ok());
+}
