@@ -472,3 +472,30 @@ fn configuration_runs_and_restores_are_checked_by_field() {
     let policy = Policy::default().with_config_types();
     assert!(lifeboat_common::validate::validate_request(&set(Some(complete), both), &policy).is_ok());
 }
+
+#[test]
+fn a_request_file_names_the_exports_and_the_mappings_under_target_config() {
+    let text = r#"
+restore_sets:
+  - name: frontdoor
+    source: {account_id: "123456789012", region: us-east-1}
+    resource_types: [route53, elbv2]
+    target:
+      config:
+        account_id: "111111111111"
+        region: us-east-2
+        bucket: lifeboat-config-exports
+        bucket_region: us-west-2
+        prefix: exports/
+        subnet_map: {subnet-a: subnet-b}
+        security_group_map: {sg-a: sg-b}
+        replace: true
+"#;
+    let request = lifeboat_cli::request_file::load("dr.yaml", text, "dr-1".into()).expect("a valid file");
+    let target = request.restore_sets[0].target.clone().unwrap().config.expect("a config target");
+    assert_eq!((target.bucket.as_str(), target.bucket_region.as_str()), (BUCKET, BUCKET_REGION));
+    assert_eq!(target.subnet_map.get("subnet-a").map(String::as_str), Some("subnet-b"));
+    assert!(target.replace);
+    let policy = Policy::default().with_config_types();
+    assert!(lifeboat_common::validate::validate_request(&request, &policy).is_ok());
+}

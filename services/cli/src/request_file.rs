@@ -109,6 +109,37 @@ pub struct TargetsFile {
     pub ec2: Option<Ec2TargetFile>,
     #[serde(default)]
     pub rds: Option<RdsTargetFile>,
+    /// Route 53 and ELBv2 configuration restored from exports (`route53`, `elbv2`).
+    #[serde(default)]
+    pub config: Option<ConfigTargetFile>,
+}
+
+/// Where the exports are, where they go, and how source ids map to the target's.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigTargetFile {
+    #[serde(default)]
+    pub account_id: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub name_suffix: String,
+    pub bucket: String,
+    pub bucket_region: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub subnet_map: HashMap<String, String>,
+    #[serde(default)]
+    pub security_group_map: HashMap<String, String>,
+    #[serde(default)]
+    pub vpc_map: HashMap<String, String>,
+    #[serde(default)]
+    pub certificate_map: HashMap<String, String>,
+    #[serde(default)]
+    pub target_map: HashMap<String, String>,
+    #[serde(default)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -443,6 +474,20 @@ impl SetFile {
             kms_key_id: t.kms_key_id,
             tags: t.tags,
         });
+        let config = self.target.config.map(|t| pb::ConfigTarget {
+            account_id: t.account_id,
+            region: t.region,
+            name_suffix: t.name_suffix,
+            subnet_map: t.subnet_map,
+            security_group_map: t.security_group_map,
+            vpc_map: t.vpc_map,
+            certificate_map: t.certificate_map,
+            target_map: t.target_map,
+            replace: t.replace,
+            bucket: t.bucket,
+            bucket_region: t.bucket_region,
+            prefix: t.prefix,
+        });
         let ebs = self.target.ebs.map(|t| pb::EbsTarget {
             account_id: t.account_id,
             region: t.region,
@@ -465,7 +510,7 @@ impl SetFile {
                 all_resources: source.all_resources,
             }),
             resource_types,
-            target: Some(pb::Targets { ebs, dynamodb, ec2, rds, ..Default::default() }),
+            target: Some(pb::Targets { ebs, dynamodb, ec2, rds, config, ..Default::default() }),
             target_role_arn: self.target_role_arn,
         })
     }
