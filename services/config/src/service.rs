@@ -214,7 +214,8 @@ impl ConfigRestorer {
         }
         let job = task.backup_task.clone().unwrap_or_default();
         let Some(service) = service_of(task.resource_type()) else {
-            return Ok(Step::Failed { code: "INVALID_TASK".into(), message: "not a configuration type".into() });
+            let message = format!("{} is not a configuration type", task.resource_type().as_str_name());
+            return Ok(Step::Failed { code: lifeboat_common::restore::reason::INVALID_TASK.into(), message });
         };
         let export = job.run.as_ref().and_then(|r| r.config_export.clone()).unwrap_or_default();
         let location = location(&export);
