@@ -47,17 +47,22 @@ struct FrontDoor {
     zone_id: String,
 }
 
-fn lifeboat(servers: &Servers, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(crate::traces::lifeboat_binary())
+/// The CLI as users run it: over NATS, or through the aggregator's API with SQS. Waited for
+/// off the runtime's thread, so the in-process services keep running meanwhile.
+async fn lifeboat(servers: &Servers, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(crate::traces::lifeboat_binary());
+    if servers.transport == Transport::Sqs {
+        command.env("LIFEBOAT_API_URL", servers.api_url());
+    }
+    command
         .args(args)
         .env_remove("AWS_PROFILE")
         .env("NATS_URL", &servers.nats_url)
         .env("AWS_ENDPOINT_URL", &servers.moto_url)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .output()
-        .expect("run lifeboat")
+        .env("AWS_REGION", REGION);
+    tokio::task::spawn_blocking(move || command.output()).await.expect("the CLI's thread").expect("run lifeboat")
 }
 
 /// A VPC with subnets in two zones and a security group, in `aws`'s account.
@@ -186,10 +191,16 @@ fn services_with_discovery() -> ServiceSet {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_plan_exports_to_another_region_once_and_restores_into_another_account_without_differences() {
+on_both_transports!(
+    a_plan_exports_to_another_region_once_and_restores_into_another_account_without_differences,
+    access_denied_on_elbv2_fails_its_export_and_the_run_names_it
+);
+
+async fn a_plan_exports_to_another_region_once_and_restores_into_another_account_without_differences(
+    transport: Transport,
+) {
     init_logging();
-    let servers = Servers::start().await;
+    let servers = Servers::start_with(transport).await;
     let source = servers.aws(REGION);
     let door = front_door(&source).await;
     let running = Running::start(&servers, services_with_discovery()).await;
@@ -232,7 +243,7 @@ async fn a_plan_exports_to_another_region_once_and_restores_into_another_account
     let export =
         [&["--output", "json", "config", "export", "--account", ACCOUNT, "--region", REGION, "--watch"][..], &bucket]
             .concat();
-    let exported_again = lifeboat(&servers, &export);
+    let exported_again = lifeboat(&servers, &export).await;
     let printed = String::from_utf8_lossy(&exported_again.stdout);
     assert!(exported_again.status.success(), "{printed}{}", String::from_utf8_lossy(&exported_again.stderr));
     assert_eq!(printed.matches("unchanged since s3://").count(), 2, "{printed}");
@@ -242,7 +253,7 @@ async fn a_plan_exports_to_another_region_once_and_restores_into_another_account
     let route53 = aws_sdk_route53::Client::new(&source);
     change(&route53, &door.zone_id, ChangeAction::Upsert, vec![a_record("www.example.com", "192.0.2.99", None)]).await;
     let args = ["--bucket", BUCKET, "--bucket-region", BUCKET_REGION, "--prefix", PREFIX, "--account", ACCOUNT];
-    let diff = lifeboat(&servers, &[&["config", "diff"][..], &args, &["--region", REGION, "--service", "route53"]].concat());
+    let diff = lifeboat(&servers, &[&["config", "diff"][..], &args, &["--region", REGION, "--service", "route53"]].concat()).await;
     let printed = String::from_utf8_lossy(&diff.stdout);
     assert_eq!(diff.status.code(), Some(3), "{printed}{}", String::from_utf8_lossy(&diff.stderr));
     assert!(printed.contains("www.example.com.") && printed.contains("192.0.2.99"), "{printed}");
@@ -290,7 +301,7 @@ async fn a_plan_exports_to_another_region_once_and_restores_into_another_account
         .chain(restore.map_vpc.iter().map(|m| format!("--map-vpc={m}")))
         .collect();
     dry.extend(flags.iter().map(String::as_str));
-    let planned = lifeboat(&servers, &dry);
+    let planned = lifeboat(&servers, &dry).await;
     let printed = String::from_utf8_lossy(&planned.stdout);
     assert!(planned.status.success(), "{printed}{}", String::from_utf8_lossy(&planned.stderr));
     assert!(printed.contains("create") && printed.contains("web-lb") && printed.contains("example.com"), "{printed}");
@@ -376,10 +387,9 @@ fn nothing() -> ServiceSet {
     ServiceSet { discovery: None, ebs: None, dynamodb: None, ec2: None, rds: None, aggregator: false }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn access_denied_on_elbv2_fails_its_export_and_the_run_names_it() {
+async fn access_denied_on_elbv2_fails_its_export_and_the_run_names_it(transport: Transport) {
     init_logging();
-    let mut servers = Servers::start().await;
+    let mut servers = Servers::start_with(transport).await;
     front_door(&servers.aws(REGION)).await;
     let _running = Running::start(&servers, services_with_discovery()).await;
     // Only the config service goes through the proxy.
