@@ -83,9 +83,11 @@ impl Location {
     }
 }
 
-/// An S3 client for `location`'s bucket region.
+/// An S3 client in `location`'s bucket region (whatever region `config` is in: the bucket is in
+/// another region than the configuration it holds).
 pub fn client(config: &SdkConfig, account_id: &str, location: &Location) -> aws_sdk_s3::Client {
-    crate::clients::s3_client(config, account_id, &location.region)
+    let regional = config.to_builder().region(aws_config::Region::new(location.region.clone())).build();
+    crate::clients::s3_client(&regional, account_id, &location.region)
 }
 
 /// What [`put`] did.
