@@ -1,4 +1,4 @@
-//! The config export store against moto S3: a bucket created in another region with versioning,
+//! The config export store against moto S3: a versioned bucket created in another region,
 //! documents read back equal and verified, keys that sort by time with a `latest.json` pointer
 //! and the checksum in the metadata, unchanged configurations not written again, exports chosen
 //! by point in time, a tampered export refused, and SSE-KMS recorded on the objects.
@@ -61,8 +61,6 @@ async fn a_document_round_trips_through_a_bucket_in_another_region() {
 
     let where_ = s3.get_bucket_location().bucket(&location.bucket).send().await.unwrap();
     assert_eq!(where_.location_constraint().map(|c| c.as_str()), Some(BUCKET_REGION));
-    let versioning = s3.get_bucket_versioning().bucket(&location.bucket).send().await.unwrap();
-    assert_eq!(versioning.status(), Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled));
 
     let doc = elbv2_doc(t0(), 80);
     let stored = store::put(&s3, &location, &doc).await.expect("put the document");
@@ -115,6 +113,11 @@ async fn an_unchanged_config_is_not_written_again_and_a_changed_one_moves_latest
     assert_eq!(bucket_keys(&s3, &location.bucket).await.len(), 3);
     let pointer = latest().await.unwrap().unwrap();
     assert_eq!((&pointer.key, &pointer.checksum), (second_key, &changed.checksum));
+    // The bucket is versioned: the pointer's earlier version is still there. (The SDK cannot read
+    // moto's GetBucketVersioning answer, whose root element is not VersioningConfiguration.)
+    let latest_key = location.latest_key(ACCOUNT, "us-east-1", Service::Elbv2);
+    let versions = s3.list_object_versions().bucket(&location.bucket).prefix(&latest_key).send().await.unwrap();
+    assert_eq!(versions.versions().len(), 2, "{versions:?}");
 
     let entries = store::list(&s3, &location, ACCOUNT, "us-east-1", Service::Elbv2).await.unwrap();
     let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();

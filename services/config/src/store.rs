@@ -178,9 +178,12 @@ async fn create_bucket(s3: &aws_sdk_s3::Client, location: &Location) -> Result<(
 }
 
 async fn enable_versioning(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), AwsError> {
-    let current = s3.get_bucket_versioning().bucket(bucket).send().await.map_err(|e| classify("s3:GetBucketVersioning", e))?;
-    if current.status() == Some(&BucketVersioningStatus::Enabled) {
-        return Ok(());
+    // An unreadable answer is not fatal: moto answers an unversioned bucket with a root element
+    // the SDK does not parse. Enabling again is harmless, and its error is the one that counts.
+    match s3.get_bucket_versioning().bucket(bucket).send().await {
+        Ok(current) if current.status() == Some(&BucketVersioningStatus::Enabled) => return Ok(()),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(bucket, error = %classify("s3:GetBucketVersioning", e), "enabling versioning anyway"),
     }
     let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
     s3.put_bucket_versioning()
