@@ -205,3 +205,22 @@ async fn a_bucket_in_us_east_1_needs_no_location_constraint() {
     let stored = store::put(&s3, &location, &route53).await.unwrap();
     assert!(stored.key().starts_with(&format!("lifeboat/{ACCOUNT}/global/route53/2026/12/03/")), "{stored:?}");
 }
+
+#[tokio::test]
+async fn exports_within_one_second_list_the_latest_last() {
+    let servers = Servers::start().await;
+    let location = location("config-same-second");
+    let s3 = s3(&servers, &location);
+    store::ensure_bucket(&s3, &location).await.unwrap();
+    // Keys are to the second; whichever checksum sorts first, the pointer decides.
+    let mut written = Vec::new();
+    for port in [80, 81, 82] {
+        written.push(store::put(&s3, &location, &elbv2_doc(t0(), port)).await.unwrap().key().to_string());
+    }
+    let entries = store::list(&s3, &location, ACCOUNT, "us-east-1", Service::Elbv2).await.unwrap();
+    assert_eq!(entries.len(), 3);
+    let last = entries.last().unwrap();
+    assert_eq!(last.key, written[2]);
+    assert_eq!(last.checksum.as_deref(), Some(elbv2_doc(t0(), 82).checksum.as_str()));
+    assert_eq!(store::choose(&entries, None, None).map(|e| e.key.as_str()), Some(written[2].as_str()));
+}

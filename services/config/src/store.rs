@@ -285,8 +285,29 @@ pub async fn list(
             ExportEntry::from_key(&prefix, object.key()?, object.size().unwrap_or_default())
         }));
     }
-    entries.sort_by(|a, b| (a.exported_at, &a.key).cmp(&(b.exported_at, &b.key)));
+    order(&mut entries, None);
+    if entries.windows(2).any(|pair| pair[0].exported_at == pair[1].exported_at) {
+        // Keys are to the second: within one, only the pointer knows which export came last.
+        let pointer = match latest(s3, location, account_id, region, service).await {
+            Err(e) if e.code == "InvalidLatestPointer" => None,
+            other => other?,
+        };
+        if let Some(pointer) = pointer {
+            if let Some(entry) = entries.iter_mut().find(|e| e.key == pointer.key) {
+                entry.checksum = Some(pointer.checksum.clone());
+            }
+            order(&mut entries, Some(&pointer.key));
+        }
+    }
     Ok(entries)
+}
+
+/// Oldest first; within one second (the keys' resolution) the latest export last, then by key.
+fn order(entries: &mut [ExportEntry], latest_key: Option<&str>) {
+    entries.sort_by(|a, b| {
+        let rank = |e: &ExportEntry| (e.exported_at, Some(e.key.as_str()) == latest_key);
+        rank(a).cmp(&rank(b)).then_with(|| a.key.cmp(&b.key))
+    });
 }
 
 /// The stored document at `key`, verified: an object that is not a document of a known format,
@@ -325,17 +346,18 @@ async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result
 
 /// The export a point in time selects, as restore requests' `before`/`after` mean it: the newest
 /// at or before `before`; the oldest at or after `after`; with both, the oldest in
-/// `[after, before]`; with neither, the newest. `entries` in any order.
+/// `[after, before]`; with neither, the newest. `entries` in any order, but exports within one
+/// second (the keys' resolution) in the order [`list`] gives them.
 pub fn choose(entries: &[ExportEntry], before: Option<DateTime<Utc>>, after: Option<DateTime<Utc>>) -> Option<&ExportEntry> {
     let candidates = entries
         .iter()
         .filter(|e| before.is_none_or(|b| e.exported_at <= b))
         .filter(|e| after.is_none_or(|a| e.exported_at >= a));
-    let order = |e: &&ExportEntry| (e.exported_at, e.key.clone());
+    // On equal times `max_by_key` takes the last and `min_by_key` the first: list's order.
     if after.is_some() {
-        candidates.min_by_key(order)
+        candidates.min_by_key(|e| e.exported_at)
     } else {
-        candidates.max_by_key(order)
+        candidates.max_by_key(|e| e.exported_at)
     }
 }
 
@@ -431,6 +453,23 @@ mod tests {
         assert_eq!(hour(choose(&all, None, at(2_999))), None, "nothing after the last");
         assert_eq!(hour(choose(&all, at(13), at(13))), None, "an empty window");
         assert_eq!(hour(choose(&[], None, None)), None);
+    }
+
+    #[test]
+    fn within_one_second_the_latest_export_sorts_last() {
+        let loc = location("");
+        let prefix = loc.service_prefix("111122223333", "global", Service::Route53);
+        let mut same_second: Vec<ExportEntry> = (0..4)
+            .map(|v| ExportEntry::from_key(&prefix, &loc.document_key(&doc(t0(), v)), 0).unwrap())
+            .collect();
+        // The pointer names the one whose key sorts first within the second.
+        let newest = same_second.iter().map(|e| e.key.clone()).min().unwrap();
+        let earlier = ExportEntry::from_key(&prefix, &loc.document_key(&doc(t0() - Duration::seconds(1), 9)), 0).unwrap();
+        same_second.push(earlier.clone());
+        order(&mut same_second, Some(&newest));
+        assert_eq!(same_second[0], earlier);
+        assert_eq!(same_second.last().unwrap().key, newest);
+        assert_eq!(choose(&same_second, None, None).map(|e| e.key.as_str()), Some(newest.as_str()));
     }
 
     #[test]
