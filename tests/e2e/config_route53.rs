@@ -436,3 +436,61 @@ async fn restore_sends_records_in_batches_of_at_most_a_hundred() {
     let target = route53::export(&accounts.target).await.expect("export the target");
     assert_eq!(without_mapped_fields(&target), without_mapped_fields(&source));
 }
+
+/// Creates a CloudWatch Logs group in moto's default account ([`ACCOUNT`]), which the tests
+/// crate has no SDK for: one JSON call, signed as moto reads it (not checked).
+async fn create_log_group(servers: &Servers, name: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(&servers.moto_url)
+        .header("X-Amz-Target", "Logs_20140328.CreateLogGroup")
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(serde_json::json!({ "logGroupName": name }).to_string())
+        .send()
+        .await
+        .expect("create a log group");
+    assert!(response.status().is_success(), "create the log group: {}", response.text().await.unwrap_or_default());
+    format!("arn:aws:logs:us-east-1:{ACCOUNT}:log-group:{name}:*")
+}
+
+#[tokio::test]
+async fn query_logging_is_exported_kept_in_its_account_and_skipped_in_another() {
+    let servers = Servers::start().await;
+    let accounts = accounts(&servers).await;
+    let zone_id = create_zone(&accounts.source, "logged.example", "with query logs", None).await;
+    let group = create_log_group(&servers, "/aws/route53/logged.example").await;
+    accounts
+        .source
+        .create_query_logging_config()
+        .hosted_zone_id(&zone_id)
+        .cloud_watch_logs_log_group_arn(&group)
+        .send()
+        .await
+        .expect("create the query logging configuration");
+    let other = create_zone(&accounts.source, "quiet.example", "without", None).await;
+
+    let source = route53::export(&accounts.source).await.expect("export");
+    let logged = zone(&source, "logged.example.|public");
+    assert_eq!(logged.query_logging.as_ref().map(|q| q.cloudwatch_log_group_arn.as_str()), Some(group.as_str()));
+    assert_eq!(zone(&source, "quiet.example.|public").query_logging, None, "only the zone it logs ({other})");
+
+    // Into its own account: the zone, its records and its query logging are all there already.
+    let same = route53::restore(&source, &accounts.source, &ApplyOptions::default()).await.expect("restore in place");
+    assert_eq!(kinds(&same), BTreeMap::from([(ChangeKind::Keep, 3), (ChangeKind::Skip, 4)]), "{:#?}", same.changes);
+    assert!(same.changes.iter().any(|c| c.resource == "query logging logged.example.|public" && c.kind == ChangeKind::Keep));
+
+    // Into another account the source's log group cannot be used: skipped, saying why.
+    let report = route53::restore(&source, &accounts.target, &ApplyOptions::default()).await.expect("restore");
+    let logging = report
+        .changes
+        .iter()
+        .find(|c| c.resource == "query logging logged.example.|public")
+        .expect("query logging in the report");
+    assert_eq!(logging.kind, ChangeKind::Skip, "{logging:?}");
+    assert!(logging.detail.contains(&group), "{}", logging.detail);
+    let target = route53::export(&accounts.target).await.expect("export the target");
+    assert_eq!(target.hosted_zones.len(), 2, "the zones are restored all the same");
+}
