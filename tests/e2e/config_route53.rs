@@ -56,7 +56,11 @@ async fn create_vpc(ec2: &aws_sdk_ec2::Client) -> String {
     vpc.vpc().and_then(|v| v.vpc_id()).expect("a VPC id").to_string()
 }
 
-fn record(name: &str, record_type: RrType, values: &[&str]) -> aws_sdk_route53::types::builders::ResourceRecordSetBuilder {
+fn record(
+    name: &str,
+    record_type: RrType,
+    values: &[&str],
+) -> aws_sdk_route53::types::builders::ResourceRecordSetBuilder {
     let values = values.iter().map(|v| ResourceRecord::builder().value(*v).build().expect("a value")).collect();
     ResourceRecordSet::builder().name(name).r#type(record_type).ttl(300).set_resource_records(Some(values))
 }
@@ -152,10 +156,21 @@ async fn source_configuration(servers: &Servers, client: &aws_sdk_route53::Clien
     let zone = create_zone(client, "example.com", "the public front door", None).await;
     tag(client, TagResourceType::Hostedzone, &zone, "env", "prod").await;
     let mut changes: Vec<Change> = (0..HOSTS)
-        .map(|n| create(record(&format!("host-{n:03}.example.com."), RrType::A, &[&format!("10.0.{}.{}", n / 200, n % 200 + 1)])))
+        .map(|n| {
+            create(record(
+                &format!("host-{n:03}.example.com."),
+                RrType::A,
+                &[&format!("10.0.{}.{}", n / 200, n % 200 + 1)],
+            ))
+        })
         .collect();
     changes.extend([
-        create(record("www.example.com.", RrType::A, &["192.0.2.1"]).set_identifier("blue").weight(70).health_check_id(&http)),
+        create(
+            record("www.example.com.", RrType::A, &["192.0.2.1"])
+                .set_identifier("blue")
+                .weight(70)
+                .health_check_id(&http),
+        ),
         create(record("www.example.com.", RrType::A, &["192.0.2.2"]).set_identifier("green").weight(30)),
         create(
             record("api.example.com.", RrType::A, &["192.0.2.3"])
@@ -168,7 +183,11 @@ async fn source_configuration(servers: &Servers, client: &aws_sdk_route53::Clien
                 .set_identifier("secondary")
                 .failover(ResourceRecordSetFailover::Secondary),
         ),
-        create(record("lat.example.com.", RrType::A, &["192.0.2.5"]).set_identifier("use1").region(ResourceRecordSetRegion::UsEast1)),
+        create(
+            record("lat.example.com.", RrType::A, &["192.0.2.5"])
+                .set_identifier("use1")
+                .region(ResourceRecordSetRegion::UsEast1),
+        ),
         create(
             record("geo.example.com.", RrType::A, &["192.0.2.6"])
                 .set_identifier("europe")
@@ -177,28 +196,33 @@ async fn source_configuration(servers: &Servers, client: &aws_sdk_route53::Clien
         create(record("mv.example.com.", RrType::A, &["192.0.2.7"]).set_identifier("mv-1").multi_value_answer(true)),
         create(record("txt.example.com.", RrType::Txt, &["\"v=spf1 -all\"", "\"hello\""])),
         create(record("mail.example.com.", RrType::Mx, &["10 mx1.example.com.", "20 mx2.example.com."])),
-        create(ResourceRecordSet::builder().name("app.example.com.").r#type(RrType::A).alias_target(
-            AliasTarget::builder()
-                .dns_name("host-001.example.com.")
-                .hosted_zone_id(&zone)
-                .evaluate_target_health(false)
-                .build()
-                .expect("an alias"),
-        )),
-        create(ResourceRecordSet::builder().name("lb.example.com.").r#type(RrType::A).alias_target(
-            AliasTarget::builder()
-                .dns_name(LB_DNS)
-                .hosted_zone_id(LB_ZONE)
-                .evaluate_target_health(true)
-                .build()
-                .expect("an alias"),
-        )),
+        create(
+            ResourceRecordSet::builder().name("app.example.com.").r#type(RrType::A).alias_target(
+                AliasTarget::builder()
+                    .dns_name("host-001.example.com.")
+                    .hosted_zone_id(&zone)
+                    .evaluate_target_health(false)
+                    .build()
+                    .expect("an alias"),
+            ),
+        ),
+        create(
+            ResourceRecordSet::builder().name("lb.example.com.").r#type(RrType::A).alias_target(
+                AliasTarget::builder()
+                    .dns_name(LB_DNS)
+                    .hosted_zone_id(LB_ZONE)
+                    .evaluate_target_health(true)
+                    .build()
+                    .expect("an alias"),
+            ),
+        ),
     ]);
     change(client, &zone, changes).await;
 
     let vpc = create_vpc(&servers.ec2("us-east-1")).await;
     let private = create_zone(client, "internal.example", "inside", Some(&vpc)).await;
-    change(client, &private, vec![create(record("db.internal.example.", RrType::Cname, &["db-1.internal.example."]))]).await;
+    change(client, &private, vec![create(record("db.internal.example.", RrType::Cname, &["db-1.internal.example."]))])
+        .await;
     (zone, vpc)
 }
 
@@ -269,7 +293,8 @@ async fn export_reads_every_page_and_every_routing_policy() {
     let web = config.health_checks.iter().find(|c| c.key == "HTTP|192.0.2.10|80|/health").expect("the HTTP check");
     assert_eq!((web.request_interval, web.failure_threshold), (Some(30), Some(2)));
     assert_eq!(web.tags, BTreeMap::from([("team".to_string(), "web".to_string())]));
-    let origin = config.health_checks.iter().find(|c| c.key == "HTTPS|origin.example.com|443|/").expect("the HTTPS check");
+    let origin =
+        config.health_checks.iter().find(|c| c.key == "HTTPS|origin.example.com|443|/").expect("the HTTPS check");
     assert_eq!(origin.enable_sni, Some(true));
 
     let public = zone(&config, "example.com.|public");
@@ -291,7 +316,10 @@ async fn export_reads_every_page_and_every_routing_policy() {
     assert_eq!(blue.health_check.as_deref(), Some(web.key.as_str()), "the record names its health check by key");
     assert_eq!(record_of(public, "www.example.com.|A|green").weight, Some(30));
     let primary = record_of(public, "api.example.com.|A|primary");
-    assert_eq!((primary.failover.as_deref(), primary.health_check.as_deref()), (Some("PRIMARY"), Some(web.key.as_str())));
+    assert_eq!(
+        (primary.failover.as_deref(), primary.health_check.as_deref()),
+        (Some("PRIMARY"), Some(web.key.as_str()))
+    );
     assert_eq!(record_of(public, "api.example.com.|A|secondary").failover.as_deref(), Some("SECONDARY"));
     assert_eq!(record_of(public, "lat.example.com.|A|use1").region.as_deref(), Some("us-east-1"));
     let geo = record_of(public, "geo.example.com.|A|europe").geo_location.clone().expect("a geolocation");
@@ -303,7 +331,10 @@ async fn export_reads_every_page_and_every_routing_policy() {
     let lb = record_of(public, "lb.example.com.|A|").alias_target.clone().expect("an alias");
     assert_eq!((lb.dns_name.as_str(), lb.hosted_zone_id.as_str(), lb.evaluate_target_health), (LB_DNS, LB_ZONE, true));
     let ns = record_of(public, "example.com.|NS|");
-    assert!(ns.resource_records.is_empty() && !ns.assigned_records.is_empty(), "the zone's own NS is Route 53's: {ns:?}");
+    assert!(
+        ns.resource_records.is_empty() && !ns.assigned_records.is_empty(),
+        "the zone's own NS is Route 53's: {ns:?}"
+    );
 
     let private = zone(&config, "internal.example.|private");
     assert!(private.private);
@@ -338,8 +369,11 @@ async fn restore_into_another_account_is_equal_rerunnable_and_dry_runs_read_only
         report.changes
     );
     assert_eq!(kinds(&planned), kinds(&report), "the dry run planned what the restore did");
-    assert!(report.changes.iter().filter(|c| c.kind == ChangeKind::Skip).all(|c| c.resource.contains("|NS|")
-        || c.resource.contains("|SOA|")));
+    assert!(report
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Skip)
+        .all(|c| c.resource.contains("|NS|") || c.resource.contains("|SOA|")));
 
     let target = route53::export_with_page_size(&accounts.target, 50).await.expect("export the target");
     assert_eq!(without_mapped_fields(&target), without_mapped_fields(&source), "equal apart from the mapped ids");
@@ -417,14 +451,15 @@ async fn restore_sends_records_in_batches_of_at_most_a_hundred() {
     let servers = Servers::start().await;
     let accounts = accounts(&servers).await;
     let zone_id = create_zone(&accounts.source, "many.example", "many records", None).await;
-    let changes =
-        (0..250).map(|n| create(record(&format!("r{n:03}.many.example."), RrType::A, &[&format!("10.1.0.{}", n % 250 + 1)])));
+    let changes = (0..250)
+        .map(|n| create(record(&format!("r{n:03}.many.example."), RrType::A, &[&format!("10.1.0.{}", n % 250 + 1)])));
     change(&accounts.source, &zone_id, changes.collect()).await;
     let source = route53::export(&accounts.source).await.expect("export");
     assert_eq!(route53::counts(&source)["record_sets"], 252);
 
     let batches = ChangeBatches::default();
-    let counted = aws_sdk_route53::Client::from_conf(accounts.target.config().to_builder().interceptor(batches.clone()).build());
+    let counted =
+        aws_sdk_route53::Client::from_conf(accounts.target.config().to_builder().interceptor(batches.clone()).build());
     let report = route53::restore(&source, &counted, &ApplyOptions::default()).await.expect("restore");
 
     let sizes = batches.0.lock().expect("batches").clone();
@@ -480,7 +515,10 @@ async fn query_logging_is_exported_kept_in_its_account_and_skipped_in_another() 
     // Into its own account: the zone, its records and its query logging are all there already.
     let same = route53::restore(&source, &accounts.source, &ApplyOptions::default()).await.expect("restore in place");
     assert_eq!(kinds(&same), BTreeMap::from([(ChangeKind::Keep, 3), (ChangeKind::Skip, 4)]), "{:#?}", same.changes);
-    assert!(same.changes.iter().any(|c| c.resource == "query logging logged.example.|public" && c.kind == ChangeKind::Keep));
+    assert!(same
+        .changes
+        .iter()
+        .any(|c| c.resource == "query logging logged.example.|public" && c.kind == ChangeKind::Keep));
 
     // Into another account the source's log group cannot be used: skipped, saying why.
     let report = route53::restore(&source, &accounts.target, &ApplyOptions::default()).await.expect("restore");
@@ -493,4 +531,230 @@ async fn query_logging_is_exported_kept_in_its_account_and_skipped_in_another() 
     assert!(logging.detail.contains(&group), "{}", logging.detail);
     let target = route53::export(&accounts.target).await.expect("export the target");
     assert_eq!(target.hosted_zones.len(), 2, "the zones are restored all the same");
+}
+
+/// What moto cannot show, against the real SDK client with aws-smithy-mocks: Route 53's own
+/// record paging by identifier, a create whose answer was lost, and how errors are classified.
+mod mocked {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_route53::operation::create_health_check::CreateHealthCheckError;
+    use aws_sdk_route53::operation::get_dnssec::GetDNSSECError;
+    use aws_sdk_route53::operation::list_health_checks::{ListHealthChecksError, ListHealthChecksOutput};
+    use aws_sdk_route53::operation::list_hosted_zones::ListHostedZonesOutput;
+    use aws_sdk_route53::operation::list_query_logging_configs::ListQueryLoggingConfigsOutput;
+    use aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput;
+    use aws_sdk_route53::operation::list_tags_for_resources::ListTagsForResourcesOutput;
+    use aws_sdk_route53::types::{
+        HealthCheck, HealthCheckConfig, HealthCheckType, HostedZone, HostedZoneConfig, ResourceRecord,
+        ResourceRecordSet, RrType,
+    };
+    use aws_sdk_route53::Client;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+    use aws_smithy_types::error::ErrorMetadata;
+    use lifeboat_common::aws::ErrorClass;
+    use lifeboat_config::changes::{ApplyOptions, ChangeKind};
+    use lifeboat_config::route53::{self, Route53Config};
+
+    fn no_health_checks() -> Rule {
+        mock!(Client::list_health_checks).then_output(|| {
+            ListHealthChecksOutput::builder()
+                .set_health_checks(Some(Vec::new()))
+                .marker("")
+                .is_truncated(false)
+                .max_items(100)
+                .build()
+                .expect("a listing")
+        })
+    }
+
+    fn no_query_logging() -> Rule {
+        mock!(Client::list_query_logging_configs).then_output(|| {
+            ListQueryLoggingConfigsOutput::builder()
+                .set_query_logging_configs(Some(Vec::new()))
+                .build()
+                .expect("a listing")
+        })
+    }
+
+    fn no_tags() -> Rule {
+        mock!(Client::list_tags_for_resources).then_output(|| {
+            ListTagsForResourcesOutput::builder().set_resource_tag_sets(Some(Vec::new())).build().expect("a listing")
+        })
+    }
+
+    fn weighted(set_identifier: &str, value: &str) -> ResourceRecordSet {
+        ResourceRecordSet::builder()
+            .name("www.example.com.")
+            .r#type(RrType::A)
+            .set_identifier(set_identifier)
+            .weight(50)
+            .ttl(60)
+            .resource_records(ResourceRecord::builder().value(value).build().expect("a value"))
+            .build()
+            .expect("a record set")
+    }
+
+    #[tokio::test]
+    async fn export_pages_a_weighted_set_by_its_next_record_identifier() {
+        let zones = mock!(Client::list_hosted_zones).then_output(|| {
+            let zone = HostedZone::builder()
+                .id("/hostedzone/Z0MOCKED")
+                .name("example.com.")
+                .caller_reference("mocked")
+                .config(HostedZoneConfig::builder().private_zone(false).build())
+                .build()
+                .expect("a zone");
+            ListHostedZonesOutput::builder()
+                .hosted_zones(zone)
+                .marker("")
+                .is_truncated(false)
+                .max_items(100)
+                .build()
+                .expect("a listing")
+        });
+        let dnssec = mock!(Client::get_dnssec).then_error(|| {
+            GetDNSSECError::generic(ErrorMetadata::builder().code("InvalidArgument").message("no DNSSEC").build())
+        });
+        let first = mock!(Client::list_resource_record_sets)
+            .match_requests(|req| req.hosted_zone_id() == Some("Z0MOCKED") && req.start_record_name().is_none())
+            .then_output(|| {
+                ListResourceRecordSetsOutput::builder()
+                    .resource_record_sets(weighted("blue", "192.0.2.1"))
+                    .is_truncated(true)
+                    .next_record_name("www.example.com.")
+                    .next_record_type(RrType::A)
+                    .next_record_identifier("green")
+                    .max_items(1)
+                    .build()
+                    .expect("a page")
+            });
+        let second = mock!(Client::list_resource_record_sets)
+            .match_requests(|req| {
+                req.start_record_name() == Some("www.example.com.")
+                    && req.start_record_type() == Some(&RrType::A)
+                    && req.start_record_identifier() == Some("green")
+            })
+            .then_output(|| {
+                ListResourceRecordSetsOutput::builder()
+                    .resource_record_sets(weighted("green", "192.0.2.2"))
+                    .is_truncated(false)
+                    .max_items(1)
+                    .build()
+                    .expect("a page")
+            });
+        let rules = [&no_health_checks(), &no_query_logging(), &no_tags(), &zones, &dnssec, &first, &second];
+        let client = mock_client!(aws_sdk_route53, RuleMode::MatchAny, rules);
+
+        let config = route53::export_with_page_size(&client, 1).await.expect("export");
+
+        let zone = &config.hosted_zones[0];
+        assert_eq!((zone.id.as_str(), zone.dnssec.as_deref()), ("Z0MOCKED", None), "InvalidArgument: no DNSSEC");
+        let keys: Vec<&str> = zone.record_sets.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, vec!["www.example.com.|A|blue", "www.example.com.|A|green"]);
+        assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+    }
+
+    fn config_with_a_health_check() -> Route53Config {
+        Route53Config {
+            health_checks: vec![route53::HealthCheck {
+                key: "HTTP|192.0.2.10|80|/health".into(),
+                id: "source-check".into(),
+                check_type: "HTTP".into(),
+                ip_address: Some("192.0.2.10".into()),
+                port: Some(80),
+                resource_path: Some("/health".into()),
+                ..route53::HealthCheck::default()
+            }],
+            ..Route53Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_health_check_whose_create_answer_was_lost_is_adopted() {
+        // The first create went through but its answer was lost: the retry is refused as a
+        // duplicate, and the check is then found under the restore's caller reference.
+        let reference = Arc::new(Mutex::new(String::new()));
+        let seen = reference.clone();
+        let create = mock!(Client::create_health_check)
+            .match_requests(move |req| {
+                *seen.lock().expect("reference") = req.caller_reference().unwrap_or_default().to_string();
+                true
+            })
+            .then_error(|| {
+                CreateHealthCheckError::generic(
+                    ErrorMetadata::builder().code("HealthCheckAlreadyExists").message("exists").build(),
+                )
+            });
+        let found = reference.clone();
+        let listing = mock!(Client::list_health_checks)
+            .sequence()
+            .output(|| {
+                ListHealthChecksOutput::builder()
+                    .set_health_checks(Some(Vec::new()))
+                    .marker("")
+                    .is_truncated(false)
+                    .max_items(100)
+                    .build()
+                    .expect("a listing")
+            })
+            .output(move || {
+                let check = HealthCheck::builder()
+                    .id("adopted-check")
+                    .caller_reference(found.lock().expect("reference").clone())
+                    .health_check_config(
+                        HealthCheckConfig::builder()
+                            .r#type(HealthCheckType::Http)
+                            .ip_address("192.0.2.10")
+                            .port(80)
+                            .resource_path("/health")
+                            .build()
+                            .expect("a config"),
+                    )
+                    .health_check_version(1)
+                    .build()
+                    .expect("a health check");
+                ListHealthChecksOutput::builder()
+                    .health_checks(check)
+                    .marker("")
+                    .is_truncated(false)
+                    .max_items(100)
+                    .build()
+                    .expect("a listing")
+            })
+            .build();
+        let rules = [&create, &listing, &no_tags(), &no_query_logging()];
+        let client = mock_client!(aws_sdk_route53, RuleMode::MatchAny, rules);
+
+        let report =
+            route53::restore(&config_with_a_health_check(), &client, &ApplyOptions::default()).await.expect("restore");
+
+        assert_eq!(report.ids.get("source-check").map(String::as_str), Some("adopted-check"));
+        assert_eq!(report.count(ChangeKind::Create), 1);
+        assert!(reference.lock().expect("reference").starts_with("lifeboat-"), "a caller reference from the key");
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retryable_and_access_denied_fails_with_its_code() {
+        let error = |code: &'static str| {
+            mock!(Client::list_health_checks).then_error(move || {
+                ListHealthChecksError::generic(
+                    ErrorMetadata::builder().code(code).message(format!("mocked {code}")).build(),
+                )
+            })
+        };
+        let throttled = error("Throttling");
+        let client = mock_client!(aws_sdk_route53, RuleMode::MatchAny, [&throttled], |conf| conf
+            .retry_config(aws_sdk_route53::config::retry::RetryConfig::disabled()));
+        let failed = route53::export(&client).await.expect_err("throttled");
+        assert_eq!((failed.class, failed.code.as_str()), (ErrorClass::Retryable, "Throttling"));
+
+        let denied = error("AccessDenied");
+        let client = mock_client!(aws_sdk_route53, RuleMode::MatchAny, [&denied]);
+        let failed = route53::export(&client).await.expect_err("denied");
+        assert_eq!(
+            (failed.class, failed.code.as_str(), failed.operation),
+            (ErrorClass::TaskFailure, "AccessDenied", "route53:ListHealthChecks")
+        );
+    }
 }

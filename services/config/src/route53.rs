@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_route53::types::{
-    self as sdk, ChangeAction, HealthCheckRegion, HealthCheckType, InsufficientDataHealthStatus,
-    ResettableElementName, ResourceRecordSetFailover, ResourceRecordSetRegion, RrType, TagResourceType, VpcRegion,
+    self as sdk, ChangeAction, HealthCheckRegion, HealthCheckType, InsufficientDataHealthStatus, ResettableElementName,
+    ResourceRecordSetFailover, ResourceRecordSetRegion, RrType, TagResourceType, VpcRegion,
 };
 use futures::{StreamExt, TryStreamExt};
 use lifeboat_common::aws::{absent_if_not_found, classify, AwsError};
@@ -224,7 +224,10 @@ pub async fn export(client: &aws_sdk_route53::Client) -> Result<Route53Config, A
 
 /// [`export`] with pages of at most `max_items` zones, record sets and health checks (small
 /// pages show that every list is read to its end).
-pub async fn export_with_page_size(client: &aws_sdk_route53::Client, max_items: i32) -> Result<Route53Config, AwsError> {
+pub async fn export_with_page_size(
+    client: &aws_sdk_route53::Client,
+    max_items: i32,
+) -> Result<Route53Config, AwsError> {
     let health_checks = export_health_checks(client, max_items).await?;
     let check_keys: BTreeMap<String, String> =
         health_checks.iter().map(|check| (check.id.clone(), check.key.clone())).collect();
@@ -423,7 +426,11 @@ async fn list_record_sets(
     Ok(records.into_values().collect())
 }
 
-fn record_from_sdk(record: &sdk::ResourceRecordSet, zone_name: &str, check_keys: &BTreeMap<String, String>) -> RecordSet {
+fn record_from_sdk(
+    record: &sdk::ResourceRecordSet,
+    zone_name: &str,
+    check_keys: &BTreeMap<String, String>,
+) -> RecordSet {
     let record_type = record.r#type().as_str().to_string();
     let values: Vec<String> = record.resource_records().iter().map(|r| r.value().to_string()).collect();
     let assigned = is_zone_apex_assigned(record.name(), &record_type, zone_name);
@@ -689,7 +696,9 @@ async fn send_health_check_update(
         .set_health_threshold(desired.health_threshold)
         .set_child_health_checks(non_empty(&desired.child_health_checks))
         .set_enable_sni(desired.enable_sni)
-        .set_regions(non_empty(&desired.regions).map(|r| r.iter().map(|r| HealthCheckRegion::from(r.as_str())).collect()))
+        .set_regions(
+            non_empty(&desired.regions).map(|r| r.iter().map(|r| HealthCheckRegion::from(r.as_str())).collect()),
+        )
         .set_insufficient_data_health_status(
             desired.insufficient_data_health_status.as_deref().map(InsufficientDataHealthStatus::from),
         )
@@ -715,14 +724,19 @@ async fn create_health_check(desired: &HealthCheck, client: &aws_sdk_route53::Cl
             AwsError::task_failure("route53:CreateHealthCheck", "MissingHealthCheck", "no health check in the answer")
         })?,
         // A create retried after its answer was lost: the check is there, under our reference.
-        Err(e) if e.code == "HealthCheckAlreadyExists" => adopt_health_check(client, &caller_reference).await?.ok_or(e)?,
+        Err(e) if e.code == "HealthCheckAlreadyExists" => {
+            adopt_health_check(client, &caller_reference).await?.ok_or(e)?
+        }
         Err(e) => return Err(e),
     };
     replace_tags(client, TagResourceType::Healthcheck, &id, &desired.tags, &BTreeMap::new()).await?;
     Ok(id)
 }
 
-async fn adopt_health_check(client: &aws_sdk_route53::Client, caller_reference: &str) -> Result<Option<String>, AwsError> {
+async fn adopt_health_check(
+    client: &aws_sdk_route53::Client,
+    caller_reference: &str,
+) -> Result<Option<String>, AwsError> {
     let checks = export_health_checks(client, DEFAULT_PAGE_SIZE).await?;
     Ok(checks.into_iter().find(|c| c.caller_reference == caller_reference).map(|c| c.id))
 }
@@ -749,7 +763,11 @@ fn health_check_config(check: &HealthCheck) -> Result<sdk::HealthCheckConfig, Aw
         )
         .build()
         .map_err(|e| {
-            AwsError::task_failure("route53:CreateHealthCheck", "InvalidHealthCheck", format!("health check {}: {e}", check.key))
+            AwsError::task_failure(
+                "route53:CreateHealthCheck",
+                "InvalidHealthCheck",
+                format!("health check {}: {e}", check.key),
+            )
         })
 }
 
@@ -1148,7 +1166,11 @@ fn mapped_record(record: &RecordSet, ids: &RecordIds<'_>) -> RecordSet {
 
 fn record_change(action: ChangeAction, record: &RecordSet) -> Result<sdk::Change, AwsError> {
     let invalid = |e: aws_sdk_route53::error::BuildError| {
-        AwsError::task_failure("route53:ChangeResourceRecordSets", "InvalidRecord", format!("record {}: {e}", record.key))
+        AwsError::task_failure(
+            "route53:ChangeResourceRecordSets",
+            "InvalidRecord",
+            format!("record {}: {e}", record.key),
+        )
     };
     let values = record
         .resource_records
@@ -1225,11 +1247,10 @@ async fn send_batch(
     zone_key: &str,
     batch: Vec<sdk::Change>,
 ) -> Result<(), AwsError> {
-    let change_batch = sdk::ChangeBatch::builder()
-        .set_changes(Some(batch))
-        .comment("lifeboat config restore")
-        .build()
-        .map_err(|e| AwsError::task_failure("route53:ChangeResourceRecordSets", "InvalidChangeBatch", e.to_string()))?;
+    let change_batch =
+        sdk::ChangeBatch::builder().set_changes(Some(batch)).comment("lifeboat config restore").build().map_err(
+            |e| AwsError::task_failure("route53:ChangeResourceRecordSets", "InvalidChangeBatch", e.to_string()),
+        )?;
     client
         .change_resource_record_sets()
         .hosted_zone_id(zone_id)
@@ -1265,7 +1286,9 @@ async fn replace_tags(
             .set_remove_tag_keys(non_empty(&remove[window(remove.len())]))
             .send()
             .await
-            .map_err(|e| named(classify("route53:ChangeTagsForResource", e), &format!("{} {id}", resource_type.as_str())))?;
+            .map_err(|e| {
+                named(classify("route53:ChangeTagsForResource", e), &format!("{} {id}", resource_type.as_str()))
+            })?;
     }
     Ok(())
 }
@@ -1380,19 +1403,26 @@ mod tests {
             search_string: Some(search.into()),
             ..HealthCheck::default()
         };
-        let mut checks = vec![check("b", "ok"), check("a", "fine"), HealthCheck {
-            id: "c".into(),
-            check_type: "CALCULATED".into(),
-            child_health_checks: vec!["a".into(), "b".into()],
-            ..HealthCheck::default()
-        }];
+        let mut checks = vec![
+            check("b", "ok"),
+            check("a", "fine"),
+            HealthCheck {
+                id: "c".into(),
+                check_type: "CALCULATED".into(),
+                child_health_checks: vec!["a".into(), "b".into()],
+                ..HealthCheck::default()
+            },
+        ];
         assign_check_keys(&mut checks);
         let keys: Vec<&str> = checks.iter().map(|c| c.key.as_str()).collect();
-        assert_eq!(keys, vec![
-            "HTTP_STR_MATCH|192.0.2.1|80|/health|#2",
-            "HTTP_STR_MATCH|192.0.2.1|80|/health",
-            "CALCULATED|HTTP_STR_MATCH|192.0.2.1|80|/health,HTTP_STR_MATCH|192.0.2.1|80|/health|#2",
-        ]);
+        assert_eq!(
+            keys,
+            vec![
+                "HTTP_STR_MATCH|192.0.2.1|80|/health|#2",
+                "HTTP_STR_MATCH|192.0.2.1|80|/health",
+                "CALCULATED|HTTP_STR_MATCH|192.0.2.1|80|/health,HTTP_STR_MATCH|192.0.2.1|80|/health|#2",
+            ]
+        );
     }
 
     #[test]
@@ -1402,7 +1432,11 @@ mod tests {
             resource_records: vec!["b".into(), "a".into()],
             ..RecordSet::default()
         };
-        let other = RecordSet { name: "www.example.com".into(), resource_records: vec!["a".into(), "b".into()], ..record.clone() };
+        let other = RecordSet {
+            name: "www.example.com".into(),
+            resource_records: vec!["a".into(), "b".into()],
+            ..record.clone()
+        };
         assert!(differing_fields(&comparable_record(&record), &comparable_record(&other)).is_empty());
     }
 }
