@@ -424,6 +424,46 @@ async fn restore_into_another_account_is_equal_rerunnable_and_dry_runs_read_only
     assert_eq!(without_mapped_fields(&restored), without_mapped_fields(&source));
 }
 
+#[tokio::test]
+async fn a_changed_zone_and_health_check_differ_and_are_replaced_with_replace() {
+    let servers = Servers::start().await;
+    let accounts = accounts(&servers).await;
+    let (_, source_vpc) = source_configuration(&servers, &accounts.source).await;
+    let source = route53::export(&accounts.source).await.expect("export the source");
+    let options = options(&source_vpc, &accounts.target_vpc);
+    route53::restore(&source, &accounts.target, &options).await.expect("restore");
+
+    // In the target, someone edits the public zone's comment and tags and the HTTP check.
+    let restored = route53::export(&accounts.target).await.expect("export the target");
+    let public = zone(&restored, "example.com.|public");
+    accounts.target.update_hosted_zone_comment().id(&public.id).comment("edited").send().await.expect("comment");
+    tag(&accounts.target, TagResourceType::Hostedzone, &public.id, "env", "staging").await;
+    let web = restored.health_checks.iter().find(|c| c.key == "HTTP|192.0.2.10|80|/health").expect("the HTTP check");
+    accounts.target.update_health_check().health_check_id(&web.id).failure_threshold(5).send().await.expect("update");
+
+    let report = route53::restore(&source, &accounts.target, &options).await.expect("restore without replace");
+    let differing: Vec<(&str, &str)> = report
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Differs)
+        .map(|c| (c.resource.as_str(), c.detail.as_str()))
+        .collect();
+    assert_eq!(
+        differing,
+        vec![
+            ("health check HTTP|192.0.2.10|80|/health", format!("{} differs in failure_threshold", web.id).as_str()),
+            ("zone example.com.|public", format!("{} differs in comment, tags", public.id).as_str()),
+        ]
+    );
+
+    let replace = ApplyOptions { replace: true, ..options.clone() };
+    let replaced = route53::restore(&source, &accounts.target, &replace).await.expect("restore with replace");
+    assert_eq!(replaced.count(ChangeKind::Replace), 2, "{:#?}", replaced.changes);
+    let target = route53::export(&accounts.target).await.expect("export the replaced target");
+    assert_eq!(without_mapped_fields(&target), without_mapped_fields(&source), "the source's again");
+    assert_eq!(zone(&target, "example.com.|public").id, public.id, "replaced in place, same zone");
+}
+
 /// Counts the changes of every ChangeResourceRecordSets call a client makes.
 #[derive(Clone, Debug, Default)]
 struct ChangeBatches(Arc<Mutex<Vec<usize>>>);
