@@ -58,6 +58,8 @@ const ZONES_IN_FLIGHT: usize = 4;
 /// Codes with which GetDNSSEC says "not here" (private zones, emulators without DNSSEC).
 const DNSSEC_ABSENT: &[&str] =
     &["InvalidArgument", "InvalidInput", "NotFound", "HTTP404", "UnsupportedOperation", "NotImplemented", "HTTP501"];
+/// Health check fields UpdateHealthCheck cannot change.
+const NOT_UPDATABLE: &[&str] = &["type", "request_interval", "measure_latency", "routing_control_arn"];
 /// Codes with which CreateQueryLoggingConfig says the log group cannot be used from here.
 const LOG_GROUP_UNUSABLE: &[&str] =
     &["NoSuchCloudWatchLogsLogGroup", "InvalidInput", "InsufficientCloudWatchLogsResourcePolicy"];
@@ -210,7 +212,20 @@ pub struct HealthCheck {
     pub regions: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub insufficient_data_health_status: Option<String>,
+    /// The CloudWatch alarm a `CLOUDWATCH_METRIC` check follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alarm_identifier: Option<AlarmIdentifier>,
+    /// The Application Recovery Controller routing control of a `RECOVERY_CONTROL` check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing_control_arn: Option<String>,
     pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlarmIdentifier {
+    pub region: String,
+    pub name: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,6 +519,10 @@ fn check_from_sdk(check: &sdk::HealthCheck) -> HealthCheck {
     exported.regions = config.regions().iter().map(|r| r.as_str().to_string()).collect();
     exported.regions.sort();
     exported.insufficient_data_health_status = config.insufficient_data_health_status().map(|s| s.as_str().to_string());
+    exported.alarm_identifier = config
+        .alarm_identifier()
+        .map(|alarm| AlarmIdentifier { region: alarm.region().as_str().to_string(), name: alarm.name().to_string() });
+    exported.routing_control_arn = config.routing_control_arn().map(str::to_string);
     exported
 }
 
@@ -512,10 +531,18 @@ fn check_from_sdk(check: &sdk::HealthCheck) -> HealthCheck {
 fn assign_check_keys(checks: &mut [HealthCheck]) {
     let mut keys: BTreeMap<String, String> = BTreeMap::new();
     for check in checks.iter_mut().filter(|c| c.check_type != "CALCULATED") {
+        let alarm = check.alarm_identifier.as_ref().map(|a| format!("{}/{}", a.region, a.name));
+        let probed = check
+            .fully_qualified_domain_name
+            .clone()
+            .or(check.ip_address.clone())
+            .or(alarm)
+            .or(check.routing_control_arn.clone())
+            .unwrap_or_default();
         check.key = format!(
             "{}|{}|{}|{}",
             check.check_type,
-            check.fully_qualified_domain_name.as_deref().or(check.ip_address.as_deref()).unwrap_or_default(),
+            probed,
             check.port.map(|p| p.to_string()).unwrap_or_default(),
             check.resource_path.as_deref().unwrap_or_default(),
         );
@@ -648,8 +675,7 @@ async fn update_health_check(
         report.push(ChangeKind::Keep, resource, format!("equal to {}", found.id));
         return Ok(Some(found.id.clone()));
     }
-    let fixed: Vec<&String> =
-        differing.iter().filter(|f| ["request_interval", "measure_latency", "type"].contains(&f.as_str())).collect();
+    let fixed: Vec<&String> = differing.iter().filter(|f| NOT_UPDATABLE.contains(&f.as_str())).collect();
     let detail = format!("{} differs in {}", found.id, differing.join(", "));
     if !options.replace || !fixed.is_empty() {
         let why = if fixed.is_empty() { detail } else { format!("{detail} (not updatable in place)") };
@@ -702,6 +728,7 @@ async fn send_health_check_update(
         .set_insufficient_data_health_status(
             desired.insufficient_data_health_status.as_deref().map(InsufficientDataHealthStatus::from),
         )
+        .set_alarm_identifier(alarm_identifier(desired)?)
         .set_reset_elements(non_empty(&resets))
         .send()
         .await
@@ -761,7 +788,25 @@ fn health_check_config(check: &HealthCheck) -> Result<sdk::HealthCheckConfig, Aw
         .set_insufficient_data_health_status(
             check.insufficient_data_health_status.as_deref().map(InsufficientDataHealthStatus::from),
         )
+        .set_alarm_identifier(alarm_identifier(check)?)
+        .set_routing_control_arn(check.routing_control_arn.clone())
         .build()
+        .map_err(|e| {
+            AwsError::task_failure(
+                "route53:CreateHealthCheck",
+                "InvalidHealthCheck",
+                format!("health check {}: {e}", check.key),
+            )
+        })
+}
+
+fn alarm_identifier(check: &HealthCheck) -> Result<Option<sdk::AlarmIdentifier>, AwsError> {
+    let Some(alarm) = &check.alarm_identifier else { return Ok(None) };
+    sdk::AlarmIdentifier::builder()
+        .region(sdk::CloudWatchRegion::from(alarm.region.as_str()))
+        .name(&alarm.name)
+        .build()
+        .map(Some)
         .map_err(|e| {
             AwsError::task_failure(
                 "route53:CreateHealthCheck",
@@ -1423,6 +1468,22 @@ mod tests {
                 "CALCULATED|HTTP_STR_MATCH|192.0.2.1|80|/health,HTTP_STR_MATCH|192.0.2.1|80|/health|#2",
             ]
         );
+    }
+
+    #[test]
+    fn alarm_checks_are_keyed_by_their_alarm_and_restored_with_it() {
+        let mut checks = vec![HealthCheck {
+            id: "a".into(),
+            check_type: "CLOUDWATCH_METRIC".into(),
+            alarm_identifier: Some(AlarmIdentifier { region: "us-east-1".into(), name: "api-errors".into() }),
+            insufficient_data_health_status: Some("LastKnownStatus".into()),
+            ..HealthCheck::default()
+        }];
+        assign_check_keys(&mut checks);
+        assert_eq!(checks[0].key, "CLOUDWATCH_METRIC|us-east-1/api-errors||");
+        let config = health_check_config(&checks[0]).expect("a config");
+        let alarm = config.alarm_identifier().expect("the alarm");
+        assert_eq!((alarm.region().as_str(), alarm.name()), ("us-east-1", "api-errors"));
     }
 
     #[test]
