@@ -464,6 +464,37 @@ async fn a_changed_zone_and_health_check_differ_and_are_replaced_with_replace() 
     assert_eq!(zone(&target, "example.com.|public").id, public.id, "replaced in place, same zone");
 }
 
+#[tokio::test]
+async fn private_zones_of_one_name_are_told_apart_by_their_vpcs() {
+    let servers = Servers::start().await;
+    let accounts = accounts(&servers).await;
+    let ec2 = servers.ec2("us-east-1");
+    let (east, west) = (create_vpc(&ec2).await, create_vpc(&ec2).await);
+    let first = create_zone(&accounts.source, "corp.internal", "first", Some(&east)).await;
+    change(&accounts.source, &first, vec![create(record("a.corp.internal.", RrType::A, &["10.0.0.1"]))]).await;
+    let second = create_zone(&accounts.source, "corp.internal", "second", Some(&west)).await;
+    change(&accounts.source, &second, vec![create(record("b.corp.internal.", RrType::A, &["10.0.0.2"]))]).await;
+    let source = route53::export(&accounts.source).await.expect("export");
+    let keys: Vec<(&str, &str)> =
+        source.hosted_zones.iter().map(|z| (z.key.as_str(), z.comment.as_deref().unwrap_or_default())).collect();
+    assert_eq!(keys, vec![("corp.internal.|private", "first"), ("corp.internal.|private|#2", "second")]);
+
+    let target_config = lifeboat_common::aws::Accounts::new(servers.aws("us-east-1"), "role")
+        .config_for(TARGET_ACCOUNT, "us-east-1")
+        .await
+        .expect("assume a role into the target");
+    let other_vpc = create_vpc(&aws_sdk_ec2::Client::new(&target_config)).await;
+    let mut options = options(&east, &accounts.target_vpc);
+    options.mapping.vpcs.insert(west.clone(), other_vpc.clone());
+    let report = route53::restore(&source, &accounts.target, &options).await.expect("restore");
+    assert_eq!(report.count(ChangeKind::Create), 4, "two zones and their records: {:#?}", report.changes);
+    let target = route53::export(&accounts.target).await.expect("export the target");
+    assert_eq!(without_mapped_fields(&target), without_mapped_fields(&source));
+    assert_eq!(zone(&target, "corp.internal.|private|#2").vpcs[0].vpc_id, other_vpc, "in its mapped VPC");
+    let rerun = route53::restore(&source, &accounts.target, &options).await.expect("restore again");
+    assert_eq!(rerun.count(ChangeKind::Keep), 4, "{:#?}", rerun.changes);
+}
+
 /// Counts the changes of every ChangeResourceRecordSets call a client makes.
 #[derive(Clone, Debug, Default)]
 struct ChangeBatches(Arc<Mutex<Vec<usize>>>);

@@ -259,7 +259,8 @@ pub async fn export_with_page_size(
         zone.tags = tags.get(&zone.id).cloned().unwrap_or_default();
         zone.query_logging = query_logging.get(&zone.id).cloned();
     }
-    hosted_zones.sort_by(|a, b| a.key.cmp(&b.key));
+    hosted_zones.sort_by_cached_key(|zone| (zone.key.clone(), zone_contents(zone)));
+    disambiguate_zones(&mut hosted_zones);
     Ok(Route53Config { hosted_zones, health_checks })
 }
 
@@ -307,6 +308,24 @@ async fn export_zone(
         tags: BTreeMap::new(),
         record_sets,
     })
+}
+
+/// What orders zones of one name independently of ids: their comment and records' keys.
+fn zone_contents(zone: &HostedZone) -> (Option<String>, Vec<String>) {
+    (zone.comment.clone(), zone.record_sets.iter().map(|r| r.key.clone()).collect())
+}
+
+/// Private zones may share a name (in different VPCs): the second one's key gets `|#2`, and so
+/// on, in the order of [`zone_contents`].
+fn disambiguate_zones(zones: &mut [HostedZone]) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for zone in zones.iter_mut() {
+        let n = seen.entry(zone.key.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            zone.key = format!("{}|#{n}", zone.key);
+        }
+    }
 }
 
 /// A private zone's VPCs (ListHostedZones does not show them), keyed by region.
@@ -898,10 +917,14 @@ async fn find_zone(
             tags: BTreeMap::new(),
         });
     }
-    let position = candidates.iter().position(|c| !c.vpcs.is_disjoint(desired_vpcs)).unwrap_or(0);
-    if candidates.is_empty() {
-        return Ok(None);
-    }
+    // Private zones of one name are told apart by their VPCs: one sharing none is another zone.
+    let sharing = candidates.iter().position(|c| !c.vpcs.is_disjoint(desired_vpcs));
+    let position = match sharing {
+        Some(position) => position,
+        None if zone.private && !desired_vpcs.is_empty() => return Ok(None),
+        None if candidates.is_empty() => return Ok(None),
+        None => 0,
+    };
     let mut chosen = candidates.swap_remove(position);
     chosen.tags = list_tags(client, TagResourceType::Hostedzone, std::slice::from_ref(&chosen.id))
         .await?
