@@ -14,6 +14,7 @@ mod catalog;
 mod chaos;
 mod clumio;
 mod config_export;
+mod config_route53;
 mod config_store;
 mod deploy;
 mod dr;
