@@ -588,11 +588,7 @@ async fn export_listeners(
         let protocol = listener.protocol().map(|p| p.as_str().to_string());
         let arn = listener.listener_arn().unwrap_or_default().to_string();
         let secure = is_secure(protocol.as_deref());
-        let certificates = if secure {
-            export_certificates(client, &arn, page_size).await?
-        } else {
-            Vec::new()
-        };
+        let certificates = if secure { export_certificates(client, &arn, page_size).await? } else { Vec::new() };
         let rules = export_rules(client, &arn, page_size, tg_names).await?;
         listeners.push(Listener {
             key: listener_key(protocol.as_deref(), listener.port()),
@@ -610,7 +606,11 @@ async fn export_listeners(
     Ok(listeners)
 }
 
-async fn export_certificates(client: &Client, listener_arn: &str, page_size: i32) -> Result<Vec<Certificate>, AwsError> {
+async fn export_certificates(
+    client: &Client,
+    listener_arn: &str,
+    page_size: i32,
+) -> Result<Vec<Certificate>, AwsError> {
     let sdk_certificates = client
         .describe_listener_certificates()
         .listener_arn(listener_arn)
@@ -656,7 +656,11 @@ async fn export_rules(
         .map(|rule| {
             let is_default = rule.is_default().unwrap_or(false);
             let priority = rule.priority().unwrap_or("default").to_string();
-            let key = if is_default || priority == "default" { "default".to_string() } else { format!("priority {priority}") };
+            let key = if is_default || priority == "default" {
+                "default".to_string()
+            } else {
+                format!("priority {priority}")
+            };
             let mut conditions: Vec<Condition> = rule.conditions().iter().map(export_condition).collect();
             conditions.sort_by(|a, b| a.key.cmp(&b.key));
             Rule {
@@ -739,7 +743,12 @@ fn export_action(index: usize, action: &sdk::Action, tg_names: &BTreeMap<String,
                 .map(|t| {
                     let arn = t.target_group_arn().unwrap_or_default().to_string();
                     let name = name_of(&arn);
-                    WeightedTargetGroup { key: name.clone(), target_group: name, target_group_arn: arn, weight: t.weight() }
+                    WeightedTargetGroup {
+                        key: name.clone(),
+                        target_group: name,
+                        target_group_arn: arn,
+                        weight: t.weight(),
+                    }
                 })
                 .collect();
             target_groups.sort_by(|a, b| a.key.cmp(&b.key));
@@ -795,11 +804,8 @@ fn sorted(map: Option<&std::collections::HashMap<String, String>>) -> BTreeMap<S
 
 fn export_target_group(tg: &sdk::TargetGroup, lb_names: &BTreeMap<String, String>) -> TargetGroup {
     let name = tg.target_group_name().unwrap_or_default().to_string();
-    let load_balancers: BTreeSet<String> = tg
-        .load_balancer_arns()
-        .iter()
-        .map(|arn| lb_names.get(arn).cloned().unwrap_or_else(|| arn.clone()))
-        .collect();
+    let load_balancers: BTreeSet<String> =
+        tg.load_balancer_arns().iter().map(|arn| lb_names.get(arn).cloned().unwrap_or_else(|| arn.clone())).collect();
     TargetGroup {
         key: name.clone(),
         arn: tg.target_group_arn().unwrap_or_default().to_string(),
@@ -842,9 +848,7 @@ async fn export_targets(client: &Client, tg_arn: &str) -> Result<Vec<Target>, Aw
     let mut targets: Vec<Target> = out
         .target_health_descriptions()
         .iter()
-        .filter(|d| {
-            d.target_health().and_then(|h| h.state()).map(|s| s.as_str() != "draining").unwrap_or(true)
-        })
+        .filter(|d| d.target_health().and_then(|h| h.state()).map(|s| s.as_str() != "draining").unwrap_or(true))
         .filter_map(|d| {
             let target = d.target()?;
             let id = target.id()?.to_string();
@@ -934,7 +938,7 @@ struct Restorer<'a> {
     /// The target's configuration before the restore.
     existing: Elbv2Config,
     report: RestoreReport,
-    /// Source target group name to where it is in the target.
+    /// Target group name in the target (suffixed) to where it is there.
     target_groups: BTreeMap<String, Restored>,
     target_region: String,
     /// The target's account, from an ARN seen there (unknown until one is).
@@ -1011,14 +1015,14 @@ impl Restorer<'_> {
         if let Err(reason) = check_name("target group", &expected.name) {
             self.report.warnings.push(reason.clone());
             self.report.push(ChangeKind::Skip, resource, reason.clone());
-            self.target_groups.insert(source.name.clone(), Restored::Skipped(reason));
+            self.target_groups.insert(expected.name.clone(), Restored::Skipped(reason));
             return Ok(());
         }
         let current = self.existing.target_groups.iter().find(|t| t.name == expected.name).cloned();
         let (arn, registered) = match current {
             None if self.options.dry_run => {
                 self.report.push(ChangeKind::Create, resource, "would create");
-                self.target_groups.insert(source.name.clone(), Restored::Planned);
+                self.target_groups.insert(expected.name.clone(), Restored::Planned);
                 (None, Vec::new())
             }
             None => {
@@ -1039,7 +1043,7 @@ impl Restorer<'_> {
         if let Some(arn) = &arn {
             self.note_account(arn);
             self.id(&source.arn, arn);
-            self.target_groups.insert(source.name.clone(), Restored::At(arn.clone()));
+            self.target_groups.insert(expected.name.clone(), Restored::At(arn.clone()));
         }
         self.targets(source, &expected.name, arn.as_deref(), &registered).await
     }
@@ -1058,7 +1062,9 @@ impl Restorer<'_> {
         }
         let immutable = ["protocol", "protocol_version", "port", "vpc_id", "target_type", "ip_address_type"];
         if fields.iter().any(|f| immutable.contains(&f.as_str())) {
-            let reason = format!("{detail}; these cannot be changed in place and the group may be in use: delete it to restore it");
+            let reason = format!(
+                "{detail}; these cannot be changed in place and the group may be in use: delete it to restore it"
+            );
             self.report.push(ChangeKind::Differs, resource, reason);
             return Ok(());
         }
@@ -1488,7 +1494,8 @@ impl Restorer<'_> {
                 .await
                 .map_err(|e| classify("elasticloadbalancing:SetSecurityGroups", e))?;
         }
-        if let Some(ip_type) = lb.ip_address_type.as_deref().filter(|t| Some(*t) != current.ip_address_type.as_deref()) {
+        if let Some(ip_type) = lb.ip_address_type.as_deref().filter(|t| Some(*t) != current.ip_address_type.as_deref())
+        {
             self.client
                 .set_ip_address_type()
                 .load_balancer_arn(arn)
@@ -1520,14 +1527,13 @@ impl Restorer<'_> {
                 .iter()
                 .map(|t| {
                     let name = self.suffixed(&t.target_group);
-                    WeightedTargetGroup { key: name.clone(), target_group: name, target_group_arn: String::new(), weight: t.weight }
+                    WeightedTargetGroup { key: name.clone(), target_group: name, ..t.clone() }
                 })
                 .collect(),
             stickiness: f.stickiness.clone(),
         });
         Action {
             target_group: action.target_group.as_deref().map(|n| self.suffixed(n)),
-            target_group_arn: None,
             forward_config,
             ..action.clone()
         }
@@ -1562,7 +1568,8 @@ impl Restorer<'_> {
                 .iter()
                 .chain(action.forward_config.iter().flat_map(|f| f.target_groups.iter().map(|t| &t.target_group)));
             for name in names {
-                if let Some(Restored::Skipped(reason)) = self.target_groups.get(name) {
+                let name = self.suffixed(name);
+                if let Some(Restored::Skipped(reason)) = self.target_groups.get(&name) {
                     return Some(format!("target group {name} is skipped: {reason}"));
                 }
             }
@@ -1570,8 +1577,8 @@ impl Restorer<'_> {
         None
     }
 
-    /// The target ARN of a source target group (by name); an unknown one (not in the document)
-    /// is used as it is.
+    /// The target ARN of a target group by its name in the target; one not in the document is
+    /// used by its source ARN.
     fn target_group_arn(&self, name: &str, source_arn: &str) -> Result<String, AwsError> {
         match self.target_groups.get(name) {
             Some(Restored::At(arn)) => Ok(arn.clone()),
@@ -1736,7 +1743,12 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    async fn existing_listener(&mut self, expected: &Listener, current: &Listener, resource: String) -> Result<(), AwsError> {
+    async fn existing_listener(
+        &mut self,
+        expected: &Listener,
+        current: &Listener,
+        resource: String,
+    ) -> Result<(), AwsError> {
         let actual = Self::comparable_listener(current);
         let wanted = Self::comparable_listener(expected);
         if wanted == actual {
@@ -1963,7 +1975,9 @@ fn sdk_condition(condition: &Condition) -> sdk::RuleCondition {
                 .set_values(Some(
                     q.values
                         .iter()
-                        .map(|p| sdk::QueryStringKeyValuePair::builder().set_key(p.name.clone()).value(&p.value).build())
+                        .map(|p| {
+                            sdk::QueryStringKeyValuePair::builder().set_key(p.name.clone()).value(&p.value).build()
+                        })
                         .collect(),
                 ))
                 .build()
