@@ -619,3 +619,41 @@ async fn restore_beside_the_source_suffixes_names_keeps_targets_in_their_account
     assert!(copy.target_groups.iter().all(|t| t.targets.is_empty()));
     assert_eq!(copy.load_balancers.len(), 2);
 }
+
+#[tokio::test]
+async fn a_gateway_load_balancer_and_its_geneve_target_group_round_trip_into_another_region() {
+    init_logging();
+    let servers = Servers::start().await;
+    let net = network(&servers.ec2("us-east-1"), "us-east-1").await;
+    let elb = elbv2_client(&servers.aws("us-east-1"), ACCOUNT, "us-east-1");
+    let appliances = target_group(&elb, "appliances", ProtocolEnum::Geneve, 6081, &net.vpc).await;
+    let gateway = elb
+        .create_load_balancer()
+        .name("inspect")
+        .r#type(LoadBalancerTypeEnum::Gateway)
+        .subnets(&net.subnets[0])
+        .send()
+        .await
+        .unwrap();
+    let gateway = gateway.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+    elb.create_listener().load_balancer_arn(&gateway).default_actions(forward(&appliances)).send().await.unwrap();
+    let source = elbv2::export(&elb).await.unwrap();
+    assert_eq!(source.load_balancers[0].kind, "gateway");
+    assert_eq!(keys(&source.load_balancers[0].listeners, |l| &l.key), ["gateway"]);
+    assert_eq!(source.target_groups[0].protocol.as_deref(), Some("GENEVE"));
+
+    let west_net = network(&servers.ec2("us-west-2"), "us-west-2").await;
+    let west = elbv2_client(&servers.aws("us-west-2"), ACCOUNT, "us-west-2");
+    let mapping = Mapping {
+        vpcs: BTreeMap::from([(net.vpc.clone(), west_net.vpc.clone())]),
+        subnets: BTreeMap::from([(net.subnets[0].clone(), west_net.subnets[0].clone())]),
+        ..Mapping::default()
+    };
+    let options = ApplyOptions { region: "us-west-2".into(), mapping, ..ApplyOptions::default() };
+    let report = elbv2::restore(&source, &west, &options).await.unwrap();
+    assert_eq!(kinds(&report), BTreeMap::from([(ChangeKind::Create, 3)]), "{:#?}", report.changes);
+    let copy = elbv2::export(&west).await.unwrap();
+    assert_eq!(without_mapped_fields(&copy), without_mapped_fields(&source));
+    let again = elbv2::restore(&source, &west, &options).await.unwrap();
+    assert_eq!(kinds(&again), BTreeMap::from([(ChangeKind::Keep, 3)]), "{:#?}", again.changes);
+}

@@ -585,7 +585,8 @@ async fn export_listeners(
         .map_err(|e| classify("elasticloadbalancing:DescribeListeners", e))?;
     let mut listeners = Vec::with_capacity(sdk_listeners.len());
     for listener in &sdk_listeners {
-        let protocol = listener.protocol().map(|p| p.as_str().to_string());
+        // A gateway listener has neither (moto sends an empty protocol).
+        let protocol = listener.protocol().map(|p| p.as_str().to_string()).filter(|p| !p.is_empty());
         let arn = listener.listener_arn().unwrap_or_default().to_string();
         let secure = is_secure(protocol.as_deref());
         let certificates = if secure { export_certificates(client, &arn, page_size).await? } else { Vec::new() };
