@@ -6,7 +6,8 @@
 //! source apart from the mapped ids. A second run keeps everything, a changed rule and target
 //! group differ (and are replaced with `replace`), a dry run changes nothing, and a restore
 //! beside the source suffixes names, keeps unmapped targets in the same account and skips them
-//! elsewhere and skips a name too long.
+//! elsewhere and skips a name too long. A gateway load balancer round-trips too, after failing
+//! alone (with the AWS error named) while its subnet was not mapped.
 
 use std::collections::BTreeMap;
 
@@ -644,14 +645,24 @@ async fn a_gateway_load_balancer_and_its_geneve_target_group_round_trip_into_ano
 
     let west_net = network(&servers.ec2("us-west-2"), "us-west-2").await;
     let west = elbv2_client(&servers.aws("us-west-2"), ACCOUNT, "us-west-2");
-    let mapping = Mapping {
-        vpcs: BTreeMap::from([(net.vpc.clone(), west_net.vpc.clone())]),
-        subnets: BTreeMap::from([(net.subnets[0].clone(), west_net.subnets[0].clone())]),
-        ..Mapping::default()
-    };
+    let vpc_only = Mapping { vpcs: BTreeMap::from([(net.vpc.clone(), west_net.vpc.clone())]), ..Mapping::default() };
+    let options = ApplyOptions { region: "us-west-2".into(), mapping: vpc_only.clone(), ..ApplyOptions::default() };
+
+    // Without its subnet mapped, the load balancer fails alone, naming the AWS error.
+    let report = elbv2::restore(&source, &west, &options).await.unwrap();
+    assert_eq!(change(&report, "target group appliances").kind, ChangeKind::Create);
+    let failed = change(&report, "load balancer inspect");
+    assert_eq!(failed.kind, ChangeKind::Skip);
+    assert!(failed.detail.contains("CreateLoadBalancer") && failed.detail.contains("subnet"), "{}", failed.detail);
+    assert!(report.warnings.iter().any(|w| w.contains("load balancer inspect")), "{:?}", report.warnings);
+    assert!(elbv2::export(&west).await.unwrap().load_balancers.is_empty());
+
+    let mapping =
+        Mapping { subnets: BTreeMap::from([(net.subnets[0].clone(), west_net.subnets[0].clone())]), ..vpc_only };
     let options = ApplyOptions { region: "us-west-2".into(), mapping, ..ApplyOptions::default() };
     let report = elbv2::restore(&source, &west, &options).await.unwrap();
-    assert_eq!(kinds(&report), BTreeMap::from([(ChangeKind::Create, 3)]), "{:#?}", report.changes);
+    let expected = BTreeMap::from([(ChangeKind::Keep, 1), (ChangeKind::Create, 2)]);
+    assert_eq!(kinds(&report), expected, "{:#?}", report.changes);
     let copy = elbv2::export(&west).await.unwrap();
     assert_eq!(without_mapped_fields(&copy), without_mapped_fields(&source));
     let again = elbv2::restore(&source, &west, &options).await.unwrap();

@@ -5,7 +5,9 @@
 //! types whose collections are keyed by identities that hold across accounts and regions (names,
 //! `<protocol>:<port>`, `priority <n>`), never by ARNs. Restore re-creates target groups first,
 //! then load balancers, listeners and rules in priority order, pointing actions at the restored
-//! target groups; an equal existing item is kept, a different one left or replaced.
+//! target groups; an equal existing item is kept, a different one left or replaced. A terminal
+//! AWS error skips only its target group or load balancer (named in the report and warnings);
+//! a retryable one ends the restore, which is re-runnable.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -909,10 +911,15 @@ pub async fn restore(config: &Elbv2Config, client: &Client, options: &ApplyOptio
         target_account,
     };
     for tg in &config.target_groups {
-        restorer.target_group(tg).await?;
+        let result = restorer.target_group(tg).await;
+        let name = restorer.suffixed(&tg.name);
+        if let Some(reason) = restorer.failed(format!("target group {name}"), result)? {
+            restorer.target_groups.insert(name, Restored::Skipped(reason));
+        }
     }
     for lb in &config.load_balancers {
-        restorer.load_balancer(lb).await?;
+        let result = restorer.load_balancer(lb).await;
+        restorer.failed(format!("load balancer {}", restorer.suffixed(&lb.name)), result)?;
     }
     Ok(restorer.report)
 }
@@ -976,6 +983,22 @@ fn tags_of(tags: &BTreeMap<String, String>) -> Vec<sdk::Tag> {
 impl Restorer<'_> {
     fn suffixed(&self, name: &str) -> String {
         format!("{name}{}", self.options.name_suffix)
+    }
+
+    /// One item's terminal AWS error (an unmapped subnet, a refused setting) skips that item,
+    /// saying why, and the restore goes on; a retryable one ends the restore, to be run again
+    /// (it is idempotent). Returns the reason of a skip.
+    fn failed(&mut self, resource: String, result: Result<(), AwsError>) -> Result<Option<String>, AwsError> {
+        match result {
+            Ok(()) => Ok(None),
+            Err(e) if e.is_retryable() => Err(e),
+            Err(e) => {
+                let reason = format!("failed: {e}");
+                self.report.warnings.push(format!("{resource} {reason}"));
+                self.report.push(ChangeKind::Skip, resource, reason.clone());
+                Ok(Some(reason))
+            }
+        }
     }
 
     fn note_account(&mut self, arn: &str) {
