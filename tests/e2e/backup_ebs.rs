@@ -1,6 +1,7 @@
 //! EBS backups against moto: a volume's snapshot and its copies, an instance's volumes
 //! snapshotted as one crash-consistent set, a volume deleted since selection, a duplicate
-//! delivery, a copy re-encrypted with a key, and a run past its completion window.
+//! delivery, a copy re-encrypted with a key, a run past its completion window, and a copy made
+//! by a delivery that died before recording it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -434,4 +435,58 @@ mod mocked {
             other => panic!("not failed: {other:?}"),
         }
     }
+}
+
+/// The crash window of a copy: a delivery noted that it was about to call CopySnapshot, made
+/// the copy and died before recording it. The next delivery finds that copy by its tags and
+/// adopts it: one copy in the destination. (Without the note no delivery can have called
+/// CopySnapshot, and nothing is looked up by tag.)
+#[tokio::test]
+async fn a_copy_started_by_a_delivery_that_died_is_adopted() {
+    init_logging();
+    let servers = Servers::start().await;
+    let (east, west) = (servers.ec2("us-east-1"), servers.ec2("us-west-2"));
+    let volume = create_volume(&east, "us-east-1a", 8, &[]).await;
+    let destination = west_copy("");
+    let task = backup_task("backup-crash", pb::ResourceType::EbsVolume, &volume, run(vec![destination.clone()]));
+    let tag = |key: &str, value: &str| aws_sdk_ec2::types::Tag::builder().key(key).value(value).build();
+    let spec = |tags: Vec<aws_sdk_ec2::types::Tag>| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Snapshot)
+            .set_tags(Some(tags))
+            .build()
+    };
+    // What the dead delivery left: its point (recorded), a copy of it (not recorded), the note.
+    let point = east
+        .create_snapshot()
+        .volume_id(&volume)
+        .tag_specifications(spec(vec![tag(TAG_TASK_ID, &task.task_id)]))
+        .send()
+        .await
+        .unwrap();
+    let point_id = point.snapshot_id().unwrap().to_string();
+    let lost = west
+        .copy_snapshot()
+        .source_region("us-east-1")
+        .source_snapshot_id(&point_id)
+        .tag_specifications(spec(vec![tag(TAG_TASK_ID, &task.task_id), tag(TAG_COPY_OF, &point_id)]))
+        .send()
+        .await
+        .unwrap();
+    let lost_id = lost.snapshot_id().unwrap().to_string();
+    let store = servers.shared_bus().await.shared();
+    let mut progress = lifeboat_common::restore::Progress::default();
+    progress.record(backup::ROLE_POINT, point_id.clone());
+    let key = lifeboat_common::restore::progress_key(&task);
+    store.put_if(&key, serde_json::to_vec(&progress).unwrap().into(), 0).await.unwrap();
+    let role = backup::copy_role(&destination, ACCOUNT);
+    lifeboat_common::restore::note_intent(store.as_ref(), &task, &role).await.unwrap();
+
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let summary = back_up(&servers, "backup-crash", &[task.clone()]).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:?}");
+    let copies = snapshots_tagged(&west, TAG_TASK_ID, &task.task_id).await;
+    let ids: Vec<&str> = copies.iter().filter_map(|c| c.snapshot_id()).collect();
+    assert_eq!(ids, vec![lost_id.as_str()], "the lost copy is adopted, not made again");
+    assert_eq!(task_state(&summary, &task).created_resource_ids, vec![point_id, lost_id]);
 }

@@ -20,8 +20,8 @@ use lifeboat_common::subjects::{TAG_SOURCE_INSTANCE, TAG_SOURCE_VOLUME};
 use lifeboat_proto::{BackupTask, CopyDestination, ResourceType, RestoreTask};
 
 use crate::restore::{
-    acquire_copy_slot, copy_not_visible, copy_slot, release_copy_slot, share_snapshot, tag_spec, task_filter, Context,
-    Scope,
+    acquire_copy_slot, copy_not_visible, copy_slot, intended, note_intent, release_copy_slot, share_snapshot, tag_spec,
+    task_filter, Context, Scope,
 };
 
 /// A task's snapshot of one volume. A single volume's point is recorded as `point`, each of a
@@ -31,6 +31,9 @@ struct Point {
     volume_id: String,
     snapshot_id: String,
 }
+
+/// Recorded once every point of the task is completed.
+const ROLE_POINTS_COMPLETED: &str = "completed:points";
 
 /// What a task backs up.
 struct Source<'a> {
@@ -221,11 +224,16 @@ async fn backup_step(
             return Ok(Step::Waiting { what, created: point_ids });
         }
     }
-    if let Some(waiting) = points_waiting(context, source, &points).await? {
-        return Ok(match waiting {
-            Step::Waiting { what, .. } => Step::Waiting { what, created: point_ids },
-            failed => failed,
-        });
+    if progress.id(ROLE_POINTS_COMPLETED).is_none() {
+        if let Some(waiting) = points_waiting(context, source, &points).await? {
+            return Ok(match waiting {
+                Step::Waiting { what, .. } => Step::Waiting { what, created: point_ids },
+                failed => failed,
+            });
+        }
+        // Completed snapshots stay so: later steps (copies, waits for a copy slot) do not
+        // describe them again.
+        progress.record(ROLE_POINTS_COMPLETED, Utc::now().to_rfc3339());
     }
     let run = source.job.run.clone().unwrap_or_default();
     let mut created = point_ids.clone();
@@ -516,9 +524,9 @@ async fn start_copy(
     let role = source.copy_role(destination, &point.volume_id);
     let started_role = format!("{role}:started-at");
     acquire_copy_slot(context, task, &target.account, &target.region, progress).await?;
-    if attempt > 1 {
-        // An earlier delivery may have started the copy and died before recording it
-        // (CopySnapshot has no idempotency token): look once, with the slot held.
+    if intended(context, task, &role).await? {
+        // An earlier delivery started the copy, or was about to, and died before recording
+        // it (CopySnapshot has no idempotency token): look once, with the slot held.
         context.take(&target.account, &target.region, Api::Ec2Describe).await?;
         let filters = vec![
             task_filter(&task.task_id),
@@ -543,6 +551,7 @@ async fn start_copy(
         }
     }
     context.take(&target.account, &target.region, Api::Ec2Mutate).await?;
+    note_intent(context, task, &role).await?;
     let copy_of = Some((destination, point.snapshot_id.as_str()));
     let (tags, _) = source.tags(&point.volume_id, Utc::now(), copy_of, progress);
     let mut copy = target
