@@ -293,11 +293,14 @@ pub fn check_task(task: &RestoreTask, service: &str, kinds: &[ResourceType]) -> 
         ("backup_task.region", &job.region),
     ];
     let missing: Vec<&str> = fields.iter().filter(|(_, v)| v.is_empty()).map(|(name, _)| *name).collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("backup task without {}", missing.join(", ")))
+    if !missing.is_empty() {
+        return Err(format!("backup task without {}", missing.join(", ")));
     }
+    let copy_to = job.run.iter().flat_map(|run| &run.copy_to);
+    if let Some(index) = copy_to.clone().position(|d| d.region.is_empty()) {
+        return Err(format!("backup task without backup_task.run.copy_to[{index}].region"));
+    }
+    Ok(())
 }
 
 /// The backup a task takes, when it takes one.
