@@ -49,7 +49,7 @@ fn point_tags(
         lock: rule.lock.map(|(mode, min)| RecoveryLock {
             mode: mode.into(),
             min_retention_days: min,
-            max_retention_days: 0,
+            ..Default::default()
         }),
         options: Some(BackupOptions { cold_after_days: rule.cold_after_days, ..Default::default() }),
         ..Default::default()

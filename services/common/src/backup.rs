@@ -308,6 +308,14 @@ pub fn backup_task(task: &RestoreTask) -> Option<&BackupTask> {
     task.backup_task.as_ref()
 }
 
+/// When the task's plan locks its EBS snapshots in EC2 too (`lock.snapshot_lock`): the mode
+/// (`COMPLIANCE` or `GOVERNANCE`) and for how many days.
+pub fn snapshot_lock(task: &RestoreTask) -> Option<(&str, u32)> {
+    let lock = task.backup_task.as_ref()?.run.as_ref()?.lock.as_ref()?;
+    let locking = lock.snapshot_lock && matches!(lock.mode.as_str(), "COMPLIANCE" | "GOVERNANCE");
+    (locking && lock.min_retention_days > 0).then_some((lock.mode.as_str(), lock.min_retention_days))
+}
+
 /// The time by which the task's run must be done, if its rule has a completion window.
 pub fn complete_by(task: &RestoreTask) -> Option<DateTime<Utc>> {
     let run = task.backup_task.as_ref()?.run.as_ref()?;

@@ -316,7 +316,7 @@ impl Reader {
     }
 
     fn lock(&mut self, value: &Value, field: &str) -> Option<Lock> {
-        let map = self.object(value, field, &["mode", "min_retention_days", "max_retention_days"])?;
+        let map = self.object(value, field, &["mode", "min_retention_days", "max_retention_days", "snapshot_lock"])?;
         let mode = match self.string(map, field, "mode", true)?.as_str() {
             "NONE" => LockMode::None,
             "GOVERNANCE" => LockMode::Governance,
@@ -347,7 +347,14 @@ impl Reader {
         if mode == LockMode::None && (min.is_some() || max.is_some()) {
             self.error(&at(field, "mode"), "NONE locks nothing; retention bounds need GOVERNANCE or COMPLIANCE");
         }
-        Some(Lock { mode, min_retention_days: min, max_retention_days: max })
+        let snapshot_lock = self.flag(map, field, "snapshot_lock");
+        if snapshot_lock && (mode == LockMode::None || min.is_none()) {
+            self.error(
+                &at(field, "snapshot_lock"),
+                "locks snapshots in EC2 for min_retention_days: needs GOVERNANCE or COMPLIANCE and min_retention_days",
+            );
+        }
+        Some(Lock { mode, min_retention_days: min, max_retention_days: max, snapshot_lock })
     }
 
     fn rule(&mut self, value: &Value, field: &str, lock: Option<&Lock>) -> Option<Rule> {
