@@ -13,6 +13,7 @@ mod backup_tags;
 mod catalog;
 mod chaos;
 mod clumio;
+mod config_elbv2;
 mod config_route53;
 mod config_store;
 mod deploy;
