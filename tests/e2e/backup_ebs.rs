@@ -369,6 +369,59 @@ mod mocked {
         assert_eq!((create.num_calls(), share.num_calls(), copy.num_calls()), (1, 1, 1));
     }
 
+    /// moto has no LockSnapshot: with `snapshot_lock`, the point is locked in EC2 in the lock's
+    /// mode for its minimum retention once it is completed, and so is its copy, each once.
+    #[tokio::test]
+    async fn a_compliance_lock_locks_the_point_and_its_copy_in_ec2_once() {
+        use aws_sdk_ec2::operation::lock_snapshot::{LockSnapshotInput, LockSnapshotOutput};
+        use aws_sdk_ec2::types::LockMode;
+        let mut run = run(vec![west_copy("")]);
+        let lock = pb::RecoveryLock {
+            mode: "COMPLIANCE".into(),
+            min_retention_days: 7,
+            snapshot_lock: true,
+            ..Default::default()
+        };
+        run.lock = Some(lock);
+        let task = backup_task("locked", pb::ResourceType::EbsVolume, "vol-1", run);
+        fn locks(id: &'static str) -> Rule {
+            let for_a_week = |req: &LockSnapshotInput| {
+                let wanted = (chrono::Utc::now() + chrono::TimeDelta::days(7)).timestamp();
+                req.expiration_date().is_some_and(|at| (at.secs() - wanted).abs() < 300)
+            };
+            mock!(Client::lock_snapshot)
+                .match_requests(move |req| {
+                    req.snapshot_id() == Some(id) && req.lock_mode() == Some(&LockMode::Compliance) && for_a_week(req)
+                })
+                .then_output(move || LockSnapshotOutput::builder().snapshot_id(id).build())
+        }
+        let create = mock!(Client::create_snapshot)
+            .then_output(|| CreateSnapshotOutput::builder().snapshot_id("snap-point").build());
+        let point = describes(vec![snapshot("snap-point", SnapshotState::Completed)]);
+        let lock_point = locks("snap-point");
+        let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&create, &point, &lock_point]);
+        let copy =
+            mock!(Client::copy_snapshot).then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-copy").build());
+        let copied = describes(vec![snapshot("snap-copy", SnapshotState::Completed)]);
+        let lock_copy = locks("snap-copy");
+        let destination = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&copy, &copied, &lock_copy]);
+        let clients = Clients { source, destinations: vec![destination], scripts: None };
+        let context = context();
+        let mut progress = Progress::default();
+
+        let first = step(&context, &clients, &task, 1, &mut progress).await.unwrap();
+        assert!(matches!(first, Step::Waiting { .. }), "{first:?}");
+        assert_eq!(lock_point.num_calls(), 0, "not locked before it is completed");
+        let second = step(&context, &clients, &task, 2, &mut progress).await.unwrap();
+        assert!(matches!(second, Step::Waiting { .. }), "{second:?}");
+        assert_eq!((lock_point.num_calls(), lock_copy.num_calls()), (1, 0));
+        let third = step(&context, &clients, &task, 3, &mut progress).await.unwrap();
+        assert!(matches!(third, Step::Done { .. }), "{third:?}");
+        let again = step(&context, &clients, &task, 4, &mut progress).await.unwrap();
+        assert!(matches!(again, Step::Done { .. }), "{again:?}");
+        assert_eq!((lock_point.num_calls(), lock_copy.num_calls()), (1, 1), "each locked once");
+    }
+
     #[tokio::test]
     async fn a_copy_aws_refuses_fails_the_task_and_names_the_point() {
         let task = backup_task("refused", pb::ResourceType::EbsVolume, "vol-1", run(vec![west_copy("alias/nope")]));

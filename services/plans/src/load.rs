@@ -896,6 +896,19 @@ rules:
     }
 
     #[test]
+    fn a_snapshot_lock_needs_a_locking_mode_and_a_minimum() {
+        let plan = |lock: &str| format!("lock: {{{lock}}}\n{}", with_rule("    retention: {days: 10}\n"));
+        let locked = load("plan.yaml", &plan("mode: COMPLIANCE, min_retention_days: 7, snapshot_lock: true"));
+        assert!(locked.expect("a valid plan").lock.snapshot_lock);
+        assert_eq!(fields(&plan("mode: GOVERNANCE, snapshot_lock: true")), ["lock.snapshot_lock"]);
+        assert_eq!(fields(&plan("mode: NONE, snapshot_lock: true")), ["lock.snapshot_lock"]);
+        assert_eq!(
+            fields(&plan("mode: COMPLIANCE, min_retention_days: 7, snapshot_lock: yes please")),
+            ["lock.snapshot_lock"]
+        );
+    }
+
+    #[test]
     fn the_archive_tier_needs_ninety_days_after_cold_after_days() {
         let too_short = with_rule("    retention: {days: 100}\n    options: {cold_after_days: 30}\n");
         assert_eq!(
