@@ -69,6 +69,24 @@ echo "== volumes and tables in moto tagged lifeboat:request-id=demo-restore"
 .venv/bin/python scripts/show_restored.py demo-restore
 
 echo
+echo "== backup: a plan's rule run now, snapshots of the prod web volumes copied to us-west-2"
+cat >"$work/plan.yaml" <<'PLAN'
+name: demo
+tags: {backup-owner: lifeboat-demo}
+rules:
+  - name: nightly
+    schedule: "0 2 * * *"
+    selection: {resource_types: [ebs], regions: [us-east-1], tags: {include: {app: web, env: prod}, exclude: {restored-by: lifeboat-demo}}}
+    retention: {days: 7}
+    copy_to: [{region: us-west-2, retention: {days: 30}}]
+PLAN
+cat "$work/plan.yaml"
+"$lifeboat" backup plan validate "$work/plan.yaml"
+"$lifeboat" backup run "$work/plan.yaml" --rule nightly --watch --timeout 120 || status=$?
+echo "-- recovery points in us-east-1 and their copies in us-west-2"
+"$lifeboat" backup list --region us-east-1 --region us-west-2
+
+echo
 echo "== the same restore through the status API (${api})"
 "$lifeboat" probe "$api/readyz" | head -c 300; echo
 "$lifeboat" --api-url "$api" restore status demo-restore | tail -4

@@ -10,9 +10,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoveryStatus, ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::PointInTimeRecoveryStatus;
 use aws_sdk_rds::types::Tag;
 use lifeboat_common::backup::{self, PointTags, TAG_COPY_OF};
 use lifeboat_common::bus::{Bus, OutgoingMessage};
@@ -159,16 +157,7 @@ async fn databases_and_clusters_are_snapshotted_and_copied_and_a_deleted_databas
 }
 
 async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
-    ddb.create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    fixtures::create_table(ddb, name, &[]).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! EBS backups against moto: a volume's snapshot and its copies, an instance's volumes
 //! snapshotted as one crash-consistent set, a volume deleted since selection, a duplicate
-//! delivery, a copy re-encrypted with a key, and a run past its completion window.
+//! delivery, a copy re-encrypted with a key, a run past its completion window, and a copy made
+//! by a delivery that died before recording it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -368,6 +369,59 @@ mod mocked {
         assert_eq!((create.num_calls(), share.num_calls(), copy.num_calls()), (1, 1, 1));
     }
 
+    /// moto has no LockSnapshot: with `snapshot_lock`, the point is locked in EC2 in the lock's
+    /// mode for its minimum retention once it is completed, and so is its copy, each once.
+    #[tokio::test]
+    async fn a_compliance_lock_locks_the_point_and_its_copy_in_ec2_once() {
+        use aws_sdk_ec2::operation::lock_snapshot::{LockSnapshotInput, LockSnapshotOutput};
+        use aws_sdk_ec2::types::LockMode;
+        let mut run = run(vec![west_copy("")]);
+        let lock = pb::RecoveryLock {
+            mode: "COMPLIANCE".into(),
+            min_retention_days: 7,
+            snapshot_lock: true,
+            ..Default::default()
+        };
+        run.lock = Some(lock);
+        let task = backup_task("locked", pb::ResourceType::EbsVolume, "vol-1", run);
+        fn locks(id: &'static str) -> Rule {
+            let for_a_week = |req: &LockSnapshotInput| {
+                let wanted = (chrono::Utc::now() + chrono::TimeDelta::days(7)).timestamp();
+                req.expiration_date().is_some_and(|at| (at.secs() - wanted).abs() < 300)
+            };
+            mock!(Client::lock_snapshot)
+                .match_requests(move |req| {
+                    req.snapshot_id() == Some(id) && req.lock_mode() == Some(&LockMode::Compliance) && for_a_week(req)
+                })
+                .then_output(move || LockSnapshotOutput::builder().snapshot_id(id).build())
+        }
+        let create = mock!(Client::create_snapshot)
+            .then_output(|| CreateSnapshotOutput::builder().snapshot_id("snap-point").build());
+        let point = describes(vec![snapshot("snap-point", SnapshotState::Completed)]);
+        let lock_point = locks("snap-point");
+        let source = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&create, &point, &lock_point]);
+        let copy =
+            mock!(Client::copy_snapshot).then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-copy").build());
+        let copied = describes(vec![snapshot("snap-copy", SnapshotState::Completed)]);
+        let lock_copy = locks("snap-copy");
+        let destination = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&copy, &copied, &lock_copy]);
+        let clients = Clients { source, destinations: vec![destination], scripts: None };
+        let context = context();
+        let mut progress = Progress::default();
+
+        let first = step(&context, &clients, &task, 1, &mut progress).await.unwrap();
+        assert!(matches!(first, Step::Waiting { .. }), "{first:?}");
+        assert_eq!(lock_point.num_calls(), 0, "not locked before it is completed");
+        let second = step(&context, &clients, &task, 2, &mut progress).await.unwrap();
+        assert!(matches!(second, Step::Waiting { .. }), "{second:?}");
+        assert_eq!((lock_point.num_calls(), lock_copy.num_calls()), (1, 0));
+        let third = step(&context, &clients, &task, 3, &mut progress).await.unwrap();
+        assert!(matches!(third, Step::Done { .. }), "{third:?}");
+        let again = step(&context, &clients, &task, 4, &mut progress).await.unwrap();
+        assert!(matches!(again, Step::Done { .. }), "{again:?}");
+        assert_eq!((lock_point.num_calls(), lock_copy.num_calls()), (1, 1), "each locked once");
+    }
+
     #[tokio::test]
     async fn a_copy_aws_refuses_fails_the_task_and_names_the_point() {
         let task = backup_task("refused", pb::ResourceType::EbsVolume, "vol-1", run(vec![west_copy("alias/nope")]));
@@ -434,4 +488,58 @@ mod mocked {
             other => panic!("not failed: {other:?}"),
         }
     }
+}
+
+/// The crash window of a copy: a delivery noted that it was about to call CopySnapshot, made
+/// the copy and died before recording it. The next delivery finds that copy by its tags and
+/// adopts it: one copy in the destination. (Without the note no delivery can have called
+/// CopySnapshot, and nothing is looked up by tag.)
+#[tokio::test]
+async fn a_copy_started_by_a_delivery_that_died_is_adopted() {
+    init_logging();
+    let servers = Servers::start().await;
+    let (east, west) = (servers.ec2("us-east-1"), servers.ec2("us-west-2"));
+    let volume = create_volume(&east, "us-east-1a", 8, &[]).await;
+    let destination = west_copy("");
+    let task = backup_task("backup-crash", pb::ResourceType::EbsVolume, &volume, run(vec![destination.clone()]));
+    let tag = |key: &str, value: &str| aws_sdk_ec2::types::Tag::builder().key(key).value(value).build();
+    let spec = |tags: Vec<aws_sdk_ec2::types::Tag>| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Snapshot)
+            .set_tags(Some(tags))
+            .build()
+    };
+    // What the dead delivery left: its point (recorded), a copy of it (not recorded), the note.
+    let point = east
+        .create_snapshot()
+        .volume_id(&volume)
+        .tag_specifications(spec(vec![tag(TAG_TASK_ID, &task.task_id)]))
+        .send()
+        .await
+        .unwrap();
+    let point_id = point.snapshot_id().unwrap().to_string();
+    let lost = west
+        .copy_snapshot()
+        .source_region("us-east-1")
+        .source_snapshot_id(&point_id)
+        .tag_specifications(spec(vec![tag(TAG_TASK_ID, &task.task_id), tag(TAG_COPY_OF, &point_id)]))
+        .send()
+        .await
+        .unwrap();
+    let lost_id = lost.snapshot_id().unwrap().to_string();
+    let store = servers.shared_bus().await.shared();
+    let mut progress = lifeboat_common::restore::Progress::default();
+    progress.record(backup::ROLE_POINT, point_id.clone());
+    let key = lifeboat_common::restore::progress_key(&task);
+    store.put_if(&key, serde_json::to_vec(&progress).unwrap().into(), 0).await.unwrap();
+    let role = backup::copy_role(&destination, ACCOUNT);
+    lifeboat_common::restore::note_intent(store.as_ref(), &task, &role).await.unwrap();
+
+    let _services = Running::start(&servers, ServiceSet { discovery: None, ..ServiceSet::default() }).await;
+    let summary = back_up(&servers, "backup-crash", &[task.clone()]).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:?}");
+    let copies = snapshots_tagged(&west, TAG_TASK_ID, &task.task_id).await;
+    let ids: Vec<&str> = copies.iter().filter_map(|c| c.snapshot_id()).collect();
+    assert_eq!(ids, vec![lost_id.as_str()], "the lost copy is adopted, not made again");
+    assert_eq!(task_state(&summary, &task).created_resource_ids, vec![point_id, lost_id]);
 }

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use aws_sdk_ec2::types::Tag;
 use chrono::{DateTime, TimeDelta, Utc};
 use lifeboat_common::backup::{load_point_tags, recovery_point_tags, save_point_tags};
@@ -50,7 +49,7 @@ fn point_tags(
         lock: rule.lock.map(|(mode, min)| RecoveryLock {
             mode: mode.into(),
             min_retention_days: min,
-            max_retention_days: 0,
+            ..Default::default()
         }),
         options: Some(BackupOptions { cold_after_days: rule.cold_after_days, ..Default::default() }),
         ..Default::default()
@@ -287,16 +286,7 @@ async fn the_sweep_deletes_exactly_what_retention_and_locks_allow() {
 
     // DynamoDB backups, their tags in the shared store; a `lifeboat-` one without any is not
     // a plan's.
-    ddb.create_table()
-        .table_name("carts")
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    fixtures::create_table(&ddb, "carts", &[]).await;
     let table_kind = ResourceType::DynamodbTable;
     let ddb_expired = dynamodb_backup(&ddb, "carts", "lifeboat-t-expired").await;
     let ddb_fresh = dynamodb_backup(&ddb, "carts", "lifeboat-t-fresh").await;

@@ -17,7 +17,12 @@ fn task() -> RestoreTask {
         plan: "prod".into(),
         rule: "nightly".into(),
         retention: Some(Retention { days: 30, ..Default::default() }),
-        lock: Some(RecoveryLock { mode: "COMPLIANCE".into(), min_retention_days: 7, max_retention_days: 90 }),
+        lock: Some(RecoveryLock {
+            mode: "COMPLIANCE".into(),
+            min_retention_days: 7,
+            max_retention_days: 90,
+            ..Default::default()
+        }),
         options: Some(BackupOptions { cold_after_days: 10, ..Default::default() }),
         tags: [("owner".to_string(), "platform".to_string())].into(),
         ..Default::default()

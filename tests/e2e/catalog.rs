@@ -5,10 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, ScalarAttributeType,
-    Tag,
-};
+use aws_sdk_dynamodb::types::PointInTimeRecoverySpecification;
 use aws_sdk_ec2::types::{ResourceType as Ec2ResourceType, TagSpecification};
 use lifeboat_discovery::catalog::{self, Query};
 use lifeboat_proto as pb;
@@ -17,17 +14,7 @@ use lifeboat_tests::*;
 const WEB: &[(&str, &str)] = &[("app", "web")];
 
 async fn table_with_backup(ddb: &aws_sdk_dynamodb::Client, name: &str, tags: &[(&str, &str)]) -> String {
-    ddb.create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build().unwrap()).collect()))
-        .send()
-        .await
-        .expect("create table");
+    fixtures::create_table(ddb, name, tags).await;
     ddb.update_continuous_backups()
         .table_name(name)
         .point_in_time_recovery_specification(

@@ -145,18 +145,7 @@ async fn a_clumio_request_restores_the_same_as_its_native_equivalent(transport: 
     let other = create_volume(&east, "us-east-1a", 8, &[("Dev", "No")]).await;
     create_snapshot(&east, &other, &[("Dev", "No")]).await;
     let ddb = aws_sdk_dynamodb::Client::new(&servers.aws("us-east-1"));
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-    ddb.create_table()
-        .table_name("carts")
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .tags(aws_sdk_dynamodb::types::Tag::builder().key("Dev").value("Yes").build().unwrap())
-        .send()
-        .await
-        .unwrap();
+    fixtures::create_table(&ddb, "carts", &[("Dev", "Yes")]).await;
     let backup = ddb.create_backup().table_name("carts").backup_name("nightly").send().await.unwrap();
     let backup_arn = backup.backup_details().unwrap().backup_arn().to_string();
     let _services = Running::start(&servers, ServiceSet::default()).await;
@@ -556,17 +545,7 @@ async fn seed_the_examples(servers: &Servers) -> ExampleBackups {
 
     // DynamoDB: a table with a backup in 111222333444/us-east-1.
     let ddb = aws_sdk_dynamodb::Client::new(&east_111);
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-    ddb.create_table()
-        .table_name("orders")
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    fixtures::create_table(&ddb, "orders", &[]).await;
     let backup = ddb.create_backup().table_name("orders").backup_name("nightly").send().await.unwrap();
     let ddb_backup_111 = backup.backup_details().unwrap().backup_arn().to_string();
 

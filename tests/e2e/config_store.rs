@@ -14,7 +14,12 @@ use serde_json::{json, Value};
 const BUCKET_REGION: &str = "us-west-2";
 
 fn location(bucket: &str) -> Location {
-    Location { bucket: bucket.into(), region: BUCKET_REGION.into(), prefix: "lifeboat".into(), kms_key_id: String::new() }
+    Location {
+        bucket: bucket.into(),
+        region: BUCKET_REGION.into(),
+        prefix: "lifeboat".into(),
+        kms_key_id: String::new(),
+    }
 }
 
 fn s3(servers: &Servers, location: &Location) -> aws_sdk_s3::Client {
@@ -65,14 +70,21 @@ async fn a_document_round_trips_through_a_bucket_in_another_region() {
     let doc = elbv2_doc(t0(), 80);
     let stored = store::put(&s3, &location, &doc).await.expect("put the document");
     let Stored::Written { key } = stored else { panic!("a first export is written: {stored:?}") };
-    assert_eq!(key, format!("lifeboat/{ACCOUNT}/us-east-1/elbv2/2026/12/03/20261203T233000Z-{}.json", doc.short_checksum()));
+    assert_eq!(
+        key,
+        format!("lifeboat/{ACCOUNT}/us-east-1/elbv2/2026/12/03/20261203T233000Z-{}.json", doc.short_checksum())
+    );
 
     let back = store::get(&s3, &location, &key).await.expect("read the document back");
     assert_eq!(back, doc);
     back.verify().expect("the document read back verifies");
 
-    let latest = store::latest(&s3, &location, ACCOUNT, "us-east-1", Service::Elbv2).await.unwrap().expect("a latest pointer");
-    assert_eq!((latest.key.as_str(), latest.checksum.as_str(), latest.exported_at), (key.as_str(), doc.checksum.as_str(), t0()));
+    let latest =
+        store::latest(&s3, &location, ACCOUNT, "us-east-1", Service::Elbv2).await.unwrap().expect("a latest pointer");
+    assert_eq!(
+        (latest.key.as_str(), latest.checksum.as_str(), latest.exported_at),
+        (key.as_str(), doc.checksum.as_str(), t0())
+    );
     let mut keys = bucket_keys(&s3, &location.bucket).await;
     keys.sort();
     assert_eq!(keys, vec![key.clone(), format!("lifeboat/{ACCOUNT}/us-east-1/elbv2/latest.json")]);
@@ -162,7 +174,10 @@ async fn a_tampered_export_fails_verification_naming_the_checksum() {
     let err = store::get(&s3, &location, &key).await.expect_err("a tampered document is refused");
     assert_eq!(err.code, "InvalidDocument");
     assert!(err.message.contains(&format!("s3://{}/{key}", location.bucket)), "{err}");
-    assert!(err.message.contains(&format!("checksum: document says {} but its config hashes to sha256:", doc.checksum)), "{err}");
+    assert!(
+        err.message.contains(&format!("checksum: document says {} but its config hashes to sha256:", doc.checksum)),
+        "{err}"
+    );
 
     s3.put_object().bucket(&location.bucket).key(&key).body(b"{\"format\": 1}".to_vec().into()).send().await.unwrap();
     let err = store::get(&s3, &location, &key).await.expect_err("not a document");
@@ -200,8 +215,18 @@ async fn a_bucket_in_us_east_1_needs_no_location_constraint() {
     let s3 = s3(&servers, &location);
     store::ensure_bucket(&s3, &location).await.expect("create the bucket in us-east-1");
     let where_ = s3.get_bucket_location().bucket(&location.bucket).send().await.unwrap();
-    assert!(where_.location_constraint().is_none_or(|c| c.as_str().is_empty() || c.as_str() == "us-east-1"), "{where_:?}");
-    let route53 = ConfigDocument::new(Service::Route53, ACCOUNT, Service::GLOBAL, t0(), BTreeMap::new(), json!({"hosted_zones": []}));
+    assert!(
+        where_.location_constraint().is_none_or(|c| c.as_str().is_empty() || c.as_str() == "us-east-1"),
+        "{where_:?}"
+    );
+    let route53 = ConfigDocument::new(
+        Service::Route53,
+        ACCOUNT,
+        Service::GLOBAL,
+        t0(),
+        BTreeMap::new(),
+        json!({"hosted_zones": []}),
+    );
     let stored = store::put(&s3, &location, &route53).await.unwrap();
     assert!(stored.key().starts_with(&format!("lifeboat/{ACCOUNT}/global/route53/2026/12/03/")), "{stored:?}");
 }

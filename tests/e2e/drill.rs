@@ -49,20 +49,8 @@ async fn subnet(ec2: &aws_sdk_ec2::Client) -> String {
 
 /// A tagged table of three items.
 async fn orders_table(ddb: &aws_sdk_dynamodb::Client) {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag,
-    };
-    ddb.create_table()
-        .table_name("orders")
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .tags(Tag::builder().key("app").value("shop").build().unwrap())
-        .send()
-        .await
-        .expect("create the table");
+    use aws_sdk_dynamodb::types::AttributeValue;
+    fixtures::create_table(ddb, "orders", &[("app", "shop")]).await;
     for id in ["a", "b", "c"] {
         ddb.put_item().table_name("orders").item("id", AttributeValue::S(id.into())).send().await.expect("an item");
     }

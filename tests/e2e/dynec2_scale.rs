@@ -7,24 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag};
 use lifeboat_common::aws::{Accounts, DEFAULT_ROLE_NAME};
 use lifeboat_common::quota::{QuotaConfig, Quotas};
 use lifeboat_proto as pb;
 use lifeboat_tests::*;
 
 async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
-    ddb.create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .tags(Tag::builder().key("app").value("shop").build().unwrap())
-        .send()
-        .await
-        .expect("create table");
+    fixtures::create_table(ddb, name, &[("app", "shop")]).await;
     ddb.create_backup().table_name(name).backup_name("nightly").send().await.expect("backup");
 }
 

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use aws_sdk_ec2::types::{Filter, InstanceType, ResourceType as Ec2ResourceType, Tag, TagSpecification};
 use lifeboat_common::bus::Queue;
 use lifeboat_common::subjects::TAG_REQUEST_ID;
@@ -32,17 +31,7 @@ async fn every_type_across_accounts_and_regions_planned_then_restored_once_despi
     let volume = create_volume(&east, "us-east-1a", 8, &[("tier", "gold")]).await;
     create_snapshot(&east, &volume, &[("tier", "gold")]).await;
     let ddb = aws_sdk_dynamodb::Client::new(&servers.aws("us-east-1"));
-    ddb.create_table()
-        .table_name("ledger")
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .tags(aws_sdk_dynamodb::types::Tag::builder().key("tier").value("gold").build().unwrap())
-        .send()
-        .await
-        .unwrap();
+    fixtures::create_table(&ddb, "ledger", &[("tier", "gold")]).await;
     ddb.create_backup().table_name("ledger").backup_name("nightly").send().await.unwrap();
 
     // The other account, us-west-2: an AMI of an instance and a DB snapshot.

@@ -4,26 +4,13 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag as DdbTag,
-};
 use aws_sdk_dynamodb::Client as Ddb;
 use lifeboat_proto as pb;
 use lifeboat_tests::*;
 use serde_json::Value;
 
 async fn create_table(ddb: &Ddb, name: &str, tags: &[(&str, &str)]) {
-    ddb.create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .set_tags(Some(tags.iter().map(|(k, v)| DdbTag::builder().key(*k).value(*v).build().unwrap()).collect()))
-        .send()
-        .await
-        .expect("create table");
+    fixtures::create_table(ddb, name, tags).await;
 }
 
 fn dynamodb_set(name: &str, tags: &[(&str, &str)], suffix: &str) -> pb::RestoreSet {

@@ -139,7 +139,12 @@ async fn a_run_message_that_breaks_the_rules_is_rejected_by_field() {
             ..Default::default()
         }),
         retention: Some(pb::Retention { days: 3, ..Default::default() }),
-        lock: Some(pb::RecoveryLock { mode: "COMPLIANCE".into(), min_retention_days: 7, max_retention_days: 0 }),
+        lock: Some(pb::RecoveryLock {
+            mode: "COMPLIANCE".into(),
+            min_retention_days: 7,
+            max_retention_days: 0,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let request =

@@ -108,6 +108,42 @@ async fn a_task_that_stops_reporting_ends_failed_stalled_naming_it() {
     shutdown.cancel();
 }
 
+/// A large request's tasks beyond the work consumer's pending limit wait in the durable queue,
+/// QUEUED and silent, for longer than the deadline: they are not ended with the stalled ones.
+#[tokio::test]
+async fn a_task_still_queued_is_not_stalled_with_the_others() {
+    let servers = Servers::start().await;
+    let shutdown = CancellationToken::new();
+    let aggregator = fast_aggregator(&servers, &shutdown).await;
+    let reporter = lifeboat_common::events::Reporter::new(servers.shared_bus().await, "test");
+    let id = "req-stall-queued";
+    reporter.report(planned(id, 2)).await.unwrap();
+    reporter.report(task_event(id, "t-queued", Queued, 0, "queued")).await.unwrap();
+    reporter.report(task_event(id, "t-silent", Waiting, 1, "volume creating")).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let summary = aggregator.store().summary(id, 100).await.unwrap();
+        let silent = summary.iter().flat_map(|s| &s.tasks).find(|t| t.task_id == "t-silent");
+        if silent.is_some_and(|t| t.reason_code == STALLED) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "t-silent was never ended: {summary:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Twice the deadline later, the queued task and the request are still open.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let summary = aggregator.store().summary(id, 100).await.unwrap().unwrap();
+    assert!(!summary.r#final, "ended while a task waited in the queue: {summary:?}");
+    let queued = summary.tasks.iter().find(|t| t.task_id == "t-queued").unwrap();
+    assert_eq!(pb::TaskPhase::try_from(queued.phase).unwrap(), Queued);
+
+    reporter.report(task_event(id, "t-queued", Succeeded, 1, "restored")).await.unwrap();
+    let summary = verdict_within(aggregator.store(), id, Duration::from_secs(10)).await;
+    assert_eq!(verdict(&summary), pb::Verdict::PartiallyFailed);
+    assert_eq!(summary.counts.unwrap().succeeded, 1);
+    shutdown.cancel();
+}
+
 #[tokio::test]
 async fn a_request_accepted_but_never_planned_gets_a_verdict() {
     let servers = Servers::start().await;

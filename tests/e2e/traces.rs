@@ -14,7 +14,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -215,17 +214,7 @@ fn lifeboat(servers: &Servers, receiver: &Receiver, service_name: Option<&str>) 
 }
 
 async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
-    ddb.create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .tags(Tag::builder().key("app").value("shop").build().unwrap())
-        .send()
-        .await
-        .expect("create table");
+    fixtures::create_table(ddb, name, &[("app", "shop")]).await;
     ddb.create_backup().table_name(name).backup_name("nightly").send().await.expect("create backup");
 }
 

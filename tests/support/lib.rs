@@ -2,6 +2,7 @@
 //! Lifeboat services built in-process against them over either transport (NATS JetStream, or
 //! moto's SQS with the DynamoDB state store), and helpers to seed and inspect moto.
 
+pub mod fixtures;
 pub mod throttle;
 
 use std::collections::{BTreeMap, HashMap};

@@ -4,6 +4,10 @@
 //! never came, or planned tasks never reported) is ended STALLED as a whole, its missing
 //! tasks counted as failed.
 //!
+//! A task still QUEUED (never delivered: it waits in the durable work queue behind others, as
+//! the tasks of a large request beyond the consumer's pending limit do) gets
+//! [`QUEUED_PATIENCE`] times as long: its message is not lost, only not yet taken.
+//!
 //! Every end is a conditional write that re-checks, against the stored record, what the sweep
 //! saw: with two replicas sweeping, or a task reporting meanwhile, nothing is ended twice and
 //! nothing alive is ended. A STALLED task that reports a terminal phase later takes that real
@@ -17,6 +21,9 @@ use tracing::{info, warn};
 
 use crate::service::Aggregator;
 use crate::state::STALLED;
+
+/// How many times `stall_after` a task that never left QUEUED may stay quiet.
+pub const QUEUED_PATIENCE: i64 = 8;
 
 /// Tasks named in a request's stall message; the rest are counted.
 const NAMED_TASKS: usize = 10;
@@ -90,7 +97,11 @@ impl Aggregator {
     /// Ends what stopped reporting in one request; whether the request reached its verdict.
     async fn sweep_request(&self, summary: &RequestSummary) -> Result<bool> {
         let stall_after = self.config().stall_after;
-        let cutoff = lifeboat_common::time::unix_now() as i64 - stall_after.as_secs() as i64;
+        let now = lifeboat_common::time::unix_now() as i64;
+        let cutoff = now - stall_after.as_secs() as i64;
+        let queued_cutoff = now - QUEUED_PATIENCE * stall_after.as_secs() as i64;
+        // The cutoff of a task in `phase`.
+        let cutoff_of = |phase: i32| if phase == TaskPhase::Queued as i32 { queued_cutoff } else { cutoff };
         let request_id = summary.request_id.as_str();
         let Some((_, tasks)) = self.store().tasks(request_id).await? else {
             return Ok(false);
@@ -98,7 +109,7 @@ impl Aggregator {
         let quiet: Vec<&TaskState> = tasks
             .iter()
             .filter(|t| !TaskPhase::try_from(t.phase).unwrap_or_default().is_terminal())
-            .filter(|t| seconds(t.updated_at) <= cutoff)
+            .filter(|t| seconds(t.updated_at) <= cutoff_of(t.phase))
             .collect();
         let silence = humanize(stall_after);
         let mut stalled_ids = Vec::new();
@@ -108,7 +119,7 @@ impl Aggregator {
                 known.is_some_and(|k| {
                     k.generation == task.generation
                         && !TaskPhase::try_from(k.phase).unwrap_or_default().is_terminal()
-                        && seconds(k.updated_at) <= cutoff
+                        && seconds(k.updated_at) <= cutoff_of(k.phase)
                 })
             };
             if let Some(recorded) = self.record_if(&event, still_quiet).await? {
@@ -120,6 +131,12 @@ impl Aggregator {
         }
         let stalled_now = !stalled_ids.is_empty();
         if !stalled_now && seconds(summary.updated_at) > cutoff {
+            return Ok(false);
+        }
+        let in_queue = |t: &TaskState| t.phase == TaskPhase::Queued as i32 && seconds(t.updated_at) > queued_cutoff;
+        if tasks.iter().any(in_queue) {
+            // Not ended as a whole while some of its tasks still wait their turn in the queue;
+            // it ends when they do (or stall in their turn).
             return Ok(false);
         }
         // What is left: a request still without a verdict that nothing reported to for the

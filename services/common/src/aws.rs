@@ -40,15 +40,40 @@ pub struct AwsError {
     pub operation: &'static str,
     pub code: String,
     pub message: String,
+    /// Set when a cap was full: the shell re-reads that cap's record (shared by every waiter
+    /// in the process) before it steps the task again, instead of stepping it to find out.
+    pub full_slot: Option<FullSlot>,
+}
+
+/// A cap that was full when a task asked for one of its slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FullSlot {
+    /// The cap's record in the shared store ([`crate::quota::Quotas::slot_key`]).
+    pub key: String,
+    pub limit: usize,
 }
 
 impl AwsError {
     pub fn task_failure(operation: &'static str, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::TaskFailure, operation, code: code.into(), message: message.into() }
+        Self { class: ErrorClass::TaskFailure, operation, code: code.into(), message: message.into(), full_slot: None }
     }
 
     pub fn retryable(operation: &'static str, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Retryable, operation, code: code.into(), message: message.into() }
+        Self { class: ErrorClass::Retryable, operation, code: code.into(), message: message.into(), full_slot: None }
+    }
+
+    /// Retryable: every slot of the cap recorded at `slot_key` is taken.
+    pub fn slot_full(
+        operation: &'static str,
+        code: impl Into<String>,
+        message: impl Into<String>,
+        slot_key: &str,
+        limit: usize,
+    ) -> Self {
+        Self {
+            full_slot: Some(FullSlot { key: slot_key.to_string(), limit }),
+            ..Self::retryable(operation, code, message)
+        }
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -123,6 +148,7 @@ where
                 operation,
                 code: code.map(str::to_string).unwrap_or_else(|| format!("HTTP{status}")),
                 message,
+                full_slot: None,
             }
         }
         SdkError::TimeoutError(_) => AwsError::retryable(operation, "Timeout", display_chain(&err)),

@@ -293,16 +293,27 @@ pub fn check_task(task: &RestoreTask, service: &str, kinds: &[ResourceType]) -> 
         ("backup_task.region", &job.region),
     ];
     let missing: Vec<&str> = fields.iter().filter(|(_, v)| v.is_empty()).map(|(name, _)| *name).collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("backup task without {}", missing.join(", ")))
+    if !missing.is_empty() {
+        return Err(format!("backup task without {}", missing.join(", ")));
     }
+    let copy_to = job.run.iter().flat_map(|run| &run.copy_to);
+    if let Some(index) = copy_to.clone().position(|d| d.region.is_empty()) {
+        return Err(format!("backup task without backup_task.run.copy_to[{index}].region"));
+    }
+    Ok(())
 }
 
 /// The backup a task takes, when it takes one.
 pub fn backup_task(task: &RestoreTask) -> Option<&BackupTask> {
     task.backup_task.as_ref()
+}
+
+/// When the task's plan locks its EBS snapshots in EC2 too (`lock.snapshot_lock`): the mode
+/// (`COMPLIANCE` or `GOVERNANCE`) and for how many days.
+pub fn snapshot_lock(task: &RestoreTask) -> Option<(&str, u32)> {
+    let lock = task.backup_task.as_ref()?.run.as_ref()?.lock.as_ref()?;
+    let locking = lock.snapshot_lock && matches!(lock.mode.as_str(), "COMPLIANCE" | "GOVERNANCE");
+    (locking && lock.min_retention_days > 0).then_some((lock.mode.as_str(), lock.min_retention_days))
 }
 
 /// The time by which the task's run must be done, if its rule has a completion window.

@@ -302,10 +302,15 @@ impl Quotas {
 
     /// How many slots of a cap are held now.
     pub async fn held(&self, slot_key: &str) -> Result<usize> {
-        let now = now_micros() / 1_000_000;
-        let current = self.store.get(slot_key).await?;
-        Ok(decode_holders(current.as_ref().map(|c| &c.value)).values().filter(|until| **until > now).count())
+        held(self.store.as_ref(), slot_key).await
     }
+}
+
+/// How many slots of the cap recorded at `slot_key` are held now (leases not run out).
+pub async fn held(store: &dyn SharedStore, slot_key: &str) -> Result<usize> {
+    let now = now_micros() / 1_000_000;
+    let current = store.get(slot_key).await?;
+    Ok(decode_holders(current.as_ref().map(|c| &c.value)).values().filter(|until| **until > now).count())
 }
 
 /// Gives a slot back (idempotent). A free function: the restore shell releases a finished task's

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use lifeboat_proto::{RestoreTask, StatusEvent, TaskPhase};
@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::aws::{backoff, jitter, AwsError};
+use crate::aws::{backoff, jitter, AwsError, FullSlot};
 use crate::bus::{Bus, Delivery, Queue};
 use crate::consumer::{ConsumerOptions, Handler, Outcome};
 use crate::events::{task_event, Reporter};
@@ -88,10 +88,35 @@ pub struct Progress {
     pub slots: Vec<String>,
     #[serde(default)]
     pub reported: Option<Reported>,
+    /// What the task waits for and since which delivery, so re-checks back off from the start
+    /// of this wait rather than from the task's first delivery: a copy started on delivery 40
+    /// (after a long wait for a slot) is checked soon after, not 30 s later.
+    #[serde(default)]
+    pub wait: Option<WaitMark>,
     /// Whether a record was found (false on a task's first step, and in the crash window
     /// between an AWS call and its record).
     #[serde(skip)]
     pub recorded: bool,
+}
+
+/// The start of a task's current wait.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WaitMark {
+    /// `created:<ids>` while a step waits on what it created, `retry:<code>` while it retries.
+    pub on: String,
+    /// The delivery the wait began on.
+    pub since: u32,
+}
+
+impl WaitMark {
+    /// What `result` waits for, if it waits.
+    fn on(result: &Result<Step, AwsError>) -> Option<String> {
+        match result {
+            Ok(Step::Waiting { created, .. }) => Some(format!("created:{}", created.join(","))),
+            Err(e) if e.is_retryable() => Some(format!("retry:{}", e.code)),
+            _ => None,
+        }
+    }
 }
 
 /// The last event a task reported.
@@ -134,6 +159,24 @@ impl Progress {
             self.slots.push(slot_key.to_string());
         }
     }
+}
+
+/// Notes, before an AWS call that takes no idempotency token (CopySnapshot), that a delivery of
+/// `task` is about to make it for `role`. A later delivery that finds no id recorded for the role
+/// looks for the resource by tag only when the note exists ([`intended`]): the crash window's
+/// lookup, not every redelivery's.
+pub async fn note_intent(store: &dyn SharedStore, task: &RestoreTask, role: &str) -> crate::bus::Result<()> {
+    let key = intent_key(task, role);
+    store.put_if(&key, bytes::Bytes::from_static(b"1"), 0).await.map(|_| ())
+}
+
+/// Whether a delivery of `task` noted it was about to make the call of `role` ([`note_intent`]).
+pub async fn intended(store: &dyn SharedStore, task: &RestoreTask, role: &str) -> crate::bus::Result<bool> {
+    Ok(store.get(&intent_key(task, role)).await?.is_some())
+}
+
+fn intent_key(task: &RestoreTask, role: &str) -> String {
+    format!("intent.{}.{}", progress_key(task), crate::shared::key_part(role))
 }
 
 /// The shared-store key of a task's progress (one per generation: a retried task starts over).
@@ -230,6 +273,18 @@ pub struct Decision {
 /// Turns a step's result into a report and a settlement. Retryable errors and work in progress
 /// come back by delayed redelivery; a task waits at most `max_wait_checks` deliveries.
 pub fn decide(result: Result<Step, AwsError>, attempt: u32, wait: &WaitPolicy, max_wait_checks: u32) -> Decision {
+    decide_waited(result, attempt, attempt, wait, max_wait_checks)
+}
+
+/// [`decide`], backing off with `waited`, the deliveries of the current wait so far (1 on its
+/// first), rather than with all of the task's deliveries.
+pub fn decide_waited(
+    result: Result<Step, AwsError>,
+    attempt: u32,
+    waited: u32,
+    wait: &WaitPolicy,
+    max_wait_checks: u32,
+) -> Decision {
     let done = |phase, reason_code: String, message: String, created| Decision {
         phase,
         reason_code,
@@ -259,7 +314,7 @@ pub fn decide(result: Result<Step, AwsError>, attempt: u32, wait: &WaitPolicy, m
             reason_code: String::new(),
             message: what,
             created,
-            outcome: Outcome::RetryAfter(backoff(attempt, wait.check_initial, wait.check_max)),
+            outcome: Outcome::RetryAfter(backoff(waited, wait.check_initial, wait.check_max)),
         },
         Err(e) if e.is_retryable() => Decision {
             phase: TaskPhase::Waiting,
@@ -267,7 +322,7 @@ pub fn decide(result: Result<Step, AwsError>, attempt: u32, wait: &WaitPolicy, m
             message: format!("retrying: {e}"),
             created: Vec::new(),
             // Jittered: tasks throttled together must not come back together.
-            outcome: Outcome::RetryAfter(jitter(backoff(attempt, wait.retry_initial, wait.retry_max))),
+            outcome: Outcome::RetryAfter(jitter(backoff(waited, wait.retry_initial, wait.retry_max))),
         },
         Err(e) => done(TaskPhase::Failed, e.code.clone(), e.to_string(), Vec::new()),
     }
@@ -282,12 +337,38 @@ pub struct RestoreService<R> {
     /// Two deliveries of one task in this process run one after the other, so the second sees
     /// what the first created.
     task_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Tasks whose last step here found a cap full, by task id.
+    waiters: Mutex<HashMap<String, SlotWaiter>>,
+    /// How many slots each cap's record held when last read, and when: shared by all of a cap's
+    /// waiters in this process, so hundreds of them cost one read per [`SLOT_VIEW_TTL`].
+    slot_views: Mutex<HashMap<String, (Instant, usize)>>,
 }
+
+/// A task waiting for a slot of a full cap.
+#[derive(Clone, Debug)]
+struct SlotWaiter {
+    slot: FullSlot,
+    /// The delivery its wait began on.
+    since: u32,
+    /// Unix seconds of its last report, for the heartbeat.
+    reported_at: u64,
+}
+
+/// How long a cap's slot count read by one waiter serves the others.
+const SLOT_VIEW_TTL: Duration = Duration::from_millis(250);
 
 impl<R: Restorer> RestoreService<R> {
     pub fn new(restorer: R, bus: Arc<dyn Bus>, config: ServiceConfig) -> Arc<Self> {
         let reporter = Reporter::new(bus.clone(), restorer.kind());
-        Arc::new(Self { restorer, bus, reporter, config, task_locks: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            restorer,
+            bus,
+            reporter,
+            config,
+            task_locks: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            slot_views: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn restorer(&self) -> &R {
@@ -300,9 +381,56 @@ impl<R: Restorer> RestoreService<R> {
         crate::run_consumer(bus, queue, self, options, shutdown).await
     }
 
+    /// When the task's last step here found a cap full and the cap is still full: how long to
+    /// wait before the next look, without claiming, loading or stepping the task. None when it
+    /// is worth a step: a slot is free, the record cannot be read, or the task is due for its
+    /// heartbeat report.
+    async fn still_waiting_for_slot(&self, task_id: &str, attempt: u32) -> Option<Duration> {
+        let waiter = self.waiters.lock().await.get(task_id).cloned()?;
+        if crate::time::unix_now().saturating_sub(waiter.reported_at) >= HEARTBEAT.as_secs() / 2 {
+            return None;
+        }
+        if self.slots_held(&waiter.slot.key).await? < waiter.slot.limit {
+            return None;
+        }
+        let waited = attempt.saturating_sub(waiter.since) + 1;
+        Some(jitter(backoff(waited, self.config.wait.retry_initial, self.config.wait.retry_max)))
+    }
+
+    /// The slots held of the cap recorded at `key`, read at most once per [`SLOT_VIEW_TTL`].
+    async fn slots_held(&self, key: &str) -> Option<usize> {
+        if let Some((at, held)) = self.slot_views.lock().await.get(key) {
+            if at.elapsed() < SLOT_VIEW_TTL {
+                return Some(*held);
+            }
+        }
+        let held = crate::quota::held(self.bus.shared().as_ref(), key).await.ok()?;
+        self.slot_views.lock().await.insert(key.to_string(), (Instant::now(), held));
+        Some(held)
+    }
+
+    /// Remembers (or forgets) that `task_id` waits for a slot of a full cap.
+    async fn note_slot_wait(&self, task_id: &str, slot: Option<FullSlot>, since: u32, reported_at: u64) {
+        let mut waiters = self.waiters.lock().await;
+        match slot {
+            Some(slot) => {
+                // Just found full: the other waiters need not read it again for a while either.
+                self.slot_views.lock().await.insert(slot.key.clone(), (Instant::now(), slot.limit));
+                waiters.insert(task_id.to_string(), SlotWaiter { slot, since, reported_at });
+            }
+            None => {
+                waiters.remove(task_id);
+            }
+        }
+    }
+
     /// `queued_at`: when the bus stored the work message, for the task's duration.
     async fn restore(&self, task: &RestoreTask, attempt: u32, queued_at: Option<SystemTime>) -> Outcome {
         let retry_initial = self.config.wait.retry_initial;
+        if let Some(delay) = self.still_waiting_for_slot(&task.task_id, attempt).await {
+            debug!(delay_ms = delay.as_millis() as u64, "the cap is still full; not stepped");
+            return Outcome::RetryAfter(delay);
+        }
         let lock = self.task_locks.lock().await.entry(task.task_id.clone()).or_default().clone();
         let guard = lock.lock().await;
         if attempt == 1 {
@@ -348,7 +476,15 @@ impl<R: Restorer> RestoreService<R> {
         };
         let requested = task.options.as_ref().map(|o| o.max_wait_checks).unwrap_or_default();
         let max_wait_checks = self.config.max_wait_checks(requested);
-        let mut decision = decide(result, attempt, &self.config.wait, max_wait_checks);
+        let full_slot = result.as_ref().err().and_then(|e| e.full_slot.clone());
+        let on = WaitMark::on(&result);
+        let since = match (&progress.wait, &on) {
+            (Some(mark), Some(on)) if &mark.on == on => mark.since.min(attempt),
+            _ => attempt,
+        };
+        progress.wait = on.map(|on| WaitMark { on, since });
+        let waited = attempt.saturating_sub(since) + 1;
+        let mut decision = decide_waited(result, attempt, waited, &self.config.wait, max_wait_checks);
         if task.backup_task.is_some() && decision.reason_code == reason::SETTINGS_NOT_RESTORED {
             // A backup has no source settings to carry over; its warnings are its own.
             decision.reason_code = crate::backup::reason::BACKUP_WARNINGS.to_string();
@@ -372,7 +508,10 @@ impl<R: Restorer> RestoreService<R> {
             created: decision.created.clone(),
             at: crate::time::unix_now(),
         };
-        if !terminal && unchanged(progress.reported.as_ref(), &reported) {
+        let quiet = !terminal && unchanged(progress.reported.as_ref(), &reported);
+        let reported_at = if quiet { progress.reported.as_ref().map_or(0, |r| r.at) } else { reported.at };
+        self.note_slot_wait(&task.task_id, full_slot.filter(|_| !terminal), since, reported_at).await;
+        if quiet {
             debug!(message = %decision.message, "re-check changed nothing; not reported");
             return decision.outcome;
         }

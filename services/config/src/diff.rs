@@ -172,7 +172,13 @@ fn walk(path: &str, before: &Value, after: &Value, ignored: &[&str], out: &mut V
     }
 }
 
-fn walk_keyed(path: &str, a: &BTreeMap<&str, &Value>, b: &BTreeMap<&str, &Value>, ignored: &[&str], out: &mut Vec<Difference>) {
+fn walk_keyed(
+    path: &str,
+    a: &BTreeMap<&str, &Value>,
+    b: &BTreeMap<&str, &Value>,
+    ignored: &[&str],
+    out: &mut Vec<Difference>,
+) {
     let keys: BTreeSet<&str> = a.keys().chain(b.keys()).copied().collect();
     for key in keys {
         let child = format!("{path}[{key}]");
@@ -233,7 +239,12 @@ fn removed(path: String, value: &Value) -> Difference {
 }
 
 fn changed(path: &str, before: &Value, after: &Value) -> Difference {
-    Difference { path: path.to_string(), kind: DiffKind::Changed, before: Some(before.clone()), after: Some(after.clone()) }
+    Difference {
+        path: path.to_string(),
+        kind: DiffKind::Changed,
+        before: Some(before.clone()),
+        after: Some(after.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -277,7 +288,10 @@ mod tests {
                 after: Some(json!(60)),
             }]
         );
-        assert_eq!(render_text(&d), "~ hosted_zones[example.com.|public].record_sets[www.example.com.|A|].ttl: 300 -> 60");
+        assert_eq!(
+            render_text(&d),
+            "~ hosted_zones[example.com.|public].record_sets[www.example.com.|A|].ttl: 300 -> 60"
+        );
     }
 
     #[test]
@@ -287,7 +301,9 @@ mod tests {
         assert_eq!(d[0].path, "hosted_zones[example.com.|public].record_sets[api.example.com.|CNAME|]");
         assert_eq!(d[0].kind, DiffKind::Added);
         assert_eq!(d[0].after.as_ref().unwrap()["ttl"], json!(60));
-        assert!(render_text(&d).starts_with("+ hosted_zones[example.com.|public].record_sets[api.example.com.|CNAME|]: {"));
+        assert!(
+            render_text(&d).starts_with("+ hosted_zones[example.com.|public].record_sets[api.example.com.|CNAME|]: {")
+        );
 
         let back = diff(&zones(300, true), &zones(300, false), &[]);
         assert_eq!(back.len(), 1);
@@ -352,8 +368,22 @@ mod tests {
     #[test]
     fn documents_diff_without_mapped_fields_unless_strict() {
         let at = chrono::Utc::now();
-        let a = ConfigDocument::new(Service::Elbv2, "1", "us-east-1", at, BTreeMap::new(), json!({"load_balancers": [{"key": "web", "arn": "arn:1", "scheme": "internet-facing"}]}));
-        let b = ConfigDocument::new(Service::Elbv2, "2", "us-west-2", at, BTreeMap::new(), json!({"load_balancers": [{"key": "web", "arn": "arn:2", "scheme": "internet-facing"}]}));
+        let a = ConfigDocument::new(
+            Service::Elbv2,
+            "1",
+            "us-east-1",
+            at,
+            BTreeMap::new(),
+            json!({"load_balancers": [{"key": "web", "arn": "arn:1", "scheme": "internet-facing"}]}),
+        );
+        let b = ConfigDocument::new(
+            Service::Elbv2,
+            "2",
+            "us-west-2",
+            at,
+            BTreeMap::new(),
+            json!({"load_balancers": [{"key": "web", "arn": "arn:2", "scheme": "internet-facing"}]}),
+        );
         assert!(Service::Elbv2.mapped_fields().contains(&"arn"));
         assert!(diff_documents(&a, &b, false).is_empty());
         assert_eq!(diff_documents(&a, &b, true).len(), 1);
@@ -433,7 +463,10 @@ mod tests {
                 assert_eq!(paths(&forward, DiffKind::Added), paths(&backward, DiffKind::Removed), "{a} {b}");
                 assert_eq!(paths(&forward, DiffKind::Removed), paths(&backward, DiffKind::Added), "{a} {b}");
                 assert_eq!(paths(&forward, DiffKind::Changed), paths(&backward, DiffKind::Changed), "{a} {b}");
-                assert!(forward.iter().all(|d| !d.path.split(['.', '[']).any(|seg| ignored.contains(&seg))), "{forward:?}");
+                assert!(
+                    forward.iter().all(|d| !d.path.split(['.', '[']).any(|seg| ignored.contains(&seg))),
+                    "{forward:?}"
+                );
                 assert_eq!(forward.is_empty(), strip(&a, ignored) == strip(&b, ignored), "{a} {b}");
                 nonempty += usize::from(!forward.is_empty());
             }

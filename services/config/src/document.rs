@@ -193,7 +193,8 @@ mod tests {
 
     fn sample() -> ConfigDocument {
         let counts = BTreeMap::from([("hosted_zones".to_string(), 2), ("record_sets".to_string(), 250)]);
-        let config = json!({"hosted_zones": [{"key": "example.com.|public", "name": "example.com."}], "health_checks": []});
+        let config =
+            json!({"hosted_zones": [{"key": "example.com.|public", "name": "example.com."}], "health_checks": []});
         ConfigDocument::new(Service::Route53, "123456789012", Service::GLOBAL, at(), counts, config)
     }
 

@@ -41,7 +41,11 @@ fn document(
     exported: &impl Serialize,
 ) -> Result<ConfigDocument, AwsError> {
     let value = serde_json::to_value(exported).map_err(|e| {
-        AwsError::task_failure("config:Export", "SerializeFailed", format!("{service} configuration of {account_id}: {e}"))
+        AwsError::task_failure(
+            "config:Export",
+            "SerializeFailed",
+            format!("{service} configuration of {account_id}: {e}"),
+        )
     })?;
     Ok(ConfigDocument::new(service, account_id, region, Utc::now(), counts, value))
 }

@@ -142,7 +142,10 @@ impl ExportEntry {
         let stem = file.strip_suffix(".json")?;
         let (stamp, short) = stem.split_once('-')?;
         let at = NaiveDateTime::parse_from_str(stamp, KEY_TIME_FORMAT).ok()?.and_utc();
-        if short.is_empty() || !short.bytes().all(|b| b.is_ascii_hexdigit()) || rest != format!("{}/{file}", at.format("%Y/%m/%d")) {
+        if short.is_empty()
+            || !short.bytes().all(|b| b.is_ascii_hexdigit())
+            || rest != format!("{}/{file}", at.format("%Y/%m/%d"))
+        {
             return None;
         }
         Some(Self { key: key.to_string(), exported_at: at, short_checksum: short.to_string(), checksum: None, size })
@@ -165,7 +168,8 @@ async fn create_bucket(s3: &aws_sdk_s3::Client, location: &Location) -> Result<(
     // us-east-1 is the default and refuses to be named as a location constraint.
     if !location.region.is_empty() && location.region != "us-east-1" {
         let constraint = BucketLocationConstraint::from(location.region.as_str());
-        create = create.create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(constraint).build());
+        create = create
+            .create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(constraint).build());
     }
     match create.send().await.map_err(|e| classify("s3:CreateBucket", e)) {
         Err(e) if e.code == "BucketAlreadyOwnedByYou" => Ok(()),
@@ -263,9 +267,9 @@ pub async fn latest(
     let Some(bytes) = read_object(s3, &location.bucket, &key).await?.map(|(bytes, _)| bytes) else {
         return Ok(None);
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| AwsError::task_failure("s3:GetObject", "InvalidLatestPointer", format!("{}: {e}", location.url(&key))))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        AwsError::task_failure("s3:GetObject", "InvalidLatestPointer", format!("{}: {e}", location.url(&key)))
+    })
 }
 
 /// Every export of `account_id`, `region` and `service`, oldest first (every page of the listing;
@@ -281,9 +285,11 @@ pub async fn list(
     let mut pages = s3.list_objects_v2().bucket(&location.bucket).prefix(&prefix).into_paginator().send();
     let mut entries = Vec::new();
     while let Some(page) = pages.try_next().await.map_err(|e| classify("s3:ListObjectsV2", e))? {
-        entries.extend(page.contents().iter().filter_map(|object| {
-            ExportEntry::from_key(&prefix, object.key()?, object.size().unwrap_or_default())
-        }));
+        entries.extend(
+            page.contents()
+                .iter()
+                .filter_map(|object| ExportEntry::from_key(&prefix, object.key()?, object.size().unwrap_or_default())),
+        );
     }
     order(&mut entries, None);
     if entries.windows(2).any(|pair| pair[0].exported_at == pair[1].exported_at) {
@@ -314,10 +320,12 @@ fn order(entries: &mut [ExportEntry], latest_key: Option<&str>) {
 /// or whose config does not hash to its checksum (or to its metadata's), is an `InvalidDocument`
 /// error naming the object and the field.
 pub async fn get(s3: &aws_sdk_s3::Client, location: &Location, key: &str) -> Result<ConfigDocument, AwsError> {
-    let invalid = |why: String| AwsError::task_failure("s3:GetObject", "InvalidDocument", format!("{}: {why}", location.url(key)));
-    let (bytes, metadata_checksum) = read_object(s3, &location.bucket, key)
-        .await?
-        .ok_or_else(|| AwsError::task_failure("s3:GetObject", "NoSuchKey", format!("{} does not exist", location.url(key))))?;
+    let invalid = |why: String| {
+        AwsError::task_failure("s3:GetObject", "InvalidDocument", format!("{}: {why}", location.url(key)))
+    };
+    let (bytes, metadata_checksum) = read_object(s3, &location.bucket, key).await?.ok_or_else(|| {
+        AwsError::task_failure("s3:GetObject", "NoSuchKey", format!("{} does not exist", location.url(key)))
+    })?;
     let doc = ConfigDocument::from_slice(&bytes).map_err(invalid)?;
     doc.verify().map_err(invalid)?;
     if let Some(stored) = metadata_checksum.filter(|c| *c != doc.checksum) {
@@ -330,7 +338,11 @@ pub async fn get(s3: &aws_sdk_s3::Client, location: &Location, key: &str) -> Res
 }
 
 /// An object's bytes and its checksum metadata; `None` when it does not exist.
-async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<(Vec<u8>, Option<String>)>, AwsError> {
+async fn read_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Vec<u8>, Option<String>)>, AwsError> {
     let got = s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify("s3:GetObject", e));
     let Some(output) = absent_if_not_found(got, NOT_FOUND)? else {
         return Ok(None);
@@ -348,7 +360,11 @@ async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result
 /// at or before `before`; the oldest at or after `after`; with both, the oldest in
 /// `[after, before]`; with neither, the newest. `entries` in any order, but exports within one
 /// second (the keys' resolution) in the order [`list`] gives them.
-pub fn choose(entries: &[ExportEntry], before: Option<DateTime<Utc>>, after: Option<DateTime<Utc>>) -> Option<&ExportEntry> {
+pub fn choose(
+    entries: &[ExportEntry],
+    before: Option<DateTime<Utc>>,
+    after: Option<DateTime<Utc>>,
+) -> Option<&ExportEntry> {
     let candidates = entries
         .iter()
         .filter(|e| before.is_none_or(|b| e.exported_at <= b))
@@ -368,7 +384,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn location(prefix: &str) -> Location {
-        Location { bucket: "exports".into(), region: "us-west-2".into(), prefix: prefix.into(), kms_key_id: String::new() }
+        Location {
+            bucket: "exports".into(),
+            region: "us-west-2".into(),
+            prefix: prefix.into(),
+            kms_key_id: String::new(),
+        }
     }
 
     fn t0() -> DateTime<Utc> {
@@ -384,7 +405,10 @@ mod tests {
     fn keys_follow_the_layout() {
         let d = doc(t0(), 1);
         let key = location("lifeboat").document_key(&d);
-        assert_eq!(key, format!("lifeboat/111122223333/global/route53/2026/03/07/20260307T090501Z-{}.json", d.short_checksum()));
+        assert_eq!(
+            key,
+            format!("lifeboat/111122223333/global/route53/2026/03/07/20260307T090501Z-{}.json", d.short_checksum())
+        );
         assert_eq!(location("").latest_key("1", "eu-west-1", Service::Elbv2), "1/eu-west-1/elbv2/latest.json");
         assert_eq!(location("a/b/").latest_key("1", "global", Service::Route53), "a/b/1/global/route53/latest.json");
     }
@@ -416,7 +440,12 @@ mod tests {
         assert_eq!(entry.short_checksum, d.short_checksum());
         assert_eq!(entry.size, 12);
         assert_eq!(ExportEntry::from_key(&prefix, &loc.latest_key(&d.account_id, &d.region, d.service), 1), None);
-        for other in ["notes.txt", "2026/03/07/readme.json", "2026/03/08/20260307T090501Z-abc.json", "2026/03/07/20260307T090501Z-xyz.json"] {
+        for other in [
+            "notes.txt",
+            "2026/03/07/readme.json",
+            "2026/03/08/20260307T090501Z-abc.json",
+            "2026/03/07/20260307T090501Z-xyz.json",
+        ] {
             assert_eq!(ExportEntry::from_key(&prefix, &format!("{prefix}{other}"), 1), None, "{other}");
         }
         assert_eq!(ExportEntry::from_key("q/", &loc.document_key(&d), 1), None);
@@ -428,7 +457,9 @@ mod tests {
         let prefix = loc.service_prefix(&d.account_id, &d.region, d.service);
         offsets_hours
             .iter()
-            .map(|h| ExportEntry::from_key(&prefix, &loc.document_key(&doc(t0() + Duration::hours(*h), *h)), 0).unwrap())
+            .map(|h| {
+                ExportEntry::from_key(&prefix, &loc.document_key(&doc(t0() + Duration::hours(*h), *h)), 0).unwrap()
+            })
             .collect()
     }
 
@@ -459,12 +490,12 @@ mod tests {
     fn within_one_second_the_latest_export_sorts_last() {
         let loc = location("");
         let prefix = loc.service_prefix("111122223333", "global", Service::Route53);
-        let mut same_second: Vec<ExportEntry> = (0..4)
-            .map(|v| ExportEntry::from_key(&prefix, &loc.document_key(&doc(t0(), v)), 0).unwrap())
-            .collect();
+        let mut same_second: Vec<ExportEntry> =
+            (0..4).map(|v| ExportEntry::from_key(&prefix, &loc.document_key(&doc(t0(), v)), 0).unwrap()).collect();
         // The pointer names the one whose key sorts first within the second.
         let newest = same_second.iter().map(|e| e.key.clone()).min().unwrap();
-        let earlier = ExportEntry::from_key(&prefix, &loc.document_key(&doc(t0() - Duration::seconds(1), 9)), 0).unwrap();
+        let earlier =
+            ExportEntry::from_key(&prefix, &loc.document_key(&doc(t0() - Duration::seconds(1), 9)), 0).unwrap();
         same_second.push(earlier.clone());
         order(&mut same_second, Some(&newest));
         assert_eq!(same_second[0], earlier);

@@ -83,15 +83,13 @@ impl Gate {
         let slot = Self::slot_key(target);
         let holder = progress_key(task);
         if !self.quotas.acquire(&slot, Cap::DynamoDbRestores, &holder, SLOT_LEASE).await.map_err(store_error)? {
-            return Err(AwsError::retryable(
+            let limit = self.quotas.config().limit(Cap::DynamoDbRestores);
+            return Err(AwsError::slot_full(
                 "dynamodb:RestoreTable",
                 "RestoreLimitInFlight",
-                format!(
-                    "{} table restores already in flight in {}/{}",
-                    self.quotas.config().limit(Cap::DynamoDbRestores),
-                    target.account_id,
-                    target.region
-                ),
+                format!("{limit} table restores already in flight in {}/{}", target.account_id, target.region),
+                &slot,
+                limit as usize,
             ));
         }
         progress.hold(&slot);

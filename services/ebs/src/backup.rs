@@ -6,13 +6,16 @@
 //! A set whose plan asks for scripts runs the pre script on the instance before CreateSnapshots
 //! and the post script right after ([`lifeboat_common::app_consistent`]).
 
-use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType as Ec2ResourceType, Snapshot, SnapshotState};
-use chrono::{DateTime, Utc};
+use aws_sdk_ec2::types::{
+    Filter, InstanceSpecification, LockMode, ResourceType as Ec2ResourceType, Snapshot, SnapshotState,
+};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
 use lifeboat_common::app_consistent::{Consistency, Prepared, Script, Scripts};
 use lifeboat_common::aws::{classify, ec2_client, Accounts, AwsError};
 use lifeboat_common::backup::{
-    copy_account, copy_role, past_completion_window, recovery_point_tags, MAX_TAGS, ROLE_POINT, TAG_COPY_OF,
+    copy_account, copy_role, past_completion_window, recovery_point_tags, snapshot_lock, MAX_TAGS, ROLE_POINT,
+    TAG_COPY_OF,
 };
 use lifeboat_common::quota::Api;
 use lifeboat_common::restore::{Progress, Step};
@@ -20,8 +23,8 @@ use lifeboat_common::subjects::{TAG_SOURCE_INSTANCE, TAG_SOURCE_VOLUME};
 use lifeboat_proto::{BackupTask, CopyDestination, ResourceType, RestoreTask};
 
 use crate::restore::{
-    acquire_copy_slot, copy_not_visible, copy_slot, release_copy_slot, share_snapshot, tag_spec, task_filter, Context,
-    Scope,
+    acquire_copy_slot, copy_not_visible, copy_slot, intended, note_intent, release_copy_slot, share_snapshot, tag_spec,
+    task_filter, Context, Scope,
 };
 
 /// A task's snapshot of one volume. A single volume's point is recorded as `point`, each of a
@@ -31,6 +34,11 @@ struct Point {
     volume_id: String,
     snapshot_id: String,
 }
+
+/// Recorded once every point of the task is completed.
+const ROLE_POINTS_COMPLETED: &str = "completed:points";
+/// `locked:<snapshot id>`: locked in EC2 until the recorded time.
+const ROLE_LOCKED: &str = "locked";
 
 /// What a task backs up.
 struct Source<'a> {
@@ -221,11 +229,25 @@ async fn backup_step(
             return Ok(Step::Waiting { what, created: point_ids });
         }
     }
-    if let Some(waiting) = points_waiting(context, source, &points).await? {
-        return Ok(match waiting {
-            Step::Waiting { what, .. } => Step::Waiting { what, created: point_ids },
-            failed => failed,
-        });
+    if progress.id(ROLE_POINTS_COMPLETED).is_none() {
+        if let Some(waiting) = points_waiting(context, source, &points).await? {
+            return Ok(match waiting {
+                Step::Waiting { what, .. } => Step::Waiting { what, created: point_ids },
+                failed => failed,
+            });
+        }
+        // Completed snapshots stay so: later steps (copies, waits for a copy slot) do not
+        // describe them again.
+        progress.record(ROLE_POINTS_COMPLETED, Utc::now().to_rfc3339());
+    }
+    if let Err(e) = lock_snapshots(context, &source.scope, source.task, &point_ids, progress).await {
+        return match e.is_retryable() {
+            true => Err(e),
+            false => Ok(Step::Failed {
+                code: e.code.clone(),
+                message: format!("{e}; snapshot {} exists but is not locked", point_ids.join(", ")),
+            }),
+        };
     }
     let run = source.job.run.clone().unwrap_or_default();
     let mut created = point_ids.clone();
@@ -273,6 +295,42 @@ async fn backup_step(
         message.push_str(&format!(" ({}-consistent)", consistency.as_str()));
     }
     Ok(Step::Done { message, created, warnings })
+}
+
+/// Locks `ids` (in `scope`) in EC2 when the task's plan asks (`lock.snapshot_lock`), each once:
+/// in the lock's mode, for its minimum retention from now, so at least until the
+/// `lifeboat:lock-until` the snapshot was tagged with. A repeated call after a lost record only
+/// extends the lock, which EC2 allows in either mode.
+async fn lock_snapshots(
+    context: &Context,
+    scope: &Scope,
+    task: &RestoreTask,
+    ids: &[String],
+    progress: &mut Progress,
+) -> Result<(), AwsError> {
+    let Some((mode, days)) = snapshot_lock(task) else {
+        return Ok(());
+    };
+    let mode = if mode == "COMPLIANCE" { LockMode::Compliance } else { LockMode::Governance };
+    for id in ids {
+        let role = format!("{ROLE_LOCKED}:{id}");
+        if progress.id(&role).is_some() {
+            continue;
+        }
+        context.take(&scope.account, &scope.region, Api::Ec2Mutate).await?;
+        let until = Utc::now() + TimeDelta::days(days.into());
+        scope
+            .ec2
+            .lock_snapshot()
+            .snapshot_id(id)
+            .lock_mode(mode.clone())
+            .expiration_date(aws_smithy_types::DateTime::from_secs(until.timestamp()))
+            .send()
+            .await
+            .map_err(|e| classify("ec2:LockSnapshot", e))?;
+        progress.record(&role, until.to_rfc3339());
+    }
+    Ok(())
 }
 
 /// A copy that cannot be made fails the task; its points exist and stay.
@@ -483,6 +541,7 @@ async fn copy_point(
     let place = format!("{}/{}", target.account, target.region);
     Ok(match copy.state() {
         Some(SnapshotState::Completed) => {
+            lock_snapshots(context, target, source.task, std::slice::from_ref(&id), progress).await?;
             Step::Done { message: String::new(), created: vec![id], warnings: Vec::new() }
         }
         Some(SnapshotState::Error) | Some(SnapshotState::Recoverable) => Step::Failed {
@@ -516,9 +575,9 @@ async fn start_copy(
     let role = source.copy_role(destination, &point.volume_id);
     let started_role = format!("{role}:started-at");
     acquire_copy_slot(context, task, &target.account, &target.region, progress).await?;
-    if attempt > 1 {
-        // An earlier delivery may have started the copy and died before recording it
-        // (CopySnapshot has no idempotency token): look once, with the slot held.
+    if intended(context, task, &role).await? {
+        // An earlier delivery started the copy, or was about to, and died before recording
+        // it (CopySnapshot has no idempotency token): look once, with the slot held.
         context.take(&target.account, &target.region, Api::Ec2Describe).await?;
         let filters = vec![
             task_filter(&task.task_id),
@@ -543,6 +602,7 @@ async fn start_copy(
         }
     }
     context.take(&target.account, &target.region, Api::Ec2Mutate).await?;
+    note_intent(context, task, &role).await?;
     let copy_of = Some((destination, point.snapshot_id.as_str()));
     let (tags, _) = source.tags(&point.volume_id, Utc::now(), copy_of, progress);
     let mut copy = target

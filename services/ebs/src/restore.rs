@@ -395,6 +395,21 @@ pub(crate) fn copy_not_visible(id: &str, started_role: &str, attempt: u32, progr
     Step::Waiting { what: format!("waiting for copy {id} to appear"), created: vec![id.to_string()] }
 }
 
+/// Notes that this delivery is about to call CopySnapshot for `role` (see
+/// [`lifeboat_common::restore::note_intent`]).
+pub(crate) async fn note_intent(context: &Context, task: &RestoreTask, role: &str) -> Result<(), AwsError> {
+    lifeboat_common::restore::note_intent(context.store.as_ref(), task, role)
+        .await
+        .map_err(|e| AwsError::retryable("ec2:CopySnapshot", "SharedStoreUnavailable", e.to_string()))
+}
+
+/// Whether a delivery may have called CopySnapshot for `role` without recording the copy.
+pub(crate) async fn intended(context: &Context, task: &RestoreTask, role: &str) -> Result<bool, AwsError> {
+    lifeboat_common::restore::intended(context.store.as_ref(), task, role)
+        .await
+        .map_err(|e| AwsError::retryable("ec2:CopySnapshot", "SharedStoreUnavailable", e.to_string()))
+}
+
 /// The key of the [`Cap::SnapshotCopies`] slots of copies into `account` and `region`.
 pub(crate) fn copy_slot(account: &str, region: &str) -> String {
     Quotas::slot_key(Cap::SnapshotCopies, account, region)
@@ -482,10 +497,12 @@ pub(crate) async fn acquire_copy_slot(
             progress.hold(&slot);
             Ok(())
         }
-        Ok(false) => Err(AwsError::retryable(
+        Ok(false) => Err(AwsError::slot_full(
             "ec2:CopySnapshot",
             "CopyLimitInFlight",
             format!("{limit} snapshot copies already in flight to {region} (limit {limit})"),
+            &slot,
+            limit as usize,
         )),
         Err(e) => Err(AwsError::retryable("quota", "QuotaStoreUnavailable", format!("cannot take a copy slot: {e}"))),
     }
@@ -504,9 +521,9 @@ async fn start_copy(
     progress: &mut Progress,
 ) -> Result<Step, AwsError> {
     acquire_copy_slot(context, task, &target.account_id, &target.region, progress).await?;
-    if attempt > 1 {
-        // An earlier delivery may have started the copy and died before recording it
-        // (CopySnapshot has no idempotency token): look once, with the slot held.
+    if intended(context, task, role::COPY).await? {
+        // An earlier delivery started the copy, or was about to, and died before recording
+        // it (CopySnapshot has no idempotency token): look once, with the slot held.
         context.take(&target.account_id, &target.region, Api::Ec2Describe).await?;
         if let Some(copy) = find_copy(&scope.ec2, &task.task_id).await? {
             let id = copy.snapshot_id().unwrap_or_default().to_string();
@@ -519,6 +536,7 @@ async fn start_copy(
         }
     }
     context.take(&target.account_id, &target.region, Api::Ec2Mutate).await?;
+    note_intent(context, task, role::COPY).await?;
     let mut copy = scope
         .ec2
         .copy_snapshot()

@@ -18,7 +18,7 @@ use lifeboat_common::restore::{Progress, Step};
 use lifeboat_proto::{BackupTask, CopyDestination, RestoreTask};
 use sha2::{Digest, Sha256};
 
-use crate::{share_image, tag_spec, Ec2Api, Scope, TAG_SOURCE_INSTANCE};
+use crate::{share_image, tag_image, tag_spec, Ec2Api, Scope, TAG_SOURCE_INSTANCE};
 
 /// The EC2 clients a backup step needs: in the instance's account and region, and in each copy
 /// destination's.
@@ -53,23 +53,6 @@ impl BackupClients {
 
 fn destinations(job: &BackupTask) -> &[CopyDestination] {
     job.run.as_ref().map(|run| run.copy_to.as_slice()).unwrap_or_default()
-}
-
-/// What an EC2 backup task must carry; each missing field is named.
-pub fn check(task: &RestoreTask, job: &BackupTask) -> Result<(), String> {
-    if task.resource_type() != lifeboat_proto::ResourceType::Ec2Instance {
-        return Err(format!("resource_type is {}, not EC2_INSTANCE", task.resource_type().as_str_name()));
-    }
-    for (field, value) in [("resource_id", &job.resource_id), ("account_id", &job.account_id), ("region", &job.region)]
-    {
-        if value.is_empty() {
-            return Err(format!("backup_task.{field} is empty"));
-        }
-    }
-    if let Some(index) = destinations(job).iter().position(|d| d.region.is_empty()) {
-        return Err(format!("backup_task.run.copy_to[{index}].region is empty"));
-    }
-    Ok(())
 }
 
 /// AMI names are unique per account and region: the name is the AMI's idempotency key.
@@ -422,14 +405,6 @@ async fn copy_image(
         .map(str::to_string)
         .ok_or_else(|| AwsError::retryable("ec2:CopyImage", "NoImageId", "CopyImage returned no image id"))?;
     progress.record(&copy_role(destination, &job.account_id), id.clone());
-    api.token(destination_scope, Api::Ec2Mutate).await?;
-    destination_scope
-        .ec2
-        .create_tags()
-        .resources(&id)
-        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
-        .send()
-        .await
-        .map_err(|e| classify("ec2:CreateTags", e))?;
+    tag_image(api, destination_scope, &id, &tags).await?;
     Ok(id)
 }

@@ -253,8 +253,8 @@ impl Restorer for Ec2Restorer {
     }
 
     fn check(&self, task: &RestoreTask) -> Result<(), String> {
-        if let Some(job) = &task.backup_task {
-            return backup::check(task, job);
+        if task.backup_task.is_some() {
+            return lifeboat_common::backup::check_task(task, "ec2", &[lifeboat_proto::ResourceType::Ec2Instance]);
         }
         match target_of(task) {
             Some(t)
@@ -611,18 +611,28 @@ async fn copy_image(
         .map_err(|e| classify("ec2:CopyImage", e))?;
     let id = copy.image_id().unwrap_or_default().to_string();
     progress.record(COPY, id.clone());
-    // Also tagged explicitly: not every endpoint applies CopyImage's tag specifications.
-    api.token(&clients.target, Api::Ec2Mutate).await?;
-    clients
-        .target
+    tag_image(api, &clients.target, &id, &tags).await?;
+    Ok(id)
+}
+
+/// Tags an AMI copy explicitly too: not every endpoint applies CopyImage's tag specifications.
+/// Restores' and backups' copies share it.
+pub(crate) async fn tag_image(
+    api: &Ec2Api,
+    scope: &Scope,
+    id: &str,
+    tags: &[(String, String)],
+) -> Result<(), AwsError> {
+    api.token(scope, Api::Ec2Mutate).await?;
+    scope
         .ec2
         .create_tags()
-        .resources(&id)
+        .resources(id)
         .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
         .send()
         .await
         .map_err(|e| classify("ec2:CreateTags", e))?;
-    Ok(id)
+    Ok(())
 }
 
 /// Another account gets launch permission on the AMI and create-volume permission on its EBS

@@ -329,7 +329,7 @@ impl Reader {
     }
 
     fn lock(&mut self, value: &Value, field: &str) -> Option<Lock> {
-        let map = self.object(value, field, &["mode", "min_retention_days", "max_retention_days"])?;
+        let map = self.object(value, field, &["mode", "min_retention_days", "max_retention_days", "snapshot_lock"])?;
         let mode = match self.string(map, field, "mode", true)?.as_str() {
             "NONE" => LockMode::None,
             "GOVERNANCE" => LockMode::Governance,
@@ -360,7 +360,14 @@ impl Reader {
         if mode == LockMode::None && (min.is_some() || max.is_some()) {
             self.error(&at(field, "mode"), "NONE locks nothing; retention bounds need GOVERNANCE or COMPLIANCE");
         }
-        Some(Lock { mode, min_retention_days: min, max_retention_days: max })
+        let snapshot_lock = self.flag(map, field, "snapshot_lock");
+        if snapshot_lock && (mode == LockMode::None || min.is_none()) {
+            self.error(
+                &at(field, "snapshot_lock"),
+                "locks snapshots in EC2 for min_retention_days: needs GOVERNANCE or COMPLIANCE and min_retention_days",
+            );
+        }
+        Some(Lock { mode, min_retention_days: min, max_retention_days: max, snapshot_lock })
     }
 
     fn rule(&mut self, value: &Value, field: &str, lock: Option<&Lock>) -> Option<Rule> {
@@ -974,6 +981,19 @@ rules:
         assert_eq!(
             fields(&format!("lock: {{mode: FROZEN}}\n{}", with_rule("    retention: {days: 10}\n"))),
             ["lock.mode"]
+        );
+    }
+
+    #[test]
+    fn a_snapshot_lock_needs_a_locking_mode_and_a_minimum() {
+        let plan = |lock: &str| format!("lock: {{{lock}}}\n{}", with_rule("    retention: {days: 10}\n"));
+        let locked = load("plan.yaml", &plan("mode: COMPLIANCE, min_retention_days: 7, snapshot_lock: true"));
+        assert!(locked.expect("a valid plan").lock.snapshot_lock);
+        assert_eq!(fields(&plan("mode: GOVERNANCE, snapshot_lock: true")), ["lock.snapshot_lock"]);
+        assert_eq!(fields(&plan("mode: NONE, snapshot_lock: true")), ["lock.snapshot_lock"]);
+        assert_eq!(
+            fields(&plan("mode: COMPLIANCE, min_retention_days: 7, snapshot_lock: yes please")),
+            ["lock.snapshot_lock"]
         );
     }
 

@@ -269,6 +269,8 @@ pub struct Lock {
     pub mode: LockMode,
     pub min_retention_days: Option<u32>,
     pub max_retention_days: Option<u32>,
+    /// EBS snapshots (and copies) are also locked in EC2 for `min_retention_days`.
+    pub snapshot_lock: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

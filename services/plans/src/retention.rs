@@ -108,7 +108,7 @@ mod tests {
     }
 
     fn lock(mode: LockMode, min: Option<u32>) -> Lock {
-        Lock { mode, min_retention_days: min, max_retention_days: None }
+        Lock { mode, min_retention_days: min, max_retention_days: None, snapshot_lock: false }
     }
 
     #[test]

@@ -218,7 +218,7 @@ fn lock_decision(point: &Point, now: DateTime<Utc>, governance_override: bool) -
         _ => LockMode::Compliance,
     };
     let until = point.tags.lock_until;
-    let lock = Lock { mode, min_retention_days: until.map(|_| 0), max_retention_days: None };
+    let lock = Lock { mode, min_retention_days: until.map(|_| 0), max_retention_days: None, snapshot_lock: false };
     let start = until.unwrap_or(point.created_at);
     match may_delete(&lock, start, now, false) {
         Ok(()) => Decision::Delete { governance_override: false },

@@ -54,14 +54,16 @@ impl Copies {
                 progress.hold(&slot);
                 Ok(())
             }
-            false => Err(AwsError::retryable(
-                "rds:CopyDBSnapshot",
-                "CopyLimitInFlight",
-                format!(
-                    "{} RDS snapshot copies in flight to {region} in {account} (the limit)",
-                    self.quotas.config().limit(Cap::RdsCopies)
-                ),
-            )),
+            false => {
+                let limit = self.quotas.config().limit(Cap::RdsCopies);
+                Err(AwsError::slot_full(
+                    "rds:CopyDBSnapshot",
+                    "CopyLimitInFlight",
+                    format!("{limit} RDS snapshot copies in flight to {region} in {account} (the limit)"),
+                    &slot,
+                    limit as usize,
+                ))
+            }
         }
     }
 

@@ -78,6 +78,7 @@ pub fn backup_run(plan: &Plan, rule: &Rule, due_id: String, due_at: DateTime<Utc
             mode: plan.lock.mode.as_str().to_string(),
             min_retention_days: plan.lock.min_retention_days.unwrap_or_default(),
             max_retention_days: plan.lock.max_retention_days.unwrap_or_default(),
+            snapshot_lock: plan.lock.snapshot_lock,
         }),
         tags: plan.tags.clone().into_iter().collect(),
         manual,
