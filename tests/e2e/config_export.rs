@@ -509,3 +509,17 @@ restore_sets:
     let policy = Policy::default().with_config_types();
     assert!(lifeboat_common::validate::validate_request(&request, &policy).is_ok());
 }
+
+#[test]
+fn a_scheduled_run_of_a_config_rule_carries_its_types_and_bucket() {
+    let plan = lifeboat_plans::load("frontdoor.yaml", PLAN).expect("a valid plan");
+    let now = chrono::Utc::now();
+    let due_id = lifeboat_plans::due_id(&plan.name, &plan.rules[0].name, now);
+    let run = lifeboat_scheduler::run::backup_run(&plan, &plan.rules[0], due_id, now, false);
+    let kinds = run.selection.as_ref().map(|s| s.resource_types.clone()).unwrap_or_default();
+    assert_eq!(kinds, [pb::ResourceType::Route53Zone as i32, pb::ResourceType::Elbv2LoadBalancer as i32]);
+    let export = run.config_export.clone().expect("the rule's bucket");
+    assert_eq!((export.bucket.as_str(), export.region.as_str(), export.prefix.as_str()), (BUCKET, BUCKET_REGION, PREFIX));
+    let request = lifeboat_scheduler::run::request(run, "scheduler");
+    assert!(lifeboat_common::validate::validate_request(&request, &Policy::default()).is_ok());
+}
