@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
-use aws_sdk_route53::types::{AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType};
+use aws_sdk_route53::types::{
+    AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -72,8 +74,7 @@ async fn network(aws: &SdkConfig) -> (String, Vec<String>, String) {
     let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
     let mut subnets = Vec::new();
     for (zone, cidr) in [("us-east-1a", "10.0.1.0/24"), ("us-east-1b", "10.0.2.0/24")] {
-        let subnet =
-            ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone(zone).send().await.unwrap();
+        let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone(zone).send().await.unwrap();
         subnets.push(subnet.subnet().and_then(|s| s.subnet_id()).unwrap().to_string());
     }
     let group = ec2.create_security_group().group_name("web").description("web").vpc_id(&vpc).send().await.unwrap();
@@ -145,7 +146,12 @@ fn a_record(name: &str, ip: &str, weighted: Option<(&str, i64)>) -> ResourceReco
     record.build().unwrap()
 }
 
-async fn change(route53: &aws_sdk_route53::Client, zone_id: &str, action: ChangeAction, records: Vec<ResourceRecordSet>) {
+async fn change(
+    route53: &aws_sdk_route53::Client,
+    zone_id: &str,
+    action: ChangeAction,
+    records: Vec<ResourceRecordSet>,
+) {
     let changes = records
         .into_iter()
         .map(|record| Change::builder().action(action.clone()).resource_record_set(record).build().unwrap())
@@ -155,12 +161,7 @@ async fn change(route53: &aws_sdk_route53::Client, zone_id: &str, action: Change
 }
 
 fn location() -> Location {
-    Location {
-        bucket: BUCKET.into(),
-        region: BUCKET_REGION.into(),
-        prefix: PREFIX.into(),
-        kms_key_id: String::new(),
-    }
+    Location { bucket: BUCKET.into(), region: BUCKET_REGION.into(), prefix: PREFIX.into(), kms_key_id: String::new() }
 }
 
 /// Every object in the export bucket, by key.
@@ -253,7 +254,9 @@ async fn a_plan_exports_to_another_region_once_and_restores_into_another_account
     let route53 = aws_sdk_route53::Client::new(&source);
     change(&route53, &door.zone_id, ChangeAction::Upsert, vec![a_record("www.example.com", "192.0.2.99", None)]).await;
     let args = ["--bucket", BUCKET, "--bucket-region", BUCKET_REGION, "--prefix", PREFIX, "--account", ACCOUNT];
-    let diff = lifeboat(&servers, &[&["config", "diff"][..], &args, &["--region", REGION, "--service", "route53"]].concat()).await;
+    let diff =
+        lifeboat(&servers, &[&["config", "diff"][..], &args, &["--region", REGION, "--service", "route53"]].concat())
+            .await;
     let printed = String::from_utf8_lossy(&diff.stdout);
     assert_eq!(diff.status.code(), Some(3), "{printed}{}", String::from_utf8_lossy(&diff.stderr));
     assert!(printed.contains("www.example.com.") && printed.contains("192.0.2.99"), "{printed}");
@@ -476,7 +479,8 @@ fn configuration_runs_and_restores_are_checked_by_field() {
             "restore_sets[0].target.config.bucket_region"
         ]
     );
-    let complete = pb::ConfigTarget { bucket: BUCKET.into(), bucket_region: BUCKET_REGION.into(), ..Default::default() };
+    let complete =
+        pb::ConfigTarget { bucket: BUCKET.into(), bucket_region: BUCKET_REGION.into(), ..Default::default() };
     let mixed = vec![pb::ResourceType::Route53Zone, pb::ResourceType::DynamodbTable];
     assert!(field_errors(&set(Some(complete.clone()), mixed)).contains(&"restore_sets[0].resource_types".to_string()));
     let policy = Policy::default().with_config_types();
@@ -519,7 +523,10 @@ fn a_scheduled_run_of_a_config_rule_carries_its_types_and_bucket() {
     let kinds = run.selection.as_ref().map(|s| s.resource_types.clone()).unwrap_or_default();
     assert_eq!(kinds, [pb::ResourceType::Route53Zone as i32, pb::ResourceType::Elbv2LoadBalancer as i32]);
     let export = run.config_export.clone().expect("the rule's bucket");
-    assert_eq!((export.bucket.as_str(), export.region.as_str(), export.prefix.as_str()), (BUCKET, BUCKET_REGION, PREFIX));
+    assert_eq!(
+        (export.bucket.as_str(), export.region.as_str(), export.prefix.as_str()),
+        (BUCKET, BUCKET_REGION, PREFIX)
+    );
     let request = lifeboat_scheduler::run::request(run, "scheduler");
     assert!(lifeboat_common::validate::validate_request(&request, &Policy::default()).is_ok());
 }

@@ -393,7 +393,11 @@ impl Running {
     }
 
     /// Also runs the config service, with the same accounts (moto's credentials) and bus.
-    pub async fn with_config(mut self, servers: &Servers, config: lifeboat_config::service::ConfigServiceConfig) -> Self {
+    pub async fn with_config(
+        mut self,
+        servers: &Servers,
+        config: lifeboat_config::service::ConfigServiceConfig,
+    ) -> Self {
         let accounts = Accounts::new(servers.aws("us-east-1"), lifeboat_common::aws::DEFAULT_ROLE_NAME);
         let service = lifeboat_config::service::service(accounts, servers.shared_bus().await, config);
         let run = service.run(self.shutdown.clone());

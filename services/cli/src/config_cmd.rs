@@ -158,8 +158,7 @@ pub struct RestoreArgs {
 pub fn parse_services(names: &[String]) -> anyhow::Result<Vec<Service>> {
     let mut services = Vec::new();
     for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
-        let service = Service::parse(name)
-            .with_context(|| format!("--services: '{name}' is not route53 or elbv2"))?;
+        let service = Service::parse(name).with_context(|| format!("--services: '{name}' is not route53 or elbv2"))?;
         if !services.contains(&service) {
             services.push(service);
         }
@@ -299,7 +298,8 @@ async fn document(
 
 /// `config diff`: prints the differences (text or JSON); 0 when there are none, else [`DIFFERENT`].
 pub async fn diff(args: &DiffArgs) -> anyhow::Result<i32> {
-    let service = Service::parse(&args.service).with_context(|| format!("--service {}: not route53 or elbv2", args.service))?;
+    let service =
+        Service::parse(&args.service).with_context(|| format!("--service {}: not route53 or elbv2", args.service))?;
     let accounts = Accounts::new(load_base_config().await, args.role_name.clone());
     let from = document(&accounts, args, service, &args.from).await?;
     let to = document(&accounts, args, service, &args.to).await?;
@@ -311,7 +311,10 @@ pub async fn diff(args: &DiffArgs) -> anyhow::Result<i32> {
 fn print_diff(differences: &[Difference], json: bool) -> anyhow::Result<()> {
     let summary = diff::summary(differences);
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"summary": summary, "differences": differences}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"summary": summary, "differences": differences}))?
+        );
     } else {
         println!("{}", diff::render_text(differences));
         if !differences.is_empty() {
@@ -351,11 +354,7 @@ pub async fn dry_run(args: &RestoreArgs, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn print_plan(
-    found: &[(Service, store::ExportEntry)],
-    report: &RestoreReport,
-    json: bool,
-) -> anyhow::Result<()> {
+fn print_plan(found: &[(Service, store::ExportEntry)], report: &RestoreReport, json: bool) -> anyhow::Result<()> {
     let keys: Vec<&str> = found.iter().map(|(_, e)| e.key.as_str()).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"exports": keys, "plan": report}))?);

@@ -544,7 +544,10 @@ fn validate_backup_run(request: &RestoreRequest, run: &BackupRun, policy: &Polic
     if has_config {
         check_config_export(run, &selection.regions, errors);
     } else if run.config_export.is_some() {
-        errors.add("backup_run.config_export", "applies to ROUTE53_ZONE and ELBV2_LOAD_BALANCER: the selection has neither");
+        errors.add(
+            "backup_run.config_export",
+            "applies to ROUTE53_ZONE and ELBV2_LOAD_BALANCER: the selection has neither",
+        );
     }
     if selection.include_tags.is_empty() && !selection.all_resources && !config_only {
         errors.add(

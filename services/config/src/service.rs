@@ -340,15 +340,13 @@ mod tests {
             Some(exports[1].1.exported_at)
         );
         let keys = backup_keys(&backup);
-        assert_eq!(
-            keys,
-            [(Service::Route53, exports[1].1.key.clone()), (Service::Elbv2, exports[0].1.key.clone())]
-        );
+        assert_eq!(keys, [(Service::Route53, exports[1].1.key.clone()), (Service::Elbv2, exports[0].1.key.clone())]);
     }
 
     #[test]
     fn differing_items_are_warnings_and_the_summary_is_the_message() {
-        let target = ConfigTarget { account_id: "111111111111".into(), region: "us-east-2".into(), ..Default::default() };
+        let target =
+            ConfigTarget { account_id: "111111111111".into(), region: "us-east-2".into(), ..Default::default() };
         let mut report = RestoreReport::default();
         report.push(ChangeKind::Create, "load_balancer web-lb", "created");
         report.push(ChangeKind::Differs, "record www.example.com.|A|", "ttl 300 -> 60");
@@ -361,7 +359,11 @@ mod tests {
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("www.example.com.") && warnings[0].contains("--replace"), "{warnings:?}");
         let clean = RestoreReport {
-            changes: vec![Change { kind: ChangeKind::Keep, resource: "zone example.com.".into(), detail: String::new() }],
+            changes: vec![Change {
+                kind: ChangeKind::Keep,
+                resource: "zone example.com.".into(),
+                detail: String::new(),
+            }],
             ..Default::default()
         };
         assert!(matches!(restore_done(&[], &target, &clean), Step::Done { warnings, .. } if warnings.is_empty()));

@@ -238,7 +238,13 @@ impl Discovery {
         let found = match crate::config::find(&self.accounts, set, source, rule).await {
             Ok(found) => found,
             Err(e) if e.is_retryable() => return Err(e),
-            Err(e) => return Ok(SetOutcome::Nothing { phase: TaskPhase::Failed, code: e.code.clone(), message: e.to_string() }),
+            Err(e) => {
+                return Ok(SetOutcome::Nothing {
+                    phase: TaskPhase::Failed,
+                    code: e.code.clone(),
+                    message: e.to_string(),
+                })
+            }
         };
         let (backup, target, why) = match found {
             Ok(found) => found,

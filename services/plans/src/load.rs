@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 use crate::plan::{
-    AppConsistent, ConfigExport, ConfigService, CopyTo, Drill, DrillTarget, Keep, Lock, LockMode, Plan, ResourceType, Retention, Rule, RuleOptions,
-    Schedule, Selection,
+    AppConsistent, ConfigExport, ConfigService, CopyTo, Drill, DrillTarget, Keep, Lock, LockMode, Plan, ResourceType,
+    Retention, Rule, RuleOptions, Schedule, Selection,
 };
 
 /// AWS Backup's smallest start window, and its smallest time between two runs of a rule.
@@ -476,7 +476,10 @@ impl Reader {
         let export_field = at(field, "config_export");
         let value = match self.field(map, field, "config_export", false) {
             None if wanted => {
-                self.error(&export_field, "required with route53 or elbv2: the S3 bucket (bucket, region) exports go to");
+                self.error(
+                    &export_field,
+                    "required with route53 or elbv2: the S3 bucket (bucket, region) exports go to",
+                );
                 return None;
             }
             None => return None,
