@@ -250,11 +250,11 @@ pub async fn export_with_page_size(
     let summaries = list_zones(client, max_items).await?;
     let ids: Vec<String> = summaries.iter().map(|zone| bare_zone_id(zone.id())).collect();
     let tags = list_tags(client, TagResourceType::Hostedzone, &ids).await?;
-    let mut hosted_zones: Vec<HostedZone> = futures::stream::iter(summaries.iter())
-        .map(|zone| export_zone(client, zone, &check_keys, max_items))
-        .buffered(ZONES_IN_FLIGHT)
-        .try_collect()
-        .await?;
+    // The futures are made first: a stream mapping each borrowed zone to one is not `Send`
+    // (the compiler cannot prove it for every lifetime), and a service's step must be.
+    let exports: Vec<_> = summaries.iter().map(|zone| export_zone(client, zone, &check_keys, max_items)).collect();
+    let mut hosted_zones: Vec<HostedZone> =
+        futures::stream::iter(exports).buffered(ZONES_IN_FLIGHT).try_collect().await?;
     for zone in &mut hosted_zones {
         zone.tags = tags.get(&zone.id).cloned().unwrap_or_default();
         zone.query_logging = query_logging.get(&zone.id).cloned();
@@ -1522,5 +1522,15 @@ mod tests {
             ..record.clone()
         };
         assert!(differing_fields(&comparable_record(&record), &comparable_record(&other)).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod send {
+    /// A service's step runs the export on the runtime's threads: its future must be `Send`.
+    #[allow(dead_code)]
+    fn export_is_send(client: &aws_sdk_route53::Client) {
+        fn send<T: Send>(_: T) {}
+        send(super::export(client));
     }
 }
