@@ -220,7 +220,7 @@ impl ConfigRestorer {
         let export = job.run.as_ref().and_then(|r| r.config_export.clone()).unwrap_or_default();
         let location = location(&export);
         let config = self.accounts.config_for(&job.account_id, call_region(&job.region)).await?;
-        let doc = export_off_thread(config, job.account_id.clone(), job.region.clone(), service).await?;
+        let doc = crate::export::export_document(&config, &job.account_id, &job.region, service).await?;
         let s3_config = self.accounts.config_for(&job.account_id, &location.region).await?;
         let s3 = store::client(&s3_config, &job.account_id, &location);
         store::ensure_bucket(&s3, &location).await?;
@@ -245,25 +245,6 @@ impl ConfigRestorer {
             crate::apply::restore_documents(&config, &target.account_id, &target.region, &docs, &options).await?;
         Ok(restore_done(&docs, &target, &report))
     }
-}
-
-/// [`crate::export::export_document`] on a blocking thread of the runtime. Route 53's export
-/// future is not `Send` (its zones are read with a stream whose closure borrows each zone, which
-/// the compiler cannot prove `Send` for every lifetime), and a restorer's step must be; made on
-/// its own thread it never crosses one. Drop this once that export collects its futures first.
-async fn export_off_thread(
-    config: aws_config::SdkConfig,
-    account_id: String,
-    region: String,
-    service: Service,
-) -> Result<ConfigDocument, AwsError> {
-    let runtime = tokio::runtime::Handle::current();
-    let exported = tokio::task::spawn_blocking(move || {
-        runtime.block_on(crate::export::export_document(&config, &account_id, &region, service))
-    });
-    exported
-        .await
-        .map_err(|e| AwsError::retryable("config:Export", "ExportInterrupted", format!("the export's thread: {e}")))?
 }
 
 /// `exported 2 hosted_zones, 130 record_sets ... to s3://bucket/key`, or unchanged.
