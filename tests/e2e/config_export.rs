@@ -1,7 +1,8 @@
 //! The config service end to end over real nats-server and moto, with discovery and the
-//! aggregator: a plan rule with route53 and elbv2 exports a source account's front door (a zone
-//! with weighted and alias records, a load balancer with a listener and a target group) to a
-//! bucket in another region; a second run writes nothing; a changed record shows in
+//! aggregator: a plan rule with route53 and elbv2 exports a source account's front door (two
+//! zones, one with weighted and alias records, the other with more records than one list page;
+//! an application load balancer with a listener rule and a network load balancer, each with its
+//! target group) to a bucket in another region; a second run writes nothing; a changed record shows in
 //! `lifeboat config diff`; a restore request into a second account re-creates it, and the
 //! target's live configuration diffs empty against the export. A second test denies ELBv2
 //! (a proxy in front of moto answers AccessDenied): the run is PARTIALLY_FAILED, naming it.
@@ -10,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, LoadBalancerTypeEnum, PathPatternConditionConfig, ProtocolEnum, RuleCondition,
+};
 use aws_sdk_route53::types::{
     AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
@@ -107,14 +110,28 @@ async fn front_door(aws: &SdkConfig) -> FrontDoor {
         .unwrap();
     let lb = &lb.load_balancers()[0];
     let forward = Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(&group_arn).build();
-    elb.create_listener()
+    let listener = elb
+        .create_listener()
         .load_balancer_arn(lb.load_balancer_arn().unwrap())
         .protocol(ProtocolEnum::Http)
         .port(80)
-        .default_actions(forward)
+        .default_actions(forward.clone())
         .send()
         .await
         .unwrap();
+    let api_paths = RuleCondition::builder()
+        .field("path-pattern")
+        .path_pattern_config(PathPatternConditionConfig::builder().values("/api/*").build())
+        .build();
+    elb.create_rule()
+        .listener_arn(listener.listeners()[0].listener_arn().unwrap())
+        .priority(10)
+        .conditions(api_paths)
+        .actions(forward)
+        .send()
+        .await
+        .unwrap();
+    network_load_balancer(&elb, &vpc, &subnets).await;
     let route53 = aws_sdk_route53::Client::new(aws);
     let zone = route53.create_hosted_zone().name("example.com").caller_reference("front-door").send().await.unwrap();
     let zone_id = zone.hosted_zone().unwrap().id().trim_start_matches("/hostedzone/").to_string();
@@ -131,7 +148,46 @@ async fn front_door(aws: &SdkConfig) -> FrontDoor {
         ResourceRecordSet::builder().name("app.example.com").r#type(RrType::A).alias_target(alias).build().unwrap(),
     ];
     change(&route53, &zone_id, ChangeAction::Create, records).await;
+    // More records than one ListResourceRecordSets page of the export.
+    let shop = route53.create_hosted_zone().name("shop.example.org").caller_reference("shop").send().await.unwrap();
+    let shop_id = shop.hosted_zone().unwrap().id().trim_start_matches("/hostedzone/").to_string();
+    let hosts = (0..SHOP_HOSTS).map(|i| a_record(&format!("host-{i:03}.shop.example.org"), "192.0.2.30", None));
+    change(&route53, &shop_id, ChangeAction::Create, hosts.collect()).await;
     FrontDoor { vpc, subnets, security_group, zone_id }
+}
+
+/// Hosts in the second zone: more than one page of the export's ListResourceRecordSets.
+const SHOP_HOSTS: usize = lifeboat_config::route53::DEFAULT_PAGE_SIZE as usize + 20;
+
+/// A network load balancer with a TCP listener forwarding to its own target group.
+async fn network_load_balancer(elb: &aws_sdk_elasticloadbalancingv2::Client, vpc: &str, subnets: &[String]) {
+    let group = elb
+        .create_target_group()
+        .name("tcp-tg")
+        .protocol(ProtocolEnum::Tcp)
+        .port(443)
+        .vpc_id(vpc)
+        .send()
+        .await
+        .unwrap();
+    let group_arn = group.target_groups()[0].target_group_arn().unwrap().to_string();
+    let lb = elb
+        .create_load_balancer()
+        .name("tcp-lb")
+        .r#type(LoadBalancerTypeEnum::Network)
+        .set_subnets(Some(subnets.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let forward = Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(&group_arn).build();
+    elb.create_listener()
+        .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().unwrap())
+        .protocol(ProtocolEnum::Tcp)
+        .port(443)
+        .default_actions(forward)
+        .send()
+        .await
+        .unwrap();
 }
 
 fn a_record(name: &str, ip: &str, weighted: Option<(&str, i64)>) -> ResourceRecordSet {
@@ -228,7 +284,20 @@ async fn a_plan_exports_to_another_region_once_and_restores_into_another_account
     let s3 = store::client(&servers.aws(BUCKET_REGION), ACCOUNT, &location());
     let pointer = store::latest(&s3, &location(), ACCOUNT, "global", Service::Route53).await.unwrap().unwrap();
     let exported = store::get(&s3, &location(), &pointer.key).await.unwrap();
-    assert_eq!(exported.counts.get("hosted_zones"), Some(&1), "{:?}", exported.counts);
+    assert_eq!(exported.counts.get("hosted_zones"), Some(&2), "{:?}", exported.counts);
+    // Both zones' NS and SOA, the first zone's four records, and every host of the second.
+    assert_eq!(exported.counts.get("record_sets"), Some(&(2 * 2 + 4 + SHOP_HOSTS)), "{:?}", exported.counts);
+    let pointer = store::latest(&s3, &location(), ACCOUNT, REGION, Service::Elbv2).await.unwrap().unwrap();
+    let balancers = store::get(&s3, &location(), &pointer.key).await.unwrap();
+    let counted = |kind: &str| balancers.counts.get(kind).copied();
+    assert_eq!(
+        (counted("load_balancers"), counted("listeners"), counted("target_groups")),
+        (Some(2), Some(2), Some(2)),
+        "{:?}",
+        balancers.counts
+    );
+    let rules = serde_json::to_string(&balancers.config).unwrap();
+    assert!(rules.contains("/api/*") && rules.contains("tcp-lb") && rules.contains("\"network\""), "{rules}");
     let records = serde_json::to_string(&exported.config).unwrap();
     for wanted in ["www.example.com.", "api.example.com.", "blue", "green", "app.example.com."] {
         assert!(records.contains(wanted), "{wanted} not in {records}");

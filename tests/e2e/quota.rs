@@ -65,12 +65,14 @@ async fn two_replicas_share_one_cap(transport: Transport) {
     assert!(!one.acquire(&key, Cap::SnapshotCopies, "task-4", lease).await.expect("acquire"));
     // A holder that died without releasing frees its slot when its lease runs out.
     let other = Quotas::slot_key(Cap::SnapshotCopies, "123456789012", "eu-west-1");
-    assert!(one.acquire(&other, Cap::SnapshotCopies, "dead", Duration::from_secs(1)).await.expect("acquire"));
+    // Leases count in whole seconds: 4 s leaves the next three calls (DynamoDB on SQS, slow on a
+    // loaded machine) at least 3 s to see it still held.
+    assert!(one.acquire(&other, Cap::SnapshotCopies, "dead", Duration::from_secs(4)).await.expect("acquire"));
     for n in 0..2 {
         assert!(one.acquire(&other, Cap::SnapshotCopies, &format!("live-{n}"), lease).await.expect("acquire"));
     }
     assert!(!one.acquire(&other, Cap::SnapshotCopies, "late", lease).await.expect("acquire"));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     assert!(one.acquire(&other, Cap::SnapshotCopies, "late", lease).await.expect("acquire"), "the lease ran out");
 }
 
