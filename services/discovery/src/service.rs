@@ -178,14 +178,7 @@ impl Discovery {
             let Ok(kind) = ResourceType::try_from(kind) else { continue };
             let found = match Self::find(&self.accounts, set, &source, rule, kind).await {
                 Ok(found) => found,
-                Err(e) if e.is_retryable() => return Err(e),
-                Err(e) => {
-                    return Ok(SetOutcome::Nothing {
-                        phase: TaskPhase::Failed,
-                        code: e.code.clone(),
-                        message: e.to_string(),
-                    })
-                }
+                Err(e) => return lookup_failed(e),
             };
             for (backup, target, why) in found {
                 tasks.push(RestoreTask {
@@ -237,14 +230,7 @@ impl Discovery {
     ) -> Result<SetOutcome, AwsError> {
         let found = match crate::config::find(&self.accounts, set, source, rule).await {
             Ok(found) => found,
-            Err(e) if e.is_retryable() => return Err(e),
-            Err(e) => {
-                return Ok(SetOutcome::Nothing {
-                    phase: TaskPhase::Failed,
-                    code: e.code.clone(),
-                    message: e.to_string(),
-                })
-            }
+            Err(e) => return lookup_failed(e),
         };
         let (backup, target, why) = match found {
             Ok(found) => found,
@@ -837,4 +823,13 @@ impl Handler for Discovery {
         };
         self.reporter.report(event).await
     }
+}
+
+/// A set whose backups could not be looked up: a retryable error replans the whole request
+/// later; any other becomes the set's reason.
+fn lookup_failed(e: AwsError) -> Result<SetOutcome, AwsError> {
+    if e.is_retryable() {
+        return Err(e);
+    }
+    Ok(SetOutcome::Nothing { phase: TaskPhase::Failed, code: e.code.clone(), message: e.to_string() })
 }
