@@ -27,16 +27,7 @@ rules:
 "#;
 
 fn lifeboat(servers: &Servers, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(crate::traces::lifeboat_binary())
-        .args(args)
-        .env_remove("AWS_PROFILE")
-        .env("NATS_URL", &servers.nats_url)
-        .env("AWS_ENDPOINT_URL", &servers.moto_url)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .expect("run lifeboat")
+    crate::traces::lifeboat_command(servers).args(args).output().expect("run lifeboat")
 }
 
 fn snapshot_tags(snapshot: &aws_sdk_ec2::types::Snapshot) -> HashMap<String, String> {

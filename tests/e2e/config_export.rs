@@ -55,18 +55,11 @@ struct FrontDoor {
 /// The CLI as users run it: over NATS, or through the aggregator's API with SQS. Waited for
 /// off the runtime's thread, so the in-process services keep running meanwhile.
 async fn lifeboat(servers: &Servers, args: &[&str]) -> std::process::Output {
-    let mut command = std::process::Command::new(crate::traces::lifeboat_binary());
+    let mut command = crate::traces::lifeboat_command(servers);
     if servers.transport == Transport::Sqs {
         command.env("LIFEBOAT_API_URL", servers.api_url());
     }
-    command
-        .args(args)
-        .env_remove("AWS_PROFILE")
-        .env("NATS_URL", &servers.nats_url)
-        .env("AWS_ENDPOINT_URL", &servers.moto_url)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION);
+    command.args(args).env("AWS_REGION", REGION);
     tokio::task::spawn_blocking(move || command.output()).await.expect("the CLI's thread").expect("run lifeboat")
 }
 

@@ -90,16 +90,7 @@ fn drills(servers: &Servers, bus: Arc<dyn lifeboat_common::Bus>, follow: StoreFo
 }
 
 fn lifeboat(servers: &Servers, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(crate::traces::lifeboat_binary())
-        .args(args)
-        .env_remove("AWS_PROFILE")
-        .env("NATS_URL", &servers.nats_url)
-        .env("AWS_ENDPOINT_URL", &servers.moto_url)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .expect("run lifeboat")
+    crate::traces::lifeboat_command(servers).args(args).output().expect("run lifeboat")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -131,6 +131,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The `lifeboat` binary as a user on this machine runs it against `servers`: their NATS and
+/// moto, test credentials, the default region us-east-1, and no AWS profile.
+pub(crate) fn lifeboat_command(servers: &Servers) -> std::process::Command {
+    let mut command = std::process::Command::new(lifeboat_binary());
+    command
+        .env_remove("AWS_PROFILE")
+        .env("NATS_URL", &servers.nats_url)
+        .env("AWS_ENDPOINT_URL", &servers.moto_url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1");
+    command
+}
+
 /// The `lifeboat` binary of this build: `$LIFEBOAT_BIN`, or the one next to this test binary's
 /// directory, built (or found fresh) by cargo first. `cargo test` builds only the binaries of the
 /// package under test, so a plain run would otherwise find none, or last week's.

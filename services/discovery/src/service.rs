@@ -181,19 +181,7 @@ impl Discovery {
                 Err(e) => return lookup_failed(e),
             };
             for (backup, target, why) in found {
-                tasks.push(RestoreTask {
-                    request_id: request.request_id.clone(),
-                    task_id: ids::task_id(&request.request_id, &set.name, &backup.backup_id),
-                    set_name: set.name.clone(),
-                    resource_type: kind as i32,
-                    backup: Some(backup),
-                    target: Some(target),
-                    options: request.options,
-                    selection_reason: why,
-                    target_role_arn: set.target_role_arn.clone(),
-                    generation: 0,
-                    backup_task: None,
-                });
+                tasks.push(restore_task(request, set, kind as i32, backup, target, why));
             }
         }
         if tasks.is_empty() {
@@ -243,19 +231,7 @@ impl Discovery {
             }
         };
         let kind = set.resource_types.first().copied().unwrap_or(ResourceType::Route53Zone as i32);
-        Ok(SetOutcome::Tasks(vec![RestoreTask {
-            request_id: request.request_id.clone(),
-            task_id: ids::task_id(&request.request_id, &set.name, &backup.backup_id),
-            set_name: set.name.clone(),
-            resource_type: kind,
-            backup: Some(backup),
-            target: Some(target),
-            options: request.options,
-            selection_reason: why,
-            target_role_arn: set.target_role_arn.clone(),
-            generation: 0,
-            backup_task: None,
-        }]))
+        Ok(SetOutcome::Tasks(vec![restore_task(request, set, kind, backup, target, why)]))
     }
 
     /// The backups of one resource type in a set, each with its complete target and the reason
@@ -822,6 +798,31 @@ impl Handler for Discovery {
             ..Default::default()
         };
         self.reporter.report(event).await
+    }
+}
+
+/// The task that restores `backup` of `set` into `target`; its id derives from the request, the
+/// set and the backup, so a replanned request yields the same tasks.
+fn restore_task(
+    request: &RestoreRequest,
+    set: &RestoreSet,
+    resource_type: i32,
+    backup: Backup,
+    target: restore_task::Target,
+    why: String,
+) -> RestoreTask {
+    RestoreTask {
+        request_id: request.request_id.clone(),
+        task_id: ids::task_id(&request.request_id, &set.name, &backup.backup_id),
+        set_name: set.name.clone(),
+        resource_type,
+        backup: Some(backup),
+        target: Some(target),
+        options: request.options,
+        selection_reason: why,
+        target_role_arn: set.target_role_arn.clone(),
+        generation: 0,
+        backup_task: None,
     }
 }
 
