@@ -290,6 +290,17 @@ pub fn fast_discovery_config(policy: Policy) -> DiscoveryConfig {
 }
 
 /// The config service (Route 53 and ELBv2 exports and restores) with the fast waits.
+/// The s3 service with fast re-checks, and objects over 5 MiB (S3's smallest part) copied in
+/// 5 MiB parts so that tests exercise multipart copies with small objects.
+pub fn fast_s3_config() -> lifeboat_s3::S3Config {
+    lifeboat_s3::S3Config {
+        service: fast_dynamodb_config().service,
+        multipart_threshold: 5 * 1024 * 1024,
+        part_size: 5 * 1024 * 1024,
+        ..Default::default()
+    }
+}
+
 pub fn fast_config_config() -> lifeboat_config::service::ConfigServiceConfig {
     lifeboat_config::service::ConfigServiceConfig { service: fast_dynamodb_config().service }
 }
@@ -402,6 +413,15 @@ impl Running {
         let service = lifeboat_config::service::service(accounts, servers.shared_bus().await, config);
         let run = service.run(self.shutdown.clone());
         self.handles.push(tokio::spawn(async move { run.await.expect("config service failed") }));
+        self
+    }
+
+    /// Also runs the s3 service with `config`.
+    pub async fn with_s3(mut self, servers: &Servers, config: lifeboat_s3::S3Config) -> Self {
+        let accounts = Accounts::new(servers.aws("us-east-1"), lifeboat_common::aws::DEFAULT_ROLE_NAME);
+        let service = lifeboat_s3::service(accounts, servers.shared_bus().await, config);
+        let run = service.run(self.shutdown.clone());
+        self.handles.push(tokio::spawn(async move { run.await.expect("s3 service failed") }));
         self
     }
 

@@ -128,6 +128,7 @@ pub fn next_task(known: Option<&TaskState>, event: &StatusEvent) -> Option<TaskS
         backup_created_at: event.backup_created_at.or(old.backup_created_at),
         attempt: if superseded { event.attempt } else { event.attempt.max(old.attempt) },
         generation: event.generation,
+        alert: event.alert.clone().or(old.alert.clone()),
         task: event.task.clone().or(old.task),
     })
 }

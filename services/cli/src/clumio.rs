@@ -642,6 +642,7 @@ fn convert_group(
                 protection_group: group.string("search_pg_name")?,
                 source_buckets: group.strings(&["search_bucket_names"])?,
                 object_filters_json,
+                ..Default::default()
             };
             (vec![pb::ResourceType::S3Bucket], pb::Targets { s3: Some(s3), ..Default::default() }, "")
         }

@@ -437,6 +437,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             options.ec2.service.wait.check_initial = options.ebs.service.wait.check_initial;
             options.rds.service.wait.check_initial = options.ebs.service.wait.check_initial;
             options.config.service.wait.check_initial = options.ebs.service.wait.check_initial;
+            options.s3.service.wait.check_initial = options.ebs.service.wait.check_initial;
+            options.discovery.s3_vault = lifeboat_s3::vault::from_env();
             let quotas = lifeboat_common::quota::QuotaConfig::from_env().map_err(anyhow::Error::msg)?;
             for service in [
                 &mut options.ebs.service,
@@ -444,6 +446,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 &mut options.ec2.service,
                 &mut options.rds.service,
                 &mut options.config.service,
+                &mut options.s3.service,
             ] {
                 service.quotas = quotas.clone();
             }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// The kinds of work queues, one per resource service.
-pub const WORK_KINDS: &[&str] = &["ebs", "dynamodb", "ec2", "rds", "config"];
+pub const WORK_KINDS: &[&str] = &["ebs", "dynamodb", "ec2", "rds", "config", "s3"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceName {
@@ -36,6 +36,8 @@ pub enum ServiceName {
     Aggregator,
     /// Route 53 and ELBv2 configuration exports and restores (`lifeboat.work.config`).
     Config,
+    /// S3 protection groups to the vault, rollbacks, undeletes and restores (`lifeboat.work.s3`).
+    S3,
     /// Turns the `--plans` rules into backup runs when they are due.
     Scheduler,
 }
@@ -116,6 +118,7 @@ pub struct ServeOptions {
     pub ec2: lifeboat_ec2::Ec2Config,
     pub rds: lifeboat_rds::RdsConfig,
     pub config: lifeboat_config::service::ConfigServiceConfig,
+    pub s3: lifeboat_s3::S3Config,
     pub aggregator: AggregatorConfig,
     /// The backup plans the scheduler runs.
     pub plans: Vec<lifeboat_plans::Plan>,
@@ -141,6 +144,7 @@ impl ServeOptions {
             ec2: lifeboat_ec2::Ec2Config::default(),
             rds: lifeboat_rds::RdsConfig::default(),
             config: lifeboat_config::service::ConfigServiceConfig::default(),
+            s3: lifeboat_s3::S3Config::default(),
             aggregator: AggregatorConfig::from_env(),
             plans: Vec::new(),
             scheduler: lifeboat_scheduler::SchedulerConfig::default(),
@@ -151,7 +155,7 @@ impl ServeOptions {
         self.services.iter().any(|&s| s == service || s == ServiceName::All)
     }
 
-    fn consumers(&mut self) -> [&mut ConsumerOptions; 7] {
+    fn consumers(&mut self) -> [&mut ConsumerOptions; 8] {
         [
             &mut self.discovery.consumer,
             &mut self.ebs.service.consumer,
@@ -159,6 +163,7 @@ impl ServeOptions {
             &mut self.ec2.service.consumer,
             &mut self.rds.service.consumer,
             &mut self.config.service.consumer,
+            &mut self.s3.service.consumer,
             &mut self.aggregator.consumer,
         ]
     }
@@ -216,6 +221,10 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
     }
     if options.wants(ServiceName::Config) {
         let service = lifeboat_config::service::service(accounts.clone(), bus.clone(), options.config.clone());
+        running.spawn(service.run(shutdown.clone()));
+    }
+    if options.wants(ServiceName::S3) {
+        let service = lifeboat_s3::service(accounts.clone(), bus.clone(), options.s3.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     let mut router = lifeboat_common::http::router(health.clone(), metrics);

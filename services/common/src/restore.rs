@@ -46,6 +46,9 @@ pub enum Step {
     Waiting { what: String, created: Vec<String> },
     /// It cannot succeed.
     Failed { code: String, message: String },
+    /// Done, but not all of it (some objects of a bucket could not be read): SUCCEEDED with
+    /// `code` as the reason, and `alert` raised on the task's status event.
+    Partial { code: String, message: String, created: Vec<String>, alert: lifeboat_proto::Alert },
 }
 
 /// Lifeboat's own tags on everything a task creates; the task-id tag is the idempotency key.
@@ -268,6 +271,8 @@ pub struct Decision {
     pub message: String,
     pub created: Vec<String>,
     pub outcome: Outcome,
+    /// Raised on the task's status event ([`Step::Partial`]).
+    pub alert: Option<lifeboat_proto::Alert>,
 }
 
 /// Turns a step's result into a report and a settlement. Retryable errors and work in progress
@@ -291,6 +296,7 @@ pub fn decide_waited(
         message,
         created,
         outcome: Outcome::Done,
+        alert: None,
     };
     match result {
         Ok(Step::Done { message, created, warnings }) if warnings.is_empty() => {
@@ -303,6 +309,9 @@ pub fn decide_waited(
             created,
         ),
         Ok(Step::Failed { code, message }) => done(TaskPhase::Failed, code, message, Vec::new()),
+        Ok(Step::Partial { code, message, created, alert }) => {
+            Decision { alert: Some(alert), ..done(TaskPhase::Succeeded, code, message, created) }
+        }
         Ok(Step::Waiting { what, created }) if attempt >= max_wait_checks => done(
             TaskPhase::Failed,
             reason::WAIT_TIMEOUT.to_string(),
@@ -315,6 +324,7 @@ pub fn decide_waited(
             message: what,
             created,
             outcome: Outcome::RetryAfter(backoff(waited, wait.check_initial, wait.check_max)),
+            alert: None,
         },
         Err(e) if e.is_retryable() => Decision {
             phase: TaskPhase::Waiting,
@@ -323,6 +333,7 @@ pub fn decide_waited(
             created: Vec::new(),
             // Jittered: tasks throttled together must not come back together.
             outcome: Outcome::RetryAfter(jitter(backoff(waited, wait.retry_initial, wait.retry_max))),
+            alert: None,
         },
         Err(e) => done(TaskPhase::Failed, e.code.clone(), e.to_string(), Vec::new()),
     }
@@ -520,6 +531,7 @@ impl<R: Restorer> RestoreService<R> {
             created_resource_ids: decision.created,
             reason_code: decision.reason_code,
             message: decision.message,
+            alert: decision.alert,
             ..task_event(task, decision.phase, attempt)
         };
         let finished = terminal.then(|| event.reason_code.clone());

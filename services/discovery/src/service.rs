@@ -80,6 +80,9 @@ pub struct DiscoveryConfig {
     /// First delay before re-planning after a retryable AWS error (doubles per attempt).
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// Where protection groups are backed up, for restore sets that do not name a vault
+    /// (`LIFEBOAT_S3_VAULT_BUCKET`, `_REGION`, `_PREFIX`).
+    pub s3_vault: Option<lifeboat_proto::S3Vault>,
 }
 
 impl Default for DiscoveryConfig {
@@ -89,6 +92,7 @@ impl Default for DiscoveryConfig {
             consumer: ConsumerOptions { concurrency: 4, ..Default::default() },
             retry_initial: Duration::from_secs(2),
             retry_max: Duration::from_secs(60),
+            s3_vault: None,
         }
     }
 }
@@ -160,15 +164,11 @@ impl Discovery {
             request.submitted_at.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or_else(Utc::now);
         let rule = TimeRule::of(&source, submitted);
         if set.resource_types.contains(&(ResourceType::S3Bucket as i32)) {
-            let group = set.target.as_ref().and_then(|t| t.s3.as_ref()).map(|s3| s3.protection_group.clone());
-            return Ok(SetOutcome::Nothing {
-                phase: TaskPhase::Skipped,
-                code: reason::S3_NOT_AVAILABLE.to_string(),
-                message: format!(
-                    "S3 restores (protection group '{}') need the s3 service, which this deployment does not run",
-                    group.unwrap_or_default()
-                ),
-            });
+            return match crate::s3::plan(&self.accounts, self.config.s3_vault.as_ref(), request, set, &source, rule).await {
+                Ok(Ok(tasks)) => Ok(SetOutcome::Tasks(tasks)),
+                Ok(Err((code, message))) => Ok(SetOutcome::Nothing { phase: TaskPhase::Failed, code, message }),
+                Err(e) => lookup_failed(e),
+            };
         }
         if crate::config::is_config_set(set) {
             return self.plan_config_set(request, set, &source, rule).await;
@@ -509,6 +509,7 @@ impl Discovery {
                                 resource_tags: resource.tags,
                                 volumes: resource.volumes,
                                 size_gib: resource.size_gib,
+                                ..Default::default()
                             };
                             lifeboat_common::backup::task(&request.request_id, resource.kind, job)
                         }));
@@ -535,6 +536,14 @@ impl Discovery {
                     Err(e) => unlisted.push((account.clone(), "config".to_string(), e)),
                 }
             }
+        }
+        match crate::s3_backup::backup_tasks(&self.accounts, &request.request_id, run).await {
+            Ok(found) => tasks.extend(found),
+            Err(e) if e.is_retryable() => {
+                warn!(request_id = %request.request_id, error = %e, "resolving the protection groups will be retried");
+                return Outcome::RetryAfter(backoff(attempt, self.config.retry_initial, self.config.retry_max));
+            }
+            Err(e) => unlisted.push((String::new(), "s3".to_string(), e)),
         }
         let mut events: Vec<StatusEvent> = tasks
             .iter()
@@ -803,7 +812,7 @@ impl Handler for Discovery {
 
 /// The task that restores `backup` of `set` into `target`; its id derives from the request, the
 /// set and the backup, so a replanned request yields the same tasks.
-fn restore_task(
+pub(crate) fn restore_task(
     request: &RestoreRequest,
     set: &RestoreSet,
     resource_type: i32,

@@ -273,6 +273,8 @@ async fn backup_step(
                     created.extend(ids);
                 }
                 Ok(Step::Failed { code, message }) => return Ok(copy_failed(code, message, &point_ids)),
+                // A snapshot copy is whole or not at all.
+                Ok(Step::Partial { code, message, .. }) => return Ok(copy_failed(code, message, &point_ids)),
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => return Ok(copy_failed(e.code.clone(), e.to_string(), &point_ids)),
             }

@@ -55,6 +55,7 @@ pub fn backup_run(plan: &Plan, rule: &Rule, due_id: String, due_at: DateTime<Utc
             include_tags: selection.include_tags.clone().into_iter().collect(),
             exclude_tags: selection.exclude_tags.clone().into_iter().collect(),
             all_resources: selection.include_tags.is_empty(),
+            ..Default::default()
         }),
         retention: Some(retention(&rule.retention, zone)),
         copy_to: rule
@@ -83,6 +84,7 @@ pub fn backup_run(plan: &Plan, rule: &Rule, due_id: String, due_at: DateTime<Utc
         tags: plan.tags.clone().into_iter().collect(),
         manual,
         config_export: None,
+        ..Default::default()
     };
     rule.add_config_export(&mut run);
     run

@@ -1,0 +1,1 @@
+//! When a continuous-backup check syncs a bucket. (helper h1)
