@@ -87,7 +87,7 @@ async fn a_volume_is_snapshotted_and_copied_to_another_region() {
     assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:?}");
 
     let points = snapshots_tagged(&east, TAG_TASK_ID, &task.task_id).await;
-    assert_eq!(points.len(), 1, "one snapshot of the volume: {points:?}");
+    assert_eq!(points.len(), 1, "one snapshot of the volume: {points:?}; {summary:?}");
     let point = &points[0];
     let point_id = point.snapshot_id().unwrap().to_string();
     assert_eq!(point.volume_id(), Some(volume.as_str()));
@@ -101,7 +101,7 @@ async fn a_volume_is_snapshotted_and_copied_to_another_region() {
     assert!(parsed.expires_at.is_some() && parsed.copy_of.is_none(), "{parsed:?}");
 
     let copies = snapshots_tagged(&west, TAG_TASK_ID, &task.task_id).await;
-    assert_eq!(copies.len(), 1, "one copy in us-west-2: {copies:?}");
+    assert_eq!(copies.len(), 1, "one copy in us-west-2: {copies:?}; {summary:?}");
     let copy = &copies[0];
     let copy_id = copy.snapshot_id().unwrap().to_string();
     let copy_tags = snapshot_tags(copy);
@@ -113,8 +113,8 @@ async fn a_volume_is_snapshotted_and_copied_to_another_region() {
     assert_eq!(copy.state(), Some(&aws_sdk_ec2::types::SnapshotState::Completed));
 
     let state = task_state(&summary, &task);
-    assert_eq!(state.created_resource_ids, vec![point_id, copy_id]);
-    assert_eq!(pb::TaskPhase::try_from(state.phase), Ok(pb::TaskPhase::Succeeded));
+    assert_eq!(state.created_resource_ids, vec![point_id, copy_id], "{state:?}");
+    assert_eq!(pb::TaskPhase::try_from(state.phase), Ok(pb::TaskPhase::Succeeded), "{state:?}");
 }
 
 #[tokio::test]

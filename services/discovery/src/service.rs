@@ -166,6 +166,11 @@ impl Discovery {
         if set.resource_types.contains(&(ResourceType::S3Bucket as i32)) {
             return match crate::s3::plan(&self.accounts, self.config.s3_vault.as_ref(), request, set, &source, rule).await {
                 Ok(Ok(tasks)) => Ok(SetOutcome::Tasks(tasks)),
+                // Skipped, not failed, while a part of the s3 service is not there: a runbook's
+                // other sets still decide its verdict.
+                Ok(Err((code, message))) if code == reason::S3_NOT_AVAILABLE => {
+                    Ok(SetOutcome::Nothing { phase: TaskPhase::Skipped, code, message })
+                }
                 Ok(Err((code, message))) => Ok(SetOutcome::Nothing { phase: TaskPhase::Failed, code, message }),
                 Err(e) => lookup_failed(e),
             };
