@@ -100,11 +100,4 @@ pub fn report_csv(summary: &RequestSummary) -> String {
     out
 }
 
-/// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled.
-fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_string()
-    }
-}
+use lifeboat_s3::vault::csv_field;

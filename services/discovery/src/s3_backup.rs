@@ -7,7 +7,11 @@ use lifeboat_proto::{BackupRun, BackupTask, ResourceType, RestoreTask};
 /// One backup task per bucket of each of the run's protection groups (none without groups or
 /// without a vault: there is nowhere to back them up to). Empty account ids are resolved to
 /// the account they default to, so that the task key names the real account.
-pub async fn backup_tasks(accounts: &Accounts, request_id: &str, run: &BackupRun) -> Result<Vec<RestoreTask>, AwsError> {
+pub async fn backup_tasks(
+    accounts: &Accounts,
+    request_id: &str,
+    run: &BackupRun,
+) -> Result<Vec<RestoreTask>, AwsError> {
     if run.protection_groups.is_empty() || run.vault.is_none() {
         return Ok(Vec::new());
     }

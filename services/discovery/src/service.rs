@@ -164,7 +164,9 @@ impl Discovery {
             request.submitted_at.as_ref().and_then(lifeboat_common::time::from_timestamp).unwrap_or_else(Utc::now);
         let rule = TimeRule::of(&source, submitted);
         if set.resource_types.contains(&(ResourceType::S3Bucket as i32)) {
-            return match crate::s3::plan(&self.accounts, self.config.s3_vault.as_ref(), request, set, &source, rule).await {
+            return match crate::s3::plan(&self.accounts, self.config.s3_vault.as_ref(), request, set, &source, rule)
+                .await
+            {
                 Ok(Ok(tasks)) => Ok(SetOutcome::Tasks(tasks)),
                 // Skipped, not failed, while a part of the s3 service is not there: a runbook's
                 // other sets still decide its verdict.

@@ -46,10 +46,7 @@ pub fn decide(
     };
     let min_updates = u64::from(settings.min_updates);
     if pending > min_updates {
-        return Decision {
-            sync: true,
-            why: format!("{pending} updates pending, more than {min_updates}"),
-        };
+        return Decision { sync: true, why: format!("{pending} updates pending, more than {min_updates}") };
     }
     let max_interval = Duration::minutes(i64::from(settings.max_interval_minutes));
     let since = now - last;

@@ -33,8 +33,7 @@ impl ObjectFilters {
         if json.trim().is_empty() {
             return Ok(Self::default());
         }
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| format!("{FIELD}: not valid JSON: {e}"))?;
+        let value: Value = serde_json::from_str(json).map_err(|e| format!("{FIELD}: not valid JSON: {e}"))?;
         let Value::Object(map) = value else {
             return Err(format!("{FIELD}: must be a JSON object"));
         };
@@ -45,9 +44,8 @@ impl ObjectFilters {
             }
             match key.as_str() {
                 "latest_version_only" => {
-                    filters.latest_version_only = value
-                        .as_bool()
-                        .ok_or_else(|| format!("{FIELD}.{key}: must be true or false"))?
+                    filters.latest_version_only =
+                        value.as_bool().ok_or_else(|| format!("{FIELD}.{key}: must be true or false"))?
                 }
                 "prefix" => filters.prefix = Some(string(key, value)?),
                 "etag" => filters.etag = Some(string(key, value)?.trim_matches('"').to_string()),
@@ -99,11 +97,7 @@ fn timestamp(key: &str, value: &Value) -> Result<DateTime<Utc>, String> {
         Value::Number(n) => n.as_i64().ok_or_else(bad)?,
         Value::String(s) => match s.parse::<i64>() {
             Ok(n) => n,
-            Err(_) => {
-                return DateTime::parse_from_rfc3339(s)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|_| bad())
-            }
+            Err(_) => return DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| bad()),
         },
         _ => return Err(bad()),
     };
@@ -153,10 +147,9 @@ mod tests {
 
     #[test]
     fn prefix_class_and_key_filters() {
-        let f = ObjectFilters::parse(
-            r#"{"prefix":"logs/","storage_classes":["standard"],"object_key_contains":"2024"}"#,
-        )
-        .unwrap();
+        let f =
+            ObjectFilters::parse(r#"{"prefix":"logs/","storage_classes":["standard"],"object_key_contains":"2024"}"#)
+                .unwrap();
         assert!(f.matches(&entry("logs/2024-01", "STANDARD", 0)));
         assert!(!f.matches(&entry("data/2024-01", "STANDARD", 0)));
         assert!(!f.matches(&entry("logs/2024-01", "GLACIER", 0)));
@@ -165,23 +158,18 @@ mod tests {
 
     #[test]
     fn timestamps_rfc3339_or_unix_seconds() {
-        let f = ObjectFilters::parse(
-            r#"{"start_timestamp":"1970-01-01T00:01:40Z","end_timestamp":200}"#,
-        )
-        .unwrap();
+        let f = ObjectFilters::parse(r#"{"start_timestamp":"1970-01-01T00:01:40Z","end_timestamp":200}"#).unwrap();
         assert!(!f.matches(&entry("a", "STANDARD", 99)));
         assert!(f.matches(&entry("a", "STANDARD", 100)));
         assert!(f.matches(&entry("a", "STANDARD", 200)));
         assert!(!f.matches(&entry("a", "STANDARD", 201)));
-        let err = ObjectFilters::parse(r#"{"start_timestamp":300,"end_timestamp":"200"}"#)
-            .unwrap_err();
+        let err = ObjectFilters::parse(r#"{"start_timestamp":300,"end_timestamp":"200"}"#).unwrap_err();
         assert!(err.contains("start_timestamp"), "{err}");
     }
 
     #[test]
     fn etag_and_version_id() {
-        let f = ObjectFilters::parse(r#"{"etag":"abc","version_id":"v1","latest_version_only":true}"#)
-            .unwrap();
+        let f = ObjectFilters::parse(r#"{"etag":"abc","version_id":"v1","latest_version_only":true}"#).unwrap();
         assert!(f.latest_version_only);
         assert!(f.matches(&entry("a", "STANDARD", 0)));
         let f = ObjectFilters::parse(r#"{"version_id":"v2"}"#).unwrap();

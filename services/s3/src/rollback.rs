@@ -44,12 +44,18 @@ pub struct Version {
 pub enum KeyAction {
     Keep,
     /// CopyObject of this version onto the same key: every version stays, nothing is lost.
-    RestoreVersion { version_id: String },
+    RestoreVersion {
+        version_id: String,
+    },
     /// DeleteObject without a version id: a delete marker, the versions stay.
     Delete,
     /// DeleteObjects of these delete markers (by version id).
-    RemoveMarkers { ids: Vec<String> },
-    NotRollbackable { reason: String },
+    RemoveMarkers {
+        ids: Vec<String>,
+    },
+    NotRollbackable {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -128,11 +134,25 @@ mod tests {
     }
 
     fn v(id: &str, s: i64, etag: &str) -> Version {
-        Version { version_id: id.into(), is_marker: false, last_modified: t(s), etag: etag.into(), size: 3, storage_class: "STANDARD".into() }
+        Version {
+            version_id: id.into(),
+            is_marker: false,
+            last_modified: t(s),
+            etag: etag.into(),
+            size: 3,
+            storage_class: "STANDARD".into(),
+        }
     }
 
     fn m(id: &str, s: i64) -> Version {
-        Version { version_id: id.into(), is_marker: true, last_modified: t(s), etag: String::new(), size: 0, storage_class: String::new() }
+        Version {
+            version_id: id.into(),
+            is_marker: true,
+            last_modified: t(s),
+            etag: String::new(),
+            size: 0,
+            storage_class: String::new(),
+        }
     }
 
     #[test]
@@ -187,7 +207,10 @@ mod tests {
     fn glacier_ir_version_is_restored() {
         let mut old = v("a", 1, "x");
         old.storage_class = "GLACIER_IR".into();
-        assert_eq!(plan_key(&[v("b", 10, "y"), old], t(5), Mode::Rollback), KeyAction::RestoreVersion { version_id: "a".into() });
+        assert_eq!(
+            plan_key(&[v("b", 10, "y"), old], t(5), Mode::Rollback),
+            KeyAction::RestoreVersion { version_id: "a".into() }
+        );
     }
 
     #[test]
@@ -206,7 +229,10 @@ mod tests {
     #[test]
     fn undelete_removes_markers_since_the_time() {
         let versions = [m("e", 12), m("d", 10), v("a", 1, "x"), m("o", 0)];
-        assert_eq!(plan_key(&versions, t(5), Mode::Undelete), KeyAction::RemoveMarkers { ids: vec!["e".into(), "d".into()] });
+        assert_eq!(
+            plan_key(&versions, t(5), Mode::Undelete),
+            KeyAction::RemoveMarkers { ids: vec!["e".into(), "d".into()] }
+        );
     }
 
     #[test]

@@ -214,11 +214,14 @@ pub async fn list_indexes(
 }
 
 /// The source buckets that have indexes in `group`, sorted.
-pub async fn list_group_buckets(s3: &aws_sdk_s3::Client, vault: &S3Vault, group: &str) -> Result<Vec<String>, AwsError> {
+pub async fn list_group_buckets(
+    s3: &aws_sdk_s3::Client,
+    vault: &S3Vault,
+    group: &str,
+) -> Result<Vec<String>, AwsError> {
     let base = group_base(vault, group);
     let mut buckets = Vec::new();
-    let mut pages =
-        s3.list_objects_v2().bucket(&vault.bucket).prefix(&base).delimiter("/").into_paginator().send();
+    let mut pages = s3.list_objects_v2().bucket(&vault.bucket).prefix(&base).delimiter("/").into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| classify("s3:ListObjectsV2", e))?;
         for common in page.common_prefixes() {
