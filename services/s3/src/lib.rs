@@ -12,10 +12,12 @@
 //!   target bucket under a target prefix.
 //! - [`rollback`]: versioned buckets returned in place to their state at a time, and delete
 //!   markers removed in bulk.
+//! - [`copy`]: one object version copied server side, in parts above the threshold.
 //! - [`service`]: all of it as tasks in the restore shell.
 
 pub mod backup;
 pub mod continuous;
+pub mod copy;
 pub mod filters;
 pub mod restore;
 pub mod rollback;
