@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// The kinds of work queues, one per resource service.
-pub const WORK_KINDS: &[&str] = &["ebs", "dynamodb", "ec2", "rds", "config"];
+pub const WORK_KINDS: &[&str] = &["ebs", "dynamodb", "ec2", "rds", "config", "s3"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceName {
@@ -36,6 +36,8 @@ pub enum ServiceName {
     Aggregator,
     /// Route 53 and ELBv2 configuration exports and restores (`lifeboat.work.config`).
     Config,
+    /// S3 protection groups to the vault, rollbacks, undeletes and restores (`lifeboat.work.s3`).
+    S3,
     /// Turns the `--plans` rules into backup runs when they are due.
     Scheduler,
 }
@@ -219,6 +221,10 @@ pub async fn serve(mut options: ServeOptions, shutdown: CancellationToken) -> an
     }
     if options.wants(ServiceName::Config) {
         let service = lifeboat_config::service::service(accounts.clone(), bus.clone(), options.config.clone());
+        running.spawn(service.run(shutdown.clone()));
+    }
+    if options.wants(ServiceName::S3) {
+        let service = lifeboat_s3::service(accounts.clone(), bus.clone(), options.s3.clone());
         running.spawn(service.run(shutdown.clone()));
     }
     let mut router = lifeboat_common::http::router(health.clone(), metrics);

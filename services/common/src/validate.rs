@@ -481,7 +481,7 @@ fn no_point_in_time_recovery(path: &str, set: &RestoreSet, what: &str, errors: &
 pub const CONFIG_TYPES: [ResourceType; 2] = [ResourceType::Route53Zone, ResourceType::Elbv2LoadBalancer];
 
 /// Resource types a backup rule can select.
-const BACKUP_TYPES: [ResourceType; 8] = [
+const BACKUP_TYPES: [ResourceType; 9] = [
     ResourceType::EbsVolume,
     ResourceType::EbsVolumeSet,
     ResourceType::Ec2Instance,
@@ -490,6 +490,7 @@ const BACKUP_TYPES: [ResourceType; 8] = [
     ResourceType::DynamodbTable,
     ResourceType::Route53Zone,
     ResourceType::Elbv2LoadBalancer,
+    ResourceType::S3Bucket,
 ];
 
 /// A backup run as a message: the plan file's checks (`lifeboat backup plan validate`) again, for
@@ -526,8 +527,17 @@ fn validate_backup_run(request: &RestoreRequest, run: &BackupRun, policy: &Polic
             );
         }
     }
-    if selection.regions.is_empty() {
+    let s3 = ResourceType::S3Bucket as i32;
+    let has_s3 = selection.resource_types.contains(&s3);
+    // Protection groups' buckets name their own accounts and regions, and are not selected by tags.
+    let groups_only = has_s3 && selection.resource_types.iter().all(|t| *t == s3);
+    if selection.regions.is_empty() && !groups_only {
         errors.add("backup_run.selection.regions", "at least one region is required");
+    }
+    if has_s3 {
+        check_protection_groups(run, &selection, policy, errors);
+    } else if !run.protection_groups.is_empty() || run.vault.is_some() {
+        errors.add("backup_run.protection_groups", "applies to S3_BUCKET: the selection has no S3_BUCKET");
     }
     for (i, region) in selection.regions.iter().enumerate() {
         if !is_region(region) {
@@ -549,7 +559,7 @@ fn validate_backup_run(request: &RestoreRequest, run: &BackupRun, policy: &Polic
             "applies to ROUTE53_ZONE and ELBV2_LOAD_BALANCER: the selection has neither",
         );
     }
-    if selection.include_tags.is_empty() && !selection.all_resources && !config_only {
+    if selection.include_tags.is_empty() && !selection.all_resources && !config_only && !groups_only {
         errors.add(
             "backup_run.selection.all_resources",
             "a selection without include tags backs up every resource: set all_resources to say so",
@@ -572,6 +582,60 @@ fn validate_backup_run(request: &RestoreRequest, run: &BackupRun, policy: &Polic
     } else if !run.copy_to.is_empty() {
         errors.add("backup_run.copy_to", "does not apply to configuration exports (they go to config_export.bucket)");
     }
+}
+
+/// The protection groups the selection names, each with buckets in regions, and the vault.
+fn check_protection_groups(
+    run: &BackupRun,
+    selection: &lifeboat_proto::BackupSelection,
+    policy: &Policy,
+    errors: &mut Errors,
+) {
+    if run.protection_groups.is_empty() {
+        errors.add("backup_run.protection_groups", "at least one protection group is required with S3_BUCKET");
+    }
+    for (i, group) in run.protection_groups.iter().enumerate() {
+        let field = format!("backup_run.protection_groups[{i}]");
+        if group.name.is_empty() || group.name.contains('/') {
+            errors.add(format!("{field}.name"), "is required, without `/`");
+        }
+        check_length(&format!("{field}.name"), &group.name, errors);
+        if group.buckets.is_empty() {
+            errors.add(format!("{field}.buckets"), "at least one bucket is required");
+        }
+        for (j, bucket) in group.buckets.iter().enumerate() {
+            let field = format!("{field}.buckets[{j}]");
+            if bucket.bucket.is_empty() {
+                errors.add(format!("{field}.bucket"), "is required");
+            }
+            check_length(&format!("{field}.bucket"), &bucket.bucket, errors);
+            if !is_region(&bucket.region) {
+                errors.add(format!("{field}.region"), format!("'{}' is not an AWS region name", bucket.region));
+            }
+            check_account(&format!("{field}.account_id"), &bucket.account_id, policy, errors);
+        }
+    }
+    for (i, name) in selection.protection_groups.iter().enumerate() {
+        if !run.protection_groups.iter().any(|g| g.name == *name) {
+            errors.add(
+                format!("backup_run.selection.protection_groups[{i}]"),
+                format!("'{name}' is not one of backup_run.protection_groups"),
+            );
+        }
+    }
+    let Some(vault) = &run.vault else {
+        errors.add("backup_run.vault", "is required with S3_BUCKET (bucket, region)");
+        return;
+    };
+    if vault.bucket.is_empty() {
+        errors.add("backup_run.vault.bucket", "is required");
+    }
+    check_length("backup_run.vault.bucket", &vault.bucket, errors);
+    check_length("backup_run.vault.prefix", &vault.prefix, errors);
+    if !is_region(&vault.region) {
+        errors.add("backup_run.vault.region", format!("'{}' is not an AWS region name", vault.region));
+    }
+    check_account("backup_run.vault.account_id", &vault.account_id, policy, errors);
 }
 
 /// The bucket configuration exports go to: named, in a region, and not one the run exports.

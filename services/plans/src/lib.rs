@@ -15,9 +15,9 @@ pub mod sweep;
 
 pub use load::{from_value, load, FieldError, LoadError};
 pub use plan::{
-    AppConsistent, CopyTo, Drill, DrillTarget, Keep, Lock, LockMode, Plan, ResourceType, Retention, Rule, RuleOptions,
-    Schedule, Selection, Span,
+    AppConsistent, Continuous, CopyTo, Drill, DrillTarget, GroupBucket, Keep, Lock, LockMode, ObjectFilter, Plan,
+    ProtectionGroup, ResourceType, Retention, Rule, RuleOptions, Schedule, Selection, Span, Vault, STORAGE_CLASSES,
 };
 pub use retention::{expires_at, may_delete, DeleteRefusal};
-pub use schedule::{due_between, due_id, next_due, Due};
+pub use schedule::{due_between, due_id, is_check, next_due, start_window, Due};
 pub use sweep::{decide, sweep, Decision, KeepReason, Outcome, SweepOptions, SweepReport, Target};

@@ -8,8 +8,9 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 use crate::plan::{
-    AppConsistent, ConfigExport, ConfigService, CopyTo, Drill, DrillTarget, Keep, Lock, LockMode, Plan, ResourceType,
-    Retention, Rule, RuleOptions, Schedule, Selection,
+    AppConsistent, ConfigExport, ConfigService, Continuous, CopyTo, Drill, DrillTarget, GroupBucket, Keep, Lock,
+    LockMode, ObjectFilter, Plan, ProtectionGroup, ResourceType, Retention, Rule, RuleOptions, Schedule, Selection,
+    Vault, STORAGE_CLASSES,
 };
 
 /// AWS Backup's smallest start window, and its smallest time between two runs of a rule.
@@ -23,6 +24,10 @@ pub const ARCHIVE_MIN_DAYS: u64 = 90;
 pub const MAX_LOCK_DAYS: u32 = 36_500;
 /// Prefix of the tags Lifeboat puts on recovery points itself.
 pub const RESERVED_TAG_PREFIX: &str = "lifeboat:";
+/// The shortest interval between continuous-backup checks: each lists every bucket's versions.
+pub const MIN_CHECK_MINUTES: u32 = 5;
+/// The longest: a day.
+pub const MAX_CHECK_MINUTES: u32 = 1440;
 
 /// One problem in a plan, named by its field.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -169,6 +174,26 @@ fn bound_field(retention: &Retention, field: &str, bound: Bound) -> String {
     at(field, span.map_or("days", |span| span.field))
 }
 
+/// A protection group defined in a rule's selection (its group None when it is invalid).
+struct InlineGroup {
+    field: String,
+    name: String,
+    group: Option<ProtectionGroup>,
+}
+
+/// What a plan defines for its rules that select s3.
+#[derive(Default)]
+struct PlanS3 {
+    groups: Vec<ProtectionGroup>,
+    /// Every group name the plan defines, valid or not, and its field.
+    defined: BTreeMap<String, String>,
+    /// With the field it was given at.
+    vault: Option<(Vault, String)>,
+    /// A plan-level vault was given, valid or not.
+    vault_given: bool,
+    continuous: Option<Continuous>,
+}
+
 #[derive(Default)]
 struct Reader {
     errors: Vec<FieldError>,
@@ -295,7 +320,8 @@ impl Reader {
     }
 
     fn plan(&mut self, document: &Value) -> Option<Plan> {
-        let map = self.object(document, "", &["name", "rules", "lock", "tags"])?;
+        let known = ["name", "rules", "lock", "tags", "protection_groups", "vault", "continuous"];
+        let map = self.object(document, "", &known)?;
         let name = self.string(map, "", "name", true);
         if let Some(name) = name.as_deref().filter(|name| !valid_name(name)) {
             self.error("name", format!("`{name}`: use 1 to 50 letters, digits, `-`, `_` or `.`"));
@@ -308,6 +334,7 @@ impl Reader {
         for tag in tags.keys().filter(|tag| tag.starts_with(RESERVED_TAG_PREFIX)) {
             self.error(&at("tags", tag), format!("tags starting with `{RESERVED_TAG_PREFIX}` are Lifeboat's own"));
         }
+        let s3 = self.plan_s3(map);
         let items = self.list(map, "", "rules", true);
         if items.is_empty() && map.get("rules").is_some_and(Value::is_array) {
             self.error("rules", "a plan needs at least one rule");
@@ -323,9 +350,20 @@ impl Reader {
                     self.error(&at(&field, "name"), format!("`{name}` is also the name of rules[{first}]"));
                 }
             }
-            rules.extend(self.rule(item, &field, lock.as_ref()));
+            rules.extend(self.rule(item, &field, lock.as_ref(), &s3));
         }
-        Some(Plan { name: name?, rules, lock: lock?, tags })
+        let any_s3 = items.iter().any(|item| {
+            item.pointer("/selection/resource_types")
+                .and_then(Value::as_array)
+                .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("s3")))
+        });
+        for key in ["vault", "continuous"] {
+            if !any_s3 && map.get(key).is_some_and(|v| !v.is_null()) {
+                self.error(key, "applies to rules that select s3: no rule does");
+            }
+        }
+        let protection_groups = s3.groups;
+        Some(Plan { name: name?, rules, lock: lock?, tags, protection_groups })
     }
 
     fn lock(&mut self, value: &Value, field: &str) -> Option<Lock> {
@@ -370,7 +408,7 @@ impl Reader {
         Some(Lock { mode, min_retention_days: min, max_retention_days: max, snapshot_lock })
     }
 
-    fn rule(&mut self, value: &Value, field: &str, lock: Option<&Lock>) -> Option<Rule> {
+    fn rule(&mut self, value: &Value, field: &str, lock: Option<&Lock>, plan_s3: &PlanS3) -> Option<Rule> {
         let known = [
             "name",
             "schedule",
@@ -383,6 +421,8 @@ impl Reader {
             "options",
             "drill",
             "config_export",
+            "vault",
+            "continuous",
         ];
         let map = self.object(value, field, &known)?;
         let name = self.string(map, field, "name", true);
@@ -408,13 +448,27 @@ impl Reader {
                 ),
             );
         }
-        let selection = match self.field(map, field, "selection", true) {
-            Some(value) => self.selection(value, &at(field, "selection")),
-            None => None,
+        let (selection, inline_groups) = match self.field(map, field, "selection", true) {
+            Some(value) => match self.selection(value, &at(field, "selection")) {
+                Some((selection, inline)) => (Some(selection), inline),
+                None => (None, Vec::new()),
+            },
+            None => (None, Vec::new()),
         };
         // A rule that only exports configuration makes no recovery points to keep or copy.
         let config_only =
-            selection.as_ref().is_some_and(|s| s.resource_types.is_empty() && !s.config_services.is_empty());
+            selection.as_ref().is_some_and(|s| s.resource_types.is_empty() && !s.s3 && !s.config_services.is_empty());
+        let s3_only = selection.as_ref().is_some_and(|s| s.s3 && s.resource_types.is_empty());
+        if s3_only && map.get("copy_to").is_some_and(|v| !v.is_null()) {
+            self.error(
+                &at(field, "copy_to"),
+                "does not apply to s3: protection groups are copied to the vault (another region or account)",
+            );
+        }
+        let (protection_groups, vault, continuous) = match &selection {
+            Some(selection) => self.rule_s3(map, field, selection, inline_groups, plan_s3),
+            None => (Vec::new(), None, None),
+        };
         let retention = match self.field(map, field, "retention", !config_only) {
             Some(_) if config_only => {
                 self.error(&at(field, "retention"), CONFIG_ONLY_NO_POINTS);
@@ -447,6 +501,12 @@ impl Reader {
             Some(value) => self.drill(value, &at(field, "drill")),
             None => None,
         };
+        if drill.is_some() && selection.as_ref().is_some_and(|s| !s.has_tagged_types()) {
+            self.error(
+                &at(field, "drill"),
+                "drills restore recovery points of ebs, ec2, rds and dynamodb: the selection has none",
+            );
+        }
         let (selection, retention, options) = (selection?, retention?, options?);
         self.check_options(field, &selection, &retention, &options);
         Some(Rule {
@@ -460,6 +520,9 @@ impl Reader {
             options,
             drill,
             config_export,
+            protection_groups,
+            vault,
+            continuous,
         })
     }
 
@@ -574,16 +637,26 @@ impl Reader {
         }
     }
 
-    fn selection(&mut self, value: &Value, field: &str) -> Option<Selection> {
-        let map = self.object(value, field, &["resource_types", "accounts", "regions", "tags", "all_resources"])?;
+    /// The selection, and the protection groups defined in it.
+    fn selection(&mut self, value: &Value, field: &str) -> Option<(Selection, Vec<InlineGroup>)> {
+        let known = ["resource_types", "accounts", "regions", "tags", "all_resources", "protection_groups"];
+        let map = self.object(value, field, &known)?;
         let mut resource_types = Vec::new();
         let types = self.list(map, field, "resource_types", true);
         if types.is_empty() && map.get("resource_types").is_some_and(Value::is_array) {
             self.error(&at(field, "resource_types"), "the selection names no resource type");
         }
         let mut config_services = Vec::new();
+        let mut s3 = false;
         for (i, item) in types.iter().enumerate() {
             let item_field = index(&at(field, "resource_types"), i);
+            if item.as_str() == Some("s3") {
+                if s3 {
+                    self.error(&item_field, "`s3` is listed twice");
+                }
+                s3 = true;
+                continue;
+            }
             if let Some(service) = item.as_str().and_then(ConfigService::parse) {
                 if config_services.contains(&service) {
                     self.error(&item_field, format!("`{}` is listed twice", service.as_str()));
@@ -602,16 +675,32 @@ impl Reader {
                         .iter()
                         .map(|t| t.as_str())
                         .chain(ConfigService::ALL.iter().map(|s| s.as_str()))
+                        .chain(["s3"])
                         .collect();
                     self.error(&item_field, format!("{item}: expected one of {}", names.join(", ")));
                 }
             }
         }
         let accounts = self.strings(map, field, "accounts", false, valid_account, "is not a 12-digit account id");
-        let regions = self.strings(map, field, "regions", true, valid_region, "is not a region such as us-east-1");
-        if map.get("regions").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+        // Protection groups' buckets name their own accounts and regions.
+        let only_groups = s3 && resource_types.is_empty() && config_services.is_empty();
+        let regions =
+            self.strings(map, field, "regions", !only_groups, valid_region, "is not a region such as us-east-1");
+        if map.get("regions").and_then(Value::as_array).is_some_and(Vec::is_empty) && !only_groups {
             self.error(&at(field, "regions"), "the selection names no region");
         }
+        if only_groups {
+            for key in ["regions", "accounts", "tags"] {
+                if map.get(key).is_some_and(|v| !v.is_null()) {
+                    self.error(
+                        &at(field, key),
+                        "selects resources of the other types: the s3 buckets are those of the protection groups, \
+                         with their own accounts and regions",
+                    );
+                }
+            }
+        }
+        let (group_names, inline_groups) = self.selected_groups(map, field, s3);
         let (mut include_tags, mut exclude_tags) = (BTreeMap::new(), BTreeMap::new());
         if let Some(value) = self.field(map, field, "tags", false) {
             let tags_field = at(field, "tags");
@@ -629,14 +718,24 @@ impl Reader {
         // As with restores, backing up a whole account takes saying so. Configuration is
         // exported whole: tags select only the other types.
         let all_resources = self.flag(map, field, "all_resources");
-        let only_config = resource_types.is_empty() && !config_services.is_empty();
-        if include_tags.is_empty() && !all_resources && !only_config {
+        let untagged = resource_types.is_empty() && (!config_services.is_empty() || s3);
+        if include_tags.is_empty() && !all_resources && !untagged {
             self.error(
                 &at(field, "tags.include"),
                 "the selection has no tags: name some, or set all_resources: true to back up every resource",
             );
         }
-        Some(Selection { resource_types, accounts, regions, include_tags, exclude_tags, config_services })
+        let selection = Selection {
+            resource_types,
+            accounts,
+            regions,
+            include_tags,
+            exclude_tags,
+            config_services,
+            s3,
+            protection_groups: group_names,
+        };
+        Some((selection, inline_groups))
     }
 
     /// A list of strings, each checked by `valid` and none repeated.
@@ -771,7 +870,11 @@ impl Reader {
             self.error(&at(&options_field, "no_reboot"), "applies to AMIs: the selection has no ec2");
         }
         if options.continuous && !has(&[ResourceType::Dynamodb]) {
-            self.error(&at(&options_field, "continuous"), "applies to DynamoDB tables: the selection has no dynamodb");
+            self.error(
+                &at(&options_field, "continuous"),
+                "applies to DynamoDB tables: the selection has no dynamodb (S3's continuous backup is the rule's \
+                 `continuous`)",
+            );
         }
         if options.application_consistent.is_some() && !has(&[ResourceType::Ec2, ResourceType::EbsVolumeSet]) {
             self.error(
@@ -803,6 +906,355 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// The plan's own protection groups, vault and continuous settings, which rules use.
+    fn plan_s3(&mut self, map: &Map<String, Value>) -> PlanS3 {
+        let mut plan_s3 = PlanS3::default();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, item) in self.list(map, "", "protection_groups", false).iter().enumerate() {
+            let field = index("protection_groups", i);
+            if let Some(name) = item.get("name").and_then(Value::as_str) {
+                let first = *names.entry(name.to_string()).or_insert(i);
+                if first != i {
+                    self.error(&at(&field, "name"), format!("`{name}` is also the name of protection_groups[{first}]"));
+                }
+                plan_s3.defined.insert(name.to_string(), field.clone());
+            }
+            if let Some(group) = self.group(item, &field) {
+                if !plan_s3.groups.iter().any(|g| g.name == group.name) {
+                    plan_s3.groups.push(group);
+                }
+            }
+        }
+        plan_s3.vault_given = map.get("vault").is_some_and(|v| !v.is_null());
+        plan_s3.vault = match self.field(map, "", "vault", false) {
+            Some(value) => self.vault(value, "vault").map(|vault| (vault, "vault".to_string())),
+            None => None,
+        };
+        plan_s3.continuous = match self.field(map, "", "continuous", false) {
+            Some(value) => self.continuous(value, "continuous"),
+            None => None,
+        };
+        plan_s3
+    }
+
+    /// `selection.protection_groups`: names of the plan's groups, or groups defined in place.
+    fn selected_groups(&mut self, map: &Map<String, Value>, field: &str, s3: bool) -> (Vec<String>, Vec<InlineGroup>) {
+        let groups_field = at(field, "protection_groups");
+        let items = self.list(map, field, "protection_groups", false);
+        if !s3 {
+            if map.get("protection_groups").is_some_and(|v| !v.is_null()) {
+                self.error(&groups_field, "applies to s3: add s3 to resource_types to back these groups up");
+            }
+            return (Vec::new(), Vec::new());
+        }
+        if items.is_empty() {
+            self.error(&groups_field, "required with s3: the protection groups (by name, or defined here) to back up");
+        }
+        let (mut names, mut inline) = (Vec::new(), Vec::new());
+        for (i, item) in items.iter().enumerate() {
+            let item_field = index(&groups_field, i);
+            let name = match item {
+                Value::String(name) => Some(name.trim().to_string()),
+                Value::Object(_) => {
+                    let name = item.get("name").and_then(Value::as_str).map(|name| name.trim().to_string());
+                    let group = self.group(item, &item_field);
+                    if let Some(name) = &name {
+                        inline.push(InlineGroup { field: item_field.clone(), name: name.clone(), group });
+                    }
+                    name
+                }
+                _ => {
+                    self.error(&item_field, "a protection group's name, or a group (name, buckets, filter)");
+                    None
+                }
+            };
+            match name {
+                Some(name) if names.contains(&name) => self.error(&item_field, format!("`{name}` is listed twice")),
+                Some(name) => names.push(name),
+                None => {}
+            }
+        }
+        (names, inline)
+    }
+
+    /// The rule's groups resolved, its vault (or the plan's) checked against them, and its
+    /// continuous settings (or the plan's).
+    fn rule_s3(
+        &mut self,
+        map: &Map<String, Value>,
+        field: &str,
+        selection: &Selection,
+        inline: Vec<InlineGroup>,
+        plan_s3: &PlanS3,
+    ) -> (Vec<ProtectionGroup>, Option<Vault>, Option<Continuous>) {
+        let rule_vault = match self.field(map, field, "vault", false) {
+            Some(_) if !selection.s3 => {
+                self.error(&at(field, "vault"), "applies to s3: the selection has no s3");
+                None
+            }
+            Some(value) => self.vault(value, &at(field, "vault")).map(|vault| (vault, at(field, "vault"))),
+            None => None,
+        };
+        let rule_continuous = match self.field(map, field, "continuous", false) {
+            Some(_) if !selection.s3 => {
+                self.error(&at(field, "continuous"), "applies to s3: the selection has no s3");
+                None
+            }
+            Some(value) => Some(self.continuous(value, &at(field, "continuous"))),
+            None => None,
+        };
+        if !selection.s3 {
+            return (Vec::new(), None, None);
+        }
+        let selection_field = at(field, "selection");
+        for group in &inline {
+            if let Some(defined) = plan_s3.defined.get(&group.name) {
+                self.error(
+                    &at(&group.field, "name"),
+                    format!(
+                        "`{}` is also the name of {defined}: name the plan's group, or rename this one",
+                        group.name
+                    ),
+                );
+            }
+        }
+        let mut groups: Vec<(String, ProtectionGroup)> = Vec::new();
+        for (i, name) in selection.protection_groups.iter().enumerate() {
+            let item_field = index(&at(&selection_field, "protection_groups"), i);
+            let found = match inline.iter().find(|g| &g.name == name) {
+                Some(defined_here) => defined_here.group.clone(),
+                None => plan_s3.groups.iter().find(|g| &g.name == name).cloned(),
+            };
+            match found {
+                Some(found) => groups.push((item_field, found)),
+                // A group defined but invalid has its own errors.
+                None if plan_s3.defined.contains_key(name) || inline.iter().any(|g| &g.name == name) => {}
+                None => {
+                    let known: Vec<&str> = plan_s3.defined.keys().map(String::as_str).collect();
+                    let listed = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                    self.error(
+                        &item_field,
+                        format!("`{name}` is not a protection group of the plan (its protection_groups: {listed})"),
+                    );
+                }
+            }
+        }
+        // A bucket is one task of a run: two groups of a rule cannot both have it.
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut twice = Vec::new();
+        for (group_field, group) in &groups {
+            for bucket in &group.buckets {
+                match seen.get(bucket.bucket.as_str()) {
+                    Some(other) if *other != group.name => {
+                        twice.push((group_field.clone(), bucket.bucket.clone(), other.to_string()))
+                    }
+                    _ => {
+                        seen.insert(&bucket.bucket, &group.name);
+                    }
+                }
+            }
+        }
+        for (group_field, bucket, other) in twice {
+            self.error(
+                &group_field,
+                format!("bucket `{bucket}` is also in group `{other}`: a rule backs a bucket up once"),
+            );
+        }
+        let vault = rule_vault.or_else(|| plan_s3.vault.clone());
+        match &vault {
+            None if !map.contains_key("vault") && !plan_s3.vault_given => self.error(
+                &at(field, "vault"),
+                "required with s3: the bucket (bucket, region) the protection groups are copied to, here or at \
+                 plan level",
+            ),
+            None => {}
+            Some((vault, vault_field)) => {
+                for (_, group) in &groups {
+                    for bucket in &group.buckets {
+                        if bucket.bucket == vault.bucket {
+                            self.error(
+                                &at(vault_field, "bucket"),
+                                format!(
+                                    "`{}` is a bucket of protection group `{}`: the vault is another bucket",
+                                    vault.bucket, group.name
+                                ),
+                            );
+                        } else if bucket.region == vault.region && bucket.account == vault.account {
+                            self.error(
+                                &at(vault_field, "region"),
+                                format!(
+                                    "`{}` is the region of bucket `{}` (group `{}`) in the same account: the vault is \
+                                     in another region or account, so that losing one does not lose both",
+                                    vault.region, bucket.bucket, group.name
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let from_rule = rule_continuous.is_some();
+        let continuous = match rule_continuous {
+            Some(continuous) => continuous,
+            None => plan_s3.continuous,
+        };
+        // A check runs the rule every few minutes: it must not back up anything else.
+        if continuous.is_some() && (selection.has_tagged_types() || !selection.config_services.is_empty()) {
+            let (blamed, whose) = if from_rule {
+                (at(field, "continuous"), "continuous backup")
+            } else {
+                (at(&selection_field, "resource_types"), "the plan's continuous backup")
+            };
+            self.error(
+                &blamed,
+                format!(
+                    "{whose} checks only protection groups, every few minutes: a rule with it selects s3 alone \
+                     (give the other types a rule of their own, or set continuous: {{enabled: false}})"
+                ),
+            );
+        }
+        (groups.into_iter().map(|(_, g)| g).collect(), vault.map(|(v, _)| v), continuous)
+    }
+
+    /// `{name, buckets: [{bucket, account_id, region}], filter: {prefixes, exclude_prefixes,
+    /// storage_classes}}`.
+    fn group(&mut self, value: &Value, field: &str) -> Option<ProtectionGroup> {
+        let map = self.object(value, field, &["name", "buckets", "filter"])?;
+        let name = self.string(map, field, "name", true);
+        if let Some(name) = name.as_deref().filter(|name| !valid_name(name)) {
+            self.error(&at(field, "name"), format!("`{name}`: use 1 to 50 letters, digits, `-`, `_` or `.`"));
+        }
+        let buckets_field = at(field, "buckets");
+        let items = self.list(map, field, "buckets", true);
+        if items.is_empty() && map.get("buckets").is_some_and(Value::is_array) {
+            self.error(&buckets_field, "a protection group needs at least one bucket");
+        }
+        let mut buckets: Vec<GroupBucket> = Vec::new();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        let mut complete = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_field = index(&buckets_field, i);
+            let Some(bucket_map) = self.object(item, &item_field, &["bucket", "account_id", "region"]) else {
+                complete = false;
+                continue;
+            };
+            let bucket = self.string(bucket_map, &item_field, "bucket", true);
+            if let Some(bucket) = bucket.as_deref() {
+                if !valid_bucket(bucket) {
+                    self.error(
+                        &at(&item_field, "bucket"),
+                        format!("`{bucket}` is not an S3 bucket name (3 to 63 lowercase letters, digits, `.` and `-`)"),
+                    );
+                }
+                let first = *names.entry(bucket.to_string()).or_insert(i);
+                if first != i {
+                    self.error(&at(&item_field, "bucket"), format!("`{bucket}` is also buckets[{first}]"));
+                }
+            }
+            let account = self.string(bucket_map, &item_field, "account_id", false);
+            if let Some(account) = account.as_deref().filter(|account| !valid_account(account)) {
+                self.error(&at(&item_field, "account_id"), format!("`{account}` is not a 12-digit account id"));
+            }
+            let region = self.string(bucket_map, &item_field, "region", true);
+            if let Some(region) = region.as_deref().filter(|region| !valid_region(region)) {
+                self.error(&at(&item_field, "region"), format!("`{region}` is not a region such as us-east-1"));
+            }
+            match (bucket, region) {
+                (Some(bucket), Some(region)) => buckets.push(GroupBucket { bucket, account, region }),
+                _ => complete = false,
+            }
+        }
+        let filter = match self.field(map, field, "filter", false) {
+            Some(value) => self.object_filter(value, &at(field, "filter")),
+            None => Some(ObjectFilter::default()),
+        };
+        (complete && !buckets.is_empty()).then_some(())?;
+        Some(ProtectionGroup { name: name?, buckets, filter: filter? })
+    }
+
+    fn object_filter(&mut self, value: &Value, field: &str) -> Option<ObjectFilter> {
+        let map = self.object(value, field, &["prefixes", "exclude_prefixes", "storage_classes"])?;
+        let not_empty: fn(&str) -> bool = |text| !text.is_empty();
+        let prefixes = self.strings(map, field, "prefixes", false, not_empty, "must not be empty");
+        let exclude_prefixes = self.strings(map, field, "exclude_prefixes", false, not_empty, "must not be empty");
+        for (i, exclude) in exclude_prefixes.iter().enumerate() {
+            for (j, include) in prefixes.iter().enumerate().filter(|(_, include)| include.starts_with(exclude.as_str()))
+            {
+                self.error(
+                    &index(&at(field, "exclude_prefixes"), i),
+                    format!("`{exclude}` leaves out everything under prefixes[{j}] (`{include}`)"),
+                );
+            }
+        }
+        let problem = format!("is not an S3 storage class; one of {}", STORAGE_CLASSES.join(", "));
+        let storage_classes = self.strings(
+            map,
+            field,
+            "storage_classes",
+            false,
+            |class| STORAGE_CLASSES.iter().any(|known| *known == class),
+            &problem,
+        );
+        Some(ObjectFilter { prefixes, exclude_prefixes, storage_classes })
+    }
+
+    /// `{bucket, region, account_id?, kms_key_id?, prefix?}`.
+    fn vault(&mut self, value: &Value, field: &str) -> Option<Vault> {
+        let map = self.object(value, field, &["bucket", "region", "account_id", "kms_key_id", "prefix"])?;
+        let bucket = self.string(map, field, "bucket", true);
+        if let Some(bucket) = bucket.as_deref().filter(|b| !valid_bucket(b)) {
+            self.error(
+                &at(field, "bucket"),
+                format!("`{bucket}` is not an S3 bucket name (3 to 63 lowercase letters, digits, `.` and `-`)"),
+            );
+        }
+        let region = self.string(map, field, "region", true);
+        if let Some(region) = region.as_deref().filter(|region| !valid_region(region)) {
+            self.error(&at(field, "region"), format!("`{region}` is not a region such as us-west-2"));
+        }
+        let account = self.string(map, field, "account_id", false);
+        if let Some(account) = account.as_deref().filter(|account| !valid_account(account)) {
+            self.error(&at(field, "account_id"), format!("`{account}` is not a 12-digit account id"));
+        }
+        let kms_key = self.string(map, field, "kms_key_id", false);
+        let prefix = self.string(map, field, "prefix", false);
+        if let Some(prefix) = prefix.as_deref().filter(|p| !p.ends_with('/') || p.starts_with('/')) {
+            self.error(&at(field, "prefix"), format!("`{prefix}`: a prefix such as backups/s3/ (ends with `/`)"));
+        }
+        Some(Vault { bucket: bucket?, region: region?, account, kms_key, prefix })
+    }
+
+    /// `{enabled?, check_minutes?, min_updates?, max_interval_minutes?}`; None when disabled.
+    fn continuous(&mut self, value: &Value, field: &str) -> Option<Continuous> {
+        let known = ["enabled", "check_minutes", "min_updates", "max_interval_minutes"];
+        let map = self.object(value, field, &known)?;
+        let enabled = match self.field(map, field, "enabled", false) {
+            None => true,
+            Some(_) => self.flag(map, field, "enabled"),
+        };
+        let defaults = Continuous::default();
+        let check_minutes = self.count(map, field, "check_minutes", false).unwrap_or(defaults.check_minutes);
+        if !(MIN_CHECK_MINUTES..=MAX_CHECK_MINUTES).contains(&check_minutes) {
+            self.error(
+                &at(field, "check_minutes"),
+                format!("{check_minutes}: must be from {MIN_CHECK_MINUTES} to {MAX_CHECK_MINUTES} minutes"),
+            );
+        }
+        let min_updates = self.count(map, field, "min_updates", false).unwrap_or(defaults.min_updates);
+        if min_updates == 0 {
+            self.error(&at(field, "min_updates"), "must be at least 1 (a check syncs above this many updates)");
+        }
+        let max_interval_minutes =
+            self.count(map, field, "max_interval_minutes", false).unwrap_or(defaults.max_interval_minutes);
+        if max_interval_minutes < check_minutes {
+            self.error(
+                &at(field, "max_interval_minutes"),
+                format!("{max_interval_minutes} is less than check_minutes ({check_minutes})"),
+            );
+        }
+        enabled.then_some(Continuous { check_minutes, min_updates, max_interval_minutes })
     }
 
     fn drill(&mut self, value: &Value, field: &str) -> Option<Drill> {
@@ -1098,5 +1550,194 @@ rules:
         for bad in ["", "h", "30m2h", "1h1h", "5", "1w", "-1h"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    const S3_EXAMPLE: &str = include_str!("../../../examples/s3-protection-plan.yaml");
+
+    /// A valid plan with two groups and a vault, `rule` replacing its one rule's extra fields.
+    fn s3_plan(groups: &str, vault: &str, rule: &str) -> String {
+        format!(
+            "name: p\n{groups}{vault}rules:\n  - name: r\n    schedule: \"0 1 * * *\"\n    retention: {{days: 7}}\n{rule}"
+        )
+    }
+
+    const TWO_GROUPS: &str = "protection_groups:\n  - {name: g1, buckets: [{bucket: one, region: us-east-1}, \
+                              {bucket: two, region: us-east-1}]}\n  - {name: g2, buckets: [{bucket: three, region: \
+                              eu-west-1}]}\n";
+    const VAULT: &str = "vault: {bucket: the-vault, region: us-west-2}\n";
+
+    #[test]
+    fn the_s3_example_plan_is_valid() {
+        let plan = load("examples/s3-protection-plan.yaml", S3_EXAMPLE).expect("the s3 example is valid");
+        let rule = &plan.rules[0];
+        assert!(rule.selection.s3);
+        assert_eq!(rule.selection.protection_groups, ["web-assets", "reports"]);
+        let names: Vec<&str> = rule.protection_groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["web-assets", "reports"]);
+        let web = &rule.protection_groups[0];
+        assert_eq!(web.buckets[1].account.as_deref(), Some("123456789012"));
+        assert_eq!(web.filter.exclude_prefixes, ["uploads/tmp/"]);
+        assert_eq!(web.filter.storage_classes.len(), 4);
+        let vault = rule.vault.as_ref().expect("the plan's vault");
+        assert_eq!((vault.bucket.as_str(), vault.region.as_str()), ("acme-s3-vault", "us-west-2"));
+        assert_eq!((vault.kms_key.as_deref(), vault.prefix.as_deref()), (Some("alias/s3-vault"), Some("lifeboat/")));
+        assert_eq!(rule.continuous, Some(Continuous { check_minutes: 15, min_updates: 32, max_interval_minutes: 60 }));
+        assert_eq!(plan.protection_groups.len(), 2);
+    }
+
+    #[test]
+    fn groups_are_selected_by_name_or_defined_in_the_selection_and_the_rules_vault_wins() {
+        let rule = "    selection:\n      resource_types: [s3]\n      protection_groups:\n        - g2\n        - \
+                    {name: here, buckets: [{bucket: four, region: ap-southeast-2}], filter: {prefixes: [a/]}}\n    \
+                    vault: {bucket: rule-vault, region: eu-central-1, prefix: s3/}\n    continuous: {}\n";
+        let plan = load("p.yaml", &s3_plan(TWO_GROUPS, VAULT, rule)).expect("valid");
+        let rule = &plan.rules[0];
+        let names: Vec<&str> = rule.protection_groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["g2", "here"]);
+        assert_eq!(rule.protection_groups[1].filter.prefixes, ["a/"]);
+        assert_eq!(rule.vault.as_ref().map(|v| v.bucket.as_str()), Some("rule-vault"));
+        // `continuous: {}` is enabled with the defaults.
+        assert_eq!(rule.continuous, Some(Continuous::default()));
+        // A plan-level continuous setting, turned off by the rule.
+        let off = s3_plan(
+            TWO_GROUPS,
+            &format!("{VAULT}continuous: {{check_minutes: 10}}\n"),
+            "    selection: {resource_types: [s3], protection_groups: [g1]}\n    continuous: {enabled: false}\n",
+        );
+        assert_eq!(load("p.yaml", &off).expect("valid").rules[0].continuous, None);
+    }
+
+    #[test]
+    fn protection_group_errors_are_named_by_field() {
+        let groups = "protection_groups:\n  - {name: g1, buckets: [{bucket: one, region: us-east-1}]}\n  - name: \
+                      g1\n    buckets:\n      - {bucket: Bad_Bucket, region: us-east-1, account_id: \"12\"}\n      - \
+                      {bucket: ok-bucket, region: mars-1}\n      - {bucket: ok-bucket, region: us-east-1}\n    \
+                      filter: {prefixes: [logs/], exclude_prefixes: [log], storage_classes: [STANDARD, GLACIR]}\n  - \
+                      {name: empty, buckets: []}\n";
+        let rule = "    selection: {resource_types: [s3], protection_groups: [g1, missing]}\n";
+        assert_eq!(
+            fields(&s3_plan(groups, VAULT, rule)),
+            [
+                "protection_groups[1].buckets[0].account_id",
+                "protection_groups[1].buckets[0].bucket",
+                "protection_groups[1].buckets[1].region",
+                "protection_groups[1].buckets[2].bucket",
+                "protection_groups[1].filter.exclude_prefixes[0]",
+                "protection_groups[1].filter.storage_classes[1]",
+                "protection_groups[1].name",
+                "protection_groups[2].buckets",
+                "rules[0].selection.protection_groups[1]",
+            ]
+        );
+        let text = errors(&s3_plan(groups, VAULT, rule)).join("\n");
+        assert!(text.contains("`missing` is not a protection group of the plan (its protection_groups: empty, g1)"));
+        assert!(text.contains("`GLACIR` is not an S3 storage class; one of STANDARD,"), "{text}");
+    }
+
+    #[test]
+    fn a_rule_selecting_s3_needs_groups_and_a_vault_elsewhere() {
+        let no_vault = s3_plan(TWO_GROUPS, "", "    selection: {resource_types: [s3], protection_groups: [g1]}\n");
+        assert_eq!(errors(&no_vault), ["rules[0].vault: required with s3: the bucket (bucket, region) the protection groups are copied to, here or at plan level"]);
+        let no_groups = s3_plan(TWO_GROUPS, VAULT, "    selection: {resource_types: [s3]}\n");
+        assert_eq!(fields(&no_groups), ["rules[0].selection.protection_groups"]);
+        // The vault in a protected bucket's region and account, or one of the buckets.
+        let same_region = s3_plan(
+            TWO_GROUPS,
+            "vault: {bucket: the-vault, region: eu-west-1, prefix: /abs}\n",
+            "    selection: {resource_types: [s3], protection_groups: [g2]}\n",
+        );
+        assert_eq!(fields(&same_region), ["vault.prefix", "vault.region"]);
+        let in_group = s3_plan(
+            TWO_GROUPS,
+            "",
+            "    selection: {resource_types: [s3], protection_groups: [g1]}\n    vault: {bucket: two, region: us-west-2, \
+             account_id: \"123456789012\"}\n",
+        );
+        assert_eq!(fields(&in_group), ["rules[0].vault.bucket"]);
+        // Another account is enough.
+        let other_account = s3_plan(
+            TWO_GROUPS,
+            "vault: {bucket: the-vault, region: eu-west-1, account_id: \"210987654321\"}\n",
+            "    selection: {resource_types: [s3], protection_groups: [g2]}\n",
+        );
+        assert!(load("p.yaml", &other_account).is_ok());
+    }
+
+    #[test]
+    fn s3_settings_need_s3_and_s3_needs_no_regions_or_tags() {
+        // vault, continuous and protection_groups on a rule without s3.
+        let ebs = with_rule(
+            "    retention: {days: 7}\n    vault: {bucket: the-vault, region: us-west-2}\n    continuous: {}\n",
+        )
+        .replace("tags: {include: {app: web}}", "tags: {include: {app: web}}, protection_groups: [g]");
+        assert_eq!(fields(&ebs), ["rules[0].continuous", "rules[0].selection.protection_groups", "rules[0].vault"]);
+        // The plan's vault with no rule selecting s3.
+        assert_eq!(fields(&format!("{VAULT}{}", with_rule("    retention: {days: 7}\n"))), ["vault"]);
+        // s3 alone: regions, accounts and tags select nothing; copies go to the vault.
+        let extra = s3_plan(
+            TWO_GROUPS,
+            VAULT,
+            "    selection: {resource_types: [s3, s3], protection_groups: [g1, g1], regions: [us-east-1], tags: \
+             {include: {a: b}}}\n    copy_to: [{region: us-west-2, retention: {days: 7}}]\n",
+        );
+        assert_eq!(
+            fields(&extra),
+            [
+                "rules[0].copy_to",
+                "rules[0].selection.protection_groups[1]",
+                "rules[0].selection.regions",
+                "rules[0].selection.resource_types[1]",
+                "rules[0].selection.tags",
+            ]
+        );
+        // s3 beside ebs: the ebs part still needs its regions and tags; continuous needs s3 alone.
+        let mixed = s3_plan(
+            TWO_GROUPS,
+            VAULT,
+            "    selection: {resource_types: [ebs, s3], protection_groups: [g1], regions: [us-east-1], tags: {include: \
+             {a: b}}}\n",
+        );
+        assert!(load("p.yaml", &mixed).is_ok(), "{:?}", load("p.yaml", &mixed).err());
+        let mixed_continuous = mixed.clone() + "    continuous: {}\n";
+        assert_eq!(fields(&mixed_continuous), ["rules[0].continuous"]);
+        let plan_continuous = mixed.replace("vault:", "continuous: {}\nvault:");
+        assert_eq!(fields(&plan_continuous), ["rules[0].selection.resource_types"]);
+    }
+
+    #[test]
+    fn a_bucket_is_in_one_group_of_a_rule_and_inline_groups_do_not_shadow_the_plans() {
+        let groups = "protection_groups:\n  - {name: g1, buckets: [{bucket: one, region: us-east-1}]}\n  - {name: g2, \
+                      buckets: [{bucket: one, region: us-east-1}]}\n";
+        assert_eq!(
+            fields(&s3_plan(groups, VAULT, "    selection: {resource_types: [s3], protection_groups: [g1, g2]}\n")),
+            ["rules[0].selection.protection_groups[1]"]
+        );
+        let shadow = "    selection:\n      resource_types: [s3]\n      protection_groups: [{name: g1, buckets: \
+                      [{bucket: five, region: us-east-1}]}]\n";
+        assert_eq!(fields(&s3_plan(groups, VAULT, shadow)), ["rules[0].selection.protection_groups[0].name"]);
+    }
+
+    #[test]
+    fn continuous_settings_are_bounded() {
+        let rule = |continuous: &str| {
+            s3_plan(
+                TWO_GROUPS,
+                VAULT,
+                &format!(
+                    "    selection: {{resource_types: [s3], protection_groups: [g1]}}\n    continuous: {continuous}\n"
+                ),
+            )
+        };
+        assert_eq!(
+            fields(&rule("{check_minutes: 2, min_updates: 0, max_interval_minutes: 1, every: 3}")),
+            [
+                "rules[0].continuous.check_minutes",
+                "rules[0].continuous.every",
+                "rules[0].continuous.max_interval_minutes",
+                "rules[0].continuous.min_updates",
+            ]
+        );
+        assert_eq!(fields(&rule("{enabled: maybe}")), ["rules[0].continuous.enabled"]);
+        assert_eq!(fields(&rule("{max_interval_minutes: 10}")), ["rules[0].continuous.max_interval_minutes"]);
     }
 }

@@ -16,6 +16,8 @@ pub struct Plan {
     pub lock: Lock,
     /// Put on every recovery point besides Lifeboat's own `lifeboat:*` tags (which are reserved).
     pub tags: BTreeMap<String, String>,
+    /// The protection groups defined at plan level, which rules select by name.
+    pub protection_groups: Vec<ProtectionGroup>,
 }
 
 impl Plan {
@@ -48,6 +50,15 @@ pub struct Rule {
     /// Where the selection's `route53` and `elbv2` configuration is exported; set exactly when
     /// `selection.config_services` is not empty.
     pub config_export: Option<ConfigExport>,
+    /// The protection groups `selection.protection_groups` names, resolved (plan-level ones and
+    /// those defined in the selection), in the selection's order; empty without `s3`.
+    pub protection_groups: Vec<ProtectionGroup>,
+    /// Where the groups' objects are copied: the rule's `vault`, or the plan's. Set exactly when
+    /// the selection has `s3`.
+    pub vault: Option<Vault>,
+    /// Continuous backup of the groups (the rule's `continuous`, or the plan's, when enabled):
+    /// besides its cron schedule (full runs) the rule is due every `check_minutes` for a check.
+    pub continuous: Option<Continuous>,
 }
 
 impl Rule {
@@ -68,6 +79,131 @@ impl Rule {
             prefix: export.prefix.clone().unwrap_or_default(),
             kms_key_id: export.kms_key.clone().unwrap_or_default(),
         });
+    }
+
+    /// Adds the rule's protection groups to its run: `S3_BUCKET` and the groups' names in the
+    /// selection, the groups themselves and the vault; for a continuous-backup check (`check`),
+    /// the continuous settings too. A no-op for a rule without `s3`.
+    pub fn add_protection_groups(&self, run: &mut lifeboat_proto::BackupRun, check: bool) {
+        let Some(vault) = &self.vault else { return };
+        if self.protection_groups.is_empty() {
+            return;
+        }
+        let selection = run.selection.get_or_insert_with(Default::default);
+        let kind = lifeboat_proto::ResourceType::S3Bucket as i32;
+        if !selection.resource_types.contains(&kind) {
+            selection.resource_types.push(kind);
+        }
+        selection.protection_groups = self.protection_groups.iter().map(|g| g.name.clone()).collect();
+        run.protection_groups = self
+            .protection_groups
+            .iter()
+            .map(|group| lifeboat_proto::ProtectionGroup {
+                name: group.name.clone(),
+                buckets: group
+                    .buckets
+                    .iter()
+                    .map(|b| lifeboat_proto::GroupBucket {
+                        bucket: b.bucket.clone(),
+                        account_id: b.account.clone().unwrap_or_default(),
+                        region: b.region.clone(),
+                    })
+                    .collect(),
+                filter: Some(lifeboat_proto::ObjectFilter {
+                    prefixes: group.filter.prefixes.clone(),
+                    exclude_prefixes: group.filter.exclude_prefixes.clone(),
+                    storage_classes: group.filter.storage_classes.clone(),
+                }),
+            })
+            .collect();
+        run.vault = Some(lifeboat_proto::S3Vault {
+            bucket: vault.bucket.clone(),
+            region: vault.region.clone(),
+            account_id: vault.account.clone().unwrap_or_default(),
+            kms_key_id: vault.kms_key.clone().unwrap_or_default(),
+            prefix: vault.prefix.clone().unwrap_or_default(),
+        });
+        run.continuous = match (&self.continuous, check) {
+            (Some(continuous), true) => Some(lifeboat_proto::ContinuousBackup {
+                enabled: true,
+                check_minutes: continuous.check_minutes,
+                min_updates: continuous.min_updates,
+                max_interval_minutes: continuous.max_interval_minutes,
+            }),
+            _ => None,
+        };
+    }
+}
+
+/// A named set of buckets, across accounts and regions, protected together (Clumio's
+/// protection group); its objects are copied to the rule's vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectionGroup {
+    /// Part of every vault key (`<prefix><group>/<bucket>/...`), so it has no `/`.
+    pub name: String,
+    pub buckets: Vec<GroupBucket>,
+    pub filter: ObjectFilter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupBucket {
+    pub bucket: String,
+    /// None: the deployment's own account.
+    pub account: Option<String>,
+    pub region: String,
+}
+
+/// Which objects of a group's buckets are protected; empty lists select everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectFilter {
+    pub prefixes: Vec<String>,
+    pub exclude_prefixes: Vec<String>,
+    /// S3's names (`STANDARD`, `GLACIER_IR`...), as the listing reports them.
+    pub storage_classes: Vec<String>,
+}
+
+/// The S3 storage classes a filter may name.
+pub const STORAGE_CLASSES: [&str; 11] = [
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "OUTPOSTS",
+    "GLACIER_IR",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+];
+
+/// The bucket protection groups are copied to, in another region or account than the buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vault {
+    pub bucket: String,
+    pub region: String,
+    /// None: the deployment's own account.
+    pub account: Option<String>,
+    /// SSE-KMS key of the copies and indexes; None: the bucket's default encryption.
+    pub kms_key: Option<String>,
+    /// Put before every key; ends with `/`.
+    pub prefix: Option<String>,
+}
+
+/// Continuous backup settings (enabled: the rule has them at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuous {
+    /// How often the groups are checked for pending updates.
+    pub check_minutes: u32,
+    /// A check syncs a bucket with more pending updates than this...
+    pub min_updates: u32,
+    /// ...or with any pending update this long after its last sync.
+    pub max_interval_minutes: u32,
+}
+
+impl Default for Continuous {
+    fn default() -> Self {
+        Self { check_minutes: 15, min_updates: 32, max_interval_minutes: 60 }
     }
 }
 
@@ -137,6 +273,18 @@ pub struct Selection {
     pub exclude_tags: BTreeMap<String, String>,
     /// `route53` and `elbv2` in `resource_types`: configuration exported whole, never by tags.
     pub config_services: Vec<ConfigService>,
+    /// `s3` in `resource_types`: the buckets of protection groups, never selected by tags.
+    pub s3: bool,
+    /// The names of the protection groups `s3` backs up (plan-level or defined here).
+    pub protection_groups: Vec<String>,
+}
+
+impl Selection {
+    /// Whether the selection has types that tags and regions select (not only configuration
+    /// exports and protection groups).
+    pub fn has_tagged_types(&self) -> bool {
+        !self.resource_types.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -6,6 +6,11 @@
 //! due at a fixed time that falls in the skipped hour (spring forward) is due at the first minute
 //! after the gap, while a repeating rule (`15 * * * *`) has no run in the gap; a time in the
 //! repeated hour (fall back) is due once, at its first reading.
+//!
+//! A rule with continuous backup (S3 protection groups) is also due every `check_minutes`, at
+//! the multiples of that interval since the Unix epoch (every replica agrees on them): those
+//! due times are checks, which sync a bucket only when its pending updates say so; its cron due
+//! times stay full runs. A check at a cron due time is that full run.
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, SecondsFormat, TimeDelta, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
@@ -18,6 +23,8 @@ pub struct Due {
     pub at: DateTime<Utc>,
     /// `<plan>/<rule>/<at as RFC 3339, UTC, whole seconds>`.
     pub id: String,
+    /// A continuous-backup check, not a due time of the rule's cron schedule.
+    pub check: bool,
 }
 
 /// The id of a rule's run at `at`: the same on every replica and after any restart.
@@ -25,9 +32,39 @@ pub fn due_id(plan: &str, rule: &str, at: DateTime<Utc>) -> String {
     format!("{plan}/{rule}/{}", at.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
-/// The first due time strictly after `after`; None for a schedule that is never due again.
+/// The first due time strictly after `after` (of the cron schedule, or a continuous check);
+/// None for a schedule that is never due again.
 pub fn next_due(rule: &Rule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    next_after(&rule.schedule, after)
+    let full = next_after(&rule.schedule, after);
+    let check = rule.continuous.as_ref().and_then(|continuous| next_check(continuous.check_minutes, after));
+    match (full, check) {
+        (Some(full), Some(check)) => Some(full.min(check)),
+        (full, check) => full.or(check),
+    }
+}
+
+/// The first multiple of `minutes` since the Unix epoch strictly after `after`.
+fn next_check(minutes: u32, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let step = i64::from(minutes.max(1)) * 60;
+    let next = after.timestamp().div_euclid(step).checked_add(1)?.checked_mul(step)?;
+    DateTime::from_timestamp(next, 0)
+}
+
+/// Whether the rule's due time `at` is a continuous-backup check rather than a run of its cron
+/// schedule.
+pub fn is_check(rule: &Rule, at: DateTime<Utc>) -> bool {
+    rule.continuous.is_some() && next_after(&rule.schedule, at - TimeDelta::seconds(1)) != Some(at)
+}
+
+/// How long after `at` the rule's run may still start: its start window, or for a check its
+/// interval (a check that could not start before the next one is superseded by it).
+pub fn start_window(rule: &Rule, at: DateTime<Utc>) -> TimeDelta {
+    match &rule.continuous {
+        Some(continuous) if is_check(rule, at) => {
+            TimeDelta::minutes(i64::from(continuous.check_minutes.max(1))).min(rule.start_window)
+        }
+        _ => rule.start_window,
+    }
 }
 
 /// The due times in `(from, to]`, oldest first: consecutive windows that share their ends see
@@ -36,7 +73,7 @@ pub fn due_between(plan: &str, rule: &Rule, from: DateTime<Utc>, to: DateTime<Ut
     let mut dues = Vec::new();
     let mut after = from;
     while let Some(at) = next_due(rule, after).filter(|at| *at <= to) {
-        dues.push(Due { at, id: due_id(plan, &rule.name, at) });
+        dues.push(Due { at, id: due_id(plan, &rule.name, at), check: is_check(rule, at) });
         after = at;
     }
     dues
@@ -207,6 +244,58 @@ mod tests {
             ]
         );
         assert_eq!(due_id("nightly", "r", Utc.with_ymd_and_hms(2026, 5, 1, 6, 0, 0).unwrap()), ids[0]);
+    }
+
+    fn continuous_rule(schedule: &str, check_minutes: u32) -> Rule {
+        let text = format!(
+            "name: p\nvault: {{bucket: the-vault, region: us-west-2}}\nrules:\n  - name: r\n    schedule: \
+             \"{schedule}\"\n    selection:\n      resource_types: [s3]\n      protection_groups: [{{name: g, buckets: \
+             [{{bucket: assets, region: us-east-1}}]}}]\n    retention: {{days: 7}}\n    continuous: {{check_minutes: \
+             {check_minutes}}}\n"
+        );
+        match crate::load("plan.yaml", &text) {
+            Ok(mut plan) => plan.rules.remove(0),
+            Err(e) => panic!("{e}: {text}"),
+        }
+    }
+
+    #[test]
+    fn a_continuous_rule_is_due_every_check_interval_between_its_full_runs() {
+        let rule = continuous_rule("0 1 * * *", 15);
+        let dues = due_between("p", &rule, utc("2026-05-01T00:40:00Z"), utc("2026-05-01T01:50:00Z"));
+        let seen: Vec<_> = dues.iter().map(|due| (due.at, due.check)).collect();
+        assert_eq!(
+            seen,
+            [
+                (utc("2026-05-01T00:45:00Z"), true),
+                (utc("2026-05-01T01:00:00Z"), false), // the cron's full run, not also a check
+                (utc("2026-05-01T01:15:00Z"), true),
+                (utc("2026-05-01T01:30:00Z"), true),
+                (utc("2026-05-01T01:45:00Z"), true),
+            ]
+        );
+        assert_eq!(dues[2].id, "p/r/2026-05-01T01:15:00Z");
+        assert_eq!(next_due(&rule, utc("2026-05-01T00:52:10Z")), Some(utc("2026-05-01T01:00:00Z")));
+        assert_eq!(next_due(&rule, utc("2026-05-01T01:00:00Z")), Some(utc("2026-05-01T01:15:00Z")));
+        // 96 due times a day: 95 checks and the full run.
+        let day = due_between("p", &rule, utc("2026-05-01T00:00:00Z"), utc("2026-05-02T00:00:00Z"));
+        assert_eq!((day.len(), day.iter().filter(|due| !due.check).count()), (96, 1));
+        // A check may start until the next one; a full run has its start window.
+        assert_eq!(start_window(&rule, utc("2026-05-01T01:15:00Z")), TimeDelta::minutes(15));
+        assert_eq!(start_window(&rule, utc("2026-05-01T01:00:00Z")), rule.start_window);
+    }
+
+    #[test]
+    fn checks_fall_on_multiples_of_the_interval_since_the_epoch_in_every_time_zone() {
+        let rule = continuous_rule("0 2 * * *", 20);
+        let dues = due_between("p", &rule, utc("2026-05-01T10:05:00Z"), utc("2026-05-01T11:05:00Z"));
+        let times: Vec<_> = dues.iter().map(|due| due.at).collect();
+        assert_eq!(times, [utc("2026-05-01T10:20:00Z"), utc("2026-05-01T10:40:00Z"), utc("2026-05-01T11:00:00Z")]);
+        assert!(dues.iter().all(|due| due.check && is_check(&rule, due.at)));
+        // A rule without continuous backup is due only by its cron.
+        let plain = self::rule("0 2 * * *", "UTC");
+        assert_eq!(next_due(&plain, utc("2026-05-01T10:05:00Z")), Some(utc("2026-05-02T02:00:00Z")));
+        assert!(!is_check(&plain, utc("2026-05-01T10:20:00Z")));
     }
 
     proptest::proptest! {

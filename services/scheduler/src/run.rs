@@ -38,7 +38,9 @@ pub fn manual_due_id(plan: &str, rule: &str, now: DateTime<Utc>) -> String {
     format!("{plan}/{rule}/manual-{}", now.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
-/// The run of `rule` due at `due_at` under `due_id`.
+/// The run of `rule` due at `due_at` under `due_id`; at a continuous-backup check of a rule with
+/// protection groups, the run carries the continuous settings (`BackupRun.continuous`), so the
+/// s3 service syncs only the buckets whose pending updates say so.
 pub fn backup_run(plan: &Plan, rule: &Rule, due_id: String, due_at: DateTime<Utc>, manual: bool) -> BackupRun {
     let zone = rule.schedule.time_zone.name();
     let selection = &rule.selection;
@@ -87,6 +89,8 @@ pub fn backup_run(plan: &Plan, rule: &Rule, due_id: String, due_at: DateTime<Utc
         ..Default::default()
     };
     rule.add_config_export(&mut run);
+    // A run asked for by hand is a full run, whatever the time.
+    rule.add_protection_groups(&mut run, !manual && lifeboat_plans::is_check(rule, due_at));
     run
 }
 

@@ -129,8 +129,10 @@ impl Scheduler {
         let mut published = Vec::new();
         for plan in &self.plans {
             for rule in &plan.rules {
-                for due in due_between(&plan.name, rule, now - rule.start_window, now) {
-                    if let Some(run_id) = self.fire(plan, rule, &due, now).await? {
+                // A continuous check not started by the next one is superseded by it.
+                let dues = due_between(&plan.name, rule, now - rule.start_window, now);
+                for due in dues.iter().filter(|due| now - due.at < lifeboat_plans::start_window(rule, due.at)) {
+                    if let Some(run_id) = self.fire(plan, rule, due, now).await? {
                         published.push(run_id);
                     }
                 }
