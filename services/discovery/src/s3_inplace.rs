@@ -98,15 +98,18 @@ async fn versioned(
     bucket: &str,
     region: &str,
 ) -> Result<Result<(), (String, String)>, AwsError> {
-    let versioning = match s3.get_bucket_versioning().bucket(bucket).send().await {
-        Ok(versioning) => versioning,
-        Err(e) => {
-            let e = classify("s3:GetBucketVersioning", e);
-            if e.code == "NoSuchBucket" {
-                return Ok(Err((e.code, format!("bucket {bucket} does not exist in {region}"))));
+    let status = match s3.get_bucket_versioning().bucket(bucket).send().await {
+        Ok(versioning) => versioning.status().cloned(),
+        Err(e) => match status_of_unparsed(&e) {
+            Some(status) => status,
+            None => {
+                let e = classify("s3:GetBucketVersioning", e);
+                if e.code == "NoSuchBucket" {
+                    return Ok(Err((e.code, format!("bucket {bucket} does not exist in {region}"))));
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        },
     };
     let refused = || {
         Ok(Err((
@@ -114,7 +117,7 @@ async fn versioned(
             format!("bucket {bucket} has no versioning: a rollback needs the old versions"),
         )))
     };
-    match versioning.status() {
+    match status.as_ref() {
         Some(BucketVersioningStatus::Enabled) => Ok(Ok(())),
         Some(BucketVersioningStatus::Suspended) => {
             let listed = s3
@@ -135,6 +138,24 @@ async fn versioned(
         }
         _ => refused(),
     }
+}
+
+/// The status of a GetBucketVersioning answer the SDK could not parse: moto (5.x) names its
+/// root `GetBucketVersioningResponse` where S3 says `VersioningConfiguration`; the `Status`
+/// element is the same. None for any other error; Some(None) for a bucket never versioned.
+fn status_of_unparsed<E>(
+    error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Option<Option<BucketVersioningStatus>> {
+    let raw = error.raw_response()?;
+    if raw.status().as_u16() != 200 {
+        return None;
+    }
+    let body = std::str::from_utf8(raw.body().bytes()?).ok()?;
+    if !body.contains("GetBucketVersioningResponse") {
+        return None;
+    }
+    let status = body.split_once("<Status>").and_then(|(_, rest)| rest.split_once("</Status>")).map(|(s, _)| s);
+    Some(status.map(BucketVersioningStatus::from))
 }
 
 /// The parts of `bucket` under `prefix`, one level down: each common prefix (deep), then the
