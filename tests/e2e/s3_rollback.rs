@@ -5,7 +5,8 @@
 //! second rollback to a later time gives the state then (nothing was lost); a redelivered or
 //! repeated rollback changes nothing. `--prefix` touches only its prefix, `--dry-run` nothing;
 //! `undelete --since` removes the markers placed since. A bucket without versioning is refused
-//! (S3_VERSIONING_DISABLED, named); an archived (GLACIER) version is reported not rollbackable.
+//! (S3_VERSIONING_DISABLED, named); an archived (GLACIER) version is reported not rollbackable, and an object above the
+//! multipart threshold is copied back in parts.
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, StorageClass, VersioningConfiguration};
@@ -300,19 +301,24 @@ async fn an_unversioned_bucket_is_refused_and_an_archived_version_is_reported_no
     bucket(&s3, b, true).await;
     put_as(&s3, b, "frozen.txt", "f0", StorageClass::Glacier).await;
     put(&s3, b, "warm.txt", "w0").await;
+    // Above the test threshold (5 MiB): copied back in parts.
+    let big: String = (0..6 * 1024 * 1024 + 17).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    put(&s3, b, "big.txt", &big).await;
     let t1 = tick().await;
     put(&s3, b, "frozen.txt", "f1").await;
     put(&s3, b, "warm.txt", "w1").await;
+    put(&s3, b, "big.txt", "small now").await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (code, partial) = s3_command(&servers, "cold", &["rollback", b, "--to", &rfc3339(t1)]).await;
     let top = task(&partial, "s3://cold/?shallow");
     assert_eq!(phase(top), pb::TaskPhase::Succeeded, "{partial:#?} (exit {code:?})");
     assert_eq!(top.reason_code, "S3_NOT_ROLLBACKABLE", "{top:#?}");
-    assert!(top.message.starts_with("1 keys restored, 0 deleted, 0 undeleted, 0 unchanged"), "{}", top.message);
+    assert!(top.message.starts_with("2 keys restored, 0 deleted, 0 undeleted, 0 unchanged"), "{}", top.message);
     assert!(top.message.contains("frozen.txt: version") && top.message.contains("GLACIER"), "{}", top.message);
     let alert = top.alert.as_ref().expect("an alert on the task");
     assert_eq!((alert.code.as_str(), alert.count), ("S3_NOT_ROLLBACKABLE", 1), "{alert:#?}");
     assert_eq!(current(&s3, b, "warm.txt").await.as_deref(), Some("w0"));
+    assert!(current(&s3, b, "big.txt").await == Some(big), "the large object's bytes are back");
     assert_eq!(current(&s3, b, "frozen.txt").await.as_deref(), Some("f1"), "left as it is");
 }
 
