@@ -10,4 +10,5 @@ pub mod config_cmd;
 pub mod drill;
 pub mod render;
 pub mod request_file;
+pub mod s3_cmd;
 pub mod serve;

@@ -136,6 +136,11 @@ enum Command {
         #[command(subcommand)]
         command: lifeboat_cli::config_cmd::ConfigCommand,
     },
+    /// Versioned S3 buckets changed in place: rollback to a time, undelete since a time.
+    S3 {
+        #[command(subcommand)]
+        command: lifeboat_cli::s3_cmd::S3Command,
+    },
     /// Restore drills: restore a rule's latest recovery points, validate, time, tear down.
     Drill {
         #[command(subcommand)]
@@ -390,6 +395,23 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             lifeboat_cli::catalog::run(args, cli.output == Output::Json).await
         }
         Command::Config { command } => run_config(&cli, command).await,
+        Command::S3 { command } => {
+            let request = lifeboat_cli::s3_cmd::request(command)?;
+            let client = cli.client().await?;
+            client.submit(&request).await?;
+            if cli.output == Output::Text {
+                let dry = if request.dry_run { " (dry run)" } else { "" };
+                eprintln!("submitted {}{dry}", request.request_id);
+            }
+            if command.follows() {
+                return follow(&client, &request.request_id, command.bucket_args().timeout, cli.output).await;
+            }
+            match cli.output {
+                Output::Json => println!("{}", serde_json::json!({"request_id": request.request_id})),
+                Output::Text => println!("{}", request.request_id),
+            }
+            Ok(0)
+        }
         Command::Drill { command } => {
             let connection = lifeboat_cli::drill::Connection {
                 transport: cli.transport()?,
