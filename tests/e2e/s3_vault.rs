@@ -165,10 +165,8 @@ async fn a_group_is_copied_to_the_vault_and_then_incrementally() {
     put(&source, "docs", "x.txt", "xylophone").await;
     put(&source, "docs", "y.txt", "yak").await;
     put(&source, "docs", "tmp/scratch.txt", "left out by the filter").await;
-    let _running = Running::start(&servers, ServiceSet::aggregator_only())
-        .await
-        .with_s3(&servers, fast_s3_config())
-        .await;
+    let _running =
+        Running::start(&servers, ServiceSet::aggregator_only()).await.with_s3(&servers, fast_s3_config()).await;
     let bus = servers.shared_bus().await;
     let vault = the_vault("lifeboat-vault");
     let filter = pb::ObjectFilter { exclude_prefixes: vec!["tmp/".into()], ..Default::default() };
@@ -251,10 +249,8 @@ async fn an_archived_object_makes_a_partial_backup_reported_with_the_object() {
         .send()
         .await
         .expect("put the archived object");
-    let _running = Running::start(&servers, ServiceSet::aggregator_only())
-        .await
-        .with_s3(&servers, fast_s3_config())
-        .await;
+    let _running =
+        Running::start(&servers, ServiceSet::aggregator_only()).await.with_s3(&servers, fast_s3_config()).await;
     let bus = servers.shared_bus().await;
     let vault = the_vault("lifeboat-vault-logs");
     let backup_run = run(now(), vec![group("audit", &["logs"], None)], vault.clone(), None);
@@ -289,7 +285,10 @@ async fn an_archived_object_makes_a_partial_backup_reported_with_the_object() {
     assert_eq!(lines[0], lifeboat_cli::backup::REPORT_HEADER, "{report}\n{stderr}");
     assert!(lines[1].contains(",logs,") && lines[1].contains(",S3_PARTIAL_BACKUP,"), "{report}\n{stderr}");
     assert!(lines.contains(&SKIPPED_HEADER), "{report}\n{stderr}");
-    assert!(lines.iter().any(|l| l.starts_with("logs,2019/old.log,") && l.contains("ARCHIVED_STORAGE_CLASS")), "{report}\n{stderr}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("logs,2019/old.log,") && l.contains("ARCHIVED_STORAGE_CLASS")),
+        "{report}\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -302,10 +301,8 @@ async fn continuous_backup_syncs_above_32_updates_or_after_an_hour() {
     for i in 0..3 {
         put(&source, "events", &format!("seed-{i}"), "seed").await;
     }
-    let _running = Running::start(&servers, ServiceSet::aggregator_only())
-        .await
-        .with_s3(&servers, fast_s3_config())
-        .await;
+    let _running =
+        Running::start(&servers, ServiceSet::aggregator_only()).await.with_s3(&servers, fast_s3_config()).await;
     let bus = servers.shared_bus().await;
     let vault = the_vault("lifeboat-vault-events");
     let groups = vec![group("stream", &["events"], None)];
@@ -387,7 +384,8 @@ fn the_report_lists_partial_tasks_and_then_their_objects() {
     assert_eq!(lines[3], SKIPPED_HEADER);
     assert_eq!(lines[4], "bucket-part,cold/x,v1,3,GLACIER,ARCHIVED_STORAGE_CLASS,in GLACIER");
 
-    let complete = pb::RequestSummary { tasks: vec![task_state("ok", pb::TaskPhase::Succeeded, None)], ..Default::default() };
+    let complete =
+        pb::RequestSummary { tasks: vec![task_state("ok", pb::TaskPhase::Succeeded, None)], ..Default::default() };
     assert!(object_report_urls(&complete).is_empty());
     assert_eq!(report_csv_with_objects(&complete, &[]), format!("{REPORT_HEADER}\n"));
 }

@@ -118,10 +118,8 @@ pub fn object_report_urls(summary: &RequestSummary) -> Vec<String> {
 /// [`SKIPPED_HEADER`]), an empty line, that header once, and every object line of them.
 pub fn report_csv_with_objects(summary: &RequestSummary, reports: &[String]) -> String {
     let mut out = report_csv(summary);
-    let lines: Vec<&str> = reports
-        .iter()
-        .flat_map(|r| r.lines().filter(|l| !l.trim().is_empty() && *l != SKIPPED_HEADER))
-        .collect();
+    let lines: Vec<&str> =
+        reports.iter().flat_map(|r| r.lines().filter(|l| !l.trim().is_empty() && *l != SKIPPED_HEADER)).collect();
     if lines.is_empty() {
         return out;
     }

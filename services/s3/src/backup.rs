@@ -126,21 +126,15 @@ pub fn summary(index: &Index) -> (usize, usize, i64) {
 pub fn result(vault: &S3Vault, index_key: &str, index: &Index) -> Step {
     let (objects, copied, bytes) = summary(index);
     let created = vec![vault::url(&vault.bucket, index_key)];
-    let mut message = format!(
-        "{objects} objects ({copied} copied, {bytes} bytes), {} deletions recorded",
-        index.deleted.len()
-    );
+    let mut message =
+        format!("{objects} objects ({copied} copied, {bytes} bytes), {} deletions recorded", index.deleted.len());
     if index.skipped.is_empty() {
         return Step::Done { message, created, warnings: Vec::new() };
     }
     let named: Vec<&str> = index.skipped.iter().take(KEYS_NAMED).map(|s| s.key.as_str()).collect();
     let more = if index.skipped.len() > KEYS_NAMED { ", ..." } else { "" };
-    let summary = format!(
-        "{} objects of s3://{} not backed up ({}{more})",
-        index.skipped.len(),
-        index.bucket,
-        named.join(", ")
-    );
+    let summary =
+        format!("{} objects of s3://{} not backed up ({}{more})", index.skipped.len(), index.bucket, named.join(", "));
     message = format!("{summary}; {message}");
     let alert = Alert {
         code: PARTIAL_BACKUP.to_string(),
@@ -224,11 +218,14 @@ pub async fn step(context: &Context, task: &RestoreTask, progress: &mut Progress
             Plan::Archived => to_copy.push((object, true)),
         }
     }
-    let copies = stream::iter(to_copy)
+    let copies: Vec<_> = to_copy
+        .into_iter()
         .map(|(object, archived)| {
-            back_up(&context.config, &source, &target, &vault, &group.name, bucket, object, archived, at)
+            let (config, source, target, vault, group) = (&context.config, &source, &target, &vault, &group.name);
+            Box::pin(back_up(config, source, target, vault, group, bucket, object, archived, at))
         })
-        .buffer_unordered(context.config.copy_concurrency.max(1));
+        .collect();
+    let copies = stream::iter(copies).buffer_unordered(context.config.copy_concurrency.max(1));
     let outcomes: Vec<Result<Outcome, AwsError>> = copies.collect().await;
     for outcome in outcomes {
         match outcome? {
@@ -283,10 +280,8 @@ async fn back_up(
         match head.send().await.map_err(|e| classify("s3:HeadObject", e)) {
             Ok(head) if restored(head.restore()) => {}
             Ok(_) => {
-                let reason = format!(
-                    "in {}: restore it from the archive (RestoreObject) to back it up",
-                    object.storage_class
-                );
+                let reason =
+                    format!("in {}: restore it from the archive (RestoreObject) to back it up", object.storage_class);
                 return Ok(skip(ARCHIVED_STORAGE_CLASS, reason));
             }
             Err(e) if e.is_retryable() => return Err(e),
@@ -540,7 +535,8 @@ mod tests {
     #[test]
     fn keys_gone_since_the_previous_index_are_deletions() {
         let mut previous = Index::new("g", "b", "1", "us-east-1", "r", t(10));
-        previous.objects = vec![entry(&object("a", "v1", "x", "STANDARD")), entry(&object("gone", "v1", "x", "STANDARD"))];
+        previous.objects =
+            vec![entry(&object("a", "v1", "x", "STANDARD")), entry(&object("gone", "v1", "x", "STANDARD"))];
         let now = [object("a", "v2", "y", "STANDARD")];
         let deleted = deletions(&previous, &now, None, t(20));
         assert_eq!(deleted, [Deleted { key: "gone".into(), version_id: "v1".into(), detected_at: t(20) }]);
@@ -606,7 +602,9 @@ mod tests {
         use aws_smithy_types::error::ErrorMetadata;
 
         let fails = |code: &'static str| {
-            move || CopyObjectError::generic(ErrorMetadata::builder().code(code).message(format!("mocked {code}")).build())
+            move || {
+                CopyObjectError::generic(ErrorMetadata::builder().code(code).message(format!("mocked {code}")).build())
+            }
         };
         let denied = mock!(aws_sdk_s3::Client::copy_object)
             .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/secret.txt")))
@@ -615,15 +613,12 @@ mod tests {
             .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/busy.txt")))
             .then_error(fails("SlowDown"));
         let copied = mock!(aws_sdk_s3::Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
-        let restored_head = mock!(aws_sdk_s3::Client::head_object)
-            .match_requests(|r| r.key() == Some("thawed.log"))
-            .then_output(|| HeadObjectOutput::builder().restore("ongoing-request=\"false\", expiry-date=\"x\"").build());
+        let restored_head =
+            mock!(aws_sdk_s3::Client::head_object).match_requests(|r| r.key() == Some("thawed.log")).then_output(
+                || HeadObjectOutput::builder().restore("ongoing-request=\"false\", expiry-date=\"x\"").build(),
+            );
         let frozen_head = mock!(aws_sdk_s3::Client::head_object).then_output(|| HeadObjectOutput::builder().build());
-        let s3 = mock_client!(
-            aws_sdk_s3,
-            RuleMode::MatchAny,
-            [&denied, &busy, &copied, &restored_head, &frozen_head]
-        );
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&denied, &busy, &copied, &restored_head, &frozen_head]);
         let config = S3Config::default();
         let back = |o: Object, archived: bool| {
             let (s3, config) = (s3.clone(), config.clone());

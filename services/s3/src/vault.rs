@@ -322,7 +322,11 @@ pub async fn ensure_vault(s3: &aws_sdk_s3::Client, vault: &S3Vault) -> Result<()
 
 /// When the object at `key` in the vault was written (its LastModified as listed); `None` if
 /// there is none.
-pub async fn written_at(s3: &aws_sdk_s3::Client, vault: &S3Vault, key: &str) -> Result<Option<DateTime<Utc>>, AwsError> {
+pub async fn written_at(
+    s3: &aws_sdk_s3::Client,
+    vault: &S3Vault,
+    key: &str,
+) -> Result<Option<DateTime<Utc>>, AwsError> {
     let page = s3
         .list_objects_v2()
         .bucket(&vault.bucket)
@@ -351,8 +355,7 @@ pub async fn fetch_text(config: &aws_config::SdkConfig, s3_url: &str) -> Result<
         Some(region) => region.to_string(),
     };
     let s3 = if region == home { s3 } else { lifeboat_config::clients::s3_client(config, "", &region) };
-    let output =
-        s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify("s3:GetObject", e))?;
+    let output = s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify("s3:GetObject", e))?;
     let bytes = output
         .body
         .collect()
@@ -414,4 +417,3 @@ mod tests {
         );
     }
 }
-
