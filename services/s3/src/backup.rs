@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_s3::types::BucketVersioningStatus;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use lifeboat_common::aws::{classify, AwsError};
@@ -48,6 +47,7 @@ pub struct Object {
 /// unversioned, every object) was last written, for counting pending updates.
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
+    /// Any version id other than `null`, or a delete marker: deletes leave markers to count.
     pub versioned: bool,
     pub current: Vec<Object>,
     pub writes: Vec<DateTime<Utc>>,
@@ -331,20 +331,13 @@ fn prefixes(filter: Option<&ObjectFilter>) -> Vec<String> {
     kept
 }
 
-/// Lists the bucket's current objects that the filter selects: every version and delete
-/// marker of a versioned (or suspended) bucket, every object of an unversioned one.
+/// Lists the bucket's current objects that the filter selects, with every version and delete
+/// marker's time. ListObjectVersions serves unversioned buckets too (their objects have version
+/// id `null`), so GetBucketVersioning is not needed (moto's answer to it does not parse).
 async fn list(s3: &aws_sdk_s3::Client, bucket: &str, filter: Option<&ObjectFilter>) -> Result<Listing, AwsError> {
-    let versioning =
-        s3.get_bucket_versioning().bucket(bucket).send().await.map_err(|e| classify("s3:GetBucketVersioning", e))?;
-    let versioned =
-        matches!(versioning.status(), Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended));
-    let mut listing = Listing { versioned, ..Listing::default() };
+    let mut listing = Listing::default();
     for prefix in prefixes(filter) {
-        if versioned {
-            list_versions(s3, bucket, &prefix, filter, &mut listing).await?;
-        } else {
-            list_objects(s3, bucket, &prefix, filter, &mut listing).await?;
-        }
+        list_versions(s3, bucket, &prefix, filter, &mut listing).await?;
     }
     Ok(listing)
 }
@@ -388,6 +381,9 @@ async fn list_versions(
             }
             let last_modified = time(version.last_modified());
             listing.writes.push(last_modified);
+            if version.version_id().is_some_and(|v| v != "null") {
+                listing.versioned = true;
+            }
             if version.is_latest() == Some(true) {
                 current.insert(
                     key.to_string(),
@@ -403,6 +399,7 @@ async fn list_versions(
             }
         }
         for marker in page.delete_markers() {
+            listing.versioned = true;
             if selected_key(filter, marker.key().unwrap_or_default()) {
                 listing.writes.push(time(marker.last_modified()));
             }
@@ -424,37 +421,6 @@ async fn list_versions(
 fn selected_key(filter: Option<&ObjectFilter>, key: &str) -> bool {
     let keys_only = filter.map(|f| ObjectFilter { storage_classes: Vec::new(), ..f.clone() });
     selected(keys_only.as_ref(), key, "")
-}
-
-async fn list_objects(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-    filter: Option<&ObjectFilter>,
-    listing: &mut Listing,
-) -> Result<(), AwsError> {
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| classify("s3:ListObjectsV2", e))?;
-        for object in page.contents() {
-            let key = object.key().unwrap_or_default();
-            let class = class_or_standard(object.storage_class().map(|c| c.as_str()));
-            if !selected(filter, key, &class) {
-                continue;
-            }
-            let last_modified = time(object.last_modified());
-            listing.writes.push(last_modified);
-            listing.current.push(Object {
-                key: key.to_string(),
-                version_id: "null".to_string(),
-                etag: object.e_tag().unwrap_or_default().to_string(),
-                size: object.size().unwrap_or_default(),
-                storage_class: class,
-                last_modified,
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
