@@ -1,9 +1,9 @@
 //! The S3 vault backup end to end over real nats-server and moto: a protection group of two
 //! buckets in us-east-1 (one versioned, one not) backed up to a vault bucket in us-west-2, every
-//! task delivered twice; the objects and their bytes in the vault (an object over the 5 MiB
-//! threshold copied in parts) and an index per bucket; a second run after an overwrite, a new
+//! task delivered twice; the objects and their bytes in the vault, under the vault's own KMS key (an
+//! object over the 5 MiB threshold copied in parts) and an index per bucket; a second run after an overwrite, a new
 //! object and a delete copies only those two versions and records the deletion. An archived
-//! object (GLACIER: moto cannot deny one object) makes a partial backup: SUCCEEDED with
+//! object (GLACIER: moto cannot deny one object) makes a partial backup (a restored one is copied): SUCCEEDED with
 //! S3_PARTIAL_BACKUP, an alert whose report in the vault names the key, and `lifeboat backup
 //! report RUN --csv` listing it. Continuous backup with controlled due times: 33 updates sync at
 //! the next check, 5 updates wait (Done, saying why, no index) until the hour has passed.
@@ -17,7 +17,10 @@
 use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketVersioningStatus, StorageClass, VersioningConfiguration};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, GlacierJobParameters, RestoreRequest, ServerSideEncryption, StorageClass, Tier,
+    VersioningConfiguration,
+};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use lifeboat_common::aws::{Accounts, DEFAULT_ROLE_NAME};
 use lifeboat_common::bus::{Bus, OutgoingMessage};
@@ -168,7 +171,10 @@ async fn a_group_is_copied_to_the_vault_and_then_incrementally() {
     let _running =
         Running::start(&servers, ServiceSet::aggregator_only()).await.with_s3(&servers, fast_s3_config()).await;
     let bus = servers.shared_bus().await;
-    let vault = the_vault("lifeboat-vault");
+    let kms = aws_sdk_kms::Client::new(&servers.aws(VAULT_REGION));
+    let key = kms.create_key().description("the vault's own key").send().await.unwrap();
+    let key_arn = key.key_metadata().unwrap().arn().unwrap().to_string();
+    let vault = pb::S3Vault { kms_key_id: key_arn.clone(), ..the_vault("lifeboat-vault") };
     let filter = pb::ObjectFilter { exclude_prefixes: vec!["tmp/".into()], ..Default::default() };
     let groups = vec![group("web", &["photos", "docs"], Some(filter))];
     let t0 = now() - Duration::minutes(30);
@@ -196,6 +202,16 @@ async fn a_group_is_copied_to_the_vault_and_then_incrementally() {
         let original = get(&source, "photos", &entry.key).await;
         assert_eq!(copied.len(), original.len(), "{}", entry.key);
         assert!(copied == original, "{} copied byte for byte", entry.key);
+        let head = vault_s3.head_object().bucket(&vault.bucket).key(&entry.vault_key).send().await.unwrap();
+        assert_eq!(head.server_side_encryption(), Some(&ServerSideEncryption::AwsKms), "{}", entry.key);
+        assert_eq!(head.ssekms_key_id(), Some(key_arn.as_str()), "{}", entry.key);
+        // Over the 5 MiB threshold, in two 5 MiB parts: a multipart ETag.
+        let parts = if entry.key == "raw/big.bin" { "-2\"" } else { "" };
+        assert_eq!(head.e_tag().unwrap_or_default().ends_with("-2\""), !parts.is_empty(), "{head:?}");
+    }
+    for index in index_keys(&all) {
+        let head = vault_s3.head_object().bucket(&vault.bucket).key(index).send().await.unwrap();
+        assert_eq!(head.ssekms_key_id(), Some(key_arn.as_str()), "{index}");
     }
     let big_entry = photos_index.objects.iter().find(|e| e.key == "raw/big.bin").unwrap();
     assert_eq!(big_entry.size as usize, big.len());
@@ -249,6 +265,20 @@ async fn an_archived_object_makes_a_partial_backup_reported_with_the_object() {
         .send()
         .await
         .expect("put the archived object");
+    source
+        .put_object()
+        .bucket("logs")
+        .key("2020/thawed.log")
+        .storage_class(StorageClass::Glacier)
+        .body(ByteStream::from_static(b"thawed"))
+        .send()
+        .await
+        .expect("put the other archived object");
+    let restore = RestoreRequest::builder()
+        .days(1)
+        .glacier_job_parameters(GlacierJobParameters::builder().tier(Tier::Standard).build().unwrap())
+        .build();
+    source.restore_object().bucket("logs").key("2020/thawed.log").restore_request(restore).send().await.unwrap();
     let _running =
         Running::start(&servers, ServiceSet::aggregator_only()).await.with_s3(&servers, fast_s3_config()).await;
     let bus = servers.shared_bus().await;
@@ -264,7 +294,10 @@ async fn an_archived_object_makes_a_partial_backup_reported_with_the_object() {
     assert_eq!((alert.code.as_str(), alert.severity.as_str(), alert.count), ("S3_PARTIAL_BACKUP", "warning", 1));
     let (index_key, index) = index_of(&vault_s3, &vault, logs).await;
     assert_eq!(alert.report_url, vault::url(&vault.bucket, &vault::skipped_key(&index_key)));
-    assert_eq!(index.objects.len(), 1, "the readable object is backed up");
+    let backed_up: Vec<&str> = index.objects.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(backed_up, ["2020/thawed.log", "today.log"], "the readable and the restored objects are backed up");
+    let thawed = &index.objects[0];
+    assert_eq!(get(&vault_s3, &vault.bucket, &thawed.vault_key).await, b"thawed");
     assert_eq!(index.skipped.len(), 1);
     assert_eq!(index.skipped[0].code, "ARCHIVED_STORAGE_CLASS");
     let (_, csv_key) = vault::parse_url(&alert.report_url).unwrap();
