@@ -73,12 +73,14 @@ pub fn run_requests(file: &str, rule: Option<&str>) -> anyhow::Result<Vec<Restor
 pub const REPORT_HEADER: &str = "resource_type,resource_id,account_id,region,phase,reason_code,message,task_id";
 
 /// One CSV line per resource of the run that was not backed up (failed, cancelled, or left
-/// unfinished), with its reason; only the header when every resource was.
+/// unfinished) or only partly (SUCCEEDED with an alert: a bucket some of whose objects could
+/// not be copied), with its reason; only the header when every resource was.
 pub fn report_csv(summary: &RequestSummary) -> String {
     let mut out = format!("{REPORT_HEADER}\n");
     for task in &summary.tasks {
         let phase = TaskPhase::try_from(task.phase).unwrap_or_default();
-        if phase == TaskPhase::Succeeded || phase == TaskPhase::Skipped {
+        let partial = task.alert.as_ref().is_some_and(|a| !a.code.is_empty());
+        if (phase == TaskPhase::Succeeded || phase == TaskPhase::Skipped) && !partial {
             continue;
         }
         let target = task.target.clone().unwrap_or_default();
@@ -100,4 +102,54 @@ pub fn report_csv(summary: &RequestSummary) -> String {
     out
 }
 
-use lifeboat_s3::vault::csv_field;
+/// The reports of the objects the run's partial tasks did not back up (their alerts'
+/// `report_url`s: `.skipped.csv` files in the vault), in task order, without duplicates.
+pub fn object_report_urls(summary: &RequestSummary) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    for alert in summary.tasks.iter().filter_map(|t| t.alert.as_ref()) {
+        if !alert.report_url.is_empty() && !urls.contains(&alert.report_url) {
+            urls.push(alert.report_url.clone());
+        }
+    }
+    urls
+}
+
+/// [`report_csv`], then, when partial tasks' object reports were fetched (each a CSV with
+/// [`SKIPPED_HEADER`]), an empty line, that header once, and every object line of them.
+pub fn report_csv_with_objects(summary: &RequestSummary, reports: &[String]) -> String {
+    let mut out = report_csv(summary);
+    let lines: Vec<&str> =
+        reports.iter().flat_map(|r| r.lines().filter(|l| !l.trim().is_empty() && *l != SKIPPED_HEADER)).collect();
+    if lines.is_empty() {
+        return out;
+    }
+    out.push('\n');
+    out.push_str(SKIPPED_HEADER);
+    out.push('\n');
+    for line in lines {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `lifeboat backup report RUN --csv`: the report with the objects of every partial task,
+/// fetched from the vault with the caller's AWS credentials. A report that cannot be fetched
+/// is named on stderr; the rest is still printed.
+pub async fn report_csv_fetched(summary: &RequestSummary) -> String {
+    let urls = object_report_urls(summary);
+    if urls.is_empty() {
+        return report_csv(summary);
+    }
+    let config = lifeboat_common::aws::load_base_config().await;
+    let mut reports = Vec::new();
+    for url in urls {
+        match lifeboat_s3::vault::fetch_text(&config, &url).await {
+            Ok(text) => reports.push(text),
+            Err(e) => eprintln!("warning: the objects not backed up are listed in {url}, which could not be read: {e}"),
+        }
+    }
+    report_csv_with_objects(summary, &reports)
+}
+
+use lifeboat_s3::vault::{csv_field, SKIPPED_HEADER};

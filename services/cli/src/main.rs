@@ -379,7 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             let summary = reply.summary.unwrap_or_default();
             match (csv, cli.output) {
-                (true, _) => print!("{}", lifeboat_cli::backup::report_csv(&summary)),
+                (true, _) => print!("{}", lifeboat_cli::backup::report_csv_fetched(&summary).await),
                 (false, Output::Json) => println!("{}", serde_json::to_string_pretty(&render::summary_json(&summary))?),
                 (false, Output::Text) => print!("{}", render::table(&summary)),
             }

@@ -320,6 +320,51 @@ pub async fn ensure_vault(s3: &aws_sdk_s3::Client, vault: &S3Vault) -> Result<()
     lifeboat_config::store::ensure_bucket(s3, &location).await
 }
 
+/// When the object at `key` in the vault was written (its LastModified as listed); `None` if
+/// there is none.
+pub async fn written_at(
+    s3: &aws_sdk_s3::Client,
+    vault: &S3Vault,
+    key: &str,
+) -> Result<Option<DateTime<Utc>>, AwsError> {
+    let page = s3
+        .list_objects_v2()
+        .bucket(&vault.bucket)
+        .prefix(key)
+        .max_keys(1)
+        .send()
+        .await
+        .map_err(|e| classify("s3:ListObjectsV2", e))?;
+    let found = page.contents().iter().find(|o| o.key() == Some(key));
+    Ok(found.and_then(|o| o.last_modified()).and_then(lifeboat_common::time::from_aws))
+}
+
+/// The text at `s3://bucket/key` (a partial backup's `.skipped.csv`), read with `config`'s
+/// credentials in the bucket's own region (GetBucketLocation first: the CLI does not know it).
+pub async fn fetch_text(config: &aws_config::SdkConfig, s3_url: &str) -> Result<String, AwsError> {
+    let Some((bucket, key)) = parse_url(s3_url) else {
+        return Err(AwsError::task_failure("s3:GetObject", "InvalidUrl", format!("{s3_url:?} is not s3://bucket/key")));
+    };
+    let home = config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".to_string());
+    let s3 = lifeboat_config::clients::s3_client(config, "", &home);
+    let location =
+        s3.get_bucket_location().bucket(bucket).send().await.map_err(|e| classify("s3:GetBucketLocation", e))?;
+    let region = match location.location_constraint().map(|c| c.as_str()) {
+        None | Some("") => "us-east-1".to_string(),
+        Some("EU") => "eu-west-1".to_string(),
+        Some(region) => region.to_string(),
+    };
+    let s3 = if region == home { s3 } else { lifeboat_config::clients::s3_client(config, "", &region) };
+    let output = s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify("s3:GetObject", e))?;
+    let bytes = output
+        .body
+        .collect()
+        .await
+        .map_err(|e| AwsError::task_failure("s3:GetObject", "ReadFailed", e.to_string()))?
+        .into_bytes();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
