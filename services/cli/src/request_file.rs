@@ -112,6 +112,53 @@ pub struct TargetsFile {
     /// Route 53 and ELBv2 configuration restored from exports (`route53`, `elbv2`).
     #[serde(default)]
     pub config: Option<ConfigTargetFile>,
+    /// S3: a protection group's objects restored from the vault into a bucket, or (`in_place`)
+    /// a versioned bucket rolled back or undeleted in place.
+    #[serde(default)]
+    pub s3: Option<S3TargetFile>,
+}
+
+/// Where a protection group's objects go (or, with `in_place`, what to do to the bucket).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3TargetFile {
+    #[serde(default)]
+    pub account_id: String,
+    #[serde(default)]
+    pub region: String,
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub kms_key_id: String,
+    #[serde(default)]
+    pub protection_group: String,
+    #[serde(default)]
+    pub source_buckets: Vec<String>,
+    /// Clumio's `search_object_filters` (`prefix`, `latest_version_only`, `storage_classes`,
+    /// `start_timestamp`, `end_timestamp`...), as a mapping.
+    #[serde(default)]
+    pub object_filters: Option<serde_json::Value>,
+    /// The vault with the group's backups; empty: the deployment's (`LIFEBOAT_S3_VAULT_*`).
+    #[serde(default)]
+    pub vault_bucket: String,
+    #[serde(default)]
+    pub vault_region: String,
+    #[serde(default)]
+    pub vault_prefix: String,
+    #[serde(default)]
+    pub in_place: Option<S3InPlaceFile>,
+}
+
+/// `rollback` to the state at `at`, or `undelete` the keys deleted since `at`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3InPlaceFile {
+    pub mode: String,
+    /// RFC 3339.
+    pub at: String,
+    #[serde(default)]
+    pub prefix: String,
 }
 
 /// Where the exports are, where they go, and how source ids map to the target's.
@@ -488,6 +535,41 @@ impl SetFile {
             bucket_region: t.bucket_region,
             prefix: t.prefix,
         });
+        let s3 = match self.target.s3 {
+            None => None,
+            Some(t) => {
+                let in_place = match t.in_place {
+                    None => None,
+                    Some(i) => Some(pb::S3InPlace {
+                        at: Some(parse_time(format!("{path}.target.s3.in_place.at"), &i.at)?),
+                        mode: i.mode,
+                        prefix: i.prefix,
+                        shallow: false,
+                    }),
+                };
+                let object_filters_json = match t.object_filters {
+                    None => String::new(),
+                    Some(serde_json::Value::Object(filters)) => serde_json::Value::Object(filters).to_string(),
+                    Some(_) => {
+                        return Err(field_error(format!("{path}.target.s3.object_filters"), "must be a mapping"));
+                    }
+                };
+                Some(pb::S3Target {
+                    account_id: t.account_id,
+                    region: t.region,
+                    bucket: t.bucket,
+                    prefix: t.prefix,
+                    kms_key_id: t.kms_key_id,
+                    protection_group: t.protection_group,
+                    source_buckets: t.source_buckets,
+                    object_filters_json,
+                    vault_bucket: t.vault_bucket,
+                    vault_region: t.vault_region,
+                    vault_prefix: t.vault_prefix,
+                    in_place,
+                })
+            }
+        };
         let ebs = self.target.ebs.map(|t| pb::EbsTarget {
             account_id: t.account_id,
             region: t.region,
@@ -510,7 +592,7 @@ impl SetFile {
                 all_resources: source.all_resources,
             }),
             resource_types,
-            target: Some(pb::Targets { ebs, dynamodb, ec2, rds, config, ..Default::default() }),
+            target: Some(pb::Targets { ebs, dynamodb, ec2, rds, config, s3 }),
             target_role_arn: self.target_role_arn,
         })
     }
