@@ -130,6 +130,8 @@ pub(crate) fn group_set(name: &str, selection: Option<pb::source::Selection>, ta
             account_id: ACCOUNT.into(),
             region: "us-east-1".into(),
             selection,
+            // A group's buckets are named by the group: confirm the blast-radius guard.
+            all_resources: true,
             ..Default::default()
         }),
         resource_types: vec![pb::ResourceType::S3Bucket as i32],
