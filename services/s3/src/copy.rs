@@ -49,12 +49,7 @@ pub fn part_ranges(size: i64, part_size: u64) -> Vec<String> {
 
 /// Copies `from` to `to` with `s3` (a client that can read the source and write the target,
 /// in the target bucket's region). The object's metadata and content type come along.
-pub async fn copy(
-    s3: &aws_sdk_s3::Client,
-    from: &CopyFrom<'_>,
-    to: &CopyTo<'_>,
-    config: &S3Config,
-) -> Result<(), AwsError> {
+pub async fn copy(s3: &aws_sdk_s3::Client, from: &CopyFrom<'_>, to: &CopyTo<'_>, config: &S3Config) -> Result<(), AwsError> {
     let source = copy_source(from);
     if (from.size as u64) <= config.multipart_threshold {
         let mut copy = s3
@@ -70,8 +65,11 @@ pub async fn copy(
         return Ok(());
     }
     let head = s3.head_object().bucket(from.bucket).key(from.key);
-    let head =
-        if from.version_id.is_empty() || from.version_id == "null" { head } else { head.version_id(from.version_id) };
+    let head = if from.version_id.is_empty() || from.version_id == "null" {
+        head
+    } else {
+        head.version_id(from.version_id)
+    };
     let head = head.send().await.map_err(|e| classify("s3:HeadObject", e))?;
     let mut create = s3
         .create_multipart_upload()
