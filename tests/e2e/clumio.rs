@@ -571,12 +571,96 @@ async fn seed_the_examples(servers: &Servers) -> ExampleBackups {
     ExampleBackups { ami_111, ami_323, snapshot_222, snapshot_720, ddb_backup_111 }
 }
 
+/// The examples' protection group `protection-group-1` in the default vault: for each of its
+/// buckets an older index and a newer one (an hour ago, before the end of today that the
+/// examples' `before` searches to), each with its objects' copies. Returns (bucket, newer index).
+async fn seed_the_protection_group(servers: &Servers) -> Vec<(String, String)> {
+    use crate::s3_restore::{object, seed_index, the_vault, VAULT_REGION};
+    let vault = the_vault();
+    let vault_s3 = crate::s3_restore::s3_in(servers, "", VAULT_REGION).await;
+    lifeboat_s3::vault::ensure_vault(&vault_s3, &vault).await.unwrap();
+    // Within today (UTC) whatever the time of day the tests run at: both before now.
+    let now = Utc::now();
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let (older, newer) = (midnight + (now - midnight) / 3, midnight + (now - midnight) * 2 / 3);
+    let mut found = Vec::new();
+    for (bucket, key) in [("bucket-name-1", "first.txt"), ("bucket-name-2", "second.txt")] {
+        let first = [object(key, "v1", bucket.as_bytes(), older)];
+        seed_index(&vault_s3, &vault, "protection-group-1", bucket, older, &first).await;
+        let second = [object(key, "v2", format!("{bucket}, later").as_bytes(), newer)];
+        found.push((
+            bucket.to_string(),
+            seed_index(&vault_s3, &vault, "protection-group-1", bucket, newer, &second).await,
+        ));
+    }
+    found
+}
+
+/// A published example's ProtectionGroup group, run for real: both named buckets' newest
+/// backups land in the target account's bucket under the target prefix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clumio_protection_group_restores_into_its_target_bucket_and_prefix() {
+    use crate::s3_restore::{contents, create_bucket, s3_in};
+    init_logging();
+    let servers = Servers::start().await;
+    let indexes = seed_the_protection_group(&servers).await;
+    let target = s3_in(&servers, "222333444555", "us-east-1").await;
+    create_bucket(&target, "bucket-name-3", "us-east-1").await;
+    let (name, text) = published_examples()
+        .into_iter()
+        .find(|(name, _)| name.starts_with("2025-06-18_5662c99"))
+        .expect("the example of 2025-06-18");
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let group = document["RestoreGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["ResourceType"] == "ProtectionGroup")
+        .expect("a ProtectionGroup group")
+        .clone();
+    assert_eq!(group["search_object_filters"], json!({"latest_version_only": true}), "{name}");
+    let request = clumio::convert(&json!({"RestoreGroups": [group]}), "clumio-pg-1".into(), Utc::now())
+        .map_err(|e| e.to_string())
+        .unwrap();
+    let mut request = request;
+    // As `lifeboat restore --all-resources` confirms it (a group has no tag or id to narrow it).
+    request.restore_sets[0].source.as_mut().unwrap().all_resources = true;
+
+    let _services = crate::s3_restore::services_with_vault(&servers, Some(crate::s3_restore::the_vault())).await;
+    let client = servers.client().await;
+    client.submit(&request).await.unwrap();
+    let summary = final_summary(&client, &request.request_id).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:#?}");
+    let picked: BTreeSet<(String, String)> =
+        summary.tasks.iter().map(|t| (t.source_resource_id.clone(), t.source_backup_id.clone())).collect();
+    assert_eq!(picked, indexes.into_iter().collect::<BTreeSet<_>>(), "each bucket's newest index");
+    let restored = contents(&target, "bucket-name-3").await;
+    let expected = [
+        ("prefix/first.txt".to_string(), b"bucket-name-1, later".to_vec()),
+        ("prefix/second.txt".to_string(), b"bucket-name-2, later".to_vec()),
+    ];
+    assert_eq!(restored, std::collections::BTreeMap::from(expected), "the newer versions, under the target prefix");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_published_clumio_example_is_planned_group_by_group_in_a_dry_run() {
     init_logging();
     let servers = Servers::start().await;
     let backups = seed_the_examples(&servers).await;
-    let planning = ServiceSet { ebs: None, dynamodb: None, ec2: None, rds: None, ..ServiceSet::default() };
+    let group_indexes = seed_the_protection_group(&servers).await;
+    // The protection groups restore from the deployment's default vault (the runbooks name none).
+    let discovery = lifeboat_discovery::DiscoveryConfig {
+        s3_vault: Some(crate::s3_restore::the_vault()),
+        ..fast_discovery_config(lifeboat_common::validate::Policy::default())
+    };
+    let planning = ServiceSet {
+        discovery: Some(discovery),
+        ebs: None,
+        dynamodb: None,
+        ec2: None,
+        rds: None,
+        ..ServiceSet::default()
+    };
     let _services = Running::start(&servers, planning).await;
     let client = servers.client().await;
 
@@ -620,9 +704,15 @@ async fn every_published_clumio_example_is_planned_group_by_group_in_a_dry_run()
                     None
                 }
                 (t, _) if t == pb::ResourceType::S3Bucket as i32 => {
-                    let skipped: Vec<(pb::TaskPhase, &str)> =
-                        tasks.iter().map(|t| (phase(t), t.reason_code.as_str())).collect();
-                    assert_eq!(skipped, [(pb::TaskPhase::Skipped, "S3_NOT_AVAILABLE")], "{name}: the protection group");
+                    // One task per named bucket, from its newest index before the end of today.
+                    let buckets: BTreeSet<(&str, &str)> = tasks
+                        .iter()
+                        .filter(|t| phase(t) == pb::TaskPhase::Planned)
+                        .map(|t| (t.source_resource_id.as_str(), t.source_backup_id.as_str()))
+                        .collect();
+                    let expected: BTreeSet<(&str, &str)> =
+                        group_indexes.iter().map(|(b, i)| (b.as_str(), i.as_str())).collect();
+                    assert_eq!(buckets, expected, "{name}: the protection group: {summary:#?}");
                     None
                 }
                 // DynamoDB into another account: whatever discovery plans, or says why not.
