@@ -622,9 +622,8 @@ async fn a_clumio_protection_group_restores_into_its_target_bucket_and_prefix() 
     let request = clumio::convert(&json!({"RestoreGroups": [group]}), "clumio-pg-1".into(), Utc::now())
         .map_err(|e| e.to_string())
         .unwrap();
-    let mut request = request;
-    // As `lifeboat restore --all-resources` confirms it (a group has no tag or id to narrow it).
-    request.restore_sets[0].source.as_mut().unwrap().all_resources = true;
+    // The group names its buckets: the blast-radius guard does not ask for --all-resources.
+    assert!(!request.restore_sets[0].source.as_ref().unwrap().all_resources);
 
     let _services = crate::s3_restore::services_with_vault(&servers, Some(crate::s3_restore::the_vault())).await;
     let client = servers.client().await;

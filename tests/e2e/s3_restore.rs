@@ -130,8 +130,7 @@ pub(crate) fn group_set(name: &str, selection: Option<pb::source::Selection>, ta
             account_id: ACCOUNT.into(),
             region: "us-east-1".into(),
             selection,
-            // A group's buckets are named by the group: confirm the blast-radius guard.
-            all_resources: true,
+            // No all_resources: the group names its buckets, so the blast-radius guard lets it by.
             ..Default::default()
         }),
         resource_types: vec![pb::ResourceType::S3Bucket as i32],

@@ -21,6 +21,14 @@ pub const S3_INVALID_TARGET: &str = "S3_INVALID_TARGET";
 /// No bucket of the group has an index the time rule picks.
 pub const NO_MATCHING_BACKUPS: &str = "NO_MATCHING_BACKUPS";
 
+/// Whether an S3 set names what it restores (a protection group, or the buckets it changes in
+/// place), so that the blast-radius guard does not ask it for `all_resources`.
+pub fn is_named_set(set: &RestoreSet) -> bool {
+    let s3 = set.target.as_ref().and_then(|t| t.s3.as_ref());
+    let named = s3.is_some_and(|s3| !s3.protection_group.is_empty() || s3.in_place.is_some());
+    named && set.resource_types == [ResourceType::S3Bucket as i32]
+}
+
 /// The tasks of an S3 set, or the reason code and message it has none.
 pub async fn plan(
     accounts: &Accounts,

@@ -723,8 +723,9 @@ fn guard(request: &RestoreRequest, outcomes: &[(&RestoreSet, SetOutcome)]) -> Ve
         total += tasks.len() as u32;
         let index = request.restore_sets.iter().position(|s| s.name == set.name).unwrap_or_default();
         let source = set.source.clone().unwrap_or_default();
-        // A configuration set restores one account's (and region's) exports: never a fleet.
-        let whole = !crate::config::is_config_set(set);
+        // A configuration set restores one account's (and region's) exports, an S3 set one named
+        // protection group or the buckets it names: never a fleet.
+        let whole = !crate::config::is_config_set(set) && !crate::s3::is_named_set(set);
         if whole && source.tags.is_empty() && source.names.is_empty() && !source.all_resources {
             refused.push(FieldError {
                 field: format!("restore_sets[{index}].source.all_resources"),
