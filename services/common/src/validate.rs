@@ -209,8 +209,8 @@ fn validate_set(path: &str, set: &RestoreSet, policy: &Policy, errors: &mut Erro
         let field = format!("{path}.resource_types[{index}]");
         match ResourceType::try_from(value) {
             Err(_) | Ok(ResourceType::Unspecified) => errors.add(field, format!("unknown resource type {value}")),
-            // Accepted and planned as SKIPPED (S3_NOT_AVAILABLE) until the S3 service exists, so
-            // that a runbook with a protection group still runs its other sets.
+            // Always accepted: every deployment plans S3 sets (the s3 service restores them), and
+            // their target is checked here field by field.
             Ok(ResourceType::S3Bucket) if !policy.supported_types.contains(&ResourceType::S3Bucket) => {
                 validate_target(path, ResourceType::S3Bucket, set, &source_region, policy, errors);
             }

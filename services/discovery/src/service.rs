@@ -63,8 +63,6 @@ pub mod reason {
     pub const NO_MATCHING_BACKUPS: &str = "NO_MATCHING_BACKUPS";
     /// A backup run whose rule selected no resource.
     pub const NO_MATCHING_RESOURCES: &str = "NO_MATCHING_RESOURCES";
-    /// A protection group (S3) set, planned as skipped until the S3 service exists.
-    pub const S3_NOT_AVAILABLE: &str = "S3_NOT_AVAILABLE";
 }
 
 /// Field errors a rejection event lists before "and K more".
@@ -168,11 +166,6 @@ impl Discovery {
                 .await
             {
                 Ok(Ok(tasks)) => Ok(SetOutcome::Tasks(tasks)),
-                // Skipped, not failed, while a part of the s3 service is not there: a runbook's
-                // other sets still decide its verdict.
-                Ok(Err((code, message))) if code == reason::S3_NOT_AVAILABLE => {
-                    Ok(SetOutcome::Nothing { phase: TaskPhase::Skipped, code, message })
-                }
                 Ok(Err((code, message))) => Ok(SetOutcome::Nothing { phase: TaskPhase::Failed, code, message }),
                 Err(e) => lookup_failed(e),
             };

@@ -18,6 +18,9 @@ pub struct ObjectFilters {
     /// the index: kept so a request saying so is accepted.
     pub latest_version_only: bool,
     pub prefix: Option<String>,
+    /// Clumio's `prefix_filters`: an entry matches when it is under any of them and under none
+    /// of that one's `excluded_sub_prefixes` (relative to its prefix).
+    pub prefix_filters: Vec<PrefixFilter>,
     pub storage_classes: Vec<String>,
     /// Inclusive bounds on the entry's `last_modified`.
     pub start_timestamp: Option<DateTime<Utc>>,
@@ -25,6 +28,20 @@ pub struct ObjectFilters {
     pub etag: Option<String>,
     pub version_id: Option<String>,
     pub object_key_contains: Option<String>,
+}
+
+/// One of Clumio's `prefix_filters`: `{"prefix": "logs/", "excluded_sub_prefixes": ["tmp/"]}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrefixFilter {
+    pub prefix: String,
+    pub excluded_sub_prefixes: Vec<String>,
+}
+
+impl PrefixFilter {
+    fn matches(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| !self.excluded_sub_prefixes.iter().any(|sub| rest.starts_with(sub.as_str())))
+    }
 }
 
 impl ObjectFilters {
@@ -48,6 +65,7 @@ impl ObjectFilters {
                         value.as_bool().ok_or_else(|| format!("{FIELD}.{key}: must be true or false"))?
                 }
                 "prefix" => filters.prefix = Some(string(key, value)?),
+                "prefix_filters" => filters.prefix_filters = prefix_filters(value)?,
                 "etag" => filters.etag = Some(string(key, value)?.trim_matches('"').to_string()),
                 "version_id" => filters.version_id = Some(string(key, value)?),
                 "object_key_contains" => filters.object_key_contains = Some(string(key, value)?),
@@ -76,6 +94,7 @@ impl ObjectFilters {
     /// Whether the restore copies this entry.
     pub fn matches(&self, entry: &Entry) -> bool {
         self.prefix.as_ref().is_none_or(|p| entry.key.starts_with(p.as_str()))
+            && (self.prefix_filters.is_empty() || self.prefix_filters.iter().any(|f| f.matches(&entry.key)))
             && (self.storage_classes.is_empty()
                 || self.storage_classes.iter().any(|c| c.eq_ignore_ascii_case(&entry.storage_class)))
             && self.start_timestamp.is_none_or(|t| entry.last_modified >= t)
@@ -88,6 +107,45 @@ impl ObjectFilters {
 
 fn string(key: &str, value: &Value) -> Result<String, String> {
     value.as_str().map(str::to_string).ok_or_else(|| format!("{FIELD}.{key}: must be a string"))
+}
+
+/// `[{"prefix": "a/", "excluded_sub_prefixes": ["tmp/"]}, ...]`, errors naming the item.
+fn prefix_filters(value: &Value) -> Result<Vec<PrefixFilter>, String> {
+    let field = format!("{FIELD}.prefix_filters");
+    let Value::Array(items) = value else {
+        return Err(format!("{field}: must be a list of {{prefix, excluded_sub_prefixes}}"));
+    };
+    let mut filters = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(map) = item else {
+            return Err(format!("{field}[{i}]: must be an object with a prefix"));
+        };
+        let mut filter = PrefixFilter::default();
+        for (key, value) in map {
+            match (key.as_str(), value) {
+                (_, Value::Null) => {}
+                ("prefix", Value::String(prefix)) => filter.prefix = prefix.clone(),
+                ("excluded_sub_prefixes", Value::Array(subs)) => {
+                    filter.excluded_sub_prefixes = subs
+                        .iter()
+                        .enumerate()
+                        .map(|(j, sub)| {
+                            sub.as_str()
+                                .map(str::to_string)
+                                .ok_or_else(|| format!("{field}[{i}].excluded_sub_prefixes[{j}]: must be a string"))
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                ("prefix", _) => return Err(format!("{field}[{i}].prefix: must be a string")),
+                ("excluded_sub_prefixes", _) => {
+                    return Err(format!("{field}[{i}].excluded_sub_prefixes: must be a list of strings"))
+                }
+                _ => return Err(format!("{field}[{i}].{key}: unknown field (prefix, excluded_sub_prefixes)")),
+            }
+        }
+        filters.push(filter);
+    }
+    Ok(filters)
 }
 
 /// RFC 3339 or unix seconds (as a number or a string of digits).
@@ -174,5 +232,22 @@ mod tests {
         assert!(f.matches(&entry("a", "STANDARD", 0)));
         let f = ObjectFilters::parse(r#"{"version_id":"v2"}"#).unwrap();
         assert!(!f.matches(&entry("a", "STANDARD", 0)));
+    }
+
+    #[test]
+    fn clumio_prefix_filters_include_and_exclude_sub_prefixes() {
+        let f = ObjectFilters::parse(
+            r#"{"prefix_filters":[{"prefix":"logs/","excluded_sub_prefixes":["tmp/"]},{"prefix":"img/"}]}"#,
+        )
+        .unwrap();
+        assert!(f.matches(&entry("logs/2024/a", "STANDARD", 0)));
+        assert!(f.matches(&entry("img/a.png", "STANDARD", 0)));
+        assert!(!f.matches(&entry("logs/tmp/a", "STANDARD", 0)), "excluded under its prefix");
+        assert!(!f.matches(&entry("data/a", "STANDARD", 0)), "under none of the prefixes");
+        let err =
+            ObjectFilters::parse(r#"{"prefix_filters":[{"prefix":"a/","excluded_sub_prefixes":[1]}]}"#).unwrap_err();
+        assert!(err.contains("object_filters_json.prefix_filters[0].excluded_sub_prefixes[0]"), "{err}");
+        let err = ObjectFilters::parse(r#"{"prefix_filters":[{"prefx":"a/"}]}"#).unwrap_err();
+        assert!(err.contains("prefix_filters[0].prefx"), "{err}");
     }
 }
