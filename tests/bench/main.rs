@@ -18,13 +18,16 @@
 //! 7. chaos: the suite's chaos runs with N volumes, over both transports (see `chaos.rs`).
 //! 8. backups: a plan's rule backing up and copying N volumes, against a direct script (see
 //!    `backups.rs`).
+//! 9. s3: a protection group's full and incremental backups to a vault in another region and
+//!    its restore, against a direct copy script (see `s3.rs`).
 //!
 //! `cargo run --locked -p lifeboat-tests --bin lifeboat-bench -- <case> [N]`, case one of
-//! fan-out, overhead, aggregation, restores, throttled, rss, chaos, backups or all (each at its
+//! fan-out, overhead, aggregation, restores, throttled, rss, chaos, backups, s3 or all (each at its
 //! default N).
 
 mod backups;
 mod chaos;
+mod s3;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -661,6 +664,7 @@ async fn main() {
         "rss" => rss(n.unwrap_or(10_000)).await,
         "chaos" => chaos::chaos(n.unwrap_or(200)).await,
         "backups" => backups::backups(n.unwrap_or(1000)).await,
+        "s3" => s3::s3_bench(n.unwrap_or(5000)).await,
         "all" => {
             fan_out(10_000).await;
             overhead(200).await;
@@ -671,10 +675,11 @@ async fn main() {
             rss(10_000).await;
             chaos::chaos(200).await;
             backups::backups(1000).await;
+            s3::s3_bench(5000).await;
         }
         other => {
             eprintln!(
-                "unknown case {other}: fan-out, overhead, aggregation, restores, throttled, rss, chaos, backups or all"
+                "unknown case {other}: fan-out, overhead, aggregation, restores, throttled, rss, chaos, backups, s3 or all"
             );
             std::process::exit(2);
         }
