@@ -422,3 +422,80 @@ fn the_report_lists_partial_tasks_and_then_their_objects() {
     assert!(object_report_urls(&complete).is_empty());
     assert_eq!(report_csv_with_objects(&complete, &[]), format!("{REPORT_HEADER}\n"));
 }
+
+/// The versions under `prefix` in the vault, delete markers included.
+async fn versions(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let listed = s3.list_object_versions().bucket(bucket).prefix(prefix).send().await.expect("list versions");
+    let mut keys: Vec<String> = listed.versions().iter().filter_map(|v| v.key().map(str::to_string)).collect();
+    keys.extend(listed.delete_markers().iter().filter_map(|m| m.key().map(str::to_string)));
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_backups_leave_the_vault_with_the_copies_only_they_list_unless_the_lock_holds_them() {
+    init_logging();
+    let servers = Servers::start().await;
+    let source = s3(&servers, SOURCE_REGION);
+    let vault_s3 = s3(&servers, VAULT_REGION);
+    for name in ["ledger", "journal"] {
+        bucket(&source, name, true).await;
+        put(&source, name, "a.txt", "one").await;
+        put(&source, name, "b.txt", "bee").await;
+    }
+    let _running =
+        Running::start(&servers, ServiceSet::aggregator_only()).await.with_s3(&servers, fast_s3_config()).await;
+    let bus = servers.shared_bus().await;
+    let vault = the_vault("lifeboat-vault-expiry");
+    let retention = Some(pb::Retention { days: 30, ..Default::default() });
+    let kept_run = |at: DateTime<Utc>, name: &str, lock: Option<pb::RecoveryLock>| pb::BackupRun {
+        retention: retention.clone(),
+        lock,
+        ..run(at, vec![group(name, &[name], None)], vault.clone(), None)
+    };
+    let (old, recent) = (now() - Duration::days(40), now() - Duration::days(1));
+
+    // ledger: no lock. The 40-day-old backup outlives its 30 days once a newer one exists.
+    let first = back_up(&servers, bus.clone(), &kept_run(old, "ledger", None)).await;
+    assert_eq!(
+        task(&first, "ledger").message,
+        "2 objects (2 copied, 6 bytes), 0 deletions recorded",
+        "the newest stays"
+    );
+    let (first_key, _) = index_of(&vault_s3, &vault, task(&first, "ledger")).await;
+    put(&source, "ledger", "a.txt", "two").await;
+    let second = back_up(&servers, bus.clone(), &kept_run(recent, "ledger", None)).await;
+    assert_eq!(verdict(&second), pb::Verdict::Completed, "{second:#?}");
+    assert_eq!(
+        task(&second, "ledger").message,
+        "2 objects (1 copied, 3 bytes), 0 deletions recorded; 1 expired backups deleted (1 vault objects)"
+    );
+    let (second_key, second_index) = index_of(&vault_s3, &vault, task(&second, "ledger")).await;
+    let base = "s3/ledger/ledger/";
+    let indexes = versions(&vault_s3, &vault.bucket, &format!("{base}index/")).await;
+    assert_eq!(indexes, [second_key.clone()], "the expired index is gone, every version of it");
+    assert!(!indexes.contains(&first_key));
+    let mut listed: Vec<String> = second_index.objects.iter().map(|e| e.vault_key.clone()).collect();
+    listed.sort();
+    assert_eq!(
+        versions(&vault_s3, &vault.bucket, &format!("{base}data/")).await,
+        listed,
+        "the old a.txt went with its backup; b.txt, which the newer backup still lists, stayed"
+    );
+    let b = second_index.objects.iter().find(|e| e.key == "b.txt").expect("b.txt");
+    assert_eq!(get(&vault_s3, &vault.bucket, &b.vault_key).await, b"bee");
+
+    // journal: a COMPLIANCE lock of 45 days holds the expired backup. (Runs a minute apart
+    // from ledger's: a run's id comes from its due time.)
+    let (old, recent) = (old - Duration::minutes(1), recent - Duration::minutes(1));
+    let lock = Some(pb::RecoveryLock { mode: "COMPLIANCE".into(), min_retention_days: 45, ..Default::default() });
+    back_up(&servers, bus.clone(), &kept_run(old, "journal", lock.clone())).await;
+    put(&source, "journal", "a.txt", "two").await;
+    let held = back_up(&servers, bus.clone(), &kept_run(recent, "journal", lock)).await;
+    assert_eq!(
+        task(&held, "journal").message,
+        "2 objects (1 copied, 3 bytes), 0 deletions recorded; 1 expired backups kept by the lock"
+    );
+    assert_eq!(versions(&vault_s3, &vault.bucket, "s3/journal/journal/index/").await.len(), 2);
+    assert_eq!(versions(&vault_s3, &vault.bucket, "s3/journal/journal/data/").await.len(), 3);
+}

@@ -97,6 +97,57 @@ pub fn may_delete(
     }
 }
 
+/// Which of `points` (id, creation time) a rule's `retention` and `lock` let go at `now`, for
+/// recovery points that carry no tags of their own (an S3 vault's indexes): `(expired, held)`,
+/// where `held` are expired points the lock keeps (no governance override: this runs unattended).
+/// The newest point always stays; a retention of no days and no keep counts keeps everything.
+pub fn expired_points<I: Ord + Clone>(
+    retention: &lifeboat_proto::Retention,
+    lock: Option<&lifeboat_proto::RecoveryLock>,
+    points: &[(I, DateTime<Utc>)],
+    now: DateTime<Utc>,
+) -> (Vec<I>, Vec<I>) {
+    let newest = points.iter().max_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0))).map(|(id, _)| id.clone());
+    let over: Vec<&(I, DateTime<Utc>)> = if retention.days > 0 {
+        let days = TimeDelta::days(retention.days.into());
+        points.iter().filter(|(_, at)| at.checked_add_signed(days).is_some_and(|end| end <= now)).collect()
+    } else if retention.keep_daily + retention.keep_weekly + retention.keep_monthly + retention.keep_yearly > 0 {
+        let keep = Keep {
+            daily: retention.keep_daily,
+            weekly: retention.keep_weekly,
+            monthly: retention.keep_monthly,
+            yearly: retention.keep_yearly,
+        };
+        // A time zone this build cannot read keeps everything: never guess a point away.
+        let Ok(zone) = (if retention.time_zone.is_empty() { Ok(chrono_tz::UTC) } else { retention.time_zone.parse() })
+        else {
+            return (Vec::new(), Vec::new());
+        };
+        let kept = keep.keep(zone, points, now);
+        points.iter().filter(|(id, _)| !kept.contains(id)).collect()
+    } else {
+        Vec::new()
+    };
+    let lock = lock.map(|lock| Lock {
+        mode: match lock.mode.as_str() {
+            "" | "NONE" => LockMode::None,
+            "GOVERNANCE" => LockMode::Governance,
+            _ => LockMode::Compliance,
+        },
+        min_retention_days: (lock.min_retention_days > 0).then_some(lock.min_retention_days),
+        max_retention_days: None,
+        snapshot_lock: false,
+    });
+    let (mut expired, mut held) = (Vec::new(), Vec::new());
+    for (id, at) in over.into_iter().filter(|(id, _)| Some(id) != newest.as_ref()) {
+        match &lock {
+            Some(lock) if may_delete(lock, *at, now, false).is_err() => held.push(id.clone()),
+            _ => expired.push(id.clone()),
+        }
+    }
+    (expired, held)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -285,5 +336,23 @@ mod tests {
             let expected: BTreeSet<u32> = (0..days.min(daily)).collect();
             prop_assert_eq!(kept, expected);
         }
+    }
+
+    #[test]
+    fn unattended_points_expire_by_days_or_keep_counts_and_locks_hold_them() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z").unwrap().with_timezone(&Utc);
+        let days_ago = |d: i64| now - TimeDelta::days(d);
+        let points = vec![("a", days_ago(40)), ("b", days_ago(31)), ("c", days_ago(29)), ("d", days_ago(1))];
+        let days = lifeboat_proto::Retention { days: 30, ..Default::default() };
+        assert_eq!(expired_points(&days, None, &points, now), (vec!["a", "b"], vec![]));
+        let keep = lifeboat_proto::Retention { keep_daily: 2, ..Default::default() };
+        assert_eq!(expired_points(&keep, None, &points, now), (vec!["a", "b"], vec![]));
+        let lock =
+            lifeboat_proto::RecoveryLock { mode: "COMPLIANCE".into(), min_retention_days: 35, ..Default::default() };
+        assert_eq!(expired_points(&days, Some(&lock), &points, now), (vec!["a"], vec!["b"]));
+        let old = vec![("a", days_ago(400))];
+        assert_eq!(expired_points(&days, None, &old, now), (vec![], vec![]), "the newest stays");
+        let none = lifeboat_proto::Retention::default();
+        assert_eq!(expired_points(&none, None, &points, now), (vec![], vec![]));
     }
 }

@@ -172,7 +172,7 @@ pub async fn step(context: &Context, task: &RestoreTask, progress: &mut Progress
 
     let index_key = vault::index_key(&vault, &group.name, bucket, at, &run_id);
     if let Some(written) = vault::get_index(&target, &vault, &index_key).await? {
-        return Ok(result(&vault, &index_key, &written));
+        return expired(&target, &vault, &group.name, bucket, &run, result(&vault, &index_key, &written)).await;
     }
     let indexes = vault::list_indexes(&target, &vault, &group.name, bucket).await?;
     let earlier: Vec<_> = indexes.into_iter().filter(|e| e.key != index_key).collect();
@@ -240,7 +240,45 @@ pub async fn step(context: &Context, task: &RestoreTask, progress: &mut Progress
         index.previous = Some(previous_key.clone());
     }
     vault::put_index(&target, &vault, &index_key, &index).await?;
-    Ok(result(&vault, &index_key, &index))
+    expired(&target, &vault, &group.name, bucket, &run, result(&vault, &index_key, &index)).await
+}
+
+/// `step` once the rule's retention has been applied to the bucket's older backups (also when a
+/// redelivery adopts the index, so a pass cut short is finished). Throttling and 5xx retry the
+/// step; anything else leaves the backup done, with a warning that retention was not applied.
+async fn expired(
+    target: &aws_sdk_s3::Client,
+    vault: &S3Vault,
+    group: &str,
+    bucket: &str,
+    run: &lifeboat_proto::BackupRun,
+    step: Step,
+) -> Result<Step, AwsError> {
+    let retention = run.retention.clone().unwrap_or_default();
+    let outcome = crate::expiry::expire(target, vault, group, bucket, &retention, run.lock.as_ref(), Utc::now()).await;
+    let (note, warning) = match outcome {
+        Ok(outcome) => (outcome.note(), None),
+        Err(e) if e.is_retryable() => return Err(e),
+        Err(e) => (
+            String::new(),
+            Some(format!("retention not applied to older backups: {} {}: {}", e.operation, e.code, e.message)),
+        ),
+    };
+    let with_note = |message: String| if note.is_empty() { message } else { format!("{message}; {note}") };
+    Ok(match step {
+        Step::Done { message, created, mut warnings } => {
+            warnings.extend(warning);
+            Step::Done { message: with_note(message), created, warnings }
+        }
+        Step::Partial { code, message, created, alert } => {
+            let message = match warning {
+                Some(warning) => format!("{}; {warning}", with_note(message)),
+                None => with_note(message),
+            };
+            Step::Partial { code, message, created, alert }
+        }
+        other => other,
+    })
 }
 
 #[derive(Debug)]

@@ -6,6 +6,8 @@
 //! - [`backup`]: one bucket of a group backed up to the vault, incrementally (only new or
 //!   changed versions copied, deletions recorded, large objects in parts); unreadable objects
 //!   are skipped with their reason and make a partial backup with an alert.
+//! - [`expiry`]: the rule's retention applied to the vault after each backup: expired indexes
+//!   deleted with the copies only they reference.
 //! - [`continuous`]: when a continuous-backup check syncs (more than 32 updates pending, or an
 //!   hour since the last sync with any update pending).
 //! - [`restore`] and [`filters`]: a group's objects as of a backup time, filtered, written to a
@@ -18,6 +20,7 @@
 pub mod backup;
 pub mod continuous;
 pub mod copy;
+pub mod expiry;
 pub mod filters;
 pub mod restore;
 pub mod rollback;
