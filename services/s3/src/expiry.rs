@@ -154,3 +154,109 @@ async fn delete_batch(s3: &aws_sdk_s3::Client, bucket: &str, batch: &[(String, S
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput;
+    use aws_sdk_s3::operation::get_object::GetObjectOutput;
+    use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
+    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{Object, ObjectVersion};
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::vault::{Entry, Index};
+
+    fn vault() -> S3Vault {
+        S3Vault { bucket: "v".into(), region: "us-west-2".into(), prefix: "s3/".into(), ..Default::default() }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-12-06T12:00:00Z".parse().unwrap()
+    }
+
+    /// An old index listing `old.txt` and a new one listing nothing, and the versions of the
+    /// old one's copy; DeleteObjects answers with `code` for its first key.
+    fn world(code: &'static str) -> [Rule; 5] {
+        let (old_at, new_at) = (now() - TimeDelta::days(40), now() - TimeDelta::days(1));
+        let old_key = vault::index_key(&vault(), "g", "b", old_at, "old");
+        let new_key = vault::index_key(&vault(), "g", "b", new_at, "new");
+        let mut old = Index::new("g", "b", "", "us-east-1", "old", old_at);
+        old.objects.push(Entry {
+            key: "old.txt".into(),
+            version_id: "v1".into(),
+            etag: "\"e\"".into(),
+            size: 1,
+            storage_class: "STANDARD".into(),
+            last_modified: old_at,
+            backed_up_at: old_at,
+            vault_key: "s3/g/b/data/v1/old.txt".into(),
+        });
+        let new = Index::new("g", "b", "", "us-east-1", "new", new_at);
+        let (listed_old, listed_new) = (old_key.clone(), new_key.clone());
+        let listed = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(move || {
+            ListObjectsV2Output::builder()
+                .contents(Object::builder().key(&listed_old).build())
+                .contents(Object::builder().key(&listed_new).build())
+                .build()
+        });
+        let read_old = mock!(aws_sdk_s3::Client::get_object)
+            .match_requests(move |r| r.key() == Some(old_key.as_str()))
+            .then_output(move || {
+                GetObjectOutput::builder().body(ByteStream::from(serde_json::to_vec(&old).unwrap())).build()
+            });
+        let read_new = mock!(aws_sdk_s3::Client::get_object)
+            .match_requests(move |r| r.key() == Some(new_key.as_str()))
+            .then_output(move || {
+                GetObjectOutput::builder().body(ByteStream::from(serde_json::to_vec(&new).unwrap())).build()
+            });
+        let versions = mock!(aws_sdk_s3::Client::list_object_versions).then_output(|| {
+            ListObjectVersionsOutput::builder()
+                .versions(ObjectVersion::builder().key("s3/g/b/data/v1/old.txt").version_id("x1").build())
+                .is_truncated(false)
+                .build()
+        });
+        let deleted = mock!(aws_sdk_s3::Client::delete_objects).then_output(move || {
+            let error =
+                aws_sdk_s3::types::Error::builder().key("s3/g/b/data/v1/old.txt").code(code).message("no").build();
+            DeleteObjectsOutput::builder().errors(error).build()
+        });
+        [listed, read_old, read_new, versions, deleted]
+    }
+
+    fn days(days: u32) -> Retention {
+        Retention { days, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn a_delete_s3_refuses_is_the_backups_error_and_throttling_is_retried() {
+        let [a, b, c, d, e] = world("AccessDenied");
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&a, &b, &c, &d, &e]);
+        let error = expire(&s3, &vault(), "g", "b", &days(30), None, now()).await.unwrap_err();
+        assert!(!error.is_retryable() && error.code == "AccessDenied", "{error:?}");
+        assert!(error.message.contains("old.txt"), "{error:?}");
+
+        let [a, b, c, d, e] = world("SlowDown");
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&a, &b, &c, &d, &e]);
+        let error = expire(&s3, &vault(), "g", "b", &days(30), None, now()).await.unwrap_err();
+        assert!(error.is_retryable() && error.code == "SlowDown", "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn nothing_past_its_retention_deletes_nothing() {
+        let [a, b, c, d, e] = world("AccessDenied");
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&a, &b, &c, &d, &e]);
+        let kept = expire(&s3, &vault(), "g", "b", &days(60), None, now()).await.expect("no deletes");
+        assert_eq!(kept, Expired::default());
+        assert_eq!(e.num_calls(), 0, "no DeleteObjects");
+    }
+
+    #[test]
+    fn the_note_says_what_went_and_what_the_lock_held() {
+        assert_eq!(Expired::default().note(), "");
+        let both = Expired { indexes: 2, objects: 5, held: 1 };
+        assert_eq!(both.note(), "2 expired backups deleted (5 vault objects), 1 expired backups kept by the lock");
+    }
+}
