@@ -34,6 +34,9 @@ use tracing::{info, warn};
 /// Histogram, labels `type` (`ebs`, `dynamodb`...) and `resource` (the source resource id):
 /// seconds from a drill task's QUEUED event to its SUCCEEDED event.
 pub const RESTORE_SECONDS: &str = "lifeboat_drill_restore_seconds";
+/// How many times (a quarter of a second apart) the event log is read again for the
+/// SUCCEEDED events of tasks the final summary says succeeded.
+const EVENT_LOG_READS: usize = 20;
 
 /// Restored DynamoDB tables are named `<table>-drill`, RDS databases `<id>-drill`.
 pub const NAME_SUFFIX: &str = "drill";
@@ -254,7 +257,22 @@ impl<F: Follow> Drills<F> {
         self.submit(&request).await?;
         let summary = self.follow.final_summary(&drill_id, self.config.verdict_timeout).await;
         let (summary, events) = match summary {
-            Ok(summary) => (summary, self.follow.events(&drill_id).await?),
+            Ok(summary) => {
+                // The verdict can be seen a moment before the last events are in the log.
+                let mut events = self.follow.events(&drill_id).await?;
+                for _ in 0..EVENT_LOG_READS {
+                    let logged = |task: &TaskState| {
+                        events.iter().any(|e| e.task_id == task.task_id && e.phase == TaskPhase::Succeeded as i32)
+                    };
+                    let succeeded = summary.tasks.iter().filter(|t| t.phase == TaskPhase::Succeeded as i32);
+                    if succeeded.clone().all(logged) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    events = self.follow.events(&drill_id).await?;
+                }
+                (summary, events)
+            }
             Err(e) => {
                 // Torn down anyway: whatever was created carries the drill's tag.
                 warn!(drill = %drill_id, error = %e, "no verdict for the drill's restore");
@@ -707,17 +725,19 @@ fn task_target(task: &TaskState, account: &str, region: &str) -> (String, String
     (or(location.account_id, account), or(location.region, region))
 }
 
-/// Seconds from the task's first QUEUED event to its last SUCCEEDED event.
+/// Seconds from the task's first QUEUED event to its last SUCCEEDED event. The log the
+/// aggregator keeps need not hold both (a busy aggregator may record a later phase first and
+/// keep only that): then from the task's first event of any phase, to its last.
 fn restore_seconds(events: &[StatusEvent], task_id: &str) -> Option<f64> {
-    let at = |phase: TaskPhase| {
+    let at = |phase: Option<TaskPhase>| {
         events
             .iter()
-            .filter(move |e| e.task_id == task_id && e.phase == phase as i32)
+            .filter(move |e| e.task_id == task_id && phase.is_none_or(|p| e.phase == p as i32))
             .filter_map(|e| e.at.as_ref().and_then(from_timestamp))
     };
-    let queued = at(TaskPhase::Queued).min()?;
-    let succeeded = at(TaskPhase::Succeeded).max()?;
-    Some((succeeded - queued).num_milliseconds() as f64 / 1000.0)
+    let queued = at(Some(TaskPhase::Queued)).min().or_else(|| at(None).min())?;
+    let succeeded = at(Some(TaskPhase::Succeeded)).max().or_else(|| at(None).max())?;
+    Some((succeeded - queued).num_milliseconds().max(0) as f64 / 1000.0)
 }
 
 /// Deletes every resource of the account and region that a drill made (tagged
