@@ -3,7 +3,8 @@
 # ports, runs every service, seeds volumes and snapshots in two regions and a DynamoDB table
 # with a backup, shows the plan of a restore request with three sets (one cross-region, one
 # DynamoDB), runs it and lists what was restored, then reads the same restore back through the
-# status HTTP API (summary, and the first events of its live event stream).
+# status HTTP API (summary, and the first events of its live event stream). S3: a protection
+# group backed up to a vault, rolled back in place after a bad deploy, and restored from the vault.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -85,6 +86,41 @@ cat "$work/plan.yaml"
 "$lifeboat" backup run "$work/plan.yaml" --rule nightly --watch --timeout 120 || status=$?
 echo "-- recovery points in us-east-1 and their copies in us-west-2"
 "$lifeboat" backup list --region us-east-1 --region us-west-2
+
+echo
+echo "== S3: a protection group backed up to a vault in us-west-2, a bad deploy, a rollback, a restore"
+.venv/bin/python scripts/demo_s3.py seed
+cat >"$work/s3-plan.yaml" <<'PLAN'
+name: demo-s3
+protection_groups:
+  - name: web-assets
+    buckets: [{bucket: demo-assets, region: us-east-1}]
+vault: {bucket: demo-vault, region: us-west-2, prefix: lifeboat/}
+rules:
+  - name: assets
+    schedule: "0 1 * * *"
+    selection: {resource_types: [s3], protection_groups: [web-assets]}
+    retention: {days: 35}
+PLAN
+"$lifeboat" backup plan validate "$work/s3-plan.yaml"
+"$lifeboat" backup run "$work/s3-plan.yaml" --rule assets --watch --timeout 120 || status=$?
+before=$(.venv/bin/python scripts/demo_s3.py damage)
+echo "-- after a bad deploy at ${before} (index.html overwritten, logo.png deleted, junk.txt added)"
+.venv/bin/python scripts/demo_s3.py show demo-assets
+"$lifeboat" s3 rollback demo-assets --to "$before" --region us-east-1 --watch --timeout 120 || status=$?
+echo "-- rolled back in place to ${before}"
+.venv/bin/python scripts/demo_s3.py show demo-assets
+cat >"$work/s3-restore.yaml" <<REQUEST
+restore_sets:
+  - name: assets-from-the-vault
+    resource_types: [s3]
+    source: {region: us-east-1}
+    target:
+      s3: {protection_group: web-assets, vault_bucket: demo-vault, vault_region: us-west-2, vault_prefix: lifeboat/, bucket: demo-restored, prefix: from-vault/}
+REQUEST
+"$lifeboat" restore submit "$work/s3-restore.yaml" --watch --request-id demo-s3-restore --timeout 120 || status=$?
+echo "-- restored from the vault's newest backup"
+.venv/bin/python scripts/demo_s3.py show demo-restored from-vault/
 
 echo
 echo "== the same restore through the status API (${api})"
