@@ -28,6 +28,10 @@ use crate::{Context, S3Config};
 pub const PARTIAL_BACKUP: &str = "S3_PARTIAL_BACKUP";
 /// The skip code of an object in an archive storage class that has not been restored.
 pub const ARCHIVED_STORAGE_CLASS: &str = "ARCHIVED_STORAGE_CLASS";
+/// The skip code of an unversioned object overwritten again while its backup retried the copy.
+pub const CHANGED_DURING_BACKUP: &str = "CHANGED_DURING_BACKUP";
+/// S3's answer to a copy whose source ETag condition no longer holds.
+const PRECONDITION_FAILED: &str = "PreconditionFailed";
 /// Keys named in a partial backup's message (all of them are in the CSV).
 const KEYS_NAMED: usize = 3;
 
@@ -302,16 +306,7 @@ async fn back_up(
     archived: bool,
     at: DateTime<Utc>,
 ) -> Result<Outcome, AwsError> {
-    let skip = |code: &str, reason: String| {
-        Outcome::Skipped(Skipped {
-            key: object.key.clone(),
-            version_id: object.version_id.clone(),
-            size: object.size,
-            storage_class: object.storage_class.clone(),
-            code: code.to_string(),
-            reason,
-        })
-    };
+    let skip = |code: &str, reason: String| skip_object(object, code, reason);
     if archived {
         let head = source.head_object().bucket(bucket).key(&object.key);
         let head = if object.version_id == "null" { head } else { head.version_id(&object.version_id) };
@@ -326,26 +321,69 @@ async fn back_up(
             Err(e) => return Ok(skip(&e.code, e.message)),
         }
     }
-    let vault_key = vault::object_key(vault, group, bucket, &object.version_id, &object.etag, &object.key);
-    let from = CopyFrom { bucket, key: &object.key, version_id: &object.version_id, size: object.size };
-    let to = CopyTo { bucket: &vault.bucket, key: &vault_key, kms_key_id: &vault.kms_key_id };
-    match copy::copy(target, &from, &to, config).await {
-        Ok(()) => Ok(Outcome::Copied(Entry {
-            key: object.key.clone(),
-            version_id: object.version_id.clone(),
-            etag: object.etag.clone(),
+    // An unversioned object overwritten between the listing and the copy (S3 refuses the copy
+    // on the listed ETag) is copied as it now is, once; changed again, it is skipped.
+    let mut object = object.clone();
+    for attempt in 0..2 {
+        let vault_key = vault::object_key(vault, group, bucket, &object.version_id, &object.etag, &object.key);
+        let from = CopyFrom {
+            bucket,
+            key: &object.key,
+            version_id: &object.version_id,
             size: object.size,
-            storage_class: object.storage_class.clone(),
-            last_modified: object.last_modified,
-            backed_up_at: at,
-            vault_key,
-        })),
-        Err(e) if e.is_retryable() => Err(e),
-        Err(e) => {
-            let reason = if e.message.is_empty() { format!("{} failed", e.operation) } else { e.message.clone() };
-            Ok(skip(&e.code, reason))
+            etag: &object.etag,
+        };
+        let to = CopyTo { bucket: &vault.bucket, key: &vault_key, kms_key_id: &vault.kms_key_id };
+        match copy::copy(target, &from, &to, config).await {
+            Ok(()) => {
+                return Ok(Outcome::Copied(Entry {
+                    key: object.key.clone(),
+                    version_id: object.version_id.clone(),
+                    etag: object.etag.clone(),
+                    size: object.size,
+                    storage_class: object.storage_class.clone(),
+                    last_modified: object.last_modified,
+                    backed_up_at: at,
+                    vault_key,
+                }))
+            }
+            Err(e) if e.code == PRECONDITION_FAILED && object.version_id == "null" && attempt == 0 => {
+                let head = source.head_object().bucket(bucket).key(&object.key).send().await;
+                match head.map_err(|e| classify("s3:HeadObject", e)) {
+                    Ok(head) => {
+                        object.etag = head.e_tag().unwrap_or_default().to_string();
+                        object.size = head.content_length().unwrap_or(object.size);
+                        if let Some(modified) = head.last_modified().and_then(lifeboat_common::time::from_aws) {
+                            object.last_modified = modified;
+                        }
+                    }
+                    Err(e) if e.is_retryable() => return Err(e),
+                    Err(e) => return Ok(skip_object(&object, &e.code, e.message)),
+                }
+            }
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) if e.code == PRECONDITION_FAILED => {
+                let reason = "overwritten twice while it was being backed up: the next backup copies it".to_string();
+                return Ok(skip_object(&object, CHANGED_DURING_BACKUP, reason));
+            }
+            Err(e) => {
+                let reason = if e.message.is_empty() { format!("{} failed", e.operation) } else { e.message.clone() };
+                return Ok(skip_object(&object, &e.code, reason));
+            }
         }
     }
+    unreachable!("the second attempt returns")
+}
+
+fn skip_object(object: &Object, code: &str, reason: String) -> Outcome {
+    Outcome::Skipped(Skipped {
+        key: object.key.clone(),
+        version_id: object.version_id.clone(),
+        size: object.size,
+        storage_class: object.storage_class.clone(),
+        code: code.to_string(),
+        reason,
+    })
 }
 
 /// HeadObject's `x-amz-restore`: a finished restore reads `ongoing-request="false", expiry-date=...`.
@@ -647,5 +685,52 @@ mod tests {
         };
         assert_eq!(skipped.code, ARCHIVED_STORAGE_CLASS);
         assert!(skipped.reason.contains("GLACIER"), "{}", skipped.reason);
+    }
+
+    #[tokio::test]
+    async fn an_unversioned_object_overwritten_after_the_listing_is_copied_as_it_now_is() {
+        use aws_sdk_s3::operation::copy_object::{CopyObjectError, CopyObjectOutput};
+        use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+        use aws_smithy_mocks::{mock, mock_client, RuleMode};
+        use aws_smithy_types::error::ErrorMetadata;
+
+        // What S3 does with x-amz-copy-source-if-match (moto ignores it): 412 once the
+        // object's ETag is no longer the listed one.
+        let stale = || {
+            CopyObjectError::generic(
+                ErrorMetadata::builder().code("PreconditionFailed").message("At least one condition failed").build(),
+            )
+        };
+        let refused = mock!(aws_sdk_s3::Client::copy_object)
+            .match_requests(|r| r.copy_source_if_match() == Some("\"old\""))
+            .then_error(stale);
+        let copied = mock!(aws_sdk_s3::Client::copy_object)
+            .match_requests(|r| r.copy_source_if_match() == Some("\"new\""))
+            .then_output(|| CopyObjectOutput::builder().build());
+        let head = mock!(aws_sdk_s3::Client::head_object)
+            .match_requests(|r| r.key() == Some("page.html"))
+            .then_output(|| HeadObjectOutput::builder().e_tag("\"new\"").content_length(7).build());
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&refused, &copied, &head]);
+        let config = S3Config::default();
+        let page = object("page.html", "null", "old", "STANDARD");
+        let Ok(Outcome::Copied(entry)) = back_up(&config, &s3, &s3, &vault(), "g", "src", &page, false, t(10)).await
+        else {
+            panic!("copied after the second look")
+        };
+        assert_eq!((entry.etag.as_str(), entry.size), ("\"new\"", 7), "the index describes the bytes copied");
+        assert_eq!(entry.vault_key, "g/src/data/e-new/page.html");
+        assert_eq!((refused.num_calls(), copied.num_calls(), head.num_calls()), (1, 1, 1));
+
+        // Overwritten again before the second copy: skipped, for the next backup.
+        let again = mock!(aws_sdk_s3::Client::copy_object).then_error(stale);
+        let head = mock!(aws_sdk_s3::Client::head_object)
+            .then_output(|| HeadObjectOutput::builder().e_tag("\"newer\"").content_length(7).build());
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&again, &head]);
+        let Ok(Outcome::Skipped(skipped)) = back_up(&config, &s3, &s3, &vault(), "g", "src", &page, false, t(10)).await
+        else {
+            panic!("skipped")
+        };
+        assert_eq!(skipped.code, CHANGED_DURING_BACKUP);
+        assert_eq!(again.num_calls(), 2);
     }
 }

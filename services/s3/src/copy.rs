@@ -20,6 +20,10 @@ pub struct CopyFrom<'a> {
     /// Empty or `null`: the current version (an unversioned bucket).
     pub version_id: &'a str,
     pub size: i64,
+    /// Without a version id: the ETag the listing saw. S3 then refuses the copy
+    /// (`PreconditionFailed`) if the object has been overwritten since, so that the bytes copied
+    /// are the ones the index describes. Empty: no condition.
+    pub etag: &'a str,
 }
 
 /// Where to write it.
@@ -39,6 +43,12 @@ pub fn copy_source(from: &CopyFrom<'_>) -> String {
         source.push_str(&utf8_percent_encode(from.version_id, NON_ALPHANUMERIC).to_string());
     }
     source
+}
+
+/// The ETag condition of a copy of the current object of an unversioned bucket.
+fn if_match(from: &CopyFrom<'_>) -> Option<String> {
+    let current = from.version_id.is_empty() || from.version_id == "null";
+    (current && !from.etag.is_empty()).then(|| format!("\"{}\"", from.etag.trim_matches('"')))
 }
 
 /// The byte ranges (inclusive, as `bytes=a-b`) of a `size`-byte object in `part_size` parts.
@@ -62,6 +72,7 @@ pub async fn copy(
             .bucket(to.bucket)
             .key(to.key)
             .copy_source(&source)
+            .set_copy_source_if_match(if_match(from))
             .metadata_directive(MetadataDirective::Copy);
         if !to.kms_key_id.is_empty() {
             copy = copy.server_side_encryption(ServerSideEncryption::AwsKms).ssekms_key_id(to.kms_key_id);
@@ -70,8 +81,11 @@ pub async fn copy(
         return Ok(());
     }
     let head = s3.head_object().bucket(from.bucket).key(from.key);
-    let head =
-        if from.version_id.is_empty() || from.version_id == "null" { head } else { head.version_id(from.version_id) };
+    let head = if from.version_id.is_empty() || from.version_id == "null" {
+        head.set_if_match(if_match(from))
+    } else {
+        head.version_id(from.version_id)
+    };
     let head = head.send().await.map_err(|e| classify("s3:HeadObject", e))?;
     let mut create = s3
         .create_multipart_upload()
@@ -96,6 +110,7 @@ pub async fn copy(
                     .upload_id(upload_id)
                     .part_number(number)
                     .copy_source(source)
+                    .set_copy_source_if_match(if_match(from))
                     .copy_source_range(range)
                     .send()
                     .await
@@ -132,7 +147,7 @@ mod tests {
 
     #[test]
     fn copy_sources_are_encoded_and_name_their_version() {
-        let from = CopyFrom { bucket: "b", key: "a dir/ü+x.txt", version_id: "v1", size: 1 };
+        let from = CopyFrom { bucket: "b", key: "a dir/ü+x.txt", version_id: "v1", size: 1, etag: "\"e\"" };
         assert_eq!(copy_source(&from), "b/a%20dir/%C3%BC%2Bx.txt?versionId=v1");
         let current = CopyFrom { version_id: "null", ..from.clone() };
         assert_eq!(copy_source(&current), "b/a%20dir/%C3%BC%2Bx.txt");

@@ -173,7 +173,7 @@ async fn restore_one(
     entry: &Entry,
 ) -> Result<(), AwsError> {
     let key = format!("{}{}", target.prefix, entry.key);
-    let from = CopyFrom { bucket: &vault.bucket, key: &entry.vault_key, version_id: "", size: entry.size };
+    let from = CopyFrom { bucket: &vault.bucket, key: &entry.vault_key, version_id: "", size: entry.size, etag: "" };
     let to = CopyTo { bucket: &target.bucket, key: &key, kms_key_id: &target.kms_key_id };
     copy::copy(s3, &from, &to, &context.config).await
 }

@@ -244,7 +244,7 @@ async fn apply(
         .map(|(key, action, size)| async move {
             let result = match &action {
                 KeyAction::RestoreVersion { version_id } => {
-                    let from = CopyFrom { bucket, key: &key, version_id, size };
+                    let from = CopyFrom { bucket, key: &key, version_id, size, etag: "" };
                     let to = CopyTo { bucket, key: &key, kms_key_id: "" };
                     crate::copy::copy(s3, &from, &to, config).await
                 }
