@@ -499,3 +499,43 @@ async fn expired_backups_leave_the_vault_with_the_copies_only_they_list_unless_t
     assert_eq!(versions(&vault_s3, &vault.bucket, "s3/journal/journal/index/").await.len(), 2);
     assert_eq!(versions(&vault_s3, &vault.bucket, "s3/journal/journal/data/").await.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bucket_larger_than_one_step_is_copied_over_several_steps_into_one_index() {
+    init_logging();
+    let servers = Servers::start().await;
+    let source = s3(&servers, SOURCE_REGION);
+    let vault_s3 = s3(&servers, VAULT_REGION);
+    bucket(&source, "archive", true).await;
+    for i in 0..25 {
+        put(&source, "archive", &format!("doc-{i:02}.txt"), format!("document {i:02}")).await;
+    }
+    let config = lifeboat_s3::S3Config { copies_per_step: 10, ..fast_s3_config() };
+    let _running = Running::start(&servers, ServiceSet::aggregator_only()).await.with_s3(&servers, config).await;
+    let bus = servers.shared_bus().await;
+    let vault = the_vault("lifeboat-vault-steps");
+    let backup_run = run(now(), vec![group("big", &["archive"], None)], vault.clone(), None);
+
+    let summary = back_up(&servers, bus.clone(), &backup_run).await;
+    assert_eq!(verdict(&summary), pb::Verdict::Completed, "{summary:#?}");
+    let archive = task(&summary, "archive");
+    assert_eq!(archive.message, "25 objects (25 copied, 275 bytes), 0 deletions recorded");
+    let (_, index) = index_of(&vault_s3, &vault, archive).await;
+    assert_eq!(index.objects.len(), 25);
+    for entry in &index.objects {
+        let n = &entry.key["doc-".len().."doc-".len() + 2];
+        assert_eq!(get(&vault_s3, &vault.bucket, &entry.vault_key).await, format!("document {n}").into_bytes());
+    }
+    let all = keys(&vault_s3, &vault.bucket, "").await;
+    assert_eq!(data_keys(&all).len(), 25, "each object copied once over the steps: {all:#?}");
+    assert!(!all.iter().any(|k| k.ends_with(".partial.json")), "the checkpoint is gone: {all:#?}");
+    let events = servers.store().await.events(&summary.request_id, 0).await.expect("the events");
+    let steps: Vec<String> = events
+        .into_iter()
+        .filter_map(|r| r.event)
+        .filter(|e| e.phase == pb::TaskPhase::Waiting as i32 && e.message.contains("so far"))
+        .map(|e| e.message)
+        .collect();
+    // (The event log need not keep every WAITING report of a task: the first is asserted.)
+    assert_eq!(steps.first().map(String::as_str), Some("10 objects copied to the vault so far, 15 to go"));
+}

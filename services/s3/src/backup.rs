@@ -189,9 +189,13 @@ pub async fn step(context: &Context, task: &RestoreTask, progress: &mut Progress
     };
     let filter = group.filter.as_ref();
     let listing = list(&source, bucket, filter).await?;
+    // Copies made by this backup's earlier steps (a bucket larger than one step).
+    let checkpoint_key = vault::checkpoint_key(&index_key);
+    let checkpoint = vault::get_index(&target, &vault, &checkpoint_key).await?;
 
     if let (Some(settings), Some((previous_key, previous))) = (run.continuous.as_ref(), previous.as_ref()) {
-        if settings.enabled {
+        // A sync under way is finished whatever has been written since.
+        if settings.enabled && checkpoint.is_none() {
             // Writes are counted from when the previous index was really written when that is
             // earlier than its backup time (a check whose due time is ahead of the clock).
             let written = vault::written_at(&target, &vault, previous_key).await?;
@@ -214,14 +218,30 @@ pub async fn step(context: &Context, task: &RestoreTask, progress: &mut Progress
     let mut index = Index::new(&group.name, bucket, &job.account_id, &job.region, &run_id, at);
     let by_key: HashMap<&str, &Entry> =
         previous.as_ref().map(|(_, p)| p.objects.iter().map(|e| (e.key.as_str(), e)).collect()).unwrap_or_default();
+    let checkpoint =
+        checkpoint.unwrap_or_else(|| Index::new(&group.name, bucket, &job.account_id, &job.region, &run_id, at));
+    let copied_before: HashMap<&str, &Entry> = checkpoint.objects.iter().map(|e| (e.key.as_str(), e)).collect();
+    let skipped_before: HashMap<&str, &Skipped> = checkpoint.skipped.iter().map(|s| (s.key.as_str(), s)).collect();
+    let mut copied_now: Vec<Entry> = Vec::new();
     let mut to_copy = Vec::new();
     for object in &listing.current {
+        if let Some(entry) = copied_before.get(object.key.as_str()).filter(|e| same_version(e, object)) {
+            copied_now.push((*entry).clone());
+            continue;
+        }
+        if let Some(skipped) = skipped_before.get(object.key.as_str()).filter(|s| s.version_id == object.version_id) {
+            index.skipped.push((*skipped).clone());
+            continue;
+        }
         match plan_object(object, &by_key) {
             Plan::Carry(entry) => index.objects.push(entry),
             Plan::Copy => to_copy.push((object, false)),
             Plan::Archived => to_copy.push((object, true)),
         }
     }
+    let per_step = context.config.copies_per_step.max(1);
+    let left_after = to_copy.len().saturating_sub(per_step);
+    to_copy.truncate(per_step);
     let copies: Vec<_> = to_copy
         .into_iter()
         .map(|(object, archived)| {
@@ -233,10 +253,18 @@ pub async fn step(context: &Context, task: &RestoreTask, progress: &mut Progress
     let outcomes: Vec<Result<Outcome, AwsError>> = copies.collect().await;
     for outcome in outcomes {
         match outcome? {
-            Outcome::Copied(entry) => index.objects.push(entry),
+            Outcome::Copied(entry) => copied_now.push(entry),
             Outcome::Skipped(skipped) => index.skipped.push(skipped),
         }
     }
+    if left_after > 0 {
+        let done = copied_now.len() + index.skipped.len();
+        let partial = Index { objects: copied_now, skipped: std::mem::take(&mut index.skipped), ..checkpoint };
+        vault::put_index(&target, &vault, &checkpoint_key, &partial).await?;
+        let what = format!("{done} objects copied to the vault so far, {left_after} to go");
+        return Ok(Step::Waiting { what, created: Vec::new() });
+    }
+    index.objects.extend(copied_now);
     index.objects.sort_by(|a, b| a.key.cmp(&b.key));
     index.skipped.sort_by(|a, b| a.key.cmp(&b.key));
     if let Some((previous_key, previous)) = &previous {
@@ -244,6 +272,8 @@ pub async fn step(context: &Context, task: &RestoreTask, progress: &mut Progress
         index.previous = Some(previous_key.clone());
     }
     vault::put_index(&target, &vault, &index_key, &index).await?;
+    // Best effort: a checkpoint left behind is a small file the index has made obsolete.
+    let _ = target.delete_object().bucket(&vault.bucket).key(&checkpoint_key).send().await;
     expired(&target, &vault, &group.name, bucket, &run, result(&vault, &index_key, &index)).await
 }
 

@@ -75,7 +75,8 @@ pub async fn expire(
     }
     let base = vault::bucket_base(vault, group, bucket);
     outcome.objects = delete_every_version(s3, &vault.bucket, &format!("{base}data/"), &doomed_copies).await?;
-    let index_files: BTreeSet<String> = expired.iter().flat_map(|key| [key.clone(), vault::skipped_key(key)]).collect();
+    let index_files: BTreeSet<String> =
+        expired.iter().flat_map(|key| [key.clone(), vault::skipped_key(key), vault::checkpoint_key(key)]).collect();
     delete_every_version(s3, &vault.bucket, &format!("{base}index/"), &index_files).await?;
     outcome.indexes = expired.len();
     Ok(outcome)

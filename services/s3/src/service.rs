@@ -25,6 +25,10 @@ pub struct S3Config {
     pub part_size: u64,
     /// Object copies in flight per task.
     pub copy_concurrency: usize,
+    /// A bucket's backup copies at most this many objects per step, then records what it has
+    /// copied (a checkpoint beside the index) and continues at its next check: a step stays
+    /// well inside the handler timeout however large the bucket.
+    pub copies_per_step: usize,
 }
 
 impl Default for S3Config {
@@ -34,6 +38,7 @@ impl Default for S3Config {
             multipart_threshold: 64 * 1024 * 1024,
             part_size: 64 * 1024 * 1024,
             copy_concurrency: 16,
+            copies_per_step: 10_000,
         }
     }
 }

@@ -152,6 +152,12 @@ pub fn skipped_key(index_key: &str) -> String {
     format!("{}.skipped.csv", index_key.strip_suffix(".json").unwrap_or(index_key))
 }
 
+/// Where a backup too large for one step keeps what it has copied so far, beside its index
+/// (not an index: `list_indexes` does not see it). Deleted once the index is written.
+pub fn checkpoint_key(index_key: &str) -> String {
+    format!("{}.partial.json", index_key.strip_suffix(".json").unwrap_or(index_key))
+}
+
 /// The version part of a vault key: the version id, or `e-<etag>` without one.
 pub fn version_token(version_id: &str, etag: &str) -> String {
     if version_id.is_empty() || version_id == "null" {
@@ -380,6 +386,7 @@ mod tests {
         assert!(key.starts_with("s3/web/assets/index/20261205T101500Z-"), "{key}");
         assert_eq!(IndexEntry::from_key(&key), Some(IndexEntry { key: key.clone(), backed_up_at: at }));
         assert_eq!(IndexEntry::from_key(&skipped_key(&key)), None);
+        assert_eq!(IndexEntry::from_key(&checkpoint_key(&key)), None);
         assert!(skipped_key(&key).ends_with(".skipped.csv"));
         let later = index_key(&vault(), "web", "assets", at + chrono::TimeDelta::minutes(15), "x");
         assert!(later > key);
